@@ -1,0 +1,38 @@
+# The two commands: `make demo` (gateway on embedded defaults) and `make test` (the whole suite).
+# Both create .venv and install the project into it first; nothing else needs installing by hand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo serve test lint bench bench-smoke clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# Pinned CPU torch first: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[ml,embedded,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/smr demo
+
+serve: $(STAMP)
+	$(BIN)/smr serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway router_core tests bench
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/run
+
+bench-smoke: $(STAMP)
+	$(BIN)/python bench/run --smoke
+
+clean:
+	rm -rf $(VENV)

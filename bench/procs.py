@@ -1,0 +1,68 @@
+"""Start and stop the processes a benchmark needs, on loopback, and read their CPU time."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], ready_url: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = open(ROOT / "bench" / "results" / f"{name}.log", "w")
+        started = time.perf_counter()
+        self.p = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(env or {})})
+        deadline = time.time() + 60
+        while True:
+            try:
+                httpx.get(ready_url, timeout=1)
+                break
+            except httpx.TransportError:
+                if self.p.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{name} did not start; see bench/results/{name}.log") from None
+                time.sleep(0.05)
+        self.startup_s = time.perf_counter() - started
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def stop(self) -> None:
+        self.p.terminate()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        self.log.close()
+
+
+def python() -> str:
+    return sys.executable

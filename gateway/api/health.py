@@ -1,0 +1,80 @@
+"""GET /health: liveness, plus the state of each provider and dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import Response, get
+from litestar.datastructures import State
+
+from gateway import __version__
+from gateway.lifespan import Gateway
+from gateway.settings import Backend
+from gateway.wire import encoder
+
+DEFAULT_HOSTS = {"gemini": ("generativelanguage.googleapis.com", 443), "openai": ("api.openai.com", 443)}
+
+
+class ProviderHealth(msgspec.Struct):
+    provider: str
+    model: str
+    configured: bool
+    reachable: bool | None
+    simulated: bool
+    detail: str | None = None
+
+
+class Health(msgspec.Struct):
+    status: str
+    version: str
+    uptime_s: float
+    simulated: bool
+    classifiers: list[str]
+    providers: dict[str, ProviderHealth]
+    dependencies: dict[str, str]
+
+
+def _address(b: Backend) -> tuple[str, int]:
+    if not b.base_url:
+        return DEFAULT_HOSTS.get(b.provider, ("localhost", 80))
+    u = urlsplit(b.base_url)
+    return u.hostname or "localhost", u.port or (443 if u.scheme == "https" else 80)
+
+
+async def _reachable(host: str, port: int, timeout: float = 0.5) -> tuple[bool, str | None]:
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError) as exc:
+        return False, f"cannot connect to {host}:{port}: {type(exc).__name__}"
+    writer.close()
+    return True, None
+
+
+async def _provider_health(gw: Gateway, b: Backend) -> ProviderHealth:
+    reason = gw.providers[b.name].unavailable_reason()
+    if reason:
+        return ProviderHealth(b.provider, b.model, False, None, b.simulated, reason)
+    ok, detail = await _reachable(*_address(b))
+    return ProviderHealth(b.provider, b.model, True, ok, b.simulated, detail)
+
+
+@get("/health")
+async def health(state: State) -> Response:
+    gw: Gateway = state.gateway
+    results = await asyncio.gather(*(_provider_health(gw, b) for b in gw.settings.backends))
+    providers = {b.name: r for b, r in zip(gw.settings.backends, results, strict=True)}
+    usable = [r for r in results if r.configured and r.reachable]
+    body = Health(
+        status="ok" if len(usable) == len(results) else "degraded",
+        version=__version__,
+        uptime_s=round(time.time() - gw.started_at, 1),
+        simulated=gw.simulated,
+        classifiers=list(gw.pipeline.names),
+        providers=providers,
+        dependencies={"database": "not configured", "redis": "not configured"},
+    )
+    return Response(encoder.encode(body), media_type="application/json")

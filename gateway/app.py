@@ -1,0 +1,74 @@
+"""`create_app(settings)`: the whole app is composed here; nothing is read or opened at import."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+
+from gateway.api.chat import chat_completions
+from gateway.api.complete import complete
+from gateway.api.health import health
+from gateway.api.models import list_models
+from gateway.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
+from gateway.lifespan import lifespan
+from gateway.settings import Settings
+from router_core import ClassifierPipeline, build_classifier
+
+log = logging.getLogger("gateway")
+
+JSON = "application/json"
+
+
+def _gateway_error(request: Request, exc: GatewayError) -> Response:
+    return Response(content=exc.to_json(), status_code=exc.status, media_type=JSON)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    err: GatewayError
+    if status == 413:
+        err = PayloadTooLarge("Request body is larger than the configured limit (server.max_body_bytes)")
+    elif status == 404:
+        err = NotFound(f"No route for {request.method} {request.url.path}")
+    elif status == 405:
+        err = InvalidRequest(f"Method {request.method} is not allowed on {request.url.path}",
+                             code="method_not_allowed")
+        err.status = 405
+    else:
+        err = InvalidRequest(str(exc.detail))
+        err.status = status
+    return Response(content=err.to_json(), status_code=err.status, media_type=JSON, headers=exc.headers)
+
+
+def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    err = GatewayError("The gateway hit an internal error; it has been logged.")
+    return Response(content=err.to_json(), status_code=500, media_type=JSON)
+
+
+def build_pipeline(settings: Settings) -> ClassifierPipeline:
+    r = settings.routing
+    try:
+        classifiers = [build_classifier(name) for name in r.classifiers]
+    except KeyError as exc:
+        raise SettingsError(f"config: setting 'routing.classifiers': {exc.args[0]}") from None
+    return ClassifierPipeline(classifiers, r.cutoffs, r.classifier_budget_s)
+
+
+def create_app(settings: Settings) -> Litestar:
+    return Litestar(
+        route_handlers=[chat_completions, complete, list_models, health],
+        lifespan=[lifespan],
+        state=State({"settings": settings, "pipeline": build_pipeline(settings)}),
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )

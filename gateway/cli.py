@@ -1,0 +1,110 @@
+"""`smr`: the one command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import msgspec
+
+from gateway.errors import SettingsError
+from gateway.settings import Backend, Settings, load_settings
+
+log = logging.getLogger("gateway")
+DEMO_BODY = '{"model":"auto","messages":[{"role":"user","content":"Explain Python decorators"}]}'
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        log_level=settings.log.level.lower(),
+        access_log=False,
+        server_header=False,
+    )
+
+
+def demo_settings(settings: Settings, ollama_url: str, gemini_url: str, openai_url: str) -> Settings:
+    """Point every backend at the built-in fake upstreams and mark it simulated."""
+    urls = {"ollama": ollama_url, "gemini": gemini_url, "openai": openai_url}
+    backends = [msgspec.structs.replace(b, base_url=urls[b.provider], api_key="demo-key", simulated=True)
+                for b in settings.backends]
+    if not any(b.provider == "openai" for b in backends):
+        backends.append(Backend(name="gpt-4o-mini", provider="openai", model="gpt-4o-mini", base_url=openai_url,
+                                api_key="demo-key", input_price=0.15, output_price=0.60, simulated=True))
+    return msgspec.structs.replace(settings, backends=backends)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    _serve(settings, args.host, args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.fakes.server import ThreadedFakes
+
+    settings = load_settings(args.config)
+    fakes = ThreadedFakes().start_in_thread()
+    settings = demo_settings(settings, fakes.ollama_url, fakes.gemini_url, fakes.openai_url)
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    log.warning("DEMO MODE: every backend is SIMULATED by built-in fake servers "
+                "(ollama %s, gemini %s, openai %s); answers are not real model output",
+                fakes.ollama_url, fakes.gemini_url, fakes.openai_url)
+    print(f"\n  Smart Model Router demo on http://{host}:{port}  (SIMULATED upstreams)\n"
+          f"  try: curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' "
+          f"-d '{DEMO_BODY}'\n",
+          file=sys.stderr, flush=True)
+    try:
+        _serve(settings, host, port)
+    finally:
+        fakes.stop_thread()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smr", description="Smart Model Router: an OpenAI-compatible LLM gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="config file (default: $SMR_CONFIG, then ./config.toml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run the gateway in front of built-in simulated upstreams")
+    demo.add_argument("--config", help="config file (default: $SMR_CONFIG, then ./config.toml)")
+    demo.add_argument("--host")
+    demo.add_argument("--port", type=int)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("SMR_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "google_genai", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result: int = args.func(args)
+        return result
+    except SettingsError as exc:
+        print(f"smr: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""The gateway's exception tree, and the one place that turns it into OpenAI error JSON.
+
+    SettingsError                       start-up only: one line naming the bad setting
+    GatewayError(status, type, code)    anything a client sees as {"error": {...}}
+     ├── InvalidRequest        400  invalid_request_error
+     ├── AuthenticationFailed  401  authentication_error
+     ├── PermissionDenied      403  permission_error
+     ├── ModelNotFound         404  invalid_request_error / model_not_found
+     ├── PayloadTooLarge       413  invalid_request_error / request_too_large
+     ├── RateLimited           429  rate_limit_error
+     ├── UpstreamError         one backend failed (502/503/504); `retryable` drives fallback
+     │    ├── BackendUnavailable     503  not configured (no API key, no URL)
+     │    ├── UpstreamConnectError   502  connection refused / reset
+     │    ├── UpstreamTimeout        504  connect, first-token or total timeout
+     │    ├── UpstreamHTTPError      502  upstream answered 4xx/5xx (429 and 5xx retryable)
+     │    └── UpstreamProtocolError  502  upstream answered something we cannot read
+     └── AllBackendsFailed     502/503/504  every backend in the chain failed; lists the attempts
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class SettingsError(Exception):
+    """A wrong or missing setting; the message is one line that names it."""
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: ErrorDetail
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class GatewayError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code))
+
+    def to_json(self) -> bytes:
+        return _encode(self.body())
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """One backend failed. `retryable` says whether the next backend in the chain should be tried."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = True
+
+    def __init__(self, message: str, *, backend: str = "", upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.upstream_status = upstream_status
+
+
+class BackendUnavailable(UpstreamError):
+    status = 503
+    code = "backend_unavailable"
+
+
+class UpstreamConnectError(UpstreamError):
+    status = 502
+    code = "upstream_connect_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamHTTPError(UpstreamError):
+    status = 502
+    code = "upstream_http_error"
+
+
+class UpstreamProtocolError(UpstreamError):
+    status = 502
+    code = "upstream_protocol_error"
+
+
+class Attempt(msgspec.Struct, frozen=True):
+    backend: str
+    error: str
+    status: int | None = None
+
+
+class AllBackendsFailed(GatewayError):
+    type = "upstream_error"
+    code = "all_backends_failed"
+
+    def __init__(self, attempts: list[Attempt], status: int) -> None:
+        tried = "; ".join(f"{a.backend}: {a.error}" for a in attempts)
+        super().__init__(f"every backend failed ({len(attempts)} tried): {tried}")
+        self.attempts = attempts
+        self.status = status
+
+
+def is_client_error(exc: UpstreamError) -> bool:
+    """An upstream 4xx other than 408/409/429 means the request itself is bad: no fallback."""
+    s = exc.upstream_status
+    return s is not None and 400 <= s < 500 and s not in (408, 409, 429)

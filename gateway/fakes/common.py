@@ -1,0 +1,154 @@
+"""What the three fake upstreams share: deterministic answers, token counts and fault injection.
+
+Each fake is a real aiohttp server. Its behaviour is set at start-up or at run time with
+`POST /__fake__/behaviour` (a `Behaviour` JSON object; `DELETE` resets it), and `GET /__fake__/stats`
+reports what it saw, including the last request body, so tests can check what was forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+_word = re.compile(r"\S+")
+
+
+class Behaviour(msgspec.Struct, omit_defaults=True):
+    latency_ms: float = 0.0          # wait before answering
+    chunk_delay_ms: float = 0.0      # wait between streamed pieces
+    fail_status: int | None = None   # answer with this HTTP status instead (429, 500, 503, ...)
+    fail_times: int = -1             # how many requests fail that way (-1: all of them)
+    hang: bool = False               # never answer (the client must time out)
+    cut_stream_after: int | None = None  # drop the connection after this many streamed pieces
+    malformed: bool = False          # answer with JSON that does not parse
+    pieces: int = 4                  # how many pieces a streamed answer is split into
+    reply: str | None = None         # fixed reply text instead of the generated one
+
+
+class Stats(msgspec.Struct):
+    requests: int = 0
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_cancelled: int = 0
+    last_body: Any = None
+    last_path: str = ""
+
+
+def count_tokens(text: str) -> int:
+    return max(1, len(_word.findall(text))) if text else 0
+
+
+def reply_text(label: str, model: str, prompt: str) -> str:
+    words = prompt.split()
+    gist = " ".join(words[:12]) + (" ..." if len(words) > 12 else "")
+    return f"[{label} {model}] Simulated answer to: {gist}"
+
+
+def split_pieces(text: str, pieces: int) -> list[str]:
+    words = text.split(" ")
+    n = max(1, min(pieces, len(words)))
+    size = -(-len(words) // n)
+    out = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+    return [p + (" " if i < len(out) - 1 else "") for i, p in enumerate(out)]
+
+
+def fake_arguments(schema: dict[str, Any] | None, prompt: str) -> dict[str, Any]:
+    """Arguments that fit a JSON schema's required properties, derived from the prompt."""
+    schema = schema or {}
+    props: dict[str, Any] = schema.get("properties") or {}
+    required = schema.get("required") or list(props)
+    last_word = (prompt.split() or ["x"])[-1].strip("?.!,;:'\"")
+    args: dict[str, Any] = {}
+    for name in required:
+        kind = (props.get(name) or {}).get("type", "string")
+        args[name] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}.get(kind, last_word)
+    return args
+
+
+class FakeServer:
+    """Base class: behaviour, stats and the control endpoints. Subclasses add the wire protocol."""
+
+    label = "fake"
+
+    def __init__(self, behaviour: Behaviour | None = None) -> None:
+        self.default = behaviour or Behaviour()
+        self.behaviour = msgspec.structs.replace(self.default)
+        self.stats = Stats()
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app.router.add_post("/__fake__/behaviour", self._set_behaviour)
+        self.app.router.add_delete("/__fake__/behaviour", self._reset)
+        self.app.router.add_get("/__fake__/stats", self._stats)
+        self.routes(self.app)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._stopping = asyncio.Event()
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server: Any = site._server
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _set_behaviour(self, request: web.Request) -> web.Response:
+        self.behaviour = msgspec.json.decode(await request.read(), type=Behaviour)
+        return web.json_response({"ok": True})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.behaviour = msgspec.structs.replace(self.default)
+        self.stats = Stats()
+        return web.json_response({"ok": True})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=msgspec.json.encode(self.stats), content_type="application/json")
+
+    async def begin(self, request: web.Request) -> tuple[Any, web.Response | None]:
+        """Read the body, count it, apply latency and failures. Returns (body, early response)."""
+        raw = await request.read()
+        self.stats.requests += 1
+        self.stats.last_path = request.path
+        try:
+            body = msgspec.json.decode(raw) if raw else {}
+        except msgspec.DecodeError:
+            return None, self.error_response(400, "request body is not JSON")
+        self.stats.last_body = body
+        b = self.behaviour
+        if b.hang:
+            await self._stopping.wait()
+            return body, self.error_response(503, "fake server shutting down")
+        if b.latency_ms:
+            await asyncio.sleep(b.latency_ms / 1000)
+        if b.fail_status is not None and b.fail_times != 0:
+            if b.fail_times > 0:
+                b.fail_times -= 1
+            return body, self.error_response(b.fail_status, f"simulated failure {b.fail_status}")
+        if b.malformed:
+            return body, web.Response(body=b'{"choices": [ {"message": tru', content_type="application/json")
+        return body, None
+
+    def error_response(self, status: int, message: str) -> web.Response:
+        return web.json_response({"error": {"message": message, "type": "fake_error", "code": status}},
+                                 status=status)
+
+    async def pace(self, index: int) -> bool:
+        """Between streamed pieces: wait, and say whether the stream should be cut here."""
+        b = self.behaviour
+        if b.cut_stream_after is not None and index >= b.cut_stream_after:
+            return True
+        if b.chunk_delay_ms and index:
+            await asyncio.sleep(b.chunk_delay_ms / 1000)
+        return False

@@ -1,0 +1,48 @@
+"""The provider contract: translate an OpenAI-shaped request for one backend, and its answer back.
+
+A provider never caches, logs, routes or retries; it raises `UpstreamError` subclasses and the
+service decides what to do. A whole answer and a streamed one use the same pieces: a `Completion`
+is one message plus usage, a stream is `StreamEvent`s whose deltas add up to that message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import msgspec
+
+from gateway.settings import Backend
+from gateway.wire import ChatCompletionRequest, Delta, ResponseMessage, Usage
+
+
+class UpstreamCall(msgspec.Struct, frozen=True):
+    request: ChatCompletionRequest
+    # The request body as the client sent it: OpenAI-compatible upstreams get every field of it.
+    raw: dict[str, object]
+
+
+class Completion(msgspec.Struct, frozen=True):
+    message: ResponseMessage
+    finish_reason: str | None
+    usage: Usage
+
+
+class StreamEvent(msgspec.Struct, frozen=True):
+    delta: Delta | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class Provider(Protocol):
+    backend: Backend
+
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot be called at all (no key, no URL), or None."""
+        ...
+
+    async def complete(self, call: UpstreamCall) -> Completion: ...
+
+    def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]: ...
+
+    async def aclose(self) -> None: ...

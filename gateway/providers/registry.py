@@ -1,0 +1,37 @@
+"""Explicit provider-type -> adapter registry, and the set of adapters built for one app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from gateway.providers.base import Provider
+from gateway.providers.gemini import GeminiProvider
+from gateway.providers.ollama import OllamaProvider
+from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.settings import Backend
+
+PROVIDER_TYPES: dict[str, Callable[[Backend], Provider]] = {
+    "ollama": OllamaProvider,
+    "gemini": GeminiProvider,
+    "openai": OpenAICompatProvider,
+}
+
+
+class Providers:
+    """One adapter per configured backend, built at start-up and closed at shutdown."""
+
+    def __init__(self, backends: list[Backend]) -> None:
+        self._by_name: dict[str, Provider] = {b.name: PROVIDER_TYPES[b.provider](b) for b in backends}
+
+    def __getitem__(self, name: str) -> Provider:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self._by_name.values())
+
+    async def aclose(self) -> None:
+        for p in self._by_name.values():
+            await p.aclose()

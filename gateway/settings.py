@@ -1,0 +1,259 @@
+"""Typed settings: `config.toml` (or `--config` / `SMR_CONFIG`) overlaid with environment variables.
+
+Everything is a frozen msgspec Struct; `load_settings` is the only place that reads files or the
+environment, and it turns every problem into one `SettingsError` line naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from gateway.errors import SettingsError
+
+ProviderType = Literal["ollama", "gemini", "openai"]
+TIERS: tuple[str, ...] = ("simple", "medium", "complex")
+
+# Environment variable that carries the API key of each provider type, unless a backend names its own.
+DEFAULT_KEY_ENV: dict[str, str | None] = {
+    "gemini": "GOOGLE_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "ollama": None,
+}
+# Environment variable that overrides the base URL of every backend of a provider type.
+BASE_URL_ENV: dict[str, str] = {
+    "gemini": "GEMINI_BASE_URL",
+    "openai": "OPENAI_BASE_URL",
+    "ollama": "OLLAMA_BASE_URL",
+}
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    connect_s: float = 2.0
+    first_token_s: float = 20.0
+    total_s: float = 120.0
+
+
+class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    provider: ProviderType
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = None
+    # Prices in US dollars per 1M tokens.
+    input_price: float = 0.0
+    output_price: float = 0.0
+    cached_input_price: float | None = None
+    timeouts: Timeouts = Timeouts()
+    # Set by `smr demo` for backends answered by the built-in fake servers.
+    simulated: bool = False
+
+
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4_000_000
+
+
+class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    admin_key: str | None = None
+
+
+class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    default_model: str = "auto"
+    classifiers: list[str] = msgspec.field(default_factory=lambda: ["heuristic"])
+    # score < cutoffs[0] -> simple; < cutoffs[1] -> medium; else complex.
+    cutoffs: tuple[float, float] = (0.35, 0.62)
+    classifier_budget_s: float = 0.5
+    baseline: str = "gemini-2.5-pro"
+    # Most backends tried for one request (the chain is cut after this many).
+    max_attempts: int = 3
+    allow_n_greater_than_one: bool = False
+
+
+class TierSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    simple: list[str] = msgspec.field(default_factory=lambda: ["granite4:350m", "gemini-2.5-flash"])
+    medium: list[str] = msgspec.field(default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-pro"])
+    complex: list[str] = msgspec.field(default_factory=lambda: ["gemini-2.5-pro", "gemini-2.5-flash"])
+
+    def chain(self, tier: str) -> list[str]:
+        chain: list[str] = getattr(self, tier)
+        return chain
+
+
+def _default_backends() -> list[Backend]:
+    return [
+        Backend(
+            name="granite4:350m", provider="ollama", model="granite4:350m",
+            base_url="http://127.0.0.1:11434", input_price=0.0, output_price=0.0,
+        ),
+        Backend(
+            name="gemini-2.5-flash", provider="gemini", model="gemini-2.5-flash",
+            input_price=0.30, output_price=2.50, cached_input_price=0.075,
+        ),
+        Backend(
+            name="gemini-2.5-pro", provider="gemini", model="gemini-2.5-pro",
+            input_price=1.25, output_price=10.0, cached_input_price=0.31,
+        ),
+    ]
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str | None = None
+
+
+class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str | None = None
+
+
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: str = "INFO"
+    prompts: bool = False
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    routing: RoutingSettings = RoutingSettings()
+    tiers: TierSettings = TierSettings()
+    backends: list[Backend] = msgspec.field(default_factory=_default_backends)
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    log: LogSettings = LogSettings()
+
+    def backend(self, name: str) -> Backend | None:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        return None
+
+
+def _validation_line(exc: msgspec.ValidationError, source: str) -> str:
+    # msgspec says e.g. "Expected `int`, got `str` - at `$.server.port`"; turn the path into a name.
+    text = str(exc)
+    if " - at `$." in text:
+        message, _, path = text.partition(" - at `$.")
+        path = path.rstrip("`")
+        return f"{source}: setting '{path}': {message.replace('`', '')}"
+    return f"{source}: {text.replace('`', '')}"
+
+
+def parse_settings(data: Mapping[str, object], source: str = "config") -> Settings:
+    try:
+        settings = msgspec.convert(data, Settings, str_keys=True)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_validation_line(exc, source)) from None
+    return settings
+
+
+def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """Overlay secrets and URLs from the environment; resolve each backend's API key."""
+    backends = []
+    for b in settings.backends:
+        changes: dict[str, object] = {}
+        url_env = BASE_URL_ENV[b.provider]
+        if env.get(url_env):
+            changes["base_url"] = env[url_env]
+        key_env = b.api_key_env or DEFAULT_KEY_ENV[b.provider]
+        if b.provider == "gemini" and key_env == "GOOGLE_API_KEY" and not env.get(key_env):
+            key_env = "GEMINI_API_KEY"
+        if key_env and env.get(key_env):
+            changes["api_key"] = env[key_env]
+        backends.append(msgspec.structs.replace(b, **changes) if changes else b)
+    server = settings.server
+    if env.get("SMR_HOST"):
+        server = msgspec.structs.replace(server, host=env["SMR_HOST"])
+    if env.get("SMR_PORT"):
+        try:
+            server = msgspec.structs.replace(server, port=int(env["SMR_PORT"]))
+        except ValueError:
+            raise SettingsError(f"environment: SMR_PORT must be an integer, got {env['SMR_PORT']!r}") from None
+    auth = settings.auth
+    if env.get("SMR_ADMIN_KEY"):
+        auth = msgspec.structs.replace(auth, admin_key=env["SMR_ADMIN_KEY"])
+    database = settings.database
+    if env.get("DATABASE_URL"):
+        database = msgspec.structs.replace(database, url=env["DATABASE_URL"])
+    redis = settings.redis
+    if env.get("REDIS_URL"):
+        redis = msgspec.structs.replace(redis, url=env["REDIS_URL"])
+    return msgspec.structs.replace(
+        settings, backends=backends, server=server, auth=auth, database=database, redis=redis
+    )
+
+
+def validate(settings: Settings) -> Settings:
+    names = [b.name for b in settings.backends]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise SettingsError(f"config: setting 'backends': duplicate backend name {sorted(dupes)[0]!r}")
+    reserved = {"auto"} | {f"smr/{t}" for t in TIERS}
+    for b in settings.backends:
+        if b.name in reserved:
+            raise SettingsError(f"config: setting 'backends': name {b.name!r} is reserved")
+        if b.input_price < 0 or b.output_price < 0:
+            raise SettingsError(f"config: setting 'backends.{b.name}': prices must be >= 0")
+        t = b.timeouts
+        if min(t.connect_s, t.first_token_s, t.total_s) <= 0:
+            raise SettingsError(f"config: setting 'backends.{b.name}.timeouts': every timeout must be > 0")
+        if b.provider == "ollama" and not b.base_url:
+            raise SettingsError(f"config: setting 'backends.{b.name}.base_url': required for ollama")
+    for tier in TIERS:
+        chain = settings.tiers.chain(tier)
+        if not chain:
+            raise SettingsError(f"config: setting 'tiers.{tier}': needs at least one backend")
+        for name in chain:
+            if name not in names:
+                raise SettingsError(f"config: setting 'tiers.{tier}': unknown backend {name!r}")
+    r = settings.routing
+    lo, hi = r.cutoffs
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise SettingsError("config: setting 'routing.cutoffs': need 0 <= simple cut-off <= medium cut-off <= 1")
+    if r.baseline not in names:
+        raise SettingsError(f"config: setting 'routing.baseline': unknown backend {r.baseline!r}")
+    if r.max_attempts < 1:
+        raise SettingsError("config: setting 'routing.max_attempts': must be >= 1")
+    if not r.classifiers:
+        raise SettingsError("config: setting 'routing.classifiers': needs at least one classifier")
+    if r.default_model != "auto" and r.default_model not in reserved and r.default_model not in names:
+        raise SettingsError(f"config: setting 'routing.default_model': unknown model {r.default_model!r}")
+    if settings.server.max_body_bytes < 1024:
+        raise SettingsError("config: setting 'server.max_body_bytes': must be >= 1024")
+    if settings.auth.enabled and not settings.auth.admin_key:
+        raise SettingsError("auth.enabled is true but no admin key is set: export SMR_ADMIN_KEY")
+    return settings
+
+
+def default_config_path() -> Path | None:
+    p = Path("config.toml")
+    return p if p.is_file() else None
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file (explicit path, then SMR_CONFIG, then ./config.toml, else defaults)."""
+    env = os.environ if env is None else env
+    chosen: Path | None
+    if path is not None:
+        chosen = Path(path)
+    elif env.get("SMR_CONFIG"):
+        chosen = Path(env["SMR_CONFIG"])
+    else:
+        chosen = default_config_path()
+    data: dict[str, object] = {}
+    source = "defaults"
+    if chosen is not None:
+        source = str(chosen)
+        try:
+            data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {chosen}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{chosen}: invalid TOML: {exc}") from None
+    return validate(apply_env(parse_settings(data, source), env))

@@ -1,0 +1,99 @@
+"""Provider stream events -> OpenAI SSE: role on the first delta, content deltas, finish_reason,
+a usage chunk when asked, then `data: [DONE]`. A failure mid-stream ends it with an error event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.providers.base import StreamEvent
+from gateway.service import ChatService, OpenStream, Priced, _aclose
+from gateway.wire import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    Delta,
+    Usage,
+    encoder,
+    usage_out,
+)
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload: msgspec.Struct) -> bytes:
+    return b"data: " + encoder.encode(payload) + b"\n\n"
+
+
+class StreamSummary(msgspec.Struct):
+    """What the stream ended with, handed to the caller's `on_done` once the stream is over."""
+
+    priced: Priced | None = None
+    error: GatewayError | None = None
+    finish_reason: str | None = None
+    text: str = ""
+    cancelled: bool = False
+
+
+async def to_sse(
+    service: ChatService,
+    opened: OpenStream,
+    req: ChatCompletionRequest,
+    chunk_id: str,
+    created: int,
+    on_done: Callable[[StreamSummary], None] | None = None,
+) -> AsyncIterator[bytes]:
+    model = opened.backend.name
+    loop = asyncio.get_running_loop()
+    idle = opened.backend.timeouts.first_token_s
+    summary = StreamSummary()
+    texts: list[str] = []
+    usage: Usage | None = None
+
+    def chunk(delta: Delta, finish: str | None = None) -> bytes:
+        return sse(ChatCompletionChunk(chunk_id, created, model, [ChunkChoice(delta, 0, finish)]))
+
+    try:
+        ev: StreamEvent = opened.first
+        delta = ev.delta or Delta()
+        yield chunk(msgspec.structs.replace(delta, role="assistant", content=delta.content or ""), ev.finish_reason)
+        while True:
+            if ev.usage is not None:
+                usage = ev.usage
+            if ev.delta is not None and ev.delta.content:
+                texts.append(ev.delta.content)
+            if ev.finish_reason:
+                summary.finish_reason = ev.finish_reason
+            if ev is not opened.first and (ev.delta is not None or ev.finish_reason):
+                yield chunk(ev.delta or Delta(), ev.finish_reason)
+            try:
+                async with asyncio.timeout(max(0.0, min(idle, opened.deadline - loop.time()))):
+                    ev = await anext(opened.events)
+            except StopAsyncIteration:
+                break
+        if summary.finish_reason is None:
+            summary.finish_reason = "stop"
+            yield chunk(Delta(), "stop")
+        summary.text = "".join(texts)
+        filled = service._fill_usage(usage or Usage(estimated=True), req, summary.text)
+        summary.priced = service.price(filled, opened.backend)
+        if req.include_usage:
+            yield sse(ChatCompletionChunk(chunk_id, created, model, [], usage_out(filled)))
+        yield DONE
+    except TimeoutError:
+        summary.error = UpstreamTimeout(f"{model}: stream stalled or ran past its time limit", backend=model)
+        yield summary.error.to_json().join((b"data: ", b"\n\n"))
+    except UpstreamError as exc:
+        summary.error = type(exc)(f"{model}: stream failed mid-way: {exc.message}", backend=model,
+                                  upstream_status=exc.upstream_status)
+        yield summary.error.to_json().join((b"data: ", b"\n\n"))
+    except (asyncio.CancelledError, GeneratorExit):
+        summary.cancelled = True
+        raise
+    finally:
+        await _aclose(opened.events)
+        if on_done is not None:
+            on_done(summary)

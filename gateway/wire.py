@@ -1,0 +1,346 @@
+"""OpenAI wire types: requests, responses, stream chunks. The shared vocabulary of the gateway.
+
+Decoders and encoders are built once here. Unknown top-level request fields are not part of the
+Struct; `parse_chat_request` keeps them in `ParsedChat.extra` so OpenAI-compatible upstreams get them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from gateway.errors import InvalidRequest
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+# ---------------------------------------------------------------- request
+class ImageUrl(msgspec.Struct, frozen=True, omit_defaults=True):
+    url: str
+    detail: str | None = None
+
+
+class TextPart(msgspec.Struct, frozen=True, tag_field="type", tag="text"):
+    text: str
+
+
+class ImagePart(msgspec.Struct, frozen=True, tag_field="type", tag="image_url"):
+    image_url: ImageUrl
+
+
+class InputAudio(msgspec.Struct, frozen=True):
+    data: str
+    format: str
+
+
+class AudioPart(msgspec.Struct, frozen=True, tag_field="type", tag="input_audio"):
+    input_audio: InputAudio
+
+
+class FilePart(msgspec.Struct, frozen=True, tag_field="type", tag="file"):
+    file: dict[str, Any]
+
+
+class RefusalPart(msgspec.Struct, frozen=True, tag_field="type", tag="refusal"):
+    refusal: str
+
+
+ContentPart = TextPart | ImagePart | AudioPart | FilePart | RefusalPart
+
+
+class FunctionCall(msgspec.Struct, frozen=True):
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    id: str
+    function: FunctionCall
+    type: Literal["function"] = "function"
+
+
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDef(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, frozen=True):
+    function: FunctionDef
+    type: Literal["function"] = "function"
+
+
+class StreamOptions(msgspec.Struct, frozen=True, omit_defaults=True):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
+    messages: list[Message]
+    model: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+
+    @property
+    def output_limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+KNOWN_FIELDS = frozenset(ChatCompletionRequest.__struct_fields__)
+
+
+class ParsedChat(msgspec.Struct, frozen=True):
+    """A validated request and the body exactly as sent (fields we do not interpret included)."""
+
+    request: ChatCompletionRequest
+    raw: dict[str, Any]
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return {k: v for k, v in self.raw.items() if k not in KNOWN_FIELDS}
+
+
+class CompleteRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    prompt: str
+    force_tier: Literal["simple", "medium", "complex"] | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+# ---------------------------------------------------------------- response
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    # Gateway-internal hint, never encoded: cached prompt tokens the upstream reported.
+    cached_tokens: int = 0
+    estimated: bool = False
+
+
+class UsageOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = None
+
+
+class ResponseMessage(msgspec.Struct, frozen=True):
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
+
+
+class Choice(msgspec.Struct, frozen=True):
+    message: ResponseMessage
+    index: int = 0
+    finish_reason: str | None = "stop"
+    logprobs: Any = None
+
+
+class ChatCompletion(msgspec.Struct, frozen=True):
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: UsageOut | None = None
+    object: str = "chat.completion"
+    system_fingerprint: str | None = None
+
+
+class DeltaFunction(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
+    index: int
+    id: str | None = None
+    type: str | None = None
+    function: DeltaFunction | None = None
+
+
+class Delta(msgspec.Struct, frozen=True, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+    refusal: str | None = None
+
+
+class ChunkChoice(msgspec.Struct, frozen=True):
+    delta: Delta
+    index: int = 0
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class ChatCompletionChunk(msgspec.Struct, frozen=True):
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: UsageOut | None = None
+    object: str = "chat.completion.chunk"
+
+
+class ModelCard(msgspec.Struct, frozen=True):
+    id: str
+    owned_by: str
+    created: int = 0
+    object: str = "model"
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+class CompleteResponse(msgspec.Struct, frozen=True):
+    response: str
+    model_used: str
+    difficulty_tag: str
+    estimated_cost: float
+    estimated_savings: float
+    latency_ms: float
+    cache_hit: bool
+
+
+# ------------------------------------------------------------- upstream-facing (OpenAI compatible)
+class UpstreamUsage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: dict[str, Any] | None = None
+
+
+class UpstreamChoice(msgspec.Struct, frozen=True):
+    message: ResponseMessage
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class UpstreamCompletion(msgspec.Struct, frozen=True):
+    choices: list[UpstreamChoice]
+    id: str = ""
+    model: str = ""
+    created: int = 0
+    usage: UpstreamUsage | None = None
+    system_fingerprint: str | None = None
+
+
+class UpstreamChunkChoice(msgspec.Struct, frozen=True):
+    delta: Delta = Delta()
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class UpstreamChunk(msgspec.Struct, frozen=True):
+    choices: list[UpstreamChunkChoice] = []
+    usage: UpstreamUsage | None = None
+    error: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- codecs, built once
+encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+complete_request_decoder = msgspec.json.Decoder(CompleteRequest)
+upstream_completion_decoder = msgspec.json.Decoder(UpstreamCompletion)
+upstream_chunk_decoder = msgspec.json.Decoder(UpstreamChunk)
+
+
+def usage_out(u: Usage) -> UsageOut:
+    details = {"cached_tokens": u.cached_tokens} if u.cached_tokens else None
+    return UsageOut(u.prompt_tokens, u.completion_tokens, u.total_tokens, details)
+
+
+def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
+    text = str(exc).replace("`", "")
+    param = None
+    if " - at $." in text:
+        text, _, path = text.partition(" - at $.")
+        param = path
+        if text.startswith("Object missing required field"):
+            return InvalidRequest(f"Missing required parameter: '{path}.{text.split()[-1]}'",
+                                  param=path, code="missing_required_parameter")
+        text = f"Invalid value for '{path}': {text}"
+    elif text.startswith("Object missing required field"):
+        name = text.split()[-1]
+        return InvalidRequest(f"Missing required parameter: '{name}'", param=name,
+                              code="missing_required_parameter")
+    return InvalidRequest(text, param=param, code="invalid_value")
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidRequest("Request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        raw = _json_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("Request body must be a JSON object", code="invalid_json")
+    return raw
+
+
+def parse_chat_request(body: bytes) -> ParsedChat:
+    raw = decode_json_object(body)
+    try:
+        req = msgspec.convert(raw, ChatCompletionRequest)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from None
+    if not req.messages:
+        raise InvalidRequest("'messages' must contain at least one message", param="messages",
+                             code="invalid_value")
+    return ParsedChat(req, raw)
+
+
+def parse_complete_request(body: bytes) -> CompleteRequest:
+    if not body:
+        raise InvalidRequest("Request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        req = complete_request_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not req.prompt.strip():
+        raise InvalidRequest("'prompt' must not be empty", param="prompt", code="invalid_value")
+    return req
+
+
+def message_text(m: Message) -> str:
+    """The text of a message (text parts joined); other part kinds contribute nothing."""
+    c = m.content
+    if c is None:
+        return ""
+    if isinstance(c, str):
+        return c
+    return "\n".join(p.text for p in c if isinstance(p, TextPart))

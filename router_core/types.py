@@ -1,0 +1,40 @@
+"""Plain data the router works on: a conversation in, a decision out."""
+
+from __future__ import annotations
+
+import msgspec
+
+TIERS: tuple[str, str, str] = ("simple", "medium", "complex")
+
+
+class Turn(msgspec.Struct, frozen=True):
+    role: str
+    text: str
+
+
+class Conversation(msgspec.Struct, frozen=True):
+    turns: tuple[Turn, ...]
+
+    @classmethod
+    def from_prompt(cls, prompt: str, system: str | None = None) -> Conversation:
+        turns = (Turn("system", system),) if system else ()
+        return cls((*turns, Turn("user", prompt)))
+
+    @property
+    def last_user(self) -> str:
+        for t in reversed(self.turns):
+            if t.role == "user":
+                return t.text
+        return self.turns[-1].text if self.turns else ""
+
+    @property
+    def all_text(self) -> str:
+        return "\n".join(t.text for t in self.turns)
+
+
+class Decision(msgspec.Struct, frozen=True):
+    score: float
+    tier: str
+    classifier: str
+    # Classifiers that were tried before this one and failed, with the reason.
+    skipped: tuple[str, ...] = ()

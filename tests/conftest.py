@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.fakes.server import ThreadedFakes
+from tests.helpers import GatewayThread, make_settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def fakes() -> Iterator[ThreadedFakes]:
+    f = ThreadedFakes().start_in_thread()
+    yield f
+    f.stop_thread()
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "fakes" in request.fixturenames:
+        f: ThreadedFakes = request.getfixturevalue("fakes")
+        for s in (*f.servers, *f.extra):
+            s.behaviour = type(s.default)(**{k: getattr(s.default, k) for k in s.default.__struct_fields__})
+
+
+@pytest.fixture(scope="session")
+def gateway(fakes: ThreadedFakes) -> Iterator[GatewayThread]:
+    with GatewayThread(make_settings(fakes)) as gw:
+        yield gw

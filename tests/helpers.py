@@ -1,0 +1,66 @@
+"""Test helpers: the gateway under real uvicorn in a background thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import msgspec
+import uvicorn
+
+from gateway.app import create_app
+from gateway.fakes.server import FakeUpstreams
+from gateway.settings import Backend, Settings, Timeouts, parse_settings, validate
+
+FAST = Timeouts(connect_s=1.0, first_token_s=2.0, total_s=4.0)
+
+
+class GatewayThread:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning",
+                                lifespan="on", access_log=False, timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> GatewayThread:
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        sock = self.server.servers[0].sockets[0]
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def backends_for(fakes: FakeUpstreams, timeouts: Timeouts = FAST) -> list[Backend]:
+    return [
+        Backend(name="local", provider="ollama", model="granite4:350m", base_url=fakes.ollama_url,
+                input_price=0.01, output_price=0.02, timeouts=timeouts),
+        Backend(name="flash", provider="gemini", model="gemini-2.5-flash", base_url=fakes.gemini_url,
+                api_key="test-key", input_price=0.30, output_price=2.50, timeouts=timeouts),
+        Backend(name="pro", provider="gemini", model="gemini-2.5-pro", base_url=fakes.gemini_url,
+                api_key="test-key", input_price=1.25, output_price=10.0, timeouts=timeouts),
+        Backend(name="oai", provider="openai", model="gpt-4o-mini", base_url=fakes.openai_url,
+                api_key="test-key", input_price=0.15, output_price=0.60, timeouts=timeouts),
+    ]
+
+
+def make_settings(fakes: FakeUpstreams, extra_backends: list[Backend] | None = None,
+                  tiers: dict[str, list[str]] | None = None, **sections: Any) -> Settings:
+    backends = backends_for(fakes) + (extra_backends or [])
+    data: dict[str, Any] = {
+        "tiers": tiers or {"simple": ["local"], "medium": ["flash"], "complex": ["pro"]},
+        "routing": {"baseline": "pro"},
+        **sections,
+    }
+    base = parse_settings(data)
+    return validate(msgspec.structs.replace(base, backends=backends))

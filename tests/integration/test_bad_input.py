@@ -1,0 +1,102 @@
+"""Every bad input gets an OpenAI-style error body with the right status, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from gateway.fakes.server import ThreadedFakes
+from tests.helpers import GatewayThread, make_settings
+
+
+@pytest.fixture(scope="module")
+def small(fakes: ThreadedFakes) -> Iterator[GatewayThread]:
+    with GatewayThread(make_settings(fakes, server={"max_body_bytes": 4096})) as gw:
+        yield gw
+
+
+def check(r: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert isinstance(err["message"], str) and err["message"]
+    assert "Traceback" not in err["message"]
+    if code is not None:
+        assert err["code"] == code
+    if param is not None:
+        assert err["param"] == param
+    return err  # type: ignore[no-any-return]
+
+
+def post(gw: GatewayThread, content: bytes | str, path: str = "/v1/chat/completions",
+         headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(gw.url + path, content=content, timeout=10,
+                      headers={"content-type": "application/json", **(headers or {})})
+
+
+HI = '[{"role":"user","content":"hi"}]'
+
+
+@pytest.mark.parametrize(("body", "code", "param"), [
+    ('{"model": "auto", "messages": [', "invalid_json", None),
+    ("", "invalid_json", None),
+    ("[1, 2]", "invalid_json", None),
+    ('{"model": "auto"}', "missing_required_parameter", "messages"),
+    ('{"model": "auto", "messages": []}', "invalid_value", "messages"),
+    ('{"model": "auto", "messages": "hello"}', "invalid_value", "messages"),
+    ('{"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]}', "invalid_value", "messages[0].role"),
+    ('{"model": "auto", "messages": [{"content": "hi"}]}', "missing_required_parameter", "messages[0]"),
+    (f'{{"model": 5, "messages": {HI}}}', "invalid_value", "model"),
+    (f'{{"messages": {HI}, "temperature": "hot"}}', "invalid_value", "temperature"),
+    (f'{{"messages": {HI}, "stream": "yes"}}', "invalid_value", "stream"),
+    (f'{{"messages": {HI}, "max_tokens": 1.5}}', "invalid_value", "max_tokens"),
+    ('{"messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]}', "invalid_value", None),
+])
+def test_schema_errors_are_400(gateway: GatewayThread, body: str, code: str, param: str | None) -> None:
+    check(post(gateway, body), 400, code, param)
+
+
+def test_unknown_model_is_404(gateway: GatewayThread) -> None:
+    err = check(post(gateway, f'{{"model": "gpt-9", "messages": {HI}}}'), 404, "model_not_found", "model")
+    assert "gpt-9" in str(err["message"])
+
+
+def test_n_greater_than_one_is_rejected(gateway: GatewayThread) -> None:
+    check(post(gateway, f'{{"model": "auto", "n": 3, "messages": {HI}}}'), 400, "unsupported_value", "n")
+
+
+def test_bad_force_tier_header(gateway: GatewayThread) -> None:
+    check(post(gateway, f'{{"messages": {HI}}}', headers={"X-SMR-Force-Tier": "huge"}), 400, "invalid_value")
+
+
+def test_body_over_limit_is_413(small: GatewayThread) -> None:
+    big = '{"messages": [{"role": "user", "content": "' + "x" * 10_000 + '"}]}'
+    check(post(small, big), 413, "request_too_large")
+    # A body under the limit still works on the same server.
+    assert post(small, f'{{"model": "smr/simple", "messages": {HI}}}').status_code == 200
+
+
+def test_unknown_route_and_method(gateway: GatewayThread) -> None:
+    check(httpx.get(gateway.url + "/v1/nothing-here"), 404, "not_found")
+    check(httpx.get(gateway.url + "/v1/chat/completions"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ("{}", 400), ('{"prompt": ""}', 400), ('{"prompt": 3}', 400), ("nope", 400),
+    ('{"prompt": "hi", "force_tier": "mega"}', 400), ('{"prompt": "hi", "surprise": 1}', 400),
+])
+def test_complete_endpoint_errors(gateway: GatewayThread, body: str, status: int) -> None:
+    check(post(gateway, body, "/v1/complete"), status)
+
+
+def test_sdk_raises_typed_errors(gateway: GatewayThread) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as nf:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert nf.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="auto", messages=[])

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from gateway.errors import SettingsError
+from gateway.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_config_toml_is_the_documented_default() -> None:
+    from_file = load_settings(ROOT / "config.toml", env={})
+    assert msgspec.to_builtins(from_file) == msgspec.to_builtins(Settings())
+
+
+def test_defaults_follow_the_product() -> None:
+    s = load_settings(ROOT / "config.toml", env={})
+    assert s.tiers.simple[0] == "granite4:350m" and s.backend("granite4:350m").provider == "ollama"  # type: ignore[union-attr]
+    assert s.tiers.medium[0] == "gemini-2.5-flash" and s.tiers.complex[0] == "gemini-2.5-pro"
+    assert s.routing.baseline == "gemini-2.5-pro"
+
+
+def test_env_overrides_secrets_and_urls() -> None:
+    s = load_settings(ROOT / "config.toml", env={
+        "GOOGLE_API_KEY": "g-key", "OLLAMA_BASE_URL": "http://ollama:11434", "DATABASE_URL": "postgresql://db/x",
+        "REDIS_URL": "redis://r:6379", "SMR_ADMIN_KEY": "adm", "SMR_PORT": "9000"})
+    assert s.backend("gemini-2.5-pro").api_key == "g-key"  # type: ignore[union-attr]
+    assert s.backend("granite4:350m").base_url == "http://ollama:11434"  # type: ignore[union-attr]
+    assert s.database.url == "postgresql://db/x" and s.redis.url == "redis://r:6379"
+    assert s.auth.admin_key == "adm" and s.server.port == 9000
+
+
+def test_smr_config_env_picks_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[server]\nport = 9123\n')
+    assert load_settings(env={"SMR_CONFIG": str(f)}).server.port == 9123
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('[server]\nport = "eighty"\n', "setting 'server.port'"),
+    ('[routing]\ncutoffs = [0.9, 0.1]\n', "routing.cutoffs"),
+    ('[tiers]\nsimple = ["nope"]\n', "tiers.simple"),
+    ('[routing]\nbaseline = "ghost"\n', "routing.baseline"),
+    ('[server]\nprot = 1\n', "prot"),
+    ('[[backends]]\nname = "x"\nprovider = "azure"\nmodel = "m"\n', "backends"),
+    ('[auth]\nenabled = true\n', "SMR_ADMIN_KEY"),
+    ('not toml at all [', "invalid TOML"),
+])
+def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(SettingsError) as info:
+        load_settings(f, env={})
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="config file not found"):
+        load_settings(tmp_path / "none.toml", env={})
