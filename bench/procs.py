@@ -36,6 +36,7 @@ def rss_mib(pid: int) -> float:
 class Proc:
     def __init__(self, name: str, args: list[str], ready_url: str, env: dict[str, str] | None = None) -> None:
         self.name = name
+        self.port = int(ready_url.split(":")[2].split("/")[0])
         self.log = open(ROOT / "bench" / "results" / f"{name}.log", "w")
         started = time.perf_counter()
         self.p = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,

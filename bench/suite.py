@@ -16,10 +16,18 @@ import time
 from pathlib import Path
 
 from bench.procs import ROOT, Proc, cpu_seconds, free_port, python, rss_mib
+from gateway.db.scratch import ScratchDatabase
 
 CONFIG = """
 [server]
 host = "127.0.0.1"
+[auth]
+enabled = false
+[log]
+requests = {log_requests}
+spill_dir = "{spill}"
+[database]
+url = "{db_url}"
 [routing]
 classifiers = ["heuristic"]
 baseline = "upstream"
@@ -73,35 +81,48 @@ def overhead(smoke: bool) -> list[str]:
     upstream = Proc("fake-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai", "--port",
                                       str(upstream_port)], f"http://127.0.0.1:{upstream_port}/v1/models")
     upstream_url = f"http://127.0.0.1:{upstream_port}"
-    cfg = Path(tempfile.mkdtemp()) / "bench.toml"
-    cfg.write_text(CONFIG.format(upstream=upstream_url))
-    gw_port = free_port()
-    gateway = Proc("gateway", [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(gw_port)],
-                   f"http://127.0.0.1:{gw_port}/health", env={"SMR_LOG_LEVEL": "WARNING"})
-    gw_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+    db = ScratchDatabase()
+    tmp = Path(tempfile.mkdtemp())
+
+    def start_gateway(name: str, log_requests: bool) -> Proc:
+        cfg = tmp / f"{name}.toml"
+        cfg.write_text(CONFIG.format(upstream=upstream_url, log_requests=str(log_requests).lower(),
+                                     spill=tmp / f"spill-{name}", db_url=db.url))
+        port = free_port()
+        return Proc(name, [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
+                    f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING"})
+
+    gateway = start_gateway("gateway", log_requests=True)
+    quiet = start_gateway("gateway-nolog", log_requests=False)
+    gw_url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
     idle_rss = rss_mib(gateway.pid)
     scenarios = {
-        "direct": (f"{upstream_url}/v1/chat/completions", "bench-model"),
-        "gateway, forced tier": (gw_url, "smr/simple"),
-        "gateway, auto (heuristic)": (gw_url, "auto"),
+        "direct": (f"{upstream_url}/v1/chat/completions", "bench-model", None),
+        "gateway, forced tier": (gw_url, "smr/simple", gateway),
+        "gateway, auto (heuristic)": (gw_url, "auto", gateway),
+        "gateway, forced tier, request log off": (f"http://127.0.0.1:{quiet.port}/v1/chat/completions",
+                                                  "smr/simple", quiet),
     }
     results: dict[tuple[str, bool, int], list[dict[str, float]]] = {}
     peak_rss = idle_rss
     try:
-        for url, model in scenarios.values():  # warm-up
+        for url, model, _ in scenarios.values():  # warm-up
             load(url, model, False, 2, 20)
         for _ in range(repeats):
             for stream in (False, True):
                 for c in concurrencies:
-                    for name, (url, model) in scenarios.items():
-                        cpu0 = cpu_seconds(gateway.pid)
+                    for name, (url, model, proc) in scenarios.items():
+                        cpu0 = cpu_seconds(proc.pid) if proc else 0.0
                         r = load(url, model, stream, c, per_run * (2 if c > 1 else 1))
-                        r["gw_cpu_ms"] = (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(r["requests"], 1)
+                        if proc:
+                            r["gw_cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(r["requests"], 1)
                         results.setdefault((name, stream, c), []).append(r)
                         peak_rss = max(peak_rss, rss_mib(gateway.pid))
     finally:
         gateway.stop()
+        quiet.stop()
         upstream.stop()
+        db.drop()
 
     def med(key: tuple[str, bool, int], field: str) -> float:
         return statistics.median(r[field] for r in results[key])

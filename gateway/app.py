@@ -11,7 +11,9 @@ from litestar.exceptions import HTTPException
 from gateway.api.chat import chat_completions
 from gateway.api.complete import complete
 from gateway.api.health import health
+from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key
 from gateway.api.models import list_models
+from gateway.api.usage import get_usage
 from gateway.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
 from gateway.lifespan import lifespan
 from gateway.settings import Settings
@@ -22,7 +24,16 @@ log = logging.getLogger("gateway")
 JSON = "application/json"
 
 
+def _log_failure(request: Request, err: GatewayError) -> None:
+    """Failed requests are logged too, from whatever the handler had learned before failing."""
+    ctx = request.state.get("ctx")
+    gw = request.app.state.get("gateway")
+    if ctx is not None and gw is not None:
+        gw.record(ctx, err.status, err)
+
+
 def _gateway_error(request: Request, exc: GatewayError) -> Response:
+    _log_failure(request, exc)
     return Response(content=exc.to_json(), status_code=exc.status, media_type=JSON)
 
 
@@ -40,12 +51,14 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     else:
         err = InvalidRequest(str(exc.detail))
         err.status = status
+    _log_failure(request, err)
     return Response(content=err.to_json(), status_code=err.status, media_type=JSON, headers=exc.headers)
 
 
 def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     err = GatewayError("The gateway hit an internal error; it has been logged.")
+    _log_failure(request, err)
     return Response(content=err.to_json(), status_code=500, media_type=JSON)
 
 
@@ -60,7 +73,8 @@ def build_pipeline(settings: Settings) -> ClassifierPipeline:
 
 def create_app(settings: Settings) -> Litestar:
     return Litestar(
-        route_handlers=[chat_completions, complete, list_models, health],
+        route_handlers=[chat_completions, complete, list_models, health, create_key, list_keys, revoke_key,
+                        rotate_key, get_usage],
         lifespan=[lifespan],
         state=State({"settings": settings, "pipeline": build_pipeline(settings)}),
         exception_handlers={

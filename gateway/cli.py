@@ -50,20 +50,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _demo_key(settings: Settings) -> tuple[str, str]:
+    """Start (or reach) the database and make an API key for the demo tenant."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from gateway.db.keys import KeyStore
+    from gateway.lifespan import open_database
+
+    url = await open_database(settings)
+    async with AsyncConnectionPool(url, min_size=1, max_size=1, open=False) as pool:
+        new = await KeyStore(pool).create("demo", "demo")
+    return url, new.key
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+    import secrets
+
     from gateway.fakes.server import ThreadedFakes
 
-    settings = load_settings(args.config)
+    made_up = not os.environ.get("SMR_ADMIN_KEY")
+    env = dict(os.environ)
+    env.setdefault("SMR_ADMIN_KEY", "smr_admin_" + secrets.token_urlsafe(24))
+    settings = load_settings(args.config, env=env)
     fakes = ThreadedFakes().start_in_thread()
     settings = demo_settings(settings, fakes.ollama_url, fakes.gemini_url, fakes.openai_url)
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    api_key = "(auth is off: any key works)"
+    if settings.auth.enabled:
+        url, api_key = asyncio.run(_demo_key(settings))
+        settings = msgspec.structs.replace(settings, database=msgspec.structs.replace(settings.database, url=url))
+        if made_up:
+            print(f"  admin key (made up for this demo; set SMR_ADMIN_KEY to choose one): {settings.auth.admin_key}",
+                  file=sys.stderr)
+        print(f"  API key for the demo tenant: {api_key}", file=sys.stderr)
     log.warning("DEMO MODE: every backend is SIMULATED by built-in fake servers "
                 "(ollama %s, gemini %s, openai %s); answers are not real model output",
                 fakes.ollama_url, fakes.gemini_url, fakes.openai_url)
     print(f"\n  Smart Model Router demo on http://{host}:{port}  (SIMULATED upstreams)\n"
           f"  try: curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' "
-          f"-d '{DEMO_BODY}'\n",
+          f"-H 'Authorization: Bearer {api_key}' -d '{DEMO_BODY}'\n",
           file=sys.stderr, flush=True)
     try:
         _serve(settings, host, port)
@@ -87,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host")
     demo.add_argument("--port", type=int)
     demo.set_defaults(func=cmd_demo)
+
+    from gateway.cli_admin import add_commands
+
+    add_commands(sub)
     return parser
 
 

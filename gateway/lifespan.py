@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
+from psycopg_pool import AsyncConnectionPool
 
+from gateway.accounting import RequestContext
+from gateway.auth import Authenticator
+from gateway.db.embedded import start_embedded
+from gateway.db.keys import KeyStore
+from gateway.db.log_writer import LogWriter
+from gateway.db.migrate import migrate
+from gateway.errors import GatewayError
 from gateway.providers.registry import Providers
 from gateway.service import ChatService
 from gateway.settings import Settings
@@ -20,11 +30,16 @@ log = logging.getLogger("gateway")
 class Gateway:
     """The per-app object graph handlers reach through `state.gateway`."""
 
-    def __init__(self, settings: Settings, pipeline: ClassifierPipeline, providers: Providers) -> None:
+    def __init__(self, settings: Settings, pipeline: ClassifierPipeline, providers: Providers,
+                 auth: Authenticator, pool: AsyncConnectionPool | None, writer: LogWriter | None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.providers = providers
         self.service = ChatService(settings, providers, pipeline)
+        self.auth = auth
+        self.pool = pool
+        self.keys = KeyStore(pool) if pool is not None else None
+        self.writer = writer
         self.started_at = time.time()
         self.simulated = any(b.simulated for b in settings.backends)
 
@@ -32,24 +47,50 @@ class Gateway:
         b = self.settings.backend(name)
         return f"{name} (simulated)" if b is not None and b.simulated else name
 
+    def record(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
+        if self.writer is not None:
+            self.writer.record(ctx.row(status, error))
+
+
+async def open_database(settings: Settings) -> str:
+    """The database URL to use, starting the embedded server when none is configured; migrated."""
+    url = settings.database.url
+    if url is None:
+        url, _ = await asyncio.to_thread(start_embedded)
+    await migrate(url)
+    return url
+
 
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     pipeline: ClassifierPipeline = app.state.pipeline
-    providers = Providers(settings.backends)
-    gateway = Gateway(settings, pipeline, providers)
-    app.state.gateway = gateway
-    for p in providers:
-        reason = p.unavailable_reason()
-        b = p.backend
-        tag = " [SIMULATED]" if b.simulated else ""
-        if reason:
-            log.warning("backend %s (%s) unavailable: %s", b.name, b.provider, reason)
-        else:
-            log.info("backend %s (%s, %s)%s", b.name, b.provider, b.base_url or "default URL", tag)
-    try:
+    async with AsyncExitStack() as stack:
+        pool: AsyncConnectionPool | None = None
+        writer: LogWriter | None = None
+        if settings.auth.enabled or settings.log.requests:
+            url = await open_database(settings)
+            pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False, timeout=5)
+            await pool.open()
+            stack.push_async_callback(pool.close)
+            if settings.log.requests:
+                lg = settings.log
+                writer = LogWriter(url, Path(lg.spill_dir), batch_size=lg.batch_size,
+                                   flush_interval_s=lg.flush_interval_s, buffer_max=lg.buffer_max)
+                writer.start()
+                stack.push_async_callback(writer.close)
+        auth = Authenticator(settings.auth.enabled, settings.auth.admin_key,
+                             KeyStore(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
+        providers = Providers(settings.backends)
+        stack.push_async_callback(pipeline.aclose)
+        stack.push_async_callback(providers.aclose)
+        app.state.gateway = Gateway(settings, pipeline, providers, auth, pool, writer)
+        for p in providers:
+            reason = p.unavailable_reason()
+            b = p.backend
+            if reason:
+                log.warning("backend %s (%s) unavailable: %s", b.name, b.provider, reason)
+            else:
+                log.info("backend %s (%s, %s)%s", b.name, b.provider, b.base_url or "default URL",
+                         " [SIMULATED]" if b.simulated else "")
         yield
-    finally:
-        await providers.aclose()
-        await pipeline.aclose()

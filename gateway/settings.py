@@ -62,8 +62,12 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    enabled: bool = False
+    enabled: bool = True
     admin_key: str | None = None
+    # How long a key lookup is trusted in memory: bounds how long a revoked key keeps working.
+    key_cache_ttl_s: float = 10.0
+    # How long the old key keeps working after a rotation.
+    rotation_grace_s: float = 3600.0
 
 
 class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -115,7 +119,14 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: str = "INFO"
+    # Write one row per request to Postgres (off the request path).
+    requests: bool = True
+    # Keep the prompt text in the request log (off by default).
     prompts: bool = False
+    batch_size: int = 1000
+    flush_interval_s: float = 0.25
+    buffer_max: int = 20_000
+    spill_dir: str = ".smr/spill"
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -227,7 +238,12 @@ def validate(settings: Settings) -> Settings:
     if settings.server.max_body_bytes < 1024:
         raise SettingsError("config: setting 'server.max_body_bytes': must be >= 1024")
     if settings.auth.enabled and not settings.auth.admin_key:
-        raise SettingsError("auth.enabled is true but no admin key is set: export SMR_ADMIN_KEY")
+        raise SettingsError("auth.enabled is true but no admin key is set: export SMR_ADMIN_KEY "
+                            "(or set auth.enabled = false for an open local gateway)")
+    lg = settings.log
+    if lg.batch_size < 1 or lg.buffer_max < lg.batch_size or lg.flush_interval_s <= 0:
+        raise SettingsError("config: setting 'log': need batch_size >= 1, buffer_max >= batch_size, "
+                            "flush_interval_s > 0")
     return settings
 
 

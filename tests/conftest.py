@@ -7,6 +7,7 @@ import pytest
 
 from gateway.fakes.server import ThreadedFakes
 from tests.helpers import GatewayThread, make_settings
+from gateway.db.scratch import ScratchDatabase
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -28,6 +29,19 @@ def _reset_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def gateway(fakes: ThreadedFakes) -> Iterator[GatewayThread]:
-    with GatewayThread(make_settings(fakes)) as gw:
+def database() -> Iterator[ScratchDatabase]:
+    db = ScratchDatabase()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(scope="session")
+def pg_url(database: ScratchDatabase) -> str:
+    return database.url
+
+
+@pytest.fixture(scope="session")
+def gateway(fakes: ThreadedFakes, pg_url: str) -> Iterator[GatewayThread]:
+    """An open gateway (no keys) in front of the fakes, logging every request to Postgres."""
+    with GatewayThread(make_settings(fakes, db_url=pg_url)) as gw:
         yield gw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from typing import Any
@@ -55,11 +56,17 @@ def backends_for(fakes: FakeUpstreams, timeouts: Timeouts = FAST) -> list[Backen
 
 
 def make_settings(fakes: FakeUpstreams, extra_backends: list[Backend] | None = None,
-                  tiers: dict[str, list[str]] | None = None, **sections: Any) -> Settings:
+                  tiers: dict[str, list[str]] | None = None, db_url: str | None = None,
+                  **sections: Any) -> Settings:
+    """Settings for a test gateway in front of the fakes. Without `db_url`: no auth, no request log."""
     backends = backends_for(fakes) + (extra_backends or [])
     data: dict[str, Any] = {
         "tiers": tiers or {"simple": ["local"], "medium": ["flash"], "complex": ["pro"]},
         "routing": {"baseline": "pro"},
+        "auth": {"enabled": False},
+        "log": {"requests": db_url is not None, "flush_interval_s": 0.05,
+                "spill_dir": tempfile.mkdtemp(prefix="smr-spill-")},
+        "database": {"url": db_url},
         **sections,
     }
     base = parse_settings(data)

@@ -10,13 +10,14 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
+from gateway.api.context import begin, check_route_allowed
 from gateway.errors import InvalidRequest
 from gateway.lifespan import Gateway
 from gateway.providers.base import UpstreamCall
 from gateway.service import Priced, Route
 from gateway.settings import Backend
-from gateway.streaming import to_sse
-from gateway.wire import ChatCompletion, Choice, encoder, parse_chat_request, usage_out
+from gateway.streaming import StreamSummary, to_sse
+from gateway.wire import ChatCompletion, Choice, encoder, message_text, parse_chat_request, usage_out
 
 JSON = "application/json"
 FORCE_TIER_HEADER = "x-smr-force-tier"
@@ -41,24 +42,43 @@ def new_id() -> str:
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: Request, state: State) -> Response:
     gw: Gateway = state.gateway
+    ctx = await begin(request, gw, "/v1/chat/completions")
     parsed = parse_chat_request(await request.body())
     req = parsed.request
+    ctx.requested_model = req.model
+    ctx.stream = req.stream
+    if gw.settings.log.prompts:
+        ctx.prompt = "\n".join(f"{m.role}: {message_text(m)}" for m in req.messages)
     if req.n is not None and req.n > 1 and not gw.settings.routing.allow_n_greater_than_one:
         raise InvalidRequest("n > 1 is not supported by this gateway; send n = 1 or leave it out",
                              param="n", code="unsupported_value")
     route = await gw.service.route(req, request.headers.get(FORCE_TIER_HEADER))
+    ctx.route = route
+    check_route_allowed(ctx, route)
     call = UpstreamCall(req, parsed.raw)
     created = int(time.time())
     if req.stream:
         opened = await gw.service.open_stream(call, route)
-        headers = route_headers(route, opened.backend, None, "miss")
+        ctx.backend, ctx.attempts, ctx.ttft_ms = opened.backend, opened.attempts, ctx.elapsed_ms()
+
+        def on_done(summary: StreamSummary) -> None:
+            ctx.priced = summary.priced
+            if summary.error is not None:
+                gw.record(ctx, summary.error.status, summary.error)
+            else:
+                ctx.cache = "miss" if not summary.cancelled else ctx.cache
+                gw.record(ctx, 499 if summary.cancelled else 200)
+
+        headers = route_headers(route, opened.backend, None, ctx.cache)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        return Stream(to_sse(gw.service, opened, req, new_id(), created), media_type="text/event-stream",
+        return Stream(to_sse(gw.service, opened, req, new_id(), created, on_done), media_type="text/event-stream",
                       headers=headers)
     outcome = await gw.service.complete(call, route)
+    ctx.backend, ctx.attempts, ctx.priced = outcome.backend, outcome.attempts, outcome.priced
+    gw.record(ctx, 200)
     c = outcome.completion
     body = ChatCompletion(new_id(), created, outcome.backend.name,
                           [Choice(c.message, 0, c.finish_reason)], usage_out(outcome.priced.usage))
     return Response(encoder.encode(body), media_type=JSON,
-                    headers=route_headers(route, outcome.backend, outcome.priced, "miss"))
+                    headers=route_headers(route, outcome.backend, outcome.priced, ctx.cache))

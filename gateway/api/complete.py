@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from gateway.api.chat import JSON, route_headers
+from gateway.api.context import begin, check_route_allowed
 from gateway.lifespan import Gateway
 from gateway.providers.base import UpstreamCall
 from gateway.wire import ChatCompletionRequest, CompleteResponse, Message, encoder, parse_complete_request
@@ -15,9 +14,11 @@ from gateway.wire import ChatCompletionRequest, CompleteResponse, Message, encod
 
 @post("/v1/complete", status_code=200)
 async def complete(request: Request, state: State) -> Response:
-    started = time.perf_counter()
     gw: Gateway = state.gateway
+    ctx = await begin(request, gw, "/v1/complete")
     body = parse_complete_request(await request.body())
+    if gw.settings.log.prompts:
+        ctx.prompt = body.prompt
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt))
     req = ChatCompletionRequest(messages=messages, max_tokens=body.max_tokens, temperature=body.temperature)
@@ -27,15 +28,19 @@ async def complete(request: Request, state: State) -> Response:
     if body.temperature is not None:
         raw["temperature"] = body.temperature
     route = await gw.service.route(req, body.force_tier)
+    ctx.route = route
+    check_route_allowed(ctx, route)
     outcome = await gw.service.complete(UpstreamCall(req, raw), route)
+    ctx.backend, ctx.attempts, ctx.priced = outcome.backend, outcome.attempts, outcome.priced
     answer = CompleteResponse(
         response=outcome.completion.message.content or "",
         model_used=gw.model_label(outcome.backend.name),
         difficulty_tag=route.tier or "direct",
         estimated_cost=round(outcome.priced.cost_usd, 10),
         estimated_savings=round(outcome.priced.savings_usd, 10),
-        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        latency_ms=round(ctx.elapsed_ms(), 2),
         cache_hit=False,
     )
+    gw.record(ctx, 200)
     return Response(encoder.encode(answer), media_type=JSON,
                     headers=route_headers(route, outcome.backend, outcome.priced, "miss"))

@@ -35,6 +35,7 @@ class Health(msgspec.Struct):
     classifiers: list[str]
     providers: dict[str, ProviderHealth]
     dependencies: dict[str, str]
+    request_log: dict[str, object] | None
 
 
 def _address(b: Backend) -> tuple[str, int]:
@@ -62,6 +63,17 @@ async def _provider_health(gw: Gateway, b: Backend) -> ProviderHealth:
     return ProviderHealth(b.provider, b.model, True, ok, b.simulated, detail)
 
 
+async def _database(gw: Gateway) -> str:
+    if gw.pool is None:
+        return "disabled"
+    try:
+        async with asyncio.timeout(0.5), gw.pool.connection(timeout=0.5) as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}"
+    return "ok"
+
+
 @get("/health")
 async def health(state: State) -> Response:
     gw: Gateway = state.gateway
@@ -75,6 +87,7 @@ async def health(state: State) -> Response:
         simulated=gw.simulated,
         classifiers=list(gw.pipeline.names),
         providers=providers,
-        dependencies={"database": "not configured", "redis": "not configured"},
+        dependencies={"database": await _database(gw), "redis": "not configured"},
+        request_log=msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None,
     )
     return Response(encoder.encode(body), media_type="application/json")

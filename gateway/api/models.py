@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
 
 from gateway.lifespan import Gateway
@@ -11,8 +11,9 @@ from gateway.wire import ModelCard, ModelList, encoder
 
 
 @get("/v1/models")
-async def list_models(state: State) -> Response:
+async def list_models(request: Request, state: State) -> Response:
     gw: Gateway = state.gateway
+    await gw.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     cards = [ModelCard("auto", "smart-model-router")]
     cards += [ModelCard(alias, "smart-model-router") for alias in TIER_ALIASES]
     cards += [ModelCard(b.name, b.provider) for b in gw.settings.backends]

@@ -17,7 +17,8 @@ from gateway.fakes.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN_ENV = {k: v for k, v in os.environ.items()
-             if k not in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY", "OLLAMA_BASE_URL", "SMR_CONFIG")}
+             if k not in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY", "OLLAMA_BASE_URL", "SMR_CONFIG",
+                          "SMR_ADMIN_KEY", "DATABASE_URL")}
 
 
 def smr(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -57,11 +58,18 @@ def test_bad_config_fails_at_start_with_one_line(tmp_path: Path) -> None:
     assert "server.port" in lines[0] and "Traceback" not in out
 
 
-def test_serve_without_keys_starts_and_answers_503_naming_the_backend() -> None:
-    env = {**CLEAN_ENV, "OLLAMA_BASE_URL": f"http://127.0.0.1:{free_port()}"}
+def test_serve_without_admin_key_refuses_to_start() -> None:
+    proc = smr("serve")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and "SMR_ADMIN_KEY" in out and "Traceback" not in out
+
+
+def test_serve_without_provider_keys_starts_and_answers_503_naming_the_backend(pg_url: str) -> None:
+    env = {**CLEAN_ENV, "OLLAMA_BASE_URL": f"http://127.0.0.1:{free_port()}", "SMR_ADMIN_KEY": "adm-secret",
+           "DATABASE_URL": pg_url}
     with running("serve", env=env) as (url, _):
-        r = httpx.post(url + "/v1/chat/completions", timeout=30, json={
-            "model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]})
+        r = httpx.post(url + "/v1/chat/completions", timeout=30, headers={"Authorization": "Bearer adm-secret"},
+                       json={"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 503
         err = r.json()["error"]
         assert "gemini-2.5-pro" in err["message"] and "GOOGLE_API_KEY is not set" in err["message"]
@@ -70,13 +78,26 @@ def test_serve_without_keys_starts_and_answers_503_naming_the_backend() -> None:
         assert h["providers"]["gemini-2.5-flash"]["configured"] is False
 
 
-def test_demo_is_labelled_simulated_and_routes() -> None:
-    with running("demo") as (url, proc):
-        r = httpx.post(url + "/v1/complete", json={"prompt": "Translate hello to Spanish"}, timeout=10).json()
+def test_demo_on_embedded_postgres_is_labelled_simulated_and_routes(tmp_path: Path) -> None:
+    """The README's run command: no DATABASE_URL, no keys; it starts its own Postgres and prints a key."""
+    env = {**CLEAN_ENV, "SMR_DATA_DIR": str(tmp_path / "data")}
+    with running("demo", env=env) as (url, proc):
+        assert proc.stdout is not None
+        key = ""
+        while not key:
+            line = proc.stdout.readline()
+            assert line, "the demo never printed its API key"
+            if "API key for the demo tenant:" in line:
+                key = line.rsplit(":", 1)[1].strip()
+        assert key.startswith("smr_")
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(url + "/v1/complete", json={"prompt": "hi"}).status_code == 401
+        r = httpx.post(url + "/v1/complete", json={"prompt": "Translate hello to Spanish"}, headers=auth,
+                       timeout=10).json()
         assert r["model_used"] == "granite4:350m (simulated)" and r["difficulty_tag"] == "simple"
         h = httpx.get(url + "/health").json()
         assert h["simulated"] is True and all(p["simulated"] for p in h["providers"].values())
-        client = openai.OpenAI(base_url=url + "/v1", api_key="demo", max_retries=0)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
         chunks = list(client.chat.completions.create(
             model="auto", stream=True, messages=[{"role": "user", "content": "Design a banking API"}]))
         assert chunks[0].model == "gemini-2.5-pro"

@@ -6,18 +6,21 @@ import msgspec
 import pytest
 
 from gateway.errors import SettingsError
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, apply_env, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+ADMIN = {"SMR_ADMIN_KEY": "admin-secret"}
+
+
 def test_config_toml_is_the_documented_default() -> None:
-    from_file = load_settings(ROOT / "config.toml", env={})
-    assert msgspec.to_builtins(from_file) == msgspec.to_builtins(Settings())
+    from_file = load_settings(ROOT / "config.toml", env=ADMIN)
+    assert msgspec.to_builtins(from_file) == msgspec.to_builtins(apply_env(Settings(), ADMIN))
 
 
 def test_defaults_follow_the_product() -> None:
-    s = load_settings(ROOT / "config.toml", env={})
+    s = load_settings(ROOT / "config.toml", env=ADMIN)
     assert s.tiers.simple[0] == "granite4:350m" and s.backend("granite4:350m").provider == "ollama"  # type: ignore[union-attr]
     assert s.tiers.medium[0] == "gemini-2.5-flash" and s.tiers.complex[0] == "gemini-2.5-pro"
     assert s.routing.baseline == "gemini-2.5-pro"
@@ -36,7 +39,7 @@ def test_env_overrides_secrets_and_urls() -> None:
 def test_smr_config_env_picks_the_file(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text('[server]\nport = 9123\n')
-    assert load_settings(env={"SMR_CONFIG": str(f)}).server.port == 9123
+    assert load_settings(env={"SMR_CONFIG": str(f), **ADMIN}).server.port == 9123
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -47,6 +50,7 @@ def test_smr_config_env_picks_the_file(tmp_path: Path) -> None:
     ('[server]\nprot = 1\n', "prot"),
     ('[[backends]]\nname = "x"\nprovider = "azure"\nmodel = "m"\n', "backends"),
     ('[auth]\nenabled = true\n', "SMR_ADMIN_KEY"),
+    ('[auth]\nenabled = false\n[log]\nbatch_size = 0\n', "setting 'log'"),
     ('not toml at all [', "invalid TOML"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:

@@ -1,0 +1,60 @@
+"""One request's accounting: filled in as the request goes, turned into a log row at the end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+
+from gateway.auth import Principal
+from gateway.db.log_writer import LogRow
+from gateway.errors import Attempt, GatewayError
+from gateway.service import Priced, Route
+from gateway.settings import Backend
+
+
+class RequestContext:
+    """Mutable on purpose: the handler, the stream and the error handler each add what they know."""
+
+    __slots__ = ("attempts", "backend", "cache", "endpoint", "principal", "priced", "prompt", "request_id",
+                 "requested_model", "route", "started", "stream", "ts", "ttft_ms")
+
+    def __init__(self, endpoint: str) -> None:
+        self.request_id = "req_" + secrets.token_hex(12)
+        self.endpoint = endpoint
+        self.ts = dt.datetime.now(dt.UTC)
+        self.started = time.perf_counter()
+        self.principal: Principal | None = None
+        self.requested_model: str | None = None
+        self.route: Route | None = None
+        self.backend: Backend | None = None
+        self.attempts: list[Attempt] = []
+        self.priced: Priced | None = None
+        self.cache = "miss"
+        self.stream = False
+        self.ttft_ms: float | None = None
+        self.prompt: str | None = None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def row(self, status: int, error: GatewayError | None = None) -> LogRow:
+        p, r, b, pr = self.principal, self.route, self.backend, self.priced
+        if error is not None and not self.attempts:
+            self.attempts = list(getattr(error, "attempts", []))
+        return LogRow(
+            request_id=self.request_id, ts=self.ts, endpoint=self.endpoint, cache_status=self.cache,
+            latency_ms=round(self.elapsed_ms(), 3), http_status=status,
+            key_id=p.key_id if p else None, tenant=p.tenant if p else None,
+            requested_model=self.requested_model, tier=r.tier if r else None,
+            classifier=r.classifier if r else None, score=r.score if r else None,
+            backend=b.name if b else None, provider=b.provider if b else None,
+            attempts=len(self.attempts) + (1 if b else 0),
+            fallback_errors="; ".join(f"{a.backend}: {a.error}" for a in self.attempts) or None,
+            prompt_tokens=pr.usage.prompt_tokens if pr else 0,
+            completion_tokens=pr.usage.completion_tokens if pr else 0,
+            cost_usd=pr.cost_usd if pr else 0.0, baseline_cost_usd=pr.baseline_cost_usd if pr else 0.0,
+            savings_usd=pr.savings_usd if pr else 0.0, usage_estimated=pr.usage.estimated if pr else False,
+            ttft_ms=self.ttft_ms, stream=self.stream,
+            error_type=(error.code or error.type) if error is not None else None, prompt=self.prompt,
+        )

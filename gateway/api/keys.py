@@ -1,0 +1,100 @@
+"""Admin endpoints for API keys: create, list, revoke, rotate. All need the admin key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal, TypeVar
+
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.datastructures import State
+
+from gateway.db.keys import KeyRecord, KeyStore, NewKey
+from gateway.errors import InvalidRequest, NotFound, PermissionDenied
+from gateway.lifespan import Gateway
+from gateway.wire import decode_json_object, encoder
+
+Tier = Literal["simple", "medium", "complex"]
+T = TypeVar("T")
+
+
+class KeyCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    tenant: str
+    expires_at: dt.datetime | None = None
+    expires_in_s: float | None = None
+    allowed_tiers: list[Tier] | None = None
+    budget_usd: float | None = None
+    rate_limit_rpm: int | None = None
+
+
+class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    grace_s: float | None = None
+
+
+class KeyList(msgspec.Struct, frozen=True):
+    data: list[KeyRecord]
+    object: str = "list"
+
+
+def _admin(request: Request, state: State) -> tuple[Gateway, KeyStore]:
+    gw: Gateway = state.gateway
+    gw.auth.require_admin(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    if gw.keys is None:
+        raise PermissionDenied("API keys need the database, which is disabled")
+    return gw, gw.keys
+
+
+def _created(new: NewKey) -> Response:
+    body = {"key": new.key, **msgspec.to_builtins(new.record)}
+    return Response(encoder.encode(body), status_code=201, media_type="application/json")
+
+
+def _decode(body: bytes, kind: type[T]) -> T:
+    raw = decode_json_object(body) if body else {}
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
+
+
+@post("/v1/keys", status_code=201)
+async def create_key(request: Request, state: State) -> Response:
+    _, store = _admin(request, state)
+    body = _decode(await request.body(), KeyCreate)
+    if not body.name.strip() or not body.tenant.strip():
+        raise InvalidRequest("'name' and 'tenant' must not be empty", param="name")
+    expires = body.expires_at
+    if body.expires_in_s is not None:
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=body.expires_in_s)
+    new = await store.create(body.name, body.tenant, expires_at=expires,
+                             allowed_tiers=list(body.allowed_tiers) if body.allowed_tiers else None,
+                             budget_usd=body.budget_usd, rate_limit_rpm=body.rate_limit_rpm)
+    return _created(new)
+
+
+@get("/v1/keys")
+async def list_keys(request: Request, state: State) -> Response:
+    _, store = _admin(request, state)
+    tenant = request.query_params.get("tenant")
+    return Response(encoder.encode(KeyList(await store.list(tenant))), media_type="application/json")
+
+
+@delete("/v1/keys/{key_id:str}", status_code=200)
+async def revoke_key(request: Request, state: State, key_id: str) -> Response:
+    _, store = _admin(request, state)
+    record = await store.revoke(key_id)
+    if record is None:
+        raise NotFound(f"No API key with id {key_id!r}", param="id")
+    return Response(encoder.encode(record), media_type="application/json")
+
+
+@post("/v1/keys/{key_id:str}/rotate", status_code=201)
+async def rotate_key(request: Request, state: State, key_id: str) -> Response:
+    gw, store = _admin(request, state)
+    body = _decode(await request.body(), RotateRequest)
+    grace = gw.settings.auth.rotation_grace_s if body.grace_s is None else body.grace_s
+    new = await store.rotate(key_id, dt.timedelta(seconds=grace))
+    if new is None:
+        raise NotFound(f"No active API key with id {key_id!r}", param="id")
+    return _created(new)

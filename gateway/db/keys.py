@@ -1,0 +1,122 @@
+"""API keys in Postgres. Only the SHA-256 of a key and a short display prefix are stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import msgspec
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.auth import hash_key, new_key
+
+_COLUMNS = ("id, name, tenant, prefix, created_at, expires_at, revoked_at, rotated_from, allowed_tiers, "
+            "budget_usd, rate_limit_rpm")
+
+
+class KeyRecord(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    tenant: str
+    prefix: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    rotated_from: str | None = None
+    allowed_tiers: list[str] | None = None
+    budget_usd: float | None = None
+    rate_limit_rpm: int | None = None
+
+    def usable(self, now: dt.datetime) -> str | None:
+        """None when the key may be used now, else why not."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return None
+
+
+class NewKey(msgspec.Struct, frozen=True):
+    record: KeyRecord
+    key: str
+
+
+def _record(row: dict[str, Any]) -> KeyRecord:
+    row = dict(row)
+    row["id"] = str(row["id"])
+    if row.get("rotated_from") is not None:
+        row["rotated_from"] = str(row["rotated_from"])
+    return msgspec.convert(row, KeyRecord)
+
+
+class KeyStore:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def create(self, name: str, tenant: str, *, expires_at: dt.datetime | None = None,
+                     allowed_tiers: list[str] | None = None, budget_usd: float | None = None,
+                     rate_limit_rpm: int | None = None, rotated_from: str | None = None) -> NewKey:
+        key = new_key()
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                f"INSERT INTO api_keys (name, tenant, prefix, key_hash, expires_at, allowed_tiers, budget_usd,"
+                f" rate_limit_rpm, rotated_from) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (name, tenant, key[:12], hash_key(key), expires_at, allowed_tiers, budget_usd, rate_limit_rpm,
+                 rotated_from))
+            row = await cur.fetchone()
+        assert row is not None
+        return NewKey(_record(row), key)
+
+    async def list(self, tenant: str | None = None) -> list[KeyRecord]:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            if tenant is None:
+                await cur.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, id")
+            else:
+                await cur.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE tenant = %s ORDER BY created_at, id",
+                                  (tenant,))
+            return [_record(r) for r in await cur.fetchall()]
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        try:
+            uuid.UUID(key_id)
+        except ValueError:
+            return None
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE id = %s", (key_id,))
+            row = await cur.fetchone()
+        return _record(row) if row else None
+
+    async def by_hash(self, digest: bytes) -> tuple[KeyRecord, bytes] | None:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_hash = %s", (digest,))
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        stored = bytes(row.pop("key_hash"))
+        return _record(row), stored
+
+    async def revoke(self, key_id: str) -> KeyRecord | None:
+        if await self.get(key_id) is None:
+            return None
+        async with self.pool.connection() as conn:
+            await conn.execute("UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s",
+                               (key_id,))
+        return await self.get(key_id)
+
+    async def rotate(self, key_id: str, grace: dt.timedelta) -> NewKey | None:
+        """A new key with the same name, tenant and limits; the old one expires after the grace period."""
+        old = await self.get(key_id)
+        if old is None or old.revoked_at is not None:
+            return None
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s) WHERE id = %s",
+                (grace, key_id))
+        return await self.create(old.name, old.tenant, expires_at=old.expires_at, allowed_tiers=old.allowed_tiers,
+                                 budget_usd=old.budget_usd, rate_limit_rpm=old.rate_limit_rpm, rotated_from=old.id)

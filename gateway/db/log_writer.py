@@ -1,0 +1,225 @@
+"""The request log, written off the request path.
+
+`record()` only appends to an in-memory buffer. A background task flushes batches with COPY into a
+staging table and `INSERT ... ON CONFLICT DO NOTHING` (so a batch retried after a lost commit is
+never written twice). When Postgres is down, rows stay buffered up to `buffer_max`; past that
+they spill, oldest first, to a local JSON-lines file; once Postgres is back, spilled rows are
+written before newer ones. `close()` flushes, and spills whatever it could not write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+from collections import deque
+from pathlib import Path
+
+import msgspec
+import psycopg
+
+log = logging.getLogger("gateway.log_writer")
+
+
+class LogRow(msgspec.Struct, frozen=True):
+    request_id: str
+    ts: dt.datetime
+    endpoint: str
+    cache_status: str
+    latency_ms: float
+    http_status: int
+    key_id: str | None = None
+    tenant: str | None = None
+    requested_model: str | None = None
+    tier: str | None = None
+    classifier: str | None = None
+    score: float | None = None
+    backend: str | None = None
+    provider: str | None = None
+    attempts: int = 0
+    fallback_errors: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    baseline_cost_usd: float = 0.0
+    savings_usd: float = 0.0
+    usage_estimated: bool = False
+    ttft_ms: float | None = None
+    stream: bool = False
+    error_type: str | None = None
+    prompt: str | None = None
+
+
+COLUMNS = LogRow.__struct_fields__
+_COPY = f"COPY request_log_stage ({', '.join(COLUMNS)}) FROM STDIN"
+_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS request_log_stage "
+          "(LIKE request_log INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+_MERGE = (f"INSERT INTO request_log ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM request_log_stage "
+          "ON CONFLICT (request_id) DO NOTHING")
+_row_decoder = msgspec.json.Decoder(LogRow)
+_encoder = msgspec.json.Encoder()
+
+
+class WriterStats(msgspec.Struct):
+    written: int = 0
+    buffered: int = 0
+    spilled: int = 0
+    dropped: int = 0
+    flush_errors: int = 0
+    db_up: bool = True
+
+
+class LogWriter:
+    def __init__(self, url: str, spill_dir: Path, *, batch_size: int = 1000, flush_interval_s: float = 0.25,
+                 buffer_max: int = 20_000, retry_s: float = 1.0) -> None:
+        self.url = url
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.buffer_max = buffer_max
+        self.retry_s = retry_s
+        self.spill_dir = spill_dir
+        self.spill_path = spill_dir / f"request_log.{os.getpid()}.jsonl"
+        self._buffer: deque[LogRow] = deque()
+        self._stats = WriterStats()
+        self._wake = asyncio.Event()
+        self._conn: psycopg.AsyncConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._spilled_rows = 0  # rows in the spill file not yet written
+
+    # ------------------------------------------------------------ request path
+    def record(self, row: LogRow) -> None:
+        """Never blocks, never raises: the request does not wait on the database."""
+        self._buffer.append(row)
+        if len(self._buffer) > self.buffer_max:
+            self._spill(self.buffer_max // 2)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def stats(self) -> WriterStats:
+        s = self._stats
+        return WriterStats(s.written, len(self._buffer), s.spilled, s.dropped, s.flush_errors, s.db_up)
+
+    # ------------------------------------------------------------ background
+    def start(self) -> None:
+        self._adopt_orphan_spills()
+        self._task = asyncio.create_task(self._run(), name="request-log-writer")
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            ok = await self.flush()
+            if not ok:
+                await asyncio.sleep(self.retry_s)
+
+    async def flush(self) -> bool:
+        """Write spilled rows, then buffered ones. False when Postgres could not be reached."""
+        try:
+            if self._spilled_rows:
+                await self._replay_spill()
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                try:
+                    await self._write(batch)
+                except BaseException:
+                    self._buffer.extendleft(reversed(batch))
+                    raise
+        except (psycopg.Error, OSError) as exc:
+            self._stats.flush_errors += 1
+            if self._stats.db_up:
+                log.warning("request log: cannot write to Postgres (%s); buffering %d rows",
+                            type(exc).__name__, len(self._buffer))
+            self._stats.db_up = False
+            await self._drop_connection()
+            return False
+        if not self._stats.db_up:
+            log.warning("request log: Postgres is back; backlog written")
+        self._stats.db_up = True
+        return True
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=3)
+            await self._conn.execute(_STAGE)
+            await self._conn.commit()
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        self._conn = None
+
+    async def _write(self, rows: list[LogRow]) -> None:
+        conn = await self._connection()
+        async with conn.transaction():
+            async with conn.cursor().copy(_COPY) as copy:
+                for r in rows:
+                    await copy.write_row(tuple(getattr(r, c) for c in COLUMNS))
+            await conn.execute(_MERGE)
+        self._stats.written += len(rows)
+
+    # ------------------------------------------------------------ spill file
+    def _spill(self, count: int) -> None:
+        rows = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            with self.spill_path.open("ab") as f:
+                f.write(b"".join(_encoder.encode(r) + b"\n" for r in rows))
+        except OSError as exc:
+            self._stats.dropped += len(rows)
+            log.error("request log: could not spill %d rows to %s: %s", len(rows), self.spill_path, exc)
+            return
+        self._stats.spilled += len(rows)
+        self._spilled_rows += len(rows)
+
+    def _adopt_orphan_spills(self) -> None:
+        """Spill files left by earlier processes are taken over (rename is atomic: one replica wins)."""
+        if not self.spill_dir.is_dir():
+            return
+        for f in self.spill_dir.glob("request_log.*.jsonl"):
+            if f == self.spill_path:
+                continue
+            claimed = f.with_suffix(f".claimed-{os.getpid()}")
+            try:
+                f.rename(claimed)
+            except OSError:
+                continue
+            with claimed.open("rb") as src, self.spill_path.open("ab") as dst:
+                for line in src:
+                    dst.write(line)
+                    self._spilled_rows += 1
+            claimed.unlink()
+
+    async def _replay_spill(self) -> None:
+        replaying = self.spill_path.with_suffix(".replaying")
+        if not replaying.exists():
+            self.spill_path.rename(replaying)
+        lines = replaying.read_bytes().splitlines()
+        rows = [_row_decoder.decode(line) for line in lines if line.strip()]
+        for i in range(0, len(rows), self.batch_size):
+            await self._write(rows[i:i + self.batch_size])
+        replaying.unlink()
+        self._spilled_rows = 0
+        if self.spill_path.exists():  # rows spilled while replaying
+            self._spilled_rows = sum(1 for _ in self.spill_path.open("rb"))
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except TimeoutError:
+            pass
+        if self._buffer:
+            self._spill(len(self._buffer))
+            log.warning("request log: %d rows kept in %s for the next start", self._spilled_rows, self.spill_path)
+        await self._drop_connection()

@@ -1,0 +1,84 @@
+"""Usage aggregates over the request log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import msgspec
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+GroupBy = Literal["day", "model", "tier", "key", "tenant"]
+GROUP_SQL: dict[str, str] = {
+    "day": "to_char(date_trunc('day', ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
+    "model": "coalesce(backend, '(none)')",
+    "tier": "coalesce(tier, 'direct')",
+    "key": "coalesce(key_id::text, '(no key)')",
+    "tenant": "coalesce(tenant, '(none)')",
+}
+
+
+class UsageGroup(msgspec.Struct, frozen=True):
+    group: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    baseline_cost_usd: float
+    savings_usd: float
+    savings_pct: float
+    cache_hit_rate: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    errors: int
+
+
+class UsageReport(msgspec.Struct, frozen=True):
+    group_by: str
+    tenant: str | None
+    data: list[UsageGroup]
+    object: str = "usage.report"
+    from_: dt.datetime | None = msgspec.field(default=None, name="from")
+    to: dt.datetime | None = None
+
+
+async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
+                tenant: str | None) -> list[UsageGroup]:
+    where, params = ["true"], []
+    if start is not None:
+        where.append("ts >= %s")
+        params.append(start)
+    if end is not None:
+        where.append("ts < %s")
+        params.append(end)
+    if tenant is not None:
+        where.append("tenant = %s")
+        params.append(tenant)
+    sql = f"""
+        SELECT {GROUP_SQL[group_by]} AS "group", count(*) AS requests,
+               coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+               coalesce(sum(completion_tokens), 0) AS completion_tokens,
+               coalesce(sum(cost_usd), 0) AS cost_usd, coalesce(sum(baseline_cost_usd), 0) AS baseline_cost_usd,
+               coalesce(sum(savings_usd), 0) AS savings_usd,
+               avg(CASE WHEN cache_status LIKE 'hit%%' THEN 1.0 ELSE 0.0 END) AS cache_hit_rate,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_latency_ms,
+               count(*) FILTER (WHERE http_status >= 400) AS errors
+        FROM request_log WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1"""
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql, params)  # type: ignore[arg-type]
+        rows = await cur.fetchall()
+    out = []
+    for r in rows:
+        base = float(r["baseline_cost_usd"])
+        out.append(UsageGroup(
+            group=r["group"], requests=r["requests"], prompt_tokens=int(r["prompt_tokens"]),
+            completion_tokens=int(r["completion_tokens"]), cost_usd=float(r["cost_usd"]), baseline_cost_usd=base,
+            savings_usd=float(r["savings_usd"]),
+            savings_pct=round(100 * float(r["savings_usd"]) / base, 3) if base else 0.0,
+            cache_hit_rate=round(float(r["cache_hit_rate"] or 0), 4),
+            p50_latency_ms=round(float(r["p50_latency_ms"] or 0), 2),
+            p95_latency_ms=round(float(r["p95_latency_ms"] or 0), 2), errors=int(r["errors"])))
+    return out
