@@ -16,8 +16,22 @@ from gateway.settings import Backend
 class RequestContext:
     """Mutable on purpose: the handler, the stream and the error handler each add what they know."""
 
-    __slots__ = ("attempts", "backend", "cache", "endpoint", "principal", "priced", "prompt", "request_id",
-                 "requested_model", "route", "started", "stream", "ts", "ttft_ms")
+    __slots__ = (
+        "attempts",
+        "backend",
+        "cache",
+        "endpoint",
+        "priced",
+        "principal",
+        "prompt",
+        "request_id",
+        "requested_model",
+        "route",
+        "started",
+        "stream",
+        "ts",
+        "ttft_ms",
+    )
 
     def __init__(self, endpoint: str) -> None:
         self.request_id = "req_" + secrets.token_hex(12)

@@ -47,6 +47,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         url = settings.database.url
         if url is None:
             url, _ = await asyncio.to_thread(start_embedded)
+        assert url is not None
         applied = await migrate(url)
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0

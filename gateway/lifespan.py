@@ -57,6 +57,7 @@ async def open_database(settings: Settings) -> str:
     url = settings.database.url
     if url is None:
         url, _ = await asyncio.to_thread(start_embedded)
+    assert url is not None
     await migrate(url)
     return url
 

