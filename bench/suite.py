@@ -154,7 +154,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"## Gateway overhead ({'smoke' if args.smoke else 'full'} run, {started}, {machine()})", ""]
     lines += overhead(args.smoke)
-    lines += ["", "## Accounting: request-log writer", ""] + log_writer.run(args.smoke)
+    lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
     text = "\n".join(lines)
     print(text)
     (ROOT / "bench" / "results" / ("smoke.md" if args.smoke else "latest.md")).write_text(text + "\n")

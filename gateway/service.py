@@ -119,7 +119,7 @@ class ChatService:
     def price(self, usage: Usage, backend: Backend) -> Priced:
         return Priced(usage, cost_usd(usage, backend), baseline_cost_usd(usage, self.baseline))
 
-    def _fill_usage(self, usage: Usage, req: ChatCompletionRequest, text: str) -> Usage:
+    def fill_usage(self, usage: Usage, req: ChatCompletionRequest, text: str) -> Usage:
         if not usage.estimated and usage.total_tokens:
             return usage
         p = usage.prompt_tokens or sum(estimate_tokens(message_text(m)) for m in req.messages)
@@ -160,7 +160,7 @@ class ChatService:
                     raise self._give_up(exc) from None
                 attempts.append(self._attempt(backend, exc))
                 continue
-            usage = self._fill_usage(completion.usage, call.request, completion.message.content or "")
+            usage = self.fill_usage(completion.usage, call.request, completion.message.content or "")
             if usage is not completion.usage:
                 completion = msgspec.structs.replace(completion, usage=usage)
             return Outcome(backend, completion, self.price(usage, backend), attempts)

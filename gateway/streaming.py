@@ -78,7 +78,7 @@ async def to_sse(
             summary.finish_reason = "stop"
             yield chunk(Delta(), "stop")
         summary.text = "".join(texts)
-        filled = service._fill_usage(usage or Usage(estimated=True), req, summary.text)
+        filled = service.fill_usage(usage or Usage(estimated=True), req, summary.text)
         summary.priced = service.price(filled, opened.backend)
         if req.include_usage:
             yield sse(ChatCompletionChunk(chunk_id, created, model, [], usage_out(filled)))

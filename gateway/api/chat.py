@@ -66,8 +66,7 @@ async def chat_completions(request: Request, state: State) -> Response:
             if summary.error is not None:
                 gw.record(ctx, summary.error.status, summary.error)
             else:
-                ctx.cache = "miss" if not summary.cancelled else ctx.cache
-                gw.record(ctx, 499 if summary.cancelled else 200)
+                gw.record(ctx, 499 if summary.cancelled else 200)  # 499: the client went away
 
         headers = route_headers(route, opened.backend, None, ctx.cache)
         headers["cache-control"] = "no-cache"

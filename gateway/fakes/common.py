@@ -152,3 +152,29 @@ class FakeServer:
         if b.chunk_delay_ms and index:
             await asyncio.sleep(b.chunk_delay_ms / 1000)
         return False
+
+    async def stream(self, request: web.Request, content_type: str, pieces: list[bytes],
+                     tail: list[bytes]) -> web.StreamResponse:
+        """Send `pieces` paced as the behaviour says (slowed, or cut by closing the connection), then
+        `tail`; count started, completed and cancelled streams."""
+        self.stats.streams_started += 1
+        resp = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        try:
+            for i, piece in enumerate(pieces):
+                if await self.pace(i):
+                    assert request.transport is not None
+                    request.transport.close()
+                    return resp
+                await resp.write(piece)
+            for piece in tail:
+                await resp.write(piece)
+            await resp.write_eof()
+        except ConnectionResetError:
+            self.stats.streams_cancelled += 1
+            return resp
+        except asyncio.CancelledError:
+            self.stats.streams_cancelled += 1
+            raise
+        self.stats.streams_completed += 1
+        return resp

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgspec
@@ -86,26 +85,10 @@ class FakeGemini(FakeServer):
 
         if not stream:
             return web.Response(body=_enc.encode(event(parts, True)), content_type="application/json")
-        self.stats.streams_started += 1
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
         if "text" in parts[0]:
             pieces = [[{"text": t}] for t in split_pieces(parts[0]["text"], self.behaviour.pieces)]
         else:
             pieces = [parts]
-        try:
-            for i, ps in enumerate(pieces):
-                if await self.pace(i):
-                    assert request.transport is not None
-                    request.transport.close()
-                    return resp
-                await resp.write(b"data: " + _enc.encode(event(ps, i == len(pieces) - 1)) + b"\r\n\r\n")
-            await resp.write_eof()
-        except ConnectionResetError:
-            self.stats.streams_cancelled += 1
-            return resp
-        except asyncio.CancelledError:
-            self.stats.streams_cancelled += 1
-            raise
-        self.stats.streams_completed += 1
-        return resp
+        events = [b"data: " + _enc.encode(event(ps, i == len(pieces) - 1)) + b"\r\n\r\n"
+                  for i, ps in enumerate(pieces)]
+        return await self.stream(request, "text/event-stream", events, [])

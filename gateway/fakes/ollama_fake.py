@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 from typing import Any
@@ -82,29 +81,12 @@ class FakeOllama(FakeServer):
             if calls:
                 msg["tool_calls"] = calls
             return web.Response(body=_enc.encode({**final, "message": msg}), content_type="application/json")
-        self.stats.streams_started += 1
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
-        lines: list[dict[str, Any]] = []
+        messages: list[dict[str, Any]] = []
         if calls:
-            lines.append({"role": "assistant", "content": "", "tool_calls": calls})
+            messages.append({"role": "assistant", "content": "", "tool_calls": calls})
         if text:
-            lines += [{"role": "assistant", "content": piece} for piece in split_pieces(text, self.behaviour.pieces)]
-        try:
-            for i, msg in enumerate(lines):
-                if await self.pace(i):
-                    assert request.transport is not None
-                    request.transport.close()
-                    return resp
-                await resp.write(_enc.encode({"model": model, "created_at": CREATED, "message": msg,
-                                              "done": False}) + b"\n")
-            await resp.write(_enc.encode({**final, "message": {"role": "assistant", "content": ""}}) + b"\n")
-            await resp.write_eof()
-        except ConnectionResetError:
-            self.stats.streams_cancelled += 1
-            return resp
-        except asyncio.CancelledError:
-            self.stats.streams_cancelled += 1
-            raise
-        self.stats.streams_completed += 1
-        return resp
+            messages += [{"role": "assistant", "content": p} for p in split_pieces(text, self.behaviour.pieces)]
+        lines = [_enc.encode({"model": model, "created_at": CREATED, "message": m, "done": False}) + b"\n"
+                 for m in messages]
+        done = _enc.encode({**final, "message": {"role": "assistant", "content": ""}}) + b"\n"
+        return await self.stream(request, "application/x-ndjson", lines, [done])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -69,10 +68,6 @@ class FakeOpenAI(FakeServer):
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": msg, "finish_reason": finish, "logprobs": None}],
                 "usage": usage}), content_type="application/json")
-        self.stats.streams_started += 1
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        await resp.prepare(request)
-
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
             return b"data: " + _enc.encode({
                 "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
@@ -82,25 +77,10 @@ class FakeOpenAI(FakeServer):
         if calls:
             deltas += [{"tool_calls": [{"index": i, **c}]} for i, c in enumerate(calls)]
         deltas += [{"content": piece} for piece in split_pieces(text or "", self.behaviour.pieces) if text]
-        try:
-            for i, d in enumerate(deltas):
-                if await self.pace(i):
-                    assert request.transport is not None
-                    request.transport.close()
-                    return resp
-                await resp.write(chunk(d))
-            await resp.write(chunk({}, finish))
-            if (body.get("stream_options") or {}).get("include_usage"):
-                await resp.write(b"data: " + _enc.encode({
-                    "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
-                    "model": model, "choices": [], "usage": usage}) + b"\n\n")
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
-        except ConnectionResetError:
-            self.stats.streams_cancelled += 1
-            return resp
-        except asyncio.CancelledError:
-            self.stats.streams_cancelled += 1
-            raise
-        self.stats.streams_completed += 1
-        return resp
+        tail = [chunk({}, finish)]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            tail.append(b"data: " + _enc.encode({
+                "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [], "usage": usage}) + b"\n\n")
+        tail.append(b"data: [DONE]\n\n")
+        return await self.stream(request, "text/event-stream", [chunk(d) for d in deltas], tail)

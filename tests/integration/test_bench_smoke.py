@@ -9,15 +9,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_smoke_produces_the_table() -> None:
+def table(section: str) -> list[list[str]]:
+    rows = [line for line in section.splitlines() if line.startswith("|") and not line.startswith("|--")]
+    return [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]  # past the header
+
+
+def test_bench_smoke_produces_the_tables() -> None:
     out = subprocess.run([sys.executable, "-m", "bench.suite", "--smoke"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
-    scenarios = {r.split("|")[1].strip() for r in rows[1:]}
-    assert {"direct", "gateway, forced tier", "gateway, auto (heuristic)"} <= scenarios
-    # Every row measured real requests without errors.
-    for r in rows[2:]:
-        cells = [c.strip() for c in r.strip("|").split("|")]
-        assert float(cells[3].replace(",", "")) > 0 and cells[-1] == "0", r
-    assert "start-up to first answered request" in out.stdout
+    sections = {s.split("\n", 1)[0].split(" (")[0]: s for s in out.stdout.split("## ")[1:]}
+    overhead = table(sections["Gateway overhead"])
+    assert {"direct", "gateway, forced tier", "gateway, auto (heuristic)",
+            "gateway, forced tier, request log off"} <= {r[0] for r in overhead}
+    for r in overhead:  # every row measured real requests, without errors
+        assert float(r[3].replace(",", "")) > 0 and r[-1] == "0", r
+    assert "start-up to first answered request" in sections["Gateway overhead"]
+    writer = table(sections["Accounting: request-log writer"])
+    assert len(writer) == 2 and all(float(r[1].replace(",", "")) > 0 for r in writer)
