@@ -27,6 +27,7 @@ class Behaviour(msgspec.Struct, omit_defaults=True):
     malformed: bool = False          # answer with JSON that does not parse
     pieces: int = 4                  # how many pieces a streamed answer is split into
     reply: str | None = None         # fixed reply text instead of the generated one
+    omit_usage: bool = False         # report no token usage (as some OpenAI-compatible servers do)
 
 
 class Stats(msgspec.Struct):

@@ -58,7 +58,9 @@ class FakeOpenAI(FakeServer):
         text, calls, p, c = self.answer(body)
         model = body.get("model", "fake-model")
         created = int(time.time())
-        usage = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        usage: dict[str, int] | None = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        if self.behaviour.omit_usage:
+            usage = None
         finish = "tool_calls" if calls else "stop"
         if not body.get("stream"):
             msg: dict[str, Any] = {"role": "assistant", "content": text}

@@ -198,6 +198,22 @@ def test_fallback_attempts_are_logged(fakes: ThreadedFakes, pg_url: str) -> None
     assert got[-1] == (2, "local")
 
 
+def test_missing_upstream_usage_is_estimated_and_marked(fakes: ThreadedFakes, gateway: GatewayThread,
+                                                       pg_url: str) -> None:
+    from gateway.fakes.common import Behaviour
+
+    fakes.openai.behaviour = Behaviour(omit_usage=True)
+    r = httpx.post(gateway.url + "/v1/chat/completions", json={
+        "model": "oai", "user": "estimate-me", "messages": [{"role": "user", "content": "count these words please"}]})
+    assert r.status_code == 200
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    wait_for_rows(pg_url, "usage_estimated AND backend = 'oai'", 1)
+    got = rows(pg_url, "SELECT prompt_tokens, completion_tokens, cost_usd FROM request_log "
+                       "WHERE usage_estimated AND backend = 'oai'")
+    assert got[-1][0] > 0 and got[-1][2] > 0  # type: ignore[operator]
+
+
 # ---------------------------------------------------------------- usage
 def test_usage_is_scoped_to_the_tenant(secured: GatewayThread, pg_url: str) -> None:
     a = str(create_key(secured, tenant="tenant-a")["key"])

@@ -103,3 +103,26 @@ def test_demo_on_embedded_postgres_is_labelled_simulated_and_routes(tmp_path: Pa
         assert chunks[0].model == "gemini-2.5-pro"
     out = proc.stdout.read() if proc.stdout else ""
     assert "SIMULATED" in out
+
+
+def test_admin_commands_against_the_database(pg_url: str) -> None:
+    env = {**CLEAN_ENV, "DATABASE_URL": pg_url, "SMR_ADMIN_KEY": "adm"}
+
+    def run(*args: str) -> str:
+        proc = smr(*args, env=env)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        return out
+
+    assert "applied:" in run("migrate")
+    created = run("keys", "create", "--name", "cli-app", "--tenant", "cli-tenant", "--tiers", "simple,medium")
+    key = next(line.split()[-1] for line in created.splitlines() if line.startswith("key:"))
+    key_id = next(line.split()[-1] for line in created.splitlines() if line.startswith("id:"))
+    assert key.startswith("smr_")
+    listed = run("keys", "list", "--tenant", "cli-tenant")
+    assert key_id in listed and key not in listed
+    rotated = run("keys", "rotate", key_id, "--grace", "0")
+    assert "key:" in rotated and key not in rotated
+    assert f"revoked {key_id}" in run("keys", "revoke", key_id)
+    usage = run("usage", "--group-by", "tier")
+    assert usage.splitlines()[0].split()[:3] == ["group", "requests", "prompt_tokens"]
