@@ -13,7 +13,15 @@ from typing import Protocol
 import msgspec
 
 from gateway.settings import Backend
-from gateway.wire import ChatCompletionRequest, Delta, ResponseMessage, Usage
+from gateway.wire import (
+    ChatCompletionRequest,
+    Delta,
+    DeltaFunction,
+    DeltaToolCall,
+    ResponseMessage,
+    ToolCall,
+    Usage,
+)
 
 
 class UpstreamCall(msgspec.Struct, frozen=True):
@@ -32,6 +40,14 @@ class StreamEvent(msgspec.Struct, frozen=True):
     delta: Delta | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+
+
+def tool_call_event(calls: list[ToolCall], first_index: int) -> StreamEvent:
+    """Whole tool calls (as Ollama and Gemini send them) as one streamed OpenAI delta."""
+    return StreamEvent(delta=Delta(tool_calls=[
+        DeltaToolCall(index=first_index + i, id=tc.id, type="function",
+                      function=DeltaFunction(tc.function.name, tc.function.arguments))
+        for i, tc in enumerate(calls)]))
 
 
 class Provider(Protocol):

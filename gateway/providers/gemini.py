@@ -24,13 +24,11 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, tool_call_event
 from gateway.settings import Backend
 from gateway.wire import (
     ChatCompletionRequest,
     Delta,
-    DeltaFunction,
-    DeltaToolCall,
     FunctionCall,
     ImagePart,
     Message,
@@ -239,10 +237,7 @@ class GeminiProvider:
             async for resp in await self._client.aio.models.generate_content_stream(**self._request(call)):
                 text, calls, fin = _split(resp, n_calls)
                 if calls:
-                    yield StreamEvent(delta=Delta(tool_calls=[
-                        DeltaToolCall(index=n_calls + i, id=tc.id, type="function",
-                                      function=DeltaFunction(tc.function.name, tc.function.arguments))
-                        for i, tc in enumerate(calls)]))
+                    yield tool_call_event(calls, n_calls)
                     n_calls += len(calls)
                 if text:
                     yield StreamEvent(delta=Delta(content=text))

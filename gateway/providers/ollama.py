@@ -17,13 +17,11 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, tool_call_event
 from gateway.settings import Backend
 from gateway.wire import (
     ChatCompletionRequest,
     Delta,
-    DeltaFunction,
-    DeltaToolCall,
     FunctionCall,
     ImagePart,
     ResponseMessage,
@@ -170,10 +168,7 @@ class OllamaProvider:
             async for part in await self._client.chat(stream=True, **self._kwargs(call)):
                 calls = _tool_calls(part.message.tool_calls, n_calls)
                 if calls:
-                    yield StreamEvent(delta=Delta(tool_calls=[
-                        DeltaToolCall(index=n_calls + i, id=tc.id, type="function",
-                                      function=DeltaFunction(tc.function.name, tc.function.arguments))
-                        for i, tc in enumerate(calls)]))
+                    yield tool_call_event(calls, n_calls)
                     n_calls += len(calls)
                 if part.message.content:
                     yield StreamEvent(delta=Delta(content=part.message.content))
