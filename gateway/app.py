@@ -8,6 +8,7 @@ from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 
+from gateway.api.cache_admin import clear_cache
 from gateway.api.chat import chat_completions
 from gateway.api.complete import complete
 from gateway.api.health import health
@@ -74,7 +75,7 @@ def build_pipeline(settings: Settings) -> ClassifierPipeline:
 def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[chat_completions, complete, list_models, health, create_key, list_keys, revoke_key,
-                        rotate_key, get_usage],
+                        rotate_key, get_usage, clear_cache],
         lifespan=[lifespan],
         state=State({"settings": settings, "pipeline": build_pipeline(settings)}),
         exception_handlers={

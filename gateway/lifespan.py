@@ -11,9 +11,16 @@ from pathlib import Path
 
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
+from redis.exceptions import RedisError
 
 from gateway.accounting import RequestContext
 from gateway.auth import Authenticator
+from gateway.cache.base import CacheStore
+from gateway.cache.embedded import EmbeddedRedis, EmbeddedRedisError
+from gateway.cache.guard import load_guard
+from gateway.cache.memory import MemoryStore
+from gateway.cache.redis_store import RedisStore
+from gateway.cache.service import ResponseCache
 from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore
 from gateway.db.log_writer import LogWriter
@@ -23,6 +30,7 @@ from gateway.providers.registry import Providers
 from gateway.service import ChatService
 from gateway.settings import Settings
 from router_core import ClassifierPipeline
+from router_core.embedder import Embedder
 
 log = logging.getLogger("gateway")
 
@@ -31,7 +39,8 @@ class Gateway:
     """The per-app object graph handlers reach through `state.gateway`."""
 
     def __init__(self, settings: Settings, pipeline: ClassifierPipeline, providers: Providers,
-                 auth: Authenticator, pool: AsyncConnectionPool | None, writer: LogWriter | None) -> None:
+                 auth: Authenticator, pool: AsyncConnectionPool | None, writer: LogWriter | None,
+                 cache: ResponseCache | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.providers = providers
@@ -40,6 +49,7 @@ class Gateway:
         self.pool = pool
         self.keys = KeyStore(pool) if pool is not None else None
         self.writer = writer
+        self.cache = cache
         self.started_at = time.time()
         self.simulated = any(b.simulated for b in settings.backends)
 
@@ -62,6 +72,35 @@ async def open_database(settings: Settings) -> str:
     return url
 
 
+async def open_cache(settings: Settings, stack: AsyncExitStack) -> ResponseCache | None:
+    """Redis (REDIS_URL, else an embedded redis-stack-server), else the in-process store; said once."""
+    cfg = settings.cache
+    if not cfg.enabled:
+        return None
+    embedder: Embedder | None = None
+    if cfg.semantic:
+        embedder = await asyncio.to_thread(Embedder(cfg.embedding_model, cfg.device).load)
+    dim = embedder.dim if embedder is not None else 384
+    store: CacheStore
+    url = settings.redis.url
+    try:
+        if url is None:
+            server = EmbeddedRedis()
+            url = await asyncio.to_thread(server.start)
+            stack.callback(server.stop)
+        redis_store = RedisStore(url, cfg.lookup_timeout_s, dim)
+        await redis_store.open(want_semantic=cfg.semantic)
+        store = redis_store
+        log.info("cache: Redis at %s (semantic %s)", url, "on" if redis_store.semantic else "off")
+    except (EmbeddedRedisError, OSError, RedisError) as exc:
+        log.warning("cache: no Redis (%s); using the in-process store: exact and semantic, THIS PROCESS ONLY", exc)
+        store = MemoryStore()
+    guard = load_guard() if cfg.guard else None
+    cache = ResponseCache(store, embedder, guard, cfg)
+    stack.push_async_callback(cache.aclose)
+    return cache
+
+
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -80,12 +119,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
                                    flush_interval_s=lg.flush_interval_s, buffer_max=lg.buffer_max)
                 writer.start()
                 stack.push_async_callback(writer.close)
+        cache = await open_cache(settings, stack)
         auth = Authenticator(settings.auth.enabled, settings.auth.admin_key,
                              KeyStore(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
         providers = Providers(settings.backends)
         stack.push_async_callback(pipeline.aclose)
         stack.push_async_callback(providers.aclose)
-        app.state.gateway = Gateway(settings, pipeline, providers, auth, pool, writer)
+        app.state.gateway = Gateway(settings, pipeline, providers, auth, pool, writer, cache)
         for p in providers:
             reason = p.unavailable_reason()
             b = p.backend

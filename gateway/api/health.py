@@ -36,6 +36,7 @@ class Health(msgspec.Struct):
     providers: dict[str, ProviderHealth]
     dependencies: dict[str, str]
     request_log: dict[str, object] | None
+    cache: dict[str, object] | None
 
 
 def _address(b: Backend) -> tuple[str, int]:
@@ -74,6 +75,22 @@ async def _database(gw: Gateway) -> str:
     return "ok"
 
 
+async def _redis(gw: Gateway) -> str:
+    if gw.cache is None:
+        return "disabled"
+    if gw.cache.store.name == "memory":
+        return "not used: in-process cache store (this process only)"
+    return "ok" if await gw.cache.reachable() else "unreachable"
+
+
+def _cache(gw: Gateway) -> dict[str, object] | None:
+    if gw.cache is None:
+        return None
+    return {"store": gw.cache.store.name, "semantic": gw.cache.semantic, "guard": gw.cache.guard is not None,
+            "device": gw.cache.embedder.device if gw.cache.embedder else None,
+            **msgspec.to_builtins(gw.cache.stats)}
+
+
 @get("/health")
 async def health(state: State) -> Response:
     gw: Gateway = state.gateway
@@ -87,7 +104,8 @@ async def health(state: State) -> Response:
         simulated=gw.simulated,
         classifiers=list(gw.pipeline.names),
         providers=providers,
-        dependencies={"database": await _database(gw), "redis": "not configured"},
+        dependencies={"database": await _database(gw), "redis": await _redis(gw)},
         request_log=msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None,
+        cache=_cache(gw),
     )
     return Response(encoder.encode(body), media_type="application/json")

@@ -32,8 +32,10 @@ def test_compose_wires_the_shared_services() -> None:
 
 def test_pyproject_pins_torch_and_exposes_smr() -> None:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    torch = [d for deps in meta["optional-dependencies"].values() for d in deps if d.startswith("torch")]
+    torch = [d for d in meta["dependencies"] if d.startswith("torch")]
     assert torch == ["torch==2.13.0"]
+    assert "torch==2.13.0" in (ROOT / "Containerfile").read_text()
+    assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
     assert meta["scripts"]["smr"] == "gateway.cli:main"
 
 

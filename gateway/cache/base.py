@@ -1,0 +1,51 @@
+"""The cache store contract (exact get/set, vector search/add, clear) and what a cache entry holds."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+import numpy as np
+
+from gateway.wire import ResponseMessage, Usage
+
+
+class CachedAnswer(msgspec.Struct, frozen=True):
+    message: ResponseMessage
+    finish_reason: str | None
+    usage: Usage
+    backend: str
+    provider: str
+    tier: str | None
+    prompt: str
+    created: int
+
+
+class Candidate(msgspec.Struct, frozen=True):
+    prompt: str
+    payload: bytes
+    similarity: float
+
+
+answer_encoder = msgspec.msgpack.Encoder()
+answer_decoder = msgspec.msgpack.Decoder(CachedAnswer)
+
+
+class CacheStore(Protocol):
+    name: str
+    semantic: bool
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]: ...
+
+    async def add(self, tenant: str, scope: str, vector: np.ndarray, prompt: str, payload: bytes,
+                  ttl_s: int) -> None: ...
+
+    async def clear(self, tenant: str | None) -> int: ...
+
+    async def count(self) -> int: ...
+
+    async def aclose(self) -> None: ...

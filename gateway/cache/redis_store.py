@@ -1,0 +1,105 @@
+"""Redis store: exact entries as plain keys with a TTL; semantic entries as hashes in an HNSW cosine
+vector index with TAG fields for the tenant and the context scope, so a hit can only come from the
+same tenant and the same context. Without the query engine (plain Redis), only the exact cache works.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.commands.search.field import TagField, VectorField
+from redis.commands.search.index_definition import IndexDefinition, IndexType
+from redis.commands.search.query import Query
+from redis.exceptions import ResponseError
+
+from gateway.cache.base import Candidate
+
+log = logging.getLogger("gateway.cache")
+INDEX = "smr_semantic"
+SEM_PREFIX = "smr:s:"
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, url: str, timeout_s: float, dim: int) -> None:
+        self.url = url
+        self.dim = dim
+        self.client = aioredis.Redis.from_url(url, socket_timeout=max(timeout_s, 0.05) * 4,
+                                             socket_connect_timeout=1.0, protocol=2)
+        self.semantic = False
+
+    async def open(self, want_semantic: bool) -> None:
+        await self.client.ping()
+        if not want_semantic:
+            return
+        modules = await self.client.module_list()
+        names = {(m.get(b"name") or m.get("name") or b"") for m in modules}
+        names = {n.decode() if isinstance(n, bytes) else n for n in names}
+        if "search" not in {n.lower() for n in names}:
+            log.warning("Redis at %s has no query engine (RediSearch): exact cache on, semantic cache off",
+                        self.url)
+            return
+        try:
+            await self.client.ft(INDEX).create_index(
+                [TagField("tenant"), TagField("scope"),
+                 VectorField("vec", "HNSW", {"TYPE": "FLOAT32", "DIM": self.dim, "DISTANCE_METRIC": "COSINE"})],
+                definition=IndexDefinition(prefix=[SEM_PREFIX], index_type=IndexType.HASH))
+        except ResponseError as exc:
+            if "already exists" not in str(exc).lower():
+                raise
+        self.semantic = True
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self.client.get(key)
+        return value.encode() if isinstance(value, str) else value
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+        await self.client.set(key, value, ex=ttl_s)
+
+    async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        q = (Query(f"(@tenant:{{{tenant}}} @scope:{{{scope}}})=>[KNN {k} @vec $v AS dist]")
+             .sort_by("dist").return_fields("prompt", "payload", "dist").dialect(2).paging(0, k))
+        res = await self.client.ft(INDEX).search(q, query_params={"v": vector.astype(np.float32).tobytes()})
+        out = []
+        for doc in res.docs:  # type: ignore[union-attr]
+            prompt = doc.prompt.decode() if isinstance(doc.prompt, bytes) else doc.prompt
+            payload = doc.payload if isinstance(doc.payload, bytes) else doc.payload.encode("latin-1")
+            out.append(Candidate(prompt, payload, 1.0 - float(doc.dist)))
+        return out
+
+    async def add(self, tenant: str, scope: str, vector: np.ndarray, prompt: str, payload: bytes,
+                  ttl_s: int) -> None:
+        import secrets
+
+        key = f"{SEM_PREFIX}{tenant}:{secrets.token_hex(8)}"
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={"tenant": tenant, "scope": scope, "prompt": prompt, "payload": payload,
+                                    "vec": vector.astype(np.float32).tobytes()})
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
+
+    async def clear(self, tenant: str | None) -> int:
+        patterns = ["smr:x:*", f"{SEM_PREFIX}*"] if tenant is None else [f"smr:x:{tenant}:*", f"{SEM_PREFIX}{tenant}:*"]
+        n = 0
+        for pattern in patterns:
+            batch: list[bytes] = []
+            async for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    n += await self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                n += await self.client.unlink(*batch)
+        return n
+
+    async def count(self) -> int:
+        n = 0
+        async for _ in self.client.scan_iter(match="smr:*", count=1000):
+            n += 1
+        return n
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

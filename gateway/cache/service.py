@@ -1,0 +1,158 @@
+"""The response cache on the request path: who may use it, exact then semantic lookup, storing.
+
+Nothing here fails a request: a store error or a lookup slower than `lookup_timeout_s` counts as a
+miss (and is counted), and storing happens after the response, off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from gateway.cache.base import CachedAnswer, CacheStore, answer_decoder, answer_encoder
+from gateway.cache.guard import GuardModel
+from gateway.cache.keys import exact_key, last_user_text, scope_key, tenant_tag
+from gateway.settings import CacheSettings
+from gateway.wire import ChatCompletionRequest
+from router_core.embedder import Embedder
+
+log = logging.getLogger("gateway.cache")
+
+
+class CachePolicy(msgspec.Struct, frozen=True):
+    lookup: bool
+    store: bool
+
+
+def cache_policy(req: ChatCompletionRequest, cache_control: str | None, smr_cache: str | None,
+                 cfg: CacheSettings) -> CachePolicy:
+    """Pure: tool-free, single-choice requests that do not ask for a temperature above the maximum use
+    the cache; the client can opt out with `Cache-Control: no-cache` (no lookup), `no-store` (no
+    storing) or `X-SMR-Cache: off` (neither)."""
+    hot = req.temperature is not None and req.temperature > cfg.max_temperature
+    cacheable = not hot and not req.tools and (req.n or 1) == 1
+    if not cacheable or (smr_cache or "").strip().lower() == "off":
+        return CachePolicy(False, False)
+    cc = {d.strip().lower() for d in (cache_control or "").split(",")}
+    return CachePolicy(lookup="no-cache" not in cc, store="no-store" not in cc)
+
+
+class Hit(msgspec.Struct, frozen=True):
+    answer: CachedAnswer
+    kind: Literal["hit-exact", "hit-semantic"]
+    similarity: float | None = None
+
+
+class Lookup(msgspec.Struct):
+    tenant: str
+    key: str
+    scope: str
+    prompt: str
+    vector: np.ndarray | None = None
+    hit: Hit | None = None
+
+
+class CacheStats(msgspec.Struct):
+    hits_exact: int = 0
+    hits_semantic: int = 0
+    misses: int = 0
+    guard_rejections: int = 0
+    stored: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    last_error: str | None = None
+
+
+class ResponseCache:
+    def __init__(self, store: CacheStore, embedder: Embedder | None, guard: GuardModel | None,
+                 cfg: CacheSettings) -> None:
+        self.store = store
+        self.embedder = embedder if store.semantic and cfg.semantic else None
+        self.guard = guard
+        self.cfg = cfg
+        self.stats = CacheStats()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def semantic(self) -> bool:
+        return self.embedder is not None
+
+    def prepare(self, tenant: str, req: ChatCompletionRequest, route: str) -> Lookup:
+        tag = tenant_tag(tenant)
+        return Lookup(tag, f"smr:x:{tag}:{exact_key(req, route)}", scope_key(req, route), last_user_text(req))
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError):
+            self.stats.timeouts += 1
+        else:
+            self.stats.errors += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"[:200]
+
+    async def lookup(self, lk: Lookup) -> Lookup:
+        timeout = self.cfg.lookup_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                payload = await self.store.get(lk.key)
+            if payload is not None:
+                lk.hit = Hit(answer_decoder.decode(payload), "hit-exact")
+                self.stats.hits_exact += 1
+                return lk
+            if self.embedder is not None and lk.prompt:
+                lk.vector = await self.embedder.embed(lk.prompt)
+                async with asyncio.timeout(timeout):
+                    candidates = await self.store.search(lk.tenant, lk.scope, lk.vector, 3)
+                for c in candidates:
+                    if c.similarity < self.cfg.similarity:
+                        break
+                    if self.guard is not None and not self.guard.same_question(lk.prompt, c.prompt, c.similarity):
+                        self.stats.guard_rejections += 1
+                        continue
+                    lk.hit = Hit(answer_decoder.decode(c.payload), "hit-semantic", round(c.similarity, 4))
+                    self.stats.hits_semantic += 1
+                    return lk
+        except (Exception, TimeoutError) as exc:  # the cache never fails a request
+            self._failed(exc)
+        self.stats.misses += 1
+        return lk
+
+    def save_later(self, lk: Lookup, answer: CachedAnswer) -> None:
+        """Store after the response has gone; keeps a reference so the task is not collected."""
+        task = asyncio.create_task(self._save(lk, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _save(self, lk: Lookup, answer: CachedAnswer) -> None:
+        payload = answer_encoder.encode(answer)
+        ttl = self.cfg.ttl_s
+        try:
+            async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 20, 1.0)):
+                await self.store.set(lk.key, payload, ttl)
+                if self.embedder is not None and lk.prompt:
+                    vector = lk.vector if lk.vector is not None else await self.embedder.embed(lk.prompt)
+                    await self.store.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl)
+            self.stats.stored += 1
+        except (Exception, TimeoutError) as exc:
+            self._failed(exc)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def reachable(self) -> bool:
+        try:
+            async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 4, 0.2)):
+                await self.store.get("smr:health")
+        except (Exception, TimeoutError):
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        await self.drain()
+        await self.store.aclose()
+        if self.embedder is not None:
+            await self.embedder.aclose()
+

