@@ -16,7 +16,7 @@ import aiohttp
 
 
 async def run(
-    url: str, body: bytes, headers: dict[str, str], stream: bool, concurrency: int, total: int
+    url: str, bodies: list[bytes], headers: dict[str, str], stream: bool, concurrency: int, total: int
 ) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
@@ -27,6 +27,7 @@ async def run(
             nonlocal remaining, errors
             while remaining > 0:
                 remaining -= 1
+                body = bodies[remaining % len(bodies)]
                 t0 = time.perf_counter()
                 try:
                     async with session.post(url, data=body, headers=headers) as r:
@@ -57,7 +58,8 @@ async def run(
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
-    p.add_argument("--body", required=True)
+    p.add_argument("--body", help="one JSON body for every request")
+    p.add_argument("--bodies", help="a file of JSON bodies, one a line, used in turn")
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--stream", action="store_true")
     p.add_argument("--concurrency", type=int, default=1)
@@ -67,7 +69,12 @@ def main() -> None:
     for h in a.header:
         k, _, v = h.partition(":")
         headers[k.strip()] = v.strip()
-    result = asyncio.run(run(a.url, a.body.encode(), headers, a.stream, a.concurrency, a.requests))
+    if a.bodies:
+        with open(a.bodies, "rb") as f:
+            bodies = [line.strip() for line in f if line.strip()]
+    else:
+        bodies = [a.body.encode()]
+    result = asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests))
     json.dump(result, sys.stdout)
 
 

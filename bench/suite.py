@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import log_writer
+from bench import cache_bench, log_writer
 from bench.procs import ROOT, Proc, cpu_seconds, free_port, python, rss_mib
 from gateway.db.scratch import ScratchDatabase
 
@@ -155,6 +155,7 @@ def main() -> None:
     lines = [f"## Gateway overhead ({'smoke' if args.smoke else 'full'} run, {started}, {machine()})", ""]
     lines += overhead(args.smoke)
     lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
+    lines += ["", "## Cache through HTTP (one client at a time)", "", *cache_bench.run(args.smoke)]
     text = "\n".join(lines)
     print(text)
     (ROOT / "bench" / "results" / ("smoke.md" if args.smoke else "latest.md")).write_text(text + "\n")

@@ -104,7 +104,46 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return asyncio.run(with_pool(settings, run))
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from gateway.cache.keys import tenant_tag
+    from gateway.cache.redis_store import RedisStore
+
+    settings = load_settings(args.config)
+    if not settings.redis.url:
+        print("smr cache needs REDIS_URL (an embedded Redis lives inside the gateway process: "
+              "use DELETE /v1/cache with the admin key)")
+        return 2
+
+    async def run() -> int:
+        store = RedisStore(settings.redis.url or "", 1.0, 384)
+        try:
+            await store.open(want_semantic=False)
+            if args.action == "stats":
+                exact = semantic = 0
+                async for key in store.client.scan_iter(match="smr:*", count=1000):
+                    if key.startswith(b"smr:x:"):
+                        exact += 1
+                    else:
+                        semantic += 1
+                print(f"redis:            {settings.redis.url}\nexact entries:    {exact}\n"
+                      f"semantic entries: {semantic}")
+            else:
+                removed = await store.clear(tenant_tag(args.tenant) if args.tenant else None)
+                print(f"cleared {removed} entries" + (f" of tenant {args.tenant}" if args.tenant else ""))
+        finally:
+            await store.aclose()
+        return 0
+
+    return asyncio.run(run())
+
+
 def add_commands(sub: Any) -> None:
+    ca = sub.add_parser("cache", help="cache statistics, or clear it (all tenants or one)")
+    ca.add_argument("--config")
+    ca.add_argument("action", choices=["stats", "clear"])
+    ca.add_argument("--tenant")
+    ca.set_defaults(func=cmd_cache)
+
     m = sub.add_parser("migrate", help="apply database migrations")
     m.add_argument("--config")
     m.set_defaults(func=cmd_migrate)

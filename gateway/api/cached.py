@@ -34,7 +34,7 @@ async def check_cache(request: Request, gw: Gateway, ctx: RequestContext, req: C
     lk = gw.cache.prepare(tenant, req, route_key(req.model, force_tier, gw.settings.routing.default_model))
     if policy.lookup:
         lk = await gw.cache.lookup(lk)
-    ctx.cache = lk.hit.kind if lk.hit else "miss"
+    ctx.cache = lk.hit.kind if lk.hit else ("miss" if policy.lookup else "bypass")
     return policy, lk
 
 

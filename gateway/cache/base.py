@@ -27,8 +27,8 @@ class Candidate(msgspec.Struct, frozen=True):
     similarity: float
 
 
-answer_encoder = msgspec.msgpack.Encoder()
-answer_decoder = msgspec.msgpack.Decoder(CachedAnswer)
+answer_encoder = msgspec.json.Encoder()  # JSON, not msgpack: search results come back as text
+answer_decoder = msgspec.json.Decoder(CachedAnswer)
 
 
 class CacheStore(Protocol):

@@ -29,7 +29,11 @@ _ANTONYMS = (("open", "closed"), ("open", "close"), ("on", "off"), ("enable", "d
              ("allow", "deny"), ("accept", "reject"), ("win", "lose"), ("import", "export"), ("upload", "download"),
              ("encrypt", "decrypt"), ("encode", "decode"), ("compress", "decompress"), ("push", "pull"),
              ("first", "last"), ("hot", "cold"), ("fast", "slow"), ("cheap", "expensive"), ("north", "south"),
-             ("east", "west"), ("left", "right"), ("up", "down"), ("in", "out"), ("positive", "negative"),
+             ("east", "west"), ("faster", "slower"), ("good", "bad"), ("better", "worse"), ("heavier", "lighter"),
+             ("bigger", "smaller"), ("larger", "smaller"), ("cheaper", "pricier"), ("earlier", "later"),
+             ("stronger", "weaker"), ("longer", "shorter"), ("richer", "poorer"), ("warmer", "colder"),
+             ("win", "loss"), ("success", "failure"), ("benefits", "risks"),
+             ("left", "right"), ("up", "down"), ("in", "out"), ("positive", "negative"),
              ("legal", "illegal"), ("safe", "unsafe"), ("possible", "impossible"), ("always", "never"),
              ("above", "below"), ("inside", "outside"), ("advantages", "disadvantages"), ("pros", "cons"),
              ("love", "hate"), ("easy", "hard"), ("easy", "difficult"), ("ascending", "descending"),
@@ -103,6 +107,20 @@ def features(a: str, b: str, cosine: float) -> list[float]:
     ]
 
 
+def hard_reject(a: str, b: str) -> bool:
+    x = features(a, b, 1.0)
+    if x[2] or x[7] or x[3]:
+        return True
+    ta, tb = _tokens(a), _tokens(b)
+    names_a, names_b = _names(ta), _names(tb)
+    if names_a and names_b and names_a != names_b:
+        return True
+    # The same names in another order swap roles: "Fahrenheit to Celsius" vs "Celsius to Fahrenheit".
+    order_a = [t.lower() for t in ta[1:] if t.lower() in names_a]
+    order_b = [t.lower() for t in tb[1:] if t.lower() in names_b]
+    return len(names_a) >= 2 and names_a == names_b and order_a != order_b
+
+
 class GuardModel(msgspec.Struct, frozen=True):
     weights: list[float]
     threshold: float
@@ -120,9 +138,9 @@ class GuardModel(msgspec.Struct, frozen=True):
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def same_question(self, a: str, b: str, cosine: float) -> bool:
-        # Hard rules first: a different number or an antonym never passes, whatever the model says.
-        x = features(a, b, cosine)
-        if x[2] or x[7]:
+        # Hard rules first: other numbers, an antonym swapped in, a negation on one side only, or other
+        # names on both sides never pass, whatever the model says.
+        if hard_reject(a, b):
             return False
         return self.probability(a, b, cosine) >= self.threshold
 

@@ -61,12 +61,12 @@ class RedisStore:
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
         q = (Query(f"(@tenant:{{{tenant}}} @scope:{{{scope}}})=>[KNN {k} @vec $v AS dist]")
-             .sort_by("dist").return_fields("prompt", "payload", "dist").dialect(2).paging(0, k))
+             .sort_by("dist").return_fields("prompt", "answer", "dist").dialect(2).paging(0, k))
         res = await self.client.ft(INDEX).search(q, query_params={"v": vector.astype(np.float32).tobytes()})
         out = []
         for doc in res.docs:  # type: ignore[union-attr]
             prompt = doc.prompt.decode() if isinstance(doc.prompt, bytes) else doc.prompt
-            payload = doc.payload if isinstance(doc.payload, bytes) else doc.payload.encode("latin-1")
+            payload = doc.answer if isinstance(doc.answer, bytes) else doc.answer.encode()
             out.append(Candidate(prompt, payload, 1.0 - float(doc.dist)))
         return out
 
@@ -76,7 +76,7 @@ class RedisStore:
 
         key = f"{SEM_PREFIX}{tenant}:{secrets.token_hex(8)}"
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={"tenant": tenant, "scope": scope, "prompt": prompt, "payload": payload,
+            pipe.hset(key, mapping={"tenant": tenant, "scope": scope, "prompt": prompt, "answer": payload,
                                     "vec": vector.astype(np.float32).tobytes()})
             pipe.expire(key, ttl_s)
             await pipe.execute()

@@ -1,0 +1,99 @@
+"""Cache speed through HTTP: exact hit and semantic hit latency against a miss, one client at a time."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.procs import ROOT, Proc, free_port, python
+from gateway.db.scratch import ScratchDatabase
+
+CONFIG = """
+[server]
+host = "127.0.0.1"
+[auth]
+enabled = false
+[log]
+requests = true
+spill_dir = "{spill}"
+[database]
+url = "{db_url}"
+[cache]
+enabled = true
+[routing]
+baseline = "upstream"
+[tiers]
+simple = ["upstream"]
+medium = ["upstream"]
+complex = ["upstream"]
+[[backends]]
+name = "upstream"
+provider = "openai"
+model = "bench-model"
+base_url = "{upstream}/v1"
+api_key = "bench"
+input_price = 1.0
+output_price = 2.0
+"""
+BASE = "How do I reverse a list in Python without modifying the original?"
+
+
+def body(prompt: str) -> str:
+    return json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": prompt}]})
+
+
+def run(smoke: bool) -> list[str]:
+    n = 30 if smoke else 400
+    repeats = 1 if smoke else 3
+    tmp = Path(tempfile.mkdtemp())
+    db = ScratchDatabase()
+    up_port = free_port()
+    upstream = Proc("cache-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai", "--port", str(up_port)],
+                    f"http://127.0.0.1:{up_port}/v1/models")
+    cfg = tmp / "cache.toml"
+    cfg.write_text(CONFIG.format(spill=tmp / "spill", db_url=db.url, upstream=f"http://127.0.0.1:{up_port}"))
+    port = free_port()
+    gateway = Proc("cache-gateway", [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
+                   f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    files = {
+        # every prompt new: lookup (exact + semantic) misses, the upstream answers, the answer is stored
+        "miss": [body(f"Question {i} of {n * repeats * 2}: what is {i} squared plus {i + 7}?")
+                 for i in range(n * repeats * 2)],
+        # the very same request again and again
+        "exact hit": [body(BASE)],
+        # the same words with other spacing: a new exact key, an identical embedding, so the semantic path
+        "semantic hit": [body(BASE.replace(" ", "  ", k % 9 + 1) + " " * (k // 9)) for k in range(n * repeats)],
+    }
+    paths = {}
+    for name, bodies in files.items():
+        paths[name] = tmp / f"{name.replace(' ', '_')}.jsonl"
+        paths[name].write_text("\n".join(bodies) + "\n")
+    results: dict[str, list[dict[str, float]]] = {}
+    try:
+        subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(paths["exact hit"]),
+                        "--requests", "3"], cwd=ROOT, check=True, capture_output=True)  # stores BASE
+        for _ in range(repeats):
+            for name, path in paths.items():
+                out = subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(path),
+                                      "--requests", str(n)], cwd=ROOT, check=True, capture_output=True, text=True)
+                results.setdefault(name, []).append(json.loads(out.stdout))
+        health = json.loads(subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/health"], capture_output=True,
+                                           text=True).stdout or "{}")
+    finally:
+        gateway.stop()
+        upstream.stop()
+        db.drop()
+    cache = health.get("cache") or {}
+    rows = ["| request | p50 ms | p99 ms | req/s | errors |", "|---|---|---|---|---|"]
+    for name, rs in results.items():
+        p50, p99 = statistics.median(r["p50_ms"] for r in rs), statistics.median(r["p99_ms"] for r in rs)
+        rps, errors = statistics.median(r["rps"] for r in rs), sum(int(r["errors"]) for r in rs)
+        rows.append(f"| {name} | {p50:.2f} | {p99:.2f} | {rps:,.0f} | {errors} |")
+    rows += ["", f"Cache store: {cache.get('store')}, embeddings on {cache.get('device')}; counters after the run: "
+                 f"{cache.get('hits_exact')} exact hits, {cache.get('hits_semantic')} semantic hits, "
+                 f"{cache.get('misses')} misses, {cache.get('guard_rejections')} guard rejections."]
+    return rows

@@ -1,0 +1,299 @@
+"""The response cache through the gateway: real redis-stack-server (vector search) and the in-process
+store, real MiniLM embeddings, the openai SDK."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from gateway.cache.embedded import EmbeddedRedis
+from gateway.cache.guard import load_guard
+from gateway.fakes.server import ThreadedFakes, free_port
+from router_core.embedder import Embedder
+from tests.helpers import GatewayThread, make_settings
+
+ADMIN = "cache-admin"
+PAIRS = json.loads((Path(__file__).parents[1] / "data" / "cache_pairs.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def cache_settings(fakes: ThreadedFakes, pg_url: str, redis_url: str, **cache: object) -> object:
+    return make_settings(fakes, db_url=pg_url, redis={"url": redis_url},
+                         auth={"enabled": True, "admin_key": ADMIN},
+                         cache={"enabled": True, "lookup_timeout_s": 0.2, **cache})
+
+
+@pytest.fixture(scope="module", params=["redis", "memory"])
+def gw(request: pytest.FixtureRequest, fakes: ThreadedFakes, pg_url: str,
+       redis_stack: EmbeddedRedis) -> Iterator[GatewayThread]:
+    # "memory": a REDIS_URL where nothing listens, so the gateway falls back to the in-process store.
+    url = redis_stack.url if request.param == "redis" else f"redis://127.0.0.1:{free_port()}/0"
+    with GatewayThread(cache_settings(fakes, pg_url, url)) as g:  # type: ignore[arg-type]
+        g.store = request.param  # type: ignore[attr-defined]
+        yield g
+
+
+def key_for(gw: GatewayThread, tenant: str) -> str:
+    r = httpx.post(gw.url + "/v1/keys", json={"name": "c", "tenant": tenant},
+                   headers={"Authorization": f"Bearer {ADMIN}"})
+    return str(r.json()["key"])
+
+
+def ask(gw: GatewayThread, key: str, prompt: str, system: str | None = None, model: str = "smr/medium",
+        headers: dict[str, str] | None = None, **extra: object) -> httpx.Response:
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return httpx.post(gw.url + "/v1/chat/completions", timeout=20,
+                      headers={"Authorization": f"Bearer {key}", **(headers or {})},
+                      json={"model": model, "messages": messages, **extra})
+
+
+def settle(gw: GatewayThread) -> None:
+    time.sleep(0.15)  # answers are stored after the response has gone
+
+
+def test_health_reports_the_store(gw: GatewayThread) -> None:
+    cache = httpx.get(gw.url + "/health").json()["cache"]
+    assert cache["store"] == gw.store  # type: ignore[attr-defined]
+    assert cache["semantic"] is True and cache["guard"] is True
+
+
+def test_exact_hit_is_free_and_skips_the_upstream(gw: GatewayThread, fakes: ThreadedFakes) -> None:
+    key = key_for(gw, "exact")
+    first = ask(gw, key, "Name three primary colours")
+    assert first.headers["x-smr-cache"] == "miss"
+    settle(gw)
+    before = fakes.gemini.stats.requests
+    second = ask(gw, key, "Name three primary colours")
+    assert second.headers["x-smr-cache"] == "hit-exact"
+    assert fakes.gemini.stats.requests == before
+    assert second.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+    assert float(second.headers["x-smr-cost-usd"]) == 0
+    assert float(second.headers["x-smr-savings-usd"]) > 0
+    assert second.headers["x-smr-classifier"] == "cache" and second.headers["x-smr-model"] == "flash"
+
+
+def test_semantic_hit_on_a_paraphrase(gw: GatewayThread) -> None:
+    key = key_for(gw, "semantic")
+    ask(gw, key, "How do I reverse a list in Python?")
+    settle(gw)
+    r = ask(gw, key, "How can I reverse a list in Python?")
+    assert r.headers["x-smr-cache"] == "hit-semantic", str(httpx.get(gw.url + "/health").json()["cache"])
+    assert 0.92 <= float(r.headers["x-smr-cache-similarity"]) <= 1.0
+    assert "reverse a list in Python" in r.json()["choices"][0]["message"]["content"]
+
+
+def test_different_question_misses(gw: GatewayThread) -> None:
+    key = key_for(gw, "different")
+    ask(gw, key, "What is the capital of Australia?")
+    settle(gw)
+    assert ask(gw, key, "What is the capital of Austria?").headers["x-smr-cache"] == "miss"
+    assert ask(gw, key, "How do I bake sourdough bread?").headers["x-smr-cache"] == "miss"
+
+
+def test_tenants_never_share_answers(gw: GatewayThread) -> None:
+    a, b = key_for(gw, "tenant-a"), key_for(gw, "tenant-b")
+    ask(gw, a, "Explain what a hash map is")
+    settle(gw)
+    assert ask(gw, b, "Explain what a hash map is").headers["x-smr-cache"] == "miss"      # exact
+    assert ask(gw, b, "Explain what a hashmap is").headers["x-smr-cache"] == "miss"       # semantic
+    assert ask(gw, a, "Explain what a hash map is").headers["x-smr-cache"] == "hit-exact"
+
+
+def test_other_context_never_hits(gw: GatewayThread) -> None:
+    key = key_for(gw, "context")
+    ask(gw, key, "Summarise this in one line", system="You are a pirate.")
+    settle(gw)
+    assert ask(gw, key, "Summarise this in one line", system="You are a lawyer.").headers["x-smr-cache"] == "miss"
+    assert ask(gw, key, "Summarise this in one line").headers["x-smr-cache"] == "miss"
+    earlier = httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
+        "model": "smr/medium", "messages": [
+            {"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Ahoy"}, {"role": "user", "content": "Summarise this in one line"}]})
+    assert earlier.headers["x-smr-cache"] == "miss"
+    assert ask(gw, key, "Summarise this in one line", system="You are a pirate.", temperature=0.0
+               ).headers["x-smr-cache"] == "miss", "other sampling parameters are another context"
+    assert ask(gw, key, "Summarise this in one line", system="You are a pirate.").headers["x-smr-cache"] == "hit-exact"
+
+
+def test_near_miss_questions_miss_through_the_gateway(gw: GatewayThread) -> None:
+    key = key_for(gw, "near-miss")
+    for a, _ in PAIRS["near_miss"][:10]:
+        ask(gw, key, a)
+    settle(gw)
+    for _, b in PAIRS["near_miss"][:10]:
+        assert ask(gw, key, b).headers["x-smr-cache"] == "miss", b
+
+
+def test_bypass_headers_and_uncacheable_requests(gw: GatewayThread) -> None:
+    key = key_for(gw, "bypass")
+    q = "List the planets of the solar system"
+    assert ask(gw, key, q, headers={"Cache-Control": "no-store"}).headers["x-smr-cache"] == "miss"
+    settle(gw)
+    assert ask(gw, key, q).headers["x-smr-cache"] == "miss", "no-store stored nothing"
+    settle(gw)
+    assert ask(gw, key, q, headers={"Cache-Control": "no-cache"}).headers["x-smr-cache"] == "bypass"
+    assert ask(gw, key, q, headers={"X-SMR-Cache": "off"}).headers["x-smr-cache"] == "bypass"
+    assert ask(gw, key, q).headers["x-smr-cache"] == "hit-exact"
+    assert ask(gw, key, q, temperature=0.9).headers["x-smr-cache"] == "bypass"
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    assert ask(gw, key, q, tools=[tool]).headers["x-smr-cache"] == "bypass"
+
+
+def test_streamed_replay_is_a_proper_stream(gw: GatewayThread) -> None:
+    key = key_for(gw, "stream")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    msgs = [{"role": "user", "content": "Describe the water cycle briefly"}]
+    fresh = list(client.chat.completions.create(model="smr/medium", messages=msgs, stream=True))
+    settle(gw)
+    with client.chat.completions.with_streaming_response.create(
+            model="smr/medium", messages=msgs, stream=True, stream_options={"include_usage": True}) as raw:
+        assert raw.headers["x-smr-cache"] == "hit-exact"
+        chunks = list(raw.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(c.choices[0].delta.content or "" for c in fresh if c.choices)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_complete_endpoint_reports_cache_hits(gw: GatewayThread) -> None:
+    key = key_for(gw, "complete")
+    h = {"Authorization": f"Bearer {key}"}
+    first = httpx.post(gw.url + "/v1/complete", json={"prompt": "Define entropy"}, headers=h).json()
+    settle(gw)
+    second = httpx.post(gw.url + "/v1/complete", json={"prompt": "Define entropy"}, headers=h).json()
+    assert first["cache_hit"] is False and second["cache_hit"] is True
+    assert second["estimated_cost"] == 0 and second["estimated_savings"] > 0
+    assert second["response"] == first["response"]
+
+
+def test_admin_clears_one_tenant(gw: GatewayThread) -> None:
+    a, b = key_for(gw, "clear-a"), key_for(gw, "clear-b")
+    ask(gw, a, "What is a monad?")
+    ask(gw, b, "What is a monad?")
+    settle(gw)
+    r = httpx.delete(gw.url + "/v1/cache?tenant=clear-a", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200 and r.json()["cleared"] >= 1
+    assert ask(gw, a, "What is a monad?").headers["x-smr-cache"] == "miss"
+    assert ask(gw, b, "What is a monad?").headers["x-smr-cache"] == "hit-exact"
+    assert httpx.delete(gw.url + "/v1/cache", headers={"Authorization": f"Bearer {a}"}).status_code == 403
+
+
+def test_cache_hits_are_logged(gw: GatewayThread, pg_url: str) -> None:
+    import psycopg
+
+    key = key_for(gw, f"logged-{gw.store}")  # type: ignore[attr-defined]
+    ask(gw, key, "What is a closure?")
+    settle(gw)
+    ask(gw, key, "What is a closure?")
+    deadline = time.time() + 5
+    got: list[tuple[object, ...]] = []
+    while time.time() < deadline and len(got) < 2:
+        with psycopg.connect(pg_url) as c:
+            got = c.execute("SELECT cache_status, cost_usd, savings_usd FROM request_log WHERE tenant = %s "
+                            "ORDER BY ts", (f"logged-{gw.store}",)).fetchall()  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    assert [g[0] for g in got] == ["miss", "hit-exact"]
+    assert got[1][1] == 0 and got[1][2] > 0  # type: ignore[operator]
+
+
+def test_cache_command_line(fakes: ThreadedFakes, pg_url: str, redis_stack: EmbeddedRedis) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with GatewayThread(cache_settings(fakes, pg_url, redis_stack.url)) as g:  # type: ignore[arg-type]
+        key = key_for(g, "cli-cache")
+        ask(g, key, "What is a B-tree?")
+        settle(g)
+    env = {**os.environ, "REDIS_URL": redis_stack.url, "SMR_ADMIN_KEY": "x", "DATABASE_URL": pg_url}
+
+    def smr(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "gateway.cli", "cache", *args], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    stats = smr("stats")
+    assert "exact entries:" in stats and int(stats.split("exact entries:")[1].split()[0]) >= 1
+    assert "cleared" in smr("clear", "--tenant", "cli-cache")
+    assert "cleared" in smr("clear")
+    assert int(smr("stats").split("exact entries:")[1].split()[0]) == 0
+
+
+# ------------------------------------------------------------------ TTL, outage
+def test_ttl_expiry(fakes: ThreadedFakes, pg_url: str, redis_stack: EmbeddedRedis) -> None:
+    with GatewayThread(cache_settings(fakes, pg_url, redis_stack.url, ttl_s=1)) as g:  # type: ignore[arg-type]
+        key = key_for(g, "ttl")
+        ask(g, key, "What is the speed of sound?")
+        settle(g)
+        assert ask(g, key, "What is the speed of sound?").headers["x-smr-cache"] == "hit-exact"
+        time.sleep(1.3)
+        assert ask(g, key, "What is the speed of sound?").headers["x-smr-cache"] == "miss"
+
+
+def test_redis_stopped_mid_traffic_keeps_serving(fakes: ThreadedFakes, pg_url: str, tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path)
+    server.start()
+    try:
+        with GatewayThread(cache_settings(fakes, pg_url, server.url, lookup_timeout_s=0.05)) as g:  # type: ignore[arg-type]
+            key = key_for(g, "outage")
+            ask(g, key, "What is DNS?")
+            settle(g)
+            assert ask(g, key, "What is DNS?").headers["x-smr-cache"] == "hit-exact"
+            server.pause()  # frozen: lookups time out instead of failing fast
+            started = time.perf_counter()
+            for i in range(5):
+                r = ask(g, key, f"What is DNS? ({i})")
+                assert r.status_code == 200 and r.headers["x-smr-cache"] == "miss"
+            assert (time.perf_counter() - started) / 5 < 1.0
+            health = httpx.get(g.url + "/health").json()
+            assert health["dependencies"]["redis"] == "unreachable"
+            assert health["cache"]["timeouts"] + health["cache"]["errors"] >= 5
+            server.resume()
+            time.sleep(0.3)
+            assert ask(g, key, "What is DNS?").headers["x-smr-cache"] == "hit-exact"
+            server.stop()  # gone for good: refused connections, still served
+            assert ask(g, key, "What is DNS?").status_code == 200
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------ the guard on the hand-made pairs
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder().load()
+
+
+def _pair_hits(embedder: Embedder, pairs: list[list[str]]) -> list[bool]:
+    guard = load_guard()
+    a = embedder.encode_batch([p[0] for p in pairs])
+    b = embedder.encode_batch([p[1] for p in pairs])
+    cos = np.sum(a * b, axis=1)
+    return [float(c) >= 0.92 and guard.same_question(x, y, float(c)) for (x, y), c in zip(pairs, cos, strict=True)]
+
+
+def test_all_hand_made_near_misses_miss(embedder: Embedder) -> None:
+    assert len(PAIRS["near_miss"]) >= 50
+    hits = _pair_hits(embedder, PAIRS["near_miss"])
+    assert [p for p, h in zip(PAIRS["near_miss"], hits, strict=True) if h] == []
+
+
+def test_hand_made_paraphrases_mostly_hit(embedder: Embedder) -> None:
+    assert len(PAIRS["paraphrase"]) >= 50
+    hits = _pair_hits(embedder, PAIRS["paraphrase"])
+    assert sum(hits) >= 0.85 * len(hits), f"only {sum(hits)} of {len(hits)} paraphrases hit"
