@@ -59,25 +59,29 @@ def run(smoke: bool) -> list[str]:
     gateway = Proc("cache-gateway", [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
                    f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    files = {
-        # every prompt new: lookup (exact + semantic) misses, the upstream answers, the answer is stored
-        "miss": [body(f"Question {i} of {n * repeats * 2}: what is {i} squared plus {i + 7}?")
-                 for i in range(n * repeats * 2)],
-        # the very same request again and again
-        "exact hit": [body(BASE)],
-        # the same words with other spacing: a new exact key, an identical embedding, so the semantic path
-        "semantic hit": [body(BASE.replace(" ", "  ", k % 9 + 1) + " " * (k // 9)) for k in range(n * repeats)],
-    }
-    paths = {}
-    for name, bodies in files.items():
-        paths[name] = tmp / f"{name.replace(' ', '_')}.jsonl"
-        paths[name].write_text("\n".join(bodies) + "\n")
+    def files(r: int) -> dict[str, list[str]]:
+        return {
+            # every prompt new: lookup (exact + semantic) misses, the upstream answers, the answer is stored
+            "miss": [body(f"Question {i} of run {r}: what is {i} squared plus {i + 7 * r}?") for i in range(n)],
+            # the very same request again and again
+            "exact hit": [body(BASE)],
+            # the same words, other spacing: a new exact key, an identical embedding, so the semantic path
+            "semantic hit": [body(BASE.replace(" ", "  ", k % 9 + 1) + " " * (k // 9 + r * 50)) for k in range(n)],
+        }
+
+    def write(r: int) -> dict[str, Path]:
+        paths = {}
+        for name, bodies in files(r).items():
+            paths[name] = tmp / f"{name.replace(' ', '_')}-{r}.jsonl"
+            paths[name].write_text("\n".join(bodies) + "\n")
+        return paths
+
     results: dict[str, list[dict[str, float]]] = {}
     try:
-        subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(paths["exact hit"]),
+        subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(write(0)["exact hit"]),
                         "--requests", "3"], cwd=ROOT, check=True, capture_output=True)  # stores BASE
-        for _ in range(repeats):
-            for name, path in paths.items():
+        for r in range(repeats):
+            for name, path in write(r + 1).items():
                 out = subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(path),
                                       "--requests", str(n)], cwd=ROOT, check=True, capture_output=True, text=True)
                 results.setdefault(name, []).append(json.loads(out.stdout))

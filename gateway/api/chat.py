@@ -67,7 +67,7 @@ async def chat_completions(request: Request, state: State) -> Response:
     policy, lk = await check_cache(request, gw, ctx, req, force_tier)
     if lk is not None and lk.hit is not None:
         return chat_hit(gw, ctx, lk.hit, req, new_id(), created)
-    route = await gw.service.route(req, force_tier)
+    route = await gw.service.route(req, force_tier, *((lk.vector, lk.prompt) if lk else ()))
     ctx.route = route
     check_route_allowed(ctx, route)
     call = UpstreamCall(req, parsed.raw)

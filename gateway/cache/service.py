@@ -153,6 +153,4 @@ class ResponseCache:
     async def aclose(self) -> None:
         await self.drain()
         await self.store.aclose()
-        if self.embedder is not None:
-            await self.embedder.aclose()
 

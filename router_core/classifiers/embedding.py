@@ -1,0 +1,71 @@
+"""Embedding classifier: a sentence-transformers encoder plus a small trained logistic head.
+
+Features: the normalised embedding of the conversation's user text and the standardised log length
+of the prompt. The head's weights live in `embedding_head.json` beside this file (trained by
+`smr train`; `embedding_head.md` says on what). The encoder runs off the event loop, micro-batched
+(`router_core.embedder.Embedder`), and an embedding already computed for the request (the semantic
+cache's) is reused, never computed twice.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from router_core.embedder import Embedder
+from router_core.types import Conversation
+
+HEAD_PATH = Path(__file__).with_name("embedding_head.json")
+
+
+class Head(msgspec.Struct, frozen=True):
+    weights: list[float]          # one per embedding dimension, then one for the length feature
+    bias: float
+    length_mean: float
+    length_std: float
+    target: str = "cheap model fails"
+    c: float = 1.0
+    trained_on: list[str] = []
+    cv: dict[str, float] = {}
+
+    def logit(self, vector: np.ndarray, prompt_chars: int) -> float:
+        length = (math.log1p(prompt_chars) - self.length_mean) / self.length_std
+        w = np.asarray(self.weights, dtype=np.float32)
+        return float(np.dot(w[:-1], vector) + w[-1] * length + self.bias)
+
+    def score(self, vector: np.ndarray, prompt_chars: int) -> float:
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, self.logit(vector, prompt_chars)))))
+
+
+def load_head(path: Path = HEAD_PATH) -> Head:
+    return msgspec.json.decode(path.read_bytes(), type=Head)
+
+
+def classifier_text(conv: Conversation) -> str:
+    """What the head sees: the user turns (the last one last), as in training prompts."""
+    users = [t.text for t in conv.turns if t.role == "user"]
+    return "\n".join(users[-3:]) if users else conv.all_text
+
+
+class EmbeddingClassifier:
+    name = "embedding"
+
+    def __init__(self, embedder: Embedder, head: Head | None = None) -> None:
+        self.embedder = embedder
+        self.head = head or load_head()
+
+    async def score(self, conv: Conversation) -> float:
+        text = classifier_text(conv)
+        if conv.embedding is not None and conv.embedded_text == text:
+            vector = conv.embedding
+        else:
+            vector = await self.embedder.embed(text)
+        return self.head.score(np.asarray(vector, dtype=np.float32), len(text))
+
+    def score_batch(self, texts: list[str]) -> list[float]:
+        """Blocking, for offline use (`smr classify`, `smr eval`): one forward pass per batch."""
+        vectors = self.embedder.encode_batch(texts)
+        return [self.head.score(v, len(t)) for v, t in zip(vectors, texts, strict=True)]

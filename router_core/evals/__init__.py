@@ -1,0 +1,1 @@
+"""Evaluation of routers against per-prompt outcomes of a cheap and a strong model."""

@@ -1,0 +1,180 @@
+"""Classifiers beyond the heuristic: the packaged embedding head, the LLM classifier on (fake) Ollama,
+and the offline commands `smr classify`, `smr calibrate`, `smr eval`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.fakes.common import Behaviour
+from gateway.fakes.server import ThreadedFakes, free_port
+from router_core import ClassifierPipeline, Conversation
+from router_core.classifiers.base import ClassifierError
+from router_core.classifiers.embedding import EmbeddingClassifier, load_head
+from router_core.classifiers.heuristic import HeuristicClassifier
+from router_core.classifiers.ollama_llm import OllamaLLMClassifier, parse
+from router_core.embedder import Embedder
+from tests.helpers import GatewayThread, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXED = [
+    ("Translate 'good morning' into Spanish", 0.6932),
+    ("What is the capital of France?", 0.8249),
+    ("Prove that there are infinitely many primes of the form 4k+3.", 0.7552),
+    ("A 45-year-old man presents with crushing chest pain radiating to the left arm. Which of the following is "
+     "the most appropriate next step in management?\nA. Aspirin\nB. Discharge\nC. Antacids\nD. Observation\nAnswer:",
+     0.5007),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder().load()
+
+
+def test_embedding_classifier_loads_offline_with_the_committed_head(embedder: Embedder) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    head = load_head()
+    assert len(head.weights) == embedder.dim + 1 == 385
+    assert head.cv["wins"] == head.cv["folds"], "the committed head beat prompt length on every fold"
+    clf = EmbeddingClassifier(embedder, head)
+    scores = clf.score_batch([p for p, _ in FIXED])
+    for (prompt, known), got in zip(FIXED, scores, strict=True):
+        assert got == pytest.approx(known, abs=2e-3), prompt
+
+
+async def test_embedding_classifier_reuses_a_computed_embedding(embedder: Embedder) -> None:
+    clf = EmbeddingClassifier(embedder)
+    text = FIXED[2][0]
+    vector = embedder.encode_batch([text])[0]
+    before = embedder.embedded
+    reused = await clf.score(Conversation(Conversation.from_prompt(text).turns, vector, text))
+    assert embedder.embedded == before, "no second forward pass"
+    assert reused == pytest.approx(FIXED[2][1], abs=2e-3)
+    assert await clf.score(Conversation.from_prompt(text)) == pytest.approx(reused, abs=1e-5)
+    assert embedder.embedded == before + 1
+
+
+def test_llm_answer_is_parsed_strictly() -> None:
+    assert parse("COMPLEX") == "COMPLEX" and parse(" simple.\n") == "SIMPLE"
+    for bad in ("", "MEDIUM-ish", "I think COMPLEX", "SIMPLE or MEDIUM", "complexity"):
+        with pytest.raises(ClassifierError):
+            parse(bad)
+
+
+@pytest.fixture
+def ollama(fakes: ThreadedFakes) -> Iterator[str]:
+    yield fakes.ollama_url
+    fakes.ollama.behaviour = Behaviour()
+
+
+async def test_llm_classifier_names_the_tier(fakes: ThreadedFakes, ollama: str) -> None:
+    clf = OllamaLLMClassifier(ollama, "granite4:350m", (0.35, 0.62), timeout_s=2.0)
+    pipe = ClassifierPipeline([clf, HeuristicClassifier()], (0.35, 0.62), budget_s=2.0)
+    for answer, tier in (("COMPLEX", "complex"), ("simple", "simple"), ("Medium.", "medium")):
+        fakes.ollama.behaviour = Behaviour(reply=answer)
+        d = await pipe.decide(Conversation.from_prompt("Design a banking API"))
+        assert (d.classifier, d.tier) == ("llm", tier)
+    sent = fakes.ollama.stats.last_body
+    assert sent["model"] == "granite4:350m" and sent["messages"][0]["role"] == "system"
+    await clf.aclose()
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(reply="I would say COMPLEX"), Behaviour(fail_status=500),
+                                       Behaviour(hang=True)])
+async def test_llm_classifier_falls_through(fakes: ThreadedFakes, ollama: str, behaviour: Behaviour) -> None:
+    fakes.ollama.behaviour = behaviour
+    clf = OllamaLLMClassifier(ollama, "granite4:350m", (0.35, 0.62), timeout_s=0.5)
+    d = await ClassifierPipeline([clf, HeuristicClassifier()], (0.35, 0.62), budget_s=0.3).decide(
+        Conversation.from_prompt("Translate hello to German"))
+    assert d.classifier == "heuristic" and d.tier == "simple" and d.skipped[0].startswith("llm")
+    await clf.aclose()
+
+
+async def test_llm_classifier_unreachable_falls_through() -> None:
+    clf = OllamaLLMClassifier(f"http://127.0.0.1:{free_port()}", "granite4:350m", (0.35, 0.62), timeout_s=0.5)
+    d = await ClassifierPipeline([clf, HeuristicClassifier()], (0.35, 0.62)).decide(Conversation.from_prompt("hi"))
+    assert d.classifier == "heuristic"
+    await clf.aclose()
+
+
+def test_gateway_routes_with_the_embedding_classifier(fakes: ThreadedFakes) -> None:
+    settings = make_settings(fakes, routing={"baseline": "pro", "classifiers": ["embedding", "heuristic"],
+                                             "cutoffs": [0.6, 0.8]})
+    with GatewayThread(settings) as gw:
+        r = httpx.post(gw.url + "/v1/chat/completions", timeout=30, json={
+            "model": "auto", "messages": [{"role": "user", "content": FIXED[3][0]}]})
+        assert r.status_code == 200
+        assert r.headers["x-smr-classifier"] == "embedding" and r.headers["x-smr-tier"] == "simple"
+        assert httpx.get(gw.url + "/health").json()["classifiers"] == ["embedding", "heuristic"]
+
+
+# ---------------------------------------------------------------- offline commands
+def smr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SMR_ADMIN_KEY": "x"}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_classify_keeps_order_and_count(tmp_path: Path) -> None:
+    prompts = [{"prompt": f"Translate item {i} to French"} if i % 3 else
+               {"messages": [{"role": "user", "content": f"Design and debug a distributed system number {i}"}]}
+               for i in range(1000)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(p) for p in prompts) + "\n")
+    out = tmp_path / "out.jsonl"
+    r = smr("classify", "--classifier", "heuristic", "--input", str(src), "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 1000
+    assert all(set(row) == {"score", "tier", "classifier"} and row["classifier"] == "heuristic" for row in rows)
+    assert [row["tier"] == "complex" for row in rows] == [i % 3 == 0 for i in range(1000)]
+
+
+def test_classify_with_the_embedding_classifier_from_stdin() -> None:
+    lines = "\n".join(json.dumps({"prompt": p}) for p, _ in FIXED)
+    r = smr("classify", "--classifier", "embedding", stdin=lines)
+    assert r.returncode == 0, r.stderr
+    scores = [json.loads(line)["score"] for line in r.stdout.splitlines()]
+    assert scores == pytest.approx([k for _, k in FIXED], abs=2e-3)
+
+
+def test_calibrate_writes_cutoffs_for_target_shares(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text((ROOT / "config.toml").read_text())
+    src = tmp_path / "sample.jsonl"
+    words = ["hi", "translate this", "explain decorators", "design a system", "debug and optimise this code"]
+    src.write_text("\n".join(json.dumps({"prompt": f"{w} {'please ' * (i % 7)}{i}"}) for i, w in
+                             enumerate(words * 40)) + "\n")
+    r = smr("calibrate", "--config", str(cfg), "--classifier", "heuristic", "--input", str(src),
+            "--shares", "0.5,0.3,0.2", "--write", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "cutoffs = [" in r.stdout
+    out = smr("classify", "--config", str(cfg), "--classifier", "heuristic", "--input", str(src))
+    tiers = [json.loads(line)["tier"] for line in out.stdout.splitlines()]
+    shares = [tiers.count(t) / len(tiers) for t in ("simple", "medium", "complex")]
+    assert shares[0] == pytest.approx(0.5, abs=0.1) and shares[2] == pytest.approx(0.2, abs=0.1)
+
+
+def test_eval_prints_metrics_and_writes_the_curve(tmp_path: Path) -> None:
+    data = tmp_path / "outcomes.jsonl"
+    rows = [{"prompt": "hi there", "cheap_ok": True, "strong_ok": True},
+            {"prompt": "Design and debug a distributed consensus protocol and prove it correct", "cheap_ok": False,
+             "strong_ok": True},
+            {"prompt": "translate cat to French", "cheap_ok": True, "strong_ok": True},
+            {"prompt": "Optimise this algorithm's complexity and prove the bound", "cheap_ok": False,
+             "strong_ok": True}]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    png = tmp_path / "curve.png"
+    r = smr("eval", "--classifier", "heuristic", "--data", str(data), "--png", str(png))
+    assert r.returncode == 0, r.stderr
+    # The heuristic puts both hard prompts first: the gap is recovered at 50 % strong calls.
+    assert "| APGR | 0.750 |" in r.stdout and "| CPT(50%) | 25.0% |" in r.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
