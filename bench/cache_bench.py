@@ -8,36 +8,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.procs import ROOT, Proc, free_port, python
+from bench.procs import ROOT, Proc, free_port, gateway_config, python
 from gateway.db.scratch import ScratchDatabase
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-[auth]
-enabled = false
-[log]
-requests = true
-spill_dir = "{spill}"
-[database]
-url = "{db_url}"
-[cache]
-enabled = true
-[routing]
-baseline = "upstream"
-[tiers]
-simple = ["upstream"]
-medium = ["upstream"]
-complex = ["upstream"]
-[[backends]]
-name = "upstream"
-provider = "openai"
-model = "bench-model"
-base_url = "{upstream}/v1"
-api_key = "bench"
-input_price = 1.0
-output_price = 2.0
-"""
 BASE = "How do I reverse a list in Python without modifying the original?"
 
 
@@ -54,7 +27,7 @@ def run(smoke: bool) -> list[str]:
     upstream = Proc("cache-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai", "--port", str(up_port)],
                     f"http://127.0.0.1:{up_port}/v1/models")
     cfg = tmp / "cache.toml"
-    cfg.write_text(CONFIG.format(spill=tmp / "spill", db_url=db.url, upstream=f"http://127.0.0.1:{up_port}"))
+    cfg.write_text(gateway_config(f"http://127.0.0.1:{up_port}", db.url, tmp / "spill", cache=True))
     port = free_port()
     gateway = Proc("cache-gateway", [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
                    f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})

@@ -67,3 +67,40 @@ class Proc:
 
 def python() -> str:
     return sys.executable
+
+
+GATEWAY_CONFIG = """
+[server]
+host = "127.0.0.1"
+[auth]
+enabled = false
+[cache]
+enabled = {cache}
+[log]
+requests = {log_requests}
+spill_dir = "{spill}"
+[database]
+url = "{db_url}"
+[routing]
+classifiers = [{classifiers}]
+baseline = "upstream"
+[tiers]
+simple = ["upstream"]
+medium = ["upstream"]
+complex = ["upstream"]
+[[backends]]
+name = "upstream"
+provider = "openai"
+model = "bench-model"
+base_url = "{upstream}/v1"
+api_key = "bench"
+input_price = 1.0
+output_price = 2.0
+"""
+
+
+def gateway_config(upstream: str, db_url: str, spill: Path, *, log_requests: bool = True, cache: bool = False,
+                   classifiers: str = '"heuristic"') -> str:
+    """A gateway in front of one fake upstream for every tier, with auth off (as the others compared)."""
+    return GATEWAY_CONFIG.format(upstream=upstream, db_url=db_url, spill=spill, log_requests=str(log_requests).lower(),
+                                 cache=str(cache).lower(), classifiers=classifiers)

@@ -16,37 +16,9 @@ import time
 from pathlib import Path
 
 from bench import cache_bench, classifiers, log_writer
-from bench.procs import ROOT, Proc, cpu_seconds, free_port, python, rss_mib
+from bench.procs import ROOT, Proc, cpu_seconds, free_port, gateway_config, python, rss_mib
 from gateway.db.scratch import ScratchDatabase
 
-CONFIG = """
-[server]
-host = "127.0.0.1"
-[auth]
-enabled = false
-[cache]
-enabled = false
-[log]
-requests = {log_requests}
-spill_dir = "{spill}"
-[database]
-url = "{db_url}"
-[routing]
-classifiers = ["heuristic"]
-baseline = "upstream"
-[tiers]
-simple = ["upstream"]
-medium = ["upstream"]
-complex = ["upstream"]
-[[backends]]
-name = "upstream"
-provider = "openai"
-model = "bench-model"
-base_url = "{upstream}/v1"
-api_key = "bench"
-input_price = 1.0
-output_price = 2.0
-"""
 PROMPT = "Explain the difference between a list and a tuple in Python."
 
 
@@ -76,76 +48,162 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
-def overhead(smoke: bool) -> list[str]:
-    concurrencies = [1, 4] if smoke else [1, 16, 64]
-    repeats = 1 if smoke else 3
-    per_run = 30 if smoke else 400
-    upstream_port = free_port()
-    upstream = Proc("fake-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai", "--port",
-                                      str(upstream_port)], f"http://127.0.0.1:{upstream_port}/v1/models")
-    upstream_url = f"http://127.0.0.1:{upstream_port}"
-    db = ScratchDatabase()
-    tmp = Path(tempfile.mkdtemp())
+LITELLM = ROOT / "bench" / ".litellm-venv" / "bin" / "litellm"
+LITELLM_CONFIG = """model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: openai/bench-model
+      api_base: {upstream}/v1
+      api_key: bench
+"""
 
-    def start_gateway(name: str, log_requests: bool) -> Proc:
-        cfg = tmp / f"{name}.toml"
-        cfg.write_text(CONFIG.format(upstream=upstream_url, log_requests=str(log_requests).lower(),
-                                     spill=tmp / f"spill-{name}", db_url=db.url))
+
+class Overhead:
+    """Every scenario against one fast fake upstream, interleaved and repeated; medians."""
+
+    def __init__(self, smoke: bool) -> None:
+        self.smoke = smoke
+        self.concurrencies = [1, 4] if smoke else [1, 16, 64]
+        self.repeats = 1 if smoke else 3
+        self.per_run = 30 if smoke else 400
+        self.results: dict[tuple[str, bool, int], list[dict[str, float]]] = {}
+        self.procs: dict[str, Proc] = {}
+        self.rss: dict[str, tuple[float, float]] = {}
+
+    def start(self, tmp: Path, db_url: str) -> dict[str, tuple[str, str, Proc | None]]:
+        up_port = free_port()
+        self.procs["upstream"] = Proc("fake-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai",
+                                                        "--port", str(up_port)], f"http://127.0.0.1:{up_port}/v1/models")
+        upstream = f"http://127.0.0.1:{up_port}"
+        scenarios: dict[str, tuple[str, str, Proc | None]] = {"direct": (f"{upstream}/v1/chat/completions",
+                                                                         "bench-model", None)}
         port = free_port()
-        return Proc(name, [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
-                    f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING"})
+        self.procs["passthrough"] = Proc("passthrough", [python(), "-m", "bench.passthrough", "--upstream", upstream,
+                                                         "--port", str(port)], f"http://127.0.0.1:{port}/health")
+        scenarios["passthrough (75-line Litestar + aiohttp)"] = (f"http://127.0.0.1:{port}/v1/chat/completions",
+                                                                 "bench-model", self.procs["passthrough"])
 
-    gateway = start_gateway("gateway", log_requests=True)
-    quiet = start_gateway("gateway-nolog", log_requests=False)
-    gw_url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
-    idle_rss = rss_mib(gateway.pid)
-    scenarios = {
-        "direct": (f"{upstream_url}/v1/chat/completions", "bench-model", None),
-        "gateway, forced tier": (gw_url, "smr/simple", gateway),
-        "gateway, auto (heuristic)": (gw_url, "auto", gateway),
-        "gateway, forced tier, request log off": (f"http://127.0.0.1:{quiet.port}/v1/chat/completions",
-                                                  "smr/simple", quiet),
-    }
-    results: dict[tuple[str, bool, int], list[dict[str, float]]] = {}
-    peak_rss = idle_rss
-    try:
-        for url, model, _ in scenarios.values():  # warm-up
-            load(url, model, False, 2, 20)
-        for _ in range(repeats):
-            for stream in (False, True):
-                for c in concurrencies:
-                    for name, (url, model, proc) in scenarios.items():
-                        cpu0 = cpu_seconds(proc.pid) if proc else 0.0
-                        r = load(url, model, stream, c, per_run * (2 if c > 1 else 1))
-                        if proc:
-                            r["gw_cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(r["requests"], 1)
-                        results.setdefault((name, stream, c), []).append(r)
-                        peak_rss = max(peak_rss, rss_mib(gateway.pid))
-    finally:
-        gateway.stop()
-        quiet.stop()
-        upstream.stop()
-        db.drop()
+        def gateway(name: str, log_requests: bool, classifiers: str) -> Proc:
+            cfg = tmp / f"{name}.toml"
+            cfg.write_text(gateway_config(upstream, db_url, tmp / f"spill-{name}", log_requests=log_requests,
+                                          classifiers=classifiers))
+            p = free_port()
+            proc = Proc(name, [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(p)],
+                        f"http://127.0.0.1:{p}/health", env={"SMR_LOG_LEVEL": "WARNING"})
+            self.procs[name] = proc
+            return proc
 
-    def med(key: tuple[str, bool, int], field: str) -> float:
-        return statistics.median(r[field] for r in results[key])
+        gw = gateway("gateway", True, '"heuristic"')
+        url = f"http://127.0.0.1:{gw.port}/v1/chat/completions"
+        scenarios["(b) gateway, forced tier"] = (url, "smr/simple", gw)
+        scenarios["(c) gateway, auto, heuristic"] = (url, "auto", gw)
+        emb = gateway("gateway-embedding", True, '"embedding", "heuristic"')
+        scenarios["(d) gateway, auto, embedding classifier"] = (
+            f"http://127.0.0.1:{emb.port}/v1/chat/completions", "auto", emb)
+        quiet = gateway("gateway-nolog", False, '"heuristic"')
+        scenarios["(b) with the request log off"] = (f"http://127.0.0.1:{quiet.port}/v1/chat/completions",
+                                                     "smr/simple", quiet)
+        if LITELLM.exists():
+            cfg = tmp / "litellm.yaml"
+            cfg.write_text(LITELLM_CONFIG.format(upstream=upstream))
+            p = free_port()
+            # No auth on either side: the gateway runs with auth off here too.
+            self.procs["litellm"] = Proc("litellm", [str(LITELLM), "--config", str(cfg), "--port", str(p),
+                                                     "--num_workers", "1"], f"http://127.0.0.1:{p}/health/liveliness",
+                                         env={"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+                                              "LITELLM_LOG": "ERROR"})
+            scenarios["(e) LiteLLM proxy"] = (f"http://127.0.0.1:{p}/v1/chat/completions", "bench-model",
+                                              self.procs["litellm"])
+        for name, proc in self.procs.items():
+            self.rss[name] = (rss_mib(proc.pid), rss_mib(proc.pid))
+        return scenarios
 
-    rows = ["| scenario | body | conc. | req/s | p50 ms | p99 ms | added p50 ms | gateway CPU ms/req | errors |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for stream in (False, True):
-        for c in concurrencies:
-            base = med(("direct", stream, c), "p50_ms")
-            for name in scenarios:
-                k = (name, stream, c)
-                added = "–" if name == "direct" else f"{med(k, 'p50_ms') - base:+.2f}"
-                cpu = "–" if name == "direct" else f"{med(k, 'gw_cpu_ms'):.2f}"
-                errors = sum(int(r["errors"]) for r in results[k])
-                rows.append(f"| {name} | {'SSE' if stream else 'JSON'} | {c} | {med(k, 'rps'):,.0f} | "
-                            f"{med(k, 'p50_ms'):.2f} | {med(k, 'p99_ms'):.2f} | {added} | {cpu} | {errors} |")
-    rows.append("")
-    rows.append(f"Gateway start-up to first answered request: {gateway.startup_s:.2f} s; "
-                f"RSS idle {idle_rss:.0f} MiB, peak under load {peak_rss:.0f} MiB.")
-    return rows
+    def run(self) -> list[str]:
+        db = ScratchDatabase()
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            scenarios = self.start(tmp, db.url)
+            for url, model, _ in scenarios.values():  # warm-up
+                load(url, model, False, 2, 20)
+            for _ in range(self.repeats):
+                for stream in (False, True):
+                    for c in self.concurrencies:
+                        for name, (url, model, proc) in scenarios.items():
+                            cpu0 = cpu_seconds(proc.pid) if proc else 0.0
+                            r = load(url, model, stream, c, self.per_run * (2 if c > 1 else 1))
+                            if proc:
+                                r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(r["requests"], 1)
+                            self.results.setdefault((name, stream, c), []).append(r)
+                            for pname, pr in self.procs.items():
+                                idle, peak = self.rss[pname]
+                                self.rss[pname] = (idle, max(peak, rss_mib(pr.pid)))
+        finally:
+            for proc in self.procs.values():
+                proc.stop()
+            db.drop()
+        return self.table(list(scenarios))
+
+    def med(self, name: str, stream: bool, c: int, field: str) -> float:
+        rs = self.results.get((name, stream, c))
+        return statistics.median(r[field] for r in rs) if rs else float("nan")
+
+    def table(self, names: list[str]) -> list[str]:
+        rows = ["| scenario | body | conc. | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU ms/req | errors |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for stream in (False, True):
+            for c in self.concurrencies:
+                b50 = self.med("direct", stream, c, "p50_ms")
+                b99 = self.med("direct", stream, c, "p99_ms")
+                for name in names:
+                    k = (name, stream, c)
+                    direct = name == "direct"
+                    a50 = "–" if direct else f"{self.med(name, stream, c, 'p50_ms') - b50:+.2f}"
+                    a99 = "–" if direct else f"{self.med(name, stream, c, 'p99_ms') - b99:+.2f}"
+                    cpu = "–" if direct else f"{self.med(name, stream, c, 'cpu_ms'):.2f}"
+                    errors = sum(int(r["errors"]) for r in self.results[k])
+                    rows.append(f"| {name} | {'SSE' if stream else 'JSON'} | {c} | {self.med(name, stream, c, 'rps'):,.0f} | "
+                                f"{self.med(name, stream, c, 'p50_ms'):.2f} | {self.med(name, stream, c, 'p99_ms'):.2f} | "
+                                f"{a50} | {a99} | {cpu} | {errors} |")
+        rows += ["", "| process | start-up to first answer s | RSS idle MiB | RSS peak MiB |", "|---|---|---|---|"]
+        for pname, proc in self.procs.items():
+            idle, peak = self.rss[pname]
+            rows.append(f"| {pname} | {proc.startup_s:.2f} | {idle:.0f} | {peak:.0f} |")
+        return rows
+
+    def targets(self) -> list[str]:
+        top = self.concurrencies[-1]
+        mid = self.concurrencies[1]
+        pt = "passthrough (75-line Litestar + aiohttp)"
+        b, c_, d, e = ("(b) gateway, forced tier", "(c) gateway, auto, heuristic",
+                       "(d) gateway, auto, embedding classifier", "(e) LiteLLM proxy")
+        rows = ["| target | measured | met |", "|---|---|---|"]
+
+        def add(what: str, value: str, ok: bool | None) -> None:
+            rows.append(f"| {what} | {value} | {'yes' if ok else 'no' if ok is not None else 'not measured'} |")
+
+        for stream, label, limit in ((False, "JSON", 4.0), (True, "SSE", 4.0)):
+            ratio = self.med(b, stream, mid, "cpu_ms") / self.med(pt, stream, mid, "cpu_ms")
+            add(f"(b) CPU per request ≤ {limit:.0f}x the passthrough's, {label}, c={mid}", f"{ratio:.1f}x", ratio <= limit)
+        a50 = self.med(b, False, 1, "p50_ms") - self.med("direct", False, 1, "p50_ms")
+        a99 = self.med(b, False, 1, "p99_ms") - self.med("direct", False, 1, "p99_ms")
+        add("(b) added p50 < 1 ms at c=1 (JSON)", f"{a50:.2f} ms", a50 < 1)
+        add("(b) added p99 < 3 ms at c=1 (JSON)", f"{a99:.2f} ms", a99 < 3)
+        for stream, label in ((False, "JSON"), (True, "SSE")):
+            if (e, stream, top) in self.results:
+                ratio = self.med(b, stream, top, "rps") / self.med(e, stream, top, "rps")
+                add(f"(b) req/s at c={top} ≥ 10x LiteLLM's, {label}", f"{ratio:.1f}x", ratio >= 10)
+            else:
+                add(f"(b) req/s at c={top} ≥ 10x LiteLLM's, {label}", "LiteLLM not installed", None)
+        rb, rc = self.med(b, False, top, "rps"), self.med(c_, False, top, "rps")
+        add(f"(c) within 10 % of (b), req/s at c={top}", f"{100 * (rc / rb - 1):+.1f} %", rc >= 0.9 * rb)
+        dd = self.med(d, False, 1, "p50_ms") - self.med(b, False, 1, "p50_ms")
+        add("(d) p50 over (b) at c=1 no more than the classifier's own latency", f"+{dd:.1f} ms (see classifiers)", None)
+        idle = self.rss["gateway-embedding"][0]
+        add("idle RSS with the embedding model loaded ≤ 335 MiB (LiteLLM's)", f"{idle:.0f} MiB", idle <= 335)
+        start = self.procs["gateway"].startup_s
+        add("start-up to the first answered request < 5 s", f"{start:.1f} s (with MiniLM: "
+            f"{self.procs['gateway-embedding'].startup_s:.1f} s)", self.procs["gateway-embedding"].startup_s < 5)
+        return rows
 
 
 def main() -> None:
@@ -155,7 +213,9 @@ def main() -> None:
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"## Gateway overhead ({'smoke' if args.smoke else 'full'} run, {started}, {machine()})", ""]
-    lines += overhead(args.smoke)
+    ov = Overhead(args.smoke)
+    lines += ov.run()
+    lines += ["", "## Targets (ratios from this run)", "", *ov.targets()]
     lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
     lines += ["", "## Cache through HTTP (one client at a time)", "", *cache_bench.run(args.smoke)]
     lines += ["", "## Classifiers (in process, a 200-token prompt)", "", *classifiers.run(args.smoke)]

@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("SMR_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpcore", "google_genai", "openai"):
+    for noisy in ("httpx", "httpx2", "httpcore", "google_genai", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result: int = args.func(args)

@@ -19,12 +19,17 @@ def test_bench_smoke_produces_the_tables() -> None:
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     sections = {s.split("\n", 1)[0].split(" (")[0]: s for s in out.stdout.split("## ")[1:]}
-    overhead = table(sections["Gateway overhead"])
-    assert {"direct", "gateway, forced tier", "gateway, auto (heuristic)",
-            "gateway, forced tier, request log off"} <= {r[0] for r in overhead}
+    overhead = [r for r in table(sections["Gateway overhead"]) if len(r) == 10]
+    assert {"direct", "passthrough (75-line Litestar + aiohttp)", "(b) gateway, forced tier",
+            "(c) gateway, auto, heuristic", "(d) gateway, auto, embedding classifier",
+            "(b) with the request log off"} <= {r[0] for r in overhead}
     for r in overhead:  # every row measured real requests, without errors
         assert float(r[3].replace(",", "")) > 0 and r[-1] == "0", r
-    assert "start-up to first answered request" in sections["Gateway overhead"]
+    processes = {r[0]: r for r in table(sections["Gateway overhead"]) if len(r) == 4 and r[0] != "process"}
+    assert {"gateway", "gateway-embedding", "passthrough"} <= set(processes)
+    assert all(float(r[2]) > 0 for r in processes.values())
+    targets = table(sections["Targets"])
+    assert len(targets) >= 8 and all(r[-1] in ("yes", "no", "not measured") for r in targets)
     writer = table(sections["Accounting: request-log writer"])
     assert len(writer) == 2 and all(float(r[1].replace(",", "")) > 0 for r in writer)
     cache = table(sections["Cache through HTTP"])
