@@ -7,7 +7,6 @@
      ├── PermissionDenied      403  permission_error
      ├── ModelNotFound         404  invalid_request_error / model_not_found
      ├── PayloadTooLarge       413  invalid_request_error / request_too_large
-     ├── RateLimited           429  rate_limit_error
      ├── UpstreamError         one backend failed (502/503/504); `retryable` drives fallback
      │    ├── BackendUnavailable     503  not configured (no API key, no URL)
      │    ├── UpstreamConnectError   502  connection refused / reset
@@ -93,12 +92,6 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
-
-
-class RateLimited(GatewayError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
 
 
 class UpstreamError(GatewayError):

@@ -1,7 +1,7 @@
 """OpenAI wire types: requests, responses, stream chunks. The shared vocabulary of the gateway.
 
-Decoders and encoders are built once here. Unknown top-level request fields are not part of the
-Struct; `parse_chat_request` keeps them in `ParsedChat.extra` so OpenAI-compatible upstreams get them.
+Decoders and encoders are built once here. Unknown request fields are not part of the Structs;
+`parse_chat_request` keeps the body as sent (`ParsedChat.raw`) so OpenAI-compatible upstreams get them.
 """
 
 from __future__ import annotations
@@ -113,18 +113,11 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-KNOWN_FIELDS = frozenset(ChatCompletionRequest.__struct_fields__)
-
-
 class ParsedChat(msgspec.Struct, frozen=True):
     """A validated request and the body exactly as sent (fields we do not interpret included)."""
 
     request: ChatCompletionRequest
     raw: dict[str, Any]
-
-    @property
-    def extra(self) -> dict[str, Any]:
-        return {k: v for k, v in self.raw.items() if k not in KNOWN_FIELDS}
 
 
 class CompleteRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
