@@ -19,6 +19,7 @@ from gateway.wire import (
     Delta,
     Usage,
     encoder,
+    split_pieces,
     usage_out,
 )
 
@@ -100,18 +101,11 @@ async def to_sse(
             on_done(summary)
 
 
-def _pieces(text: str, n: int = 8) -> list[str]:
-    words = text.split(" ")
-    size = max(1, -(-len(words) // n))
-    out = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
-    return [p + (" " if i < len(out) - 1 else "") for i, p in enumerate(out)] or [""]
-
-
 async def replay_sse(answer: CachedAnswer, req: ChatCompletionRequest, chunk_id: str,
                      created: int) -> AsyncIterator[bytes]:
     """A cached answer as a proper stream: role, content pieces, finish, usage when asked, [DONE]."""
     model = answer.backend
-    pieces = _pieces(answer.message.content or "")
+    pieces = split_pieces(answer.message.content or "", 8)
     for i, piece in enumerate(pieces):
         delta = Delta(role="assistant", content=piece) if i == 0 else Delta(content=piece)
         yield sse(ChatCompletionChunk(chunk_id, created, model, [ChunkChoice(delta, 0, None)]))

@@ -329,6 +329,15 @@ def parse_complete_request(body: bytes) -> CompleteRequest:
     return req
 
 
+def split_pieces(text: str, pieces: int) -> list[str]:
+    """Split text into at most `pieces` runs of whole words that join back to the text."""
+    words = text.split(" ")
+    n = max(1, min(pieces, len(words)))
+    size = -(-len(words) // n)
+    out = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+    return [p + (" " if i < len(out) - 1 else "") for i, p in enumerate(out)]
+
+
 def message_text(m: Message) -> str:
     """The text of a message (text parts joined); other part kinds contribute nothing."""
     c = m.content

@@ -14,6 +14,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gateway.wire import split_pieces
+
+__all__ = ["Behaviour", "FakeServer", "Stats", "count_tokens", "fake_arguments", "reply_text", "split_pieces"]
+
 _word = re.compile(r"\S+")
 
 
@@ -47,14 +51,6 @@ def reply_text(label: str, model: str, prompt: str) -> str:
     words = prompt.split()
     gist = " ".join(words[:12]) + (" ..." if len(words) > 12 else "")
     return f"[{label} {model}] Simulated answer to: {gist}"
-
-
-def split_pieces(text: str, pieces: int) -> list[str]:
-    words = text.split(" ")
-    n = max(1, min(pieces, len(words)))
-    size = -(-len(words) // n)
-    out = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
-    return [p + (" " if i < len(out) - 1 else "") for i, p in enumerate(out)]
 
 
 def fake_arguments(schema: dict[str, Any] | None, prompt: str) -> dict[str, Any]:
