@@ -41,10 +41,6 @@ def _params(req: ChatCompletionRequest, route: str) -> dict[str, Any]:
     return out
 
 
-def exact_key(req: ChatCompletionRequest, route: str) -> str:
-    return _digest({"messages": msgspec.to_builtins(req.messages), **_params(req, route)})
-
-
 def last_user_index(req: ChatCompletionRequest) -> int:
     for i in range(len(req.messages) - 1, -1, -1):
         if req.messages[i].role == "user":
@@ -57,8 +53,13 @@ def last_user_text(req: ChatCompletionRequest) -> str:
     return message_text(req.messages[i]) if i >= 0 else ""
 
 
-def scope_key(req: ChatCompletionRequest, route: str) -> str:
-    """Everything but the last user message: system prompt, earlier turns, sampling, route."""
+def cache_keys(req: ChatCompletionRequest, route: str) -> tuple[str, str]:
+    """(exact key, semantic scope). The exact key covers the whole request; the scope covers
+    everything but the last user message: system prompt, earlier turns, sampling, route.
+    Messages and parameters are turned into builtins once for both."""
+    messages = msgspec.to_builtins(req.messages)
+    params = _params(req, route)
     i = last_user_index(req)
-    context = [msgspec.to_builtins(m) for j, m in enumerate(req.messages) if j != i]
-    return _digest({"context": context, "turn_position": i, **_params(req, route)})[:32]
+    context = [m for j, m in enumerate(messages) if j != i]
+    return (_digest({"messages": messages, **params}),
+            _digest({"context": context, "turn_position": i, **params})[:32])

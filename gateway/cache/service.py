@@ -15,7 +15,7 @@ import numpy as np
 
 from gateway.cache.base import CachedAnswer, CacheStore, answer_decoder, answer_encoder
 from gateway.cache.guard import GuardModel
-from gateway.cache.keys import exact_key, last_user_text, scope_key, tenant_tag
+from gateway.cache.keys import cache_keys, last_user_text, tenant_tag
 from gateway.settings import CacheSettings
 from gateway.wire import ChatCompletionRequest
 from router_core.embedder import Embedder
@@ -83,7 +83,8 @@ class ResponseCache:
 
     def prepare(self, tenant: str, req: ChatCompletionRequest, route: str) -> Lookup:
         tag = tenant_tag(tenant)
-        return Lookup(tag, f"smr:x:{tag}:{exact_key(req, route)}", scope_key(req, route), last_user_text(req))
+        exact, scope = cache_keys(req, route)
+        return Lookup(tag, f"smr:x:{tag}:{exact}", scope, last_user_text(req))
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, TimeoutError):
