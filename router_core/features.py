@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import msgspec
@@ -77,3 +78,33 @@ def extract(conv: Conversation) -> Features:
         step_by_step=bool(_step_by_step.search(last)),
         math=bool(_math.search(last)),
     )
+
+
+# ------------------------------------------------------------------ inputs of the embedding head
+_digit = re.compile(r"\d")
+_symbol = re.compile(r"[=+*/^<>]")
+_negated_ask = re.compile(r"\b(not|except|false|incorrect|least)\b", re.I)
+_roman_items = re.compile(r"\b(I|II|III|IV)\b")
+_options = re.compile(r"\n\s*A[.)]")
+
+STRUCTURE_FEATURES = ("log_chars", "log_question_chars", "log_options_chars", "log_digits", "log_math_symbols",
+                      "log_lines", "has_question_mark", "log_negated_ask", "log_roman_items")
+
+
+def structure(text: str) -> list[float]:
+    """Length and shape signals of a prompt, in the order of STRUCTURE_FEATURES: how long it is, how
+    long the question is apart from any lettered options, digits and operators (calculation), lines,
+    a negated ask ("which is NOT ..."), and Roman-numeral statement lists ("I and III only")."""
+    m = _options.search(text)
+    question = text[: m.start()] if m else text
+    return [
+        math.log1p(len(text)),
+        math.log1p(len(question)),
+        math.log1p(len(text) - len(question)),
+        math.log1p(len(_digit.findall(text))),
+        math.log1p(len(_symbol.findall(text))),
+        math.log1p(text.count("\n")),
+        1.0 if "?" in question else 0.0,
+        math.log1p(len(_negated_ask.findall(question))),
+        math.log1p(len(_roman_items.findall(text))),
+    ]

@@ -25,12 +25,12 @@ from tests.helpers import GatewayThread, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED = [
-    ("Translate 'good morning' into Spanish", 0.6932),
-    ("What is the capital of France?", 0.8249),
-    ("Prove that there are infinitely many primes of the form 4k+3.", 0.7552),
+    ("Translate 'good morning' into Spanish", 0.6706),
+    ("What is the capital of France?", 0.6488),
+    ("Prove that there are infinitely many primes of the form 4k+3.", 0.7927),
     ("A 45-year-old man presents with crushing chest pain radiating to the left arm. Which of the following is "
      "the most appropriate next step in management?\nA. Aspirin\nB. Discharge\nC. Antacids\nD. Observation\nAnswer:",
-     0.5007),
+     0.3865),
 ]
 
 
@@ -42,12 +42,33 @@ def embedder() -> Embedder:
 def test_embedding_classifier_loads_offline_with_the_committed_head(embedder: Embedder) -> None:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     head = load_head()
-    assert len(head.weights) == embedder.dim + 1 == 385
-    assert head.cv["wins"] == head.cv["folds"], "the committed head beat prompt length on every fold"
+    assert len(head.weights) == embedder.dim + len(head.feature_names) == 384 + 9
+    # What `smr train` measured for the committed head, held out by subject: ahead of prompt length
+    # overall and on each benchmark's held-out prompts.
+    for part in ("", "_mmlu", "_alpaca"):
+        assert head.cv["apgr" + part] > head.cv["apgr_length" + part], part
     clf = EmbeddingClassifier(embedder, head)
     scores = clf.score_batch([p for p, _ in FIXED])
     for (prompt, known), got in zip(FIXED, scores, strict=True):
         assert got == pytest.approx(known, abs=2e-3), prompt
+
+
+def test_onnx_and_torch_backends_give_the_same_vectors(embedder: Embedder, tmp_path: Path) -> None:
+    assert embedder.backend == "onnx", "CPU default: ONNX Runtime"
+    torch_embedder = Embedder(backend="torch").load()
+    texts = ["Is port 6379 open?", "a", "Summarise the causes of the First World War. " * 40, FIXED[3][0]]
+    a, b = embedder.encode_batch(texts), torch_embedder.encode_batch(texts)
+    assert a.shape == b.shape == (4, 384)
+    assert (a * b).sum(axis=1).min() > 0.9999
+    assert abs(float((a * a).sum(axis=1).max()) - 1) < 1e-5, "normalised"
+    # Exported once into the cache folder; a second load reuses the file.
+    fresh = Embedder(backend="onnx", cache_dir=tmp_path).load()
+    exported = list(tmp_path.glob("*.onnx"))
+    assert len(exported) == 1
+    mtime = exported[0].stat().st_mtime_ns
+    again = Embedder(backend="onnx", cache_dir=tmp_path).load()
+    assert exported[0].stat().st_mtime_ns == mtime
+    assert abs(fresh.encode_batch(texts) - again.encode_batch(texts)).max() < 1e-6
 
 
 async def test_embedding_classifier_reuses_a_computed_embedding(embedder: Embedder) -> None:

@@ -1,0 +1,127 @@
+"""A sentence-transformers model run by ONNX Runtime on CPU: the same vectors, less overhead.
+
+The transformer of a local sentence-transformers folder is exported to ONNX once (with torch, which
+the folder needs anyway) into a cache folder and reused by every later start, which then needs
+neither torch nor sentence-transformers: tokenisation is the folder's own `tokenizer.json` through
+`tokenizers`, pooling (mean or CLS, from `1_Pooling/config.json`) and normalisation are numpy.
+
+On this project's 2-core CPU a short prompt embeds in ~5 ms instead of ~20 ms through torch (the
+per-call overhead is gone); long prompts are bound by the matrix products either way (see bench/).
+Folders this module cannot reproduce exactly (other pooling, extra modules) raise `Unsupported` and
+the caller uses torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_EXPORT_VERSION = "1"
+
+
+class Unsupported(Exception):
+    """The folder is not a plain Transformer -> Pooling(mean|cls) [-> Normalize] model."""
+
+
+def _pooling(model_path: Path) -> str:
+    modules = json.loads((model_path / "modules.json").read_text()) if (model_path / "modules.json").exists() else []
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise Unsupported(f"modules {kinds}")
+    cfg = json.loads((model_path / modules[1]["path"] / "config.json").read_text())
+    modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
+    if modes == ["pooling_mode_mean_tokens"]:
+        return "mean"
+    if modes == ["pooling_mode_cls_token"]:
+        return "cls"
+    raise Unsupported(f"pooling {modes}")
+
+
+def _fingerprint(model_path: Path) -> str:
+    h = hashlib.sha256(_EXPORT_VERSION.encode())
+    for f in sorted(model_path.glob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def export(model_path: Path, out: Path) -> None:
+    """Export the folder's transformer (last hidden state, dynamic batch and length) to `out`."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(str(model_path)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    sample = tokenizer(["warm-up text", "a second, longer warm-up text"], padding=True, return_tensors="pt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes it fixes; all axes used are dynamic
+            torch.onnx.export(Wrapped(model), tuple(sample[k] for k in INPUTS), tmp, input_names=list(INPUTS),
+                              output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                              dynamic_axes={k: {0: "batch", 1: "tokens"} for k in (*INPUTS, "last_hidden_state")})
+        os.replace(tmp, out)  # atomic: replicas starting together never read a half-written file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class OnnxEncoder:
+    def __init__(self, model_path: Path, cache_dir: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.pooling = _pooling(model_path)
+        self.onnx_path = cache_dir / f"{model_path.name}-{_fingerprint(model_path)}.onnx"
+        if not self.onnx_path.exists():
+            export(model_path, self.onnx_path)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        cfg_path = model_path / "sentence_bert_config.json"
+        max_len = json.loads(cfg_path.read_text()).get("max_seq_length", 256) if cfg_path.exists() else 256
+        self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=int(max_len))
+        pad = self.tokenizer.token_to_id("[PAD]")
+        self.tokenizer.enable_padding(pad_id=pad if pad is not None else 0, pad_token="[PAD]")
+        out = self.session.get_outputs()[0].shape
+        self.dim = int(out[-1]) if isinstance(out[-1], int) else len(self.encode(["dim"])[0])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        encs = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encs], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
+        if self.pooling == "cls":
+            vectors = hidden[:, 0, :]
+        else:
+            m = mask[..., None].astype(np.float32)
+            vectors = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
