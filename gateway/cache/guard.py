@@ -39,7 +39,19 @@ _ANTONYMS = (("open", "closed"), ("open", "close"), ("on", "off"), ("enable", "d
              ("love", "hate"), ("easy", "hard"), ("easy", "difficult"), ("ascending", "descending"),
              ("synchronous", "asynchronous"), ("sync", "async"), ("lowercase", "uppercase"), ("male", "female"),
              ("he", "she"), ("his", "her"), ("men", "women"), ("boy", "girl"), ("older", "younger"), ("old", "new"),
-             ("old", "young"), ("past", "future"), ("yesterday", "tomorrow"), ("morning", "evening"))
+             ("old", "young"), ("past", "future"), ("yesterday", "tomorrow"), ("morning", "evening"),
+             ("straight", "gay"), ("rich", "poor"), ("friend", "enemy"), ("pro", "anti"), ("for", "against"),
+             ("with", "without"), ("boys", "girls"), ("man", "woman"), ("husband", "wife"), ("buyer", "seller"),
+             ("client", "server"), ("inbound", "outbound"), ("input", "output"), ("underweight", "overweight"),
+             ("introvert", "extrovert"), ("dark", "light"), ("black", "white"))
+# Question words that ask for a different kind of answer: "when did rap start?" is not "who started
+# rap?". what/which/how/is... are interchangeable in paraphrases ("what is the best way" = "how do I").
+_SPECIFIC_ASKS = frozenset({"who", "whom", "whose", "when", "where", "why"})
+# Words that add no content at the end of a question ("what is photosynthesis exactly?").
+_FILLER = frozenset({"exactly", "actually", "basically", "precisely", "simply", "briefly", "please", "anyhow",
+                     "anyway", "again", "today", "nowadays", "now"})
+# Words that narrow a question to one part of it: "why do women ONLY shave their legs?"
+_RESTRICTIVE = frozenset({"only", "except", "excluding", "besides", "instead"})
 _ANTONYM_OF: dict[str, set[str]] = {}
 for _a, _b in _ANTONYMS:
     _ANTONYM_OF.setdefault(_a, set()).add(_b)
@@ -107,11 +119,38 @@ def features(a: str, b: str, cosine: float) -> list[float]:
     ]
 
 
+def narrowed(a: str, b: str) -> bool:
+    """The longer question is the shorter one plus a qualifier in the same sentence ("the best hotel in
+    Bhopal" -> "... for parties", "what is a joint venture" -> "... in finance"): a narrower question,
+    whose answer the general one's does not give."""
+    a, b = a.strip().rstrip("?.! "), b.strip().rstrip("?.! ")
+    if len(a) > len(b):
+        a, b = b, a
+    ta, tb = [t.lower() for t in _tokens(a)], [t.lower() for t in _tokens(b)]
+    if len(tb) <= len(ta) or tb[: len(ta)] != ta:
+        return False
+    rest = tb[len(ta):]
+    tail = b[len(a):] if b.lower().startswith(a.lower()) else " ".join(rest)
+    return any(w not in _STOP and w not in _FILLER for w in rest) and not re.search(r"[?.!]", tail)
+
+
+def _asks(lowered: list[str]) -> set[str]:
+    return {w for w in lowered if w in _SPECIFIC_ASKS}
+
+
 def hard_reject(a: str, b: str) -> bool:
     x = features(a, b, 1.0)
     if x[2] or x[7] or x[3]:
         return True
     ta, tb = _tokens(a), _tokens(b)
+    la, lb = [t.lower() for t in ta], [t.lower() for t in tb]
+    asks_a, asks_b = _asks(la), _asks(lb)
+    if (asks_a or asks_b) and asks_a != asks_b:
+        return True
+    if {w for w in la if w in _RESTRICTIVE} != {w for w in lb if w in _RESTRICTIVE}:
+        return True
+    if narrowed(a, b):
+        return True
     names_a, names_b = _names(ta), _names(tb)
     if names_a and names_b and names_a != names_b:
         return True
