@@ -70,7 +70,7 @@ def run(smoke: bool) -> list[str]:
         p50, p99 = statistics.median(r["p50_ms"] for r in rs), statistics.median(r["p99_ms"] for r in rs)
         rps, errors = statistics.median(r["rps"] for r in rs), sum(int(r["errors"]) for r in rs)
         rows.append(f"| {name} | {p50:.2f} | {p99:.2f} | {rps:,.0f} | {errors} |")
-    rows += ["", f"Cache store: {cache.get('store')}, embeddings on {cache.get('device')}; counters after the run: "
+    rows += ["", f"Cache store: {cache.get('store')}, embeddings on {cache.get('device')} ({cache.get('embedding_backend')}); counters after the run: "
                  f"{cache.get('hits_exact')} exact hits, {cache.get('hits_semantic')} semantic hits, "
                  f"{cache.get('misses')} misses, {cache.get('guard_rejections')} guard rejections."]
     return rows

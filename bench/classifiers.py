@@ -25,11 +25,14 @@ PROMPT = ("Our team runs a Django monolith backed by PostgreSQL that serves abou
           "without an outage. Keep the answer practical and ordered by expected impact.")
 
 
-async def measure(clf: Classifier, n: int, concurrency: int) -> tuple[float, float, float]:
+SHORT = "How do I reverse a linked list in Python without recursion?"  # about 15 tokens
+
+
+async def measure(clf: Classifier, n: int, concurrency: int, prompt: str = PROMPT) -> tuple[float, float, float]:
     latencies: list[float] = []
 
     async def one(i: int) -> None:
-        conv = Conversation.from_prompt(f"{PROMPT} (variant {i})")
+        conv = Conversation.from_prompt(f"{prompt} (variant {i})")
         t0 = time.perf_counter()
         await clf.score(conv)
         latencies.append((time.perf_counter() - t0) * 1000)
@@ -47,24 +50,34 @@ async def _run(smoke: bool) -> list[str]:
     fakes = FakeUpstreams()
     await fakes.start()
     fakes.ollama.behaviour = Behaviour(reply="MEDIUM")
-    embedder = Embedder().load()
-    classifiers: dict[str, Classifier] = {
-        "heuristic": HeuristicClassifier(),
-        "embedding (MiniLM + head, CPU)" if embedder.device == "cpu" else f"embedding ({embedder.device})":
-            EmbeddingClassifier(embedder),
-        "llm (fake Ollama, no model time)": OllamaLLMClassifier(fakes.ollama_url, "granite4:350m", (0.35, 0.62)),
-    }
+    embedder = Embedder().load()  # auto: ONNX Runtime on CPU, torch on CUDA
+    other = Embedder(backend="torch").load() if embedder.backend == "onnx" and not smoke else None
+    on = f"{embedder.backend}, {embedder.device}"
+    classifiers: list[tuple[str, Classifier, str]] = [
+        ("heuristic", HeuristicClassifier(), PROMPT),
+        (f"embedding (MiniLM + head, {on}), 200 tokens", EmbeddingClassifier(embedder), PROMPT),
+        (f"embedding (MiniLM + head, {on}), 15 tokens", EmbeddingClassifier(embedder), SHORT),
+        ("llm (fake Ollama, no model time)", OllamaLLMClassifier(fakes.ollama_url, "granite4:350m", (0.35, 0.62)),
+         PROMPT),
+    ]
+    if other is not None:
+        classifiers[2:2] = [(f"embedding (MiniLM + head, torch, {other.device}), 200 tokens",
+                             EmbeddingClassifier(other), PROMPT),
+                            (f"embedding (MiniLM + head, torch, {other.device}), 15 tokens",
+                             EmbeddingClassifier(other), SHORT)]
     rows = ["| classifier | p50 ms (1 at a time) | p99 ms | per s at 1 | per s at 8 | per s at 32 | 32 vs 1 |",
             "|---|---|---|---|---|---|---|"]
     try:
-        for name, clf in classifiers.items():
-            await measure(clf, 8, 1)  # warm-up
-            p50, p99, r1 = await measure(clf, n // 4, 1)
-            _, _, r8 = await measure(clf, n, 8)
-            _, _, r32 = await measure(clf, n, 32)
+        for name, clf, prompt in classifiers:
+            await measure(clf, 8, 1, prompt)  # warm-up
+            p50, p99, r1 = await measure(clf, n // 4, 1, prompt)
+            _, _, r8 = await measure(clf, n, 8, prompt)
+            _, _, r32 = await measure(clf, n, 32, prompt)
             rows.append(f"| {name} | {p50:.2f} | {p99:.2f} | {r1:,.0f} | {r8:,.0f} | {r32:,.0f} | {r32 / r1:.1f}x |")
     finally:
-        await embedder.aclose()
+        for e in (embedder, other):
+            if e is not None:
+                await e.aclose()
         await fakes.stop()
     return rows
 

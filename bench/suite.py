@@ -206,22 +206,34 @@ class Overhead:
         return rows
 
 
+SECTIONS = ("overhead", "log-writer", "cache", "classifiers")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="bench/run")
     ap.add_argument("--smoke", action="store_true", help="a few seconds of tiny load, to keep the code honest")
+    ap.add_argument("--only", choices=SECTIONS, action="append",
+                    help="run only these sections (repeatable); the result goes to bench/results/partial.md")
     args = ap.parse_args()
+    only = set(args.only or SECTIONS)
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [f"## Gateway overhead ({'smoke' if args.smoke else 'full'} run, {started}, {machine()})", ""]
-    ov = Overhead(args.smoke)
-    lines += ov.run()
-    lines += ["", "## Targets (ratios from this run)", "", *ov.targets()]
-    lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
-    lines += ["", "## Cache through HTTP (one client at a time)", "", *cache_bench.run(args.smoke)]
-    lines += ["", "## Classifiers (in process, a 200-token prompt)", "", *classifiers.run(args.smoke)]
+    kind = "smoke" if args.smoke else "full" if only == set(SECTIONS) else "partial"
+    lines = [f"# bench/run ({kind} run, {started}, {machine()})"]
+    if "overhead" in only:
+        ov = Overhead(args.smoke)
+        lines += ["", "## Gateway overhead", "", *ov.run()]
+        lines += ["", "## Targets (ratios from this run)", "", *ov.targets()]
+    if "log-writer" in only:
+        lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
+    if "cache" in only:
+        lines += ["", "## Cache through HTTP (one client at a time)", "", *cache_bench.run(args.smoke)]
+    if "classifiers" in only:
+        lines += ["", "## Classifiers (in process)", "", *classifiers.run(args.smoke)]
     text = "\n".join(lines)
     print(text)
-    (ROOT / "bench" / "results" / ("smoke.md" if args.smoke else "latest.md")).write_text(text + "\n")
+    name = "smoke.md" if args.smoke else "latest.md" if kind == "full" else "partial.md"
+    (ROOT / "bench" / "results" / name).write_text(text + "\n")
 
 
 if __name__ == "__main__":

