@@ -43,7 +43,8 @@ _ANTONYMS = (("open", "closed"), ("open", "close"), ("on", "off"), ("enable", "d
              ("straight", "gay"), ("rich", "poor"), ("friend", "enemy"), ("pro", "anti"), ("for", "against"),
              ("with", "without"), ("boys", "girls"), ("man", "woman"), ("husband", "wife"), ("buyer", "seller"),
              ("client", "server"), ("inbound", "outbound"), ("input", "output"), ("underweight", "overweight"),
-             ("introvert", "extrovert"), ("dark", "light"), ("black", "white"))
+             ("introvert", "extrovert"), ("dark", "light"), ("black", "white"), ("alive", "dead"),
+             ("full", "partial"), ("fully", "partially"), ("public", "private"), ("primary", "secondary"))
 # Question words that ask for a different kind of answer: "when did rap start?" is not "who started
 # rap?". what/which/how/is... are interchangeable in paraphrases ("what is the best way" = "how do I").
 _SPECIFIC_ASKS = frozenset({"who", "whom", "whose", "when", "where", "why"})
