@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def default_model_path() -> Path:
@@ -85,9 +88,11 @@ class Embedder:
 
             try:
                 self._onnx = OnnxEncoder(path, self.cache_dir)
-            except (Unsupported, ImportError):
+            except Exception as exc:  # not exportable, no onnxruntime, cache folder not writable, ...
                 if self.requested_backend == "onnx":
                     raise
+                reason = exc if isinstance(exc, Unsupported) else f"{type(exc).__name__}: {exc}"
+                log.warning("embeddings: ONNX backend unavailable (%s); using torch", reason)
             else:
                 self.backend, self.dim = "onnx", self._onnx.dim
                 self.encode_batch(["warm-up"])

@@ -53,9 +53,14 @@ def test_embedding_classifier_loads_offline_with_the_committed_head(embedder: Em
         assert got == pytest.approx(known, abs=2e-3), prompt
 
 
-def test_onnx_and_torch_backends_give_the_same_vectors(embedder: Embedder, tmp_path: Path) -> None:
+def test_onnx_and_torch_backends_give_the_same_vectors(embedder: Embedder, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     assert embedder.backend == "onnx", "CPU default: ONNX Runtime"
-    torch_embedder = Embedder(backend="torch").load()
+    # Where the ONNX file cannot be written, `auto` says why and falls back to torch.
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    torch_embedder = Embedder(cache_dir=tmp_path / "blocked" / "smr").load()
+    assert torch_embedder.backend == "torch"
+    assert "ONNX backend unavailable" in caplog.text
     texts = ["Is port 6379 open?", "a", "Summarise the causes of the First World War. " * 40, FIXED[3][0]]
     a, b = embedder.encode_batch(texts), torch_embedder.encode_batch(texts)
     assert a.shape == b.shape == (4, 384)
