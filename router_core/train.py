@@ -1,10 +1,12 @@
 """Train the embedding classifier's head, choosing regularisation by leave-groups-out validation.
 
 Groups are MMLU subjects and AlpacaEval sub-datasets: every fold holds out whole subjects, so the
-numbers say how the router does on subjects it never saw. The target is "the cheap model fails";
-prompt length is the baseline to beat on every held-out set. Regularisation (C) and a boost of the
-length weight (a shrinkage towards the length baseline, which generalises across subjects) are chosen
-by those held-out sets, never by the training fit.
+numbers say how the router does on subjects it never saw. The target is "needs the strong model"
+(the cheap model fails where the strong one succeeds: the gain APGR counts, unlike "the cheap model
+fails", which also rewards sending questions that both models get wrong). Prompt length is the
+baseline to beat on every held-out set. Regularisation (C) and a boost of the length weight (a
+shrinkage towards the length baseline, which generalises across subjects) are chosen by those
+held-out sets, never by the training fit.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def train(examples: list[Example], vectors: np.ndarray, k: int = 5, log: TextIO 
     chars = np.array([len(e.prompt) for e in examples], dtype=float)
     cheap = np.array([e.cheap_ok for e in examples])
     strong = np.array([e.strong_ok for e in examples])
-    y = (~cheap).astype(int)
+    y = (strong & ~cheap).astype(int)
     groups = [e.group for e in examples]
     x, mean, std = design(examples, vectors)
     length_col = vectors.shape[1] + STRUCTURE_FEATURES.index("log_chars")

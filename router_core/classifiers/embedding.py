@@ -28,7 +28,7 @@ class Head(msgspec.Struct, frozen=True):
     feature_names: list[str]      # router_core.features.STRUCTURE_FEATURES when trained
     feature_mean: list[float]
     feature_std: list[float]
-    target: str = "cheap model fails"
+    target: str = "needs the strong model (cheap fails, strong succeeds)"
     c: float = 1.0
     length_boost: float = 0.0     # already folded into the log_chars weight; kept to say how it was chosen
     trained_on: list[str] = []

@@ -25,12 +25,12 @@ from tests.helpers import GatewayThread, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXED = [
-    ("Translate 'good morning' into Spanish", 0.6706),
-    ("What is the capital of France?", 0.6488),
-    ("Prove that there are infinitely many primes of the form 4k+3.", 0.7927),
+    ("Translate 'good morning' into Spanish", 0.5075),
+    ("What is the capital of France?", 0.6254),
+    ("Prove that there are infinitely many primes of the form 4k+3.", 0.5664),
     ("A 45-year-old man presents with crushing chest pain radiating to the left arm. Which of the following is "
      "the most appropriate next step in management?\nA. Aspirin\nB. Discharge\nC. Antacids\nD. Observation\nAnswer:",
-     0.3865),
+     0.3190),
 ]
 
 
