@@ -70,6 +70,32 @@ def design(examples: list[Example], vectors: np.ndarray) -> tuple[np.ndarray, np
     return np.hstack([vectors, (extra - mean) / std]), mean, std
 
 
+def held_out_logits(x: np.ndarray, y: np.ndarray, groups: Sequence[str], k: int, c: float) -> np.ndarray:
+    """Decision values of each prompt from models that never saw its group, one row per repeat."""
+    from sklearn.linear_model import LogisticRegression
+
+    z = np.zeros((REPEATS, len(y)))
+    for r in range(REPEATS):
+        for held in folds(groups, k, SEED + r):
+            mask = np.ones(len(y), bool)
+            mask[held] = False
+            z[r, held] = LogisticRegression(C=c, max_iter=3000).fit(x[mask], y[mask]).decision_function(x[held])
+    return z
+
+
+def summarise(sets: list[HeldOut], router: list[float], length: list[float],
+              sources: np.ndarray) -> dict[str, tuple[float, float, int, int]]:
+    """Per benchmark and overall: mean router APGR, mean length APGR, sets won, sets. A fold drawn
+    from one benchmark only counts for that benchmark too."""
+    out = {}
+    for part in ["all", *sorted(set(sources))]:
+        ids = [i for i, h in enumerate(sets) if h.part == part
+               or (part != "all" and h.part == "all" and set(sources[h.rows]) == {part})]
+        out[part] = (float(np.mean([router[i] for i in ids])), float(np.mean([length[i] for i in ids])),
+                     sum(router[i] > length[i] for i in ids), len(ids))
+    return out
+
+
 def train(examples: list[Example], vectors: np.ndarray, k: int = 5, log: TextIO = sys.stderr) -> tuple[Head, str]:
     """Choose C and the length boost by held-out APGR over REPEATS x k folds of whole groups: first the
     number of held-out sets where the router beats prompt length, then the mean APGR."""
@@ -83,58 +109,42 @@ def train(examples: list[Example], vectors: np.ndarray, k: int = 5, log: TextIO 
     x, mean, std = design(examples, vectors)
     length_col = vectors.shape[1] + STRUCTURE_FEATURES.index("log_chars")
     sets = held_out_sets(groups, k)
-    baseline = {i: apgr(curve(chars[h.rows], cheap[h.rows], strong[h.rows])) for i, h in enumerate(sets)}
-    logits: dict[float, np.ndarray] = {}
-    for c in C_GRID:
-        z = np.zeros((REPEATS, len(examples)))
-        for r in range(REPEATS):
-            for held in folds(groups, k, SEED + r):
-                mask = np.ones(len(examples), bool)
-                mask[held] = False
-                model = LogisticRegression(C=c, max_iter=3000).fit(x[mask], y[mask])
-                z[r, held] = model.decision_function(x[held])
-        print(f"C={c}: fitted {REPEATS} x {k} folds", file=log, flush=True)
-        logits[c] = z
+    length = [apgr(curve(chars[h.rows], cheap[h.rows], strong[h.rows])) for h in sets]
     results: dict[tuple[float, float], list[float]] = {}
     for c in C_GRID:
+        logits = held_out_logits(x, y, groups, k, c)
+        print(f"C={c}: fitted {REPEATS} x {k} folds", file=log, flush=True)
         for boost in LENGTH_BOOST_GRID:
-            z = logits[c] + boost * x[:, length_col]
+            z = logits + boost * x[:, length_col]
             results[(c, boost)] = [apgr(curve(z[h.repeat, h.rows], cheap[h.rows], strong[h.rows])) for h in sets]
-            wins = sum(a > baseline[i] for i, a in enumerate(results[(c, boost)]))
+            wins = sum(a > b for a, b in zip(results[(c, boost)], length, strict=True))
             print(f"C={c:<4} length boost {boost:<4}: mean held-out APGR {np.mean(results[(c, boost)]):.3f}, "
                   f"beats prompt length on {wins}/{len(sets)} held-out sets", file=log)
 
     def rank(key: tuple[float, float]) -> tuple[int, float]:
-        return sum(a > baseline[i] for i, a in enumerate(results[key])), float(np.mean(results[key]))
+        return sum(a > b for a, b in zip(results[key], length, strict=True)), float(np.mean(results[key]))
 
     best = max(results, key=rank)
     wins, mean_apgr = rank(best)
+    chosen = results[best]
     model = LogisticRegression(C=best[0], max_iter=3000).fit(x, y)
     weights = [*map(float, model.coef_[0])]
     weights[length_col] += best[1]
-    chosen = results[best]
+
     lines = [f"{REPEATS} x {k}-fold cross-validation over whole groups (subjects), C = {best[0]}, length boost = "
              f"{best[1]}; held-out sets are each fold, whole and split by benchmark:",
              "| repeat | fold | held-out part | groups | prompts | APGR router | APGR prompt length |",
              "|---|---|---|---|---|---|---|"]
-    for i, h in enumerate(sets):
-        names = sorted({groups[j] for j in h.rows})
-        lines.append(f"| {h.repeat + 1} | {h.fold + 1} | {h.part} | {len(names)} | {len(h.rows)} | "
-                     f"{chosen[i]:.3f} | {baseline[i]:.3f} |")
-    sources = np.array([g.split(":")[0] for g in groups])
-    summary = {}
-    for part in ["all", *sorted(set(sources))]:
-        # A fold drawn from one benchmark only counts for that benchmark too.
-        ids = [i for i, h in enumerate(sets) if h.part == part
-               or (part != "all" and h.part == "all" and set(sources[h.rows]) == {part})]
-        a, b = float(np.mean([chosen[i] for i in ids])), float(np.mean([baseline[i] for i in ids]))
-        part_wins = sum(chosen[i] > baseline[i] for i in ids)
-        summary[part] = (a, b)
-        lines.append(f"| mean | | {part} | | | {a:.3f} | {b:.3f} |  (router ahead on {part_wins}/{len(ids)})")
+    for h, a, b in zip(sets, chosen, length, strict=True):
+        lines.append(f"| {h.repeat + 1} | {h.fold + 1} | {h.part} | {len({groups[j] for j in h.rows})} | "
+                     f"{len(h.rows)} | {a:.3f} | {b:.3f} |")
+    summary = summarise(sets, chosen, length, np.array([g.split(":")[0] for g in groups]))
+    for part, (a, b, part_wins, n) in summary.items():
+        lines.append(f"| mean | | {part} | | | {a:.3f} | {b:.3f} |  (router ahead on {part_wins}/{n})")
     lines.append(f"router beats prompt length on {wins} of {len(sets)} held-out sets")
     cv = {"apgr": round(summary["all"][0], 4), "apgr_length": round(summary["all"][1], 4), "held_out_sets": len(sets),
           "wins": wins, "folds": k, "repeats": REPEATS, "mean_apgr_all_sets": round(mean_apgr, 4)}
-    for part, (a, b) in summary.items():
+    for part, (a, b, _, _) in summary.items():
         if part != "all":
             cv[f"apgr_{part}"], cv[f"apgr_length_{part}"] = round(a, 4), round(b, 4)
     head = Head(weights=weights, bias=float(model.intercept_[0]), feature_names=list(STRUCTURE_FEATURES),
