@@ -68,7 +68,8 @@ def build_embedder(settings: Settings) -> Embedder | None:
     """One encoder for the semantic cache and the embedding classifier (loaded in the lifespan)."""
     c = settings.cache
     if (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers:
-        return Embedder(c.embedding_model, c.device, backend=c.embedding_backend)
+        return Embedder(c.embedding_model, c.device, window_s=c.embedding_batch_window_s,
+                        max_batch=c.embedding_max_batch, backend=c.embedding_backend)
     return None
 
 

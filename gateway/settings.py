@@ -138,6 +138,9 @@ class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     device: str = "auto"
     # auto: ONNX Runtime on CPU (exported once into ~/.cache/smr), torch on CUDA; or onnx / torch.
     embedding_backend: Literal["auto", "onnx", "torch"] = "auto"
+    # Under load, concurrent texts wait up to this long to share one forward pass (a lone one never waits).
+    embedding_batch_window_s: float = 0.002
+    embedding_max_batch: int = 64
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -267,6 +270,8 @@ def validate(settings: Settings) -> Settings:
     c = settings.cache
     if c.ttl_s < 1 or not 0.0 < c.similarity <= 1.0 or c.lookup_timeout_s <= 0:
         raise SettingsError("config: setting 'cache': need ttl_s >= 1, 0 < similarity <= 1, lookup_timeout_s > 0")
+    if c.embedding_batch_window_s < 0 or c.embedding_max_batch < 1:
+        raise SettingsError("config: setting 'cache': need embedding_batch_window_s >= 0, embedding_max_batch >= 1")
     lg = settings.log
     if lg.batch_size < 1 or lg.buffer_max < lg.batch_size or lg.flush_interval_s <= 0:
         raise SettingsError("config: setting 'log': need batch_size >= 1, buffer_max >= batch_size, "

@@ -51,6 +51,8 @@ def test_smr_config_env_picks_the_file(tmp_path: Path) -> None:
     ('[[backends]]\nname = "x"\nprovider = "azure"\nmodel = "m"\n', "backends"),
     ('[auth]\nenabled = true\n', "SMR_ADMIN_KEY"),
     ('[auth]\nenabled = false\n[log]\nbatch_size = 0\n', "setting 'log'"),
+    ('[auth]\nenabled = false\n[cache]\nembedding_batch_window_s = -1\n', "embedding_batch_window_s"),
+    ('[cache]\nembedding_backend = "tensorrt"\n', "cache.embedding_backend"),
     ('not toml at all [', "invalid TOML"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:
