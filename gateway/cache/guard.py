@@ -1,10 +1,13 @@
 """The near-miss guard: is a semantic-cache candidate really the same question?
 
 Embedding similarity alone serves "is port 6379 closed?" the answer to "is port 6379 open?". The
-guard is a small logistic model over the pair's cosine similarity and what differs between the two
-texts: numbers, negations, capitalised names, content words, antonym pairs and length. Its weights
-are trained on part of a labelled pair set (`python -m gateway.cache.train_guard`) and committed in
-`guard_weights.json` with the data, command and held-out precision/recall that produced them.
+guard first applies hard rules (`hard_reject`: other numbers, an antonym swapped in, a negation or a
+restrictive word on one side, other names or the same names in swapped roles, another kind of ask,
+a narrowing qualifier), then a small logistic model over the pair's cosine similarity and what
+differs between the two texts (numbers, negations, names, content words, antonyms, length). Its
+weights are fitted on a labelled pair set (`python -m gateway.cache.train_guard`, which measures it
+by cross-validation) and committed in `guard_weights.json` with the data, command and measured
+precision/recall.
 Everything here is pure and fast (tens of microseconds a pair).
 """
 
