@@ -3,6 +3,7 @@ and the offline commands `smr classify`, `smr calibrate`, `smr eval`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from gateway.fakes.common import Behaviour
@@ -74,6 +76,53 @@ def test_onnx_and_torch_backends_give_the_same_vectors(embedder: Embedder, tmp_p
     again = Embedder(backend="onnx", cache_dir=tmp_path).load()
     assert exported[0].stat().st_mtime_ns == mtime
     assert abs(fresh.encode_batch(texts) - again.encode_batch(texts)).max() < 1e-6
+
+
+async def test_concurrent_embeddings_share_forward_passes() -> None:
+    embedder = Embedder(window_s=0.002, max_batch=16).load()
+    try:
+        texts = [f"How do I tune PostgreSQL autovacuum for table number {i}?" for i in range(48)]
+        vectors = await asyncio.gather(*(embedder.embed(t) for t in texts))
+        assert embedder.embedded == 48
+        assert embedder.batches < 48 / 2, f"{embedder.batches} forward passes for 48 concurrent texts"
+        alone = embedder.encode_batch(texts)
+        assert max(float(np.abs(v - a).max()) for v, a in zip(vectors, alone, strict=True)) < 1e-4, "same vectors"
+    finally:
+        await embedder.aclose()
+
+
+async def test_embedding_never_blocks_the_event_loop() -> None:
+    embedder = Embedder().load()
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    try:
+        # About half a second of forward passes on this CPU; the loop keeps running meanwhile.
+        long = "Explain the trade-offs of sharding a write-heavy PostgreSQL cluster by tenant. " * 12
+        await asyncio.gather(*(embedder.embed(f"{long} {i}") for i in range(16)))
+    finally:
+        done.set()
+        await task
+        await embedder.aclose()
+    assert ticks >= 10, f"the event loop ran only {ticks} times while embedding"
+
+
+def test_settings_configure_the_encoder() -> None:
+    from gateway.app import build_embedder
+    from gateway.settings import CacheSettings, Settings
+
+    settings = Settings(cache=CacheSettings(embedding_batch_window_s=0.01, embedding_max_batch=8,
+                                            embedding_backend="torch"))
+    embedder = build_embedder(settings)
+    assert embedder is not None
+    assert (embedder.window_s, embedder.max_batch, embedder.requested_backend) == (0.01, 8, "torch")
 
 
 async def test_embedding_classifier_reuses_a_computed_embedding(embedder: Embedder) -> None:
