@@ -143,7 +143,11 @@ def _asks(lowered: list[str]) -> set[str]:
 
 
 def hard_reject(a: str, b: str) -> bool:
-    x = features(a, b, 1.0)
+    return _rules_reject(a, b, features(a, b, 1.0))
+
+
+def _rules_reject(a: str, b: str, x: list[float]) -> bool:
+    """The hard rules, given the pair's `features` (the ones used here do not depend on the cosine)."""
     if x[2] or x[7] or x[3]:
         return True
     ta, tb = _tokens(a), _tokens(b)
@@ -174,7 +178,10 @@ class GuardModel(msgspec.Struct, frozen=True):
     heldout: dict[str, float] = {}
 
     def probability(self, a: str, b: str, cosine: float) -> float:
-        x = features(a, b, cosine)
+        return self.probability_of(features(a, b, cosine))
+
+    def probability_of(self, x: list[float]) -> float:
+        """The model on a pair's `features`, computed once by the caller."""
         z = self.weights[0]
         for i in range(1, len(x)):
             z += self.weights[i] * (x[i] - self.mean[i]) / self.scale[i]
@@ -183,9 +190,10 @@ class GuardModel(msgspec.Struct, frozen=True):
     def same_question(self, a: str, b: str, cosine: float) -> bool:
         # Hard rules first: other numbers, an antonym swapped in, a negation on one side only, or other
         # names on both sides never pass, whatever the model says.
-        if hard_reject(a, b):
+        x = features(a, b, cosine)
+        if _rules_reject(a, b, x):
             return False
-        return self.probability(a, b, cosine) >= self.threshold
+        return self.probability_of(x) >= self.threshold
 
 
 WEIGHTS_PATH = Path(__file__).with_name("guard_weights.json")

@@ -98,7 +98,7 @@ class Trainer:
         model = GuardModel(weights, 0.5, mean, scale)
         n_pos = sum(1 for i in train if self.y[i] == 1)
         n_neg = len(train) - n_pos
-        probs = [(model.probability(self.pairs[i][0], self.pairs[i][1], float(self.cos[i])), self.y[i])
+        probs = [(model.probability_of(list(self.x[i])), self.y[i])
                  for i in close if self.cos[i] >= self.similarity and not self.hard[i]]
         threshold = 0.99
         for t in np.arange(0.05, 0.99, 0.01):
@@ -116,8 +116,7 @@ class Trainer:
                 continue
             if model is None:
                 out.add(i)
-            elif not self.hard[i] and model.probability(self.pairs[i][0], self.pairs[i][1],
-                                                        float(self.cos[i])) >= model.threshold + shift:
+            elif not self.hard[i] and model.probability_of(list(self.x[i])) >= model.threshold + shift:
                 out.add(i)
         return out
 
