@@ -47,10 +47,15 @@ class HeldOut(NamedTuple):
     rows: np.ndarray
 
 
+def benchmarks(groups: Sequence[str]) -> np.ndarray:
+    """The benchmark of each group name ("mmlu:astronomy" -> "mmlu")."""
+    return np.array([g.split(":")[0] for g in groups])
+
+
 def held_out_sets(groups: Sequence[str], k: int, repeats: int = REPEATS, min_size: int = 50) -> list[HeldOut]:
     """Every fold of every repeat, whole and split by benchmark: the router must beat prompt length on
     each one, not only on average."""
-    sources = np.array([g.split(":")[0] for g in groups])
+    sources = benchmarks(groups)
     out = []
     for r in range(repeats):
         for f, idx in enumerate(folds(groups, k, SEED + r)):
@@ -138,7 +143,7 @@ def train(examples: list[Example], vectors: np.ndarray, k: int = 5, log: TextIO 
     for h, a, b in zip(sets, chosen, length, strict=True):
         lines.append(f"| {h.repeat + 1} | {h.fold + 1} | {h.part} | {len({groups[j] for j in h.rows})} | "
                      f"{len(h.rows)} | {a:.3f} | {b:.3f} |")
-    summary = summarise(sets, chosen, length, np.array([g.split(":")[0] for g in groups]))
+    summary = summarise(sets, chosen, length, benchmarks(groups))
     for part, (a, b, part_wins, n) in summary.items():
         lines.append(f"| mean | | {part} | | | {a:.3f} | {b:.3f} |  (router ahead on {part_wins}/{n})")
     lines.append(f"router beats prompt length on {wins} of {len(sets)} held-out sets")
