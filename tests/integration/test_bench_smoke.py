@@ -37,3 +37,18 @@ def test_bench_smoke_produces_the_tables() -> None:
     clf = table(sections["Classifiers"])
     assert [r[0].split(" (")[0] for r in clf] == ["heuristic", "embedding", "embedding", "llm"]
     assert all(float(r[1]) > 0 for r in clf)
+
+
+def test_gpu_bench_runs_and_checks_against_a_cpu_reference(tmp_path: Path) -> None:
+    # On this CPU machine it measures the CPU backend; on a GPU it adds the cuda rows (README).
+    ref = tmp_path / "ref.npz"
+    made = subprocess.run([sys.executable, "-m", "bench.gpu", "--write-reference", str(ref)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-3000:]
+    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--reference", str(ref), "--n", "32"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = table(out.stdout)
+    assert [r[0].rsplit(", ", 1)[-1] for r in rows] == ["200 tokens", "20 tokens"]
+    assert all(float(r[1]) > 0 and float(r[5].replace(",", "")) > 0 for r in rows)
+    assert "cosine to the CPU vectors min 1.0000" in out.stdout and "(max difference 0.00000)" in out.stdout
