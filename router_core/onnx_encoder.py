@@ -13,6 +13,7 @@ the caller uses torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -88,15 +89,32 @@ def export(model_path: Path, out: Path) -> None:
             os.unlink(tmp)
 
 
+def export_stem(model_path: Path) -> str:
+    """Exports are named <stem>-<hash of the folder's files>.onnx: the stem (folder name and a hash of
+    its path) tells apart model folders, the suffix versions of one folder."""
+    return f"{model_path.name}-{hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]}"
+
+
+def prune(folder: Path, stem: str, keep: Path) -> None:
+    """Remove earlier exports of the same model folder (`stem`; another fingerprint: the package was
+    upgraded), ~90 MB each. A process still running one keeps it open; Linux frees it when it ends."""
+    for old in folder.glob(f"{stem}-*.onnx"):
+        if old != keep:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
 class OnnxEncoder:
     def __init__(self, model_path: Path, cache_dir: Path, threads: int = 0) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.pooling = _pooling(model_path)
-        self.onnx_path = cache_dir / f"{model_path.name}-{_fingerprint(model_path)}.onnx"
+        stem = export_stem(model_path)
+        self.onnx_path = cache_dir / f"{stem}-{_fingerprint(model_path)}.onnx"
         if not self.onnx_path.exists():
             export(model_path, self.onnx_path)
+            prune(cache_dir, stem, keep=self.onnx_path)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

@@ -22,7 +22,8 @@ from router_core.classifiers.base import ClassifierError
 from router_core.classifiers.embedding import EmbeddingClassifier, load_head
 from router_core.classifiers.heuristic import HeuristicClassifier
 from router_core.classifiers.ollama_llm import OllamaLLMClassifier, parse
-from router_core.embedder import Embedder
+from router_core.embedder import Embedder, default_model_path
+from router_core.onnx_encoder import export_stem
 from tests.helpers import GatewayThread, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,10 +69,15 @@ def test_onnx_and_torch_backends_give_the_same_vectors(embedder: Embedder, tmp_p
     assert a.shape == b.shape == (4, 384)
     assert (a * b).sum(axis=1).min() > 0.9999
     assert abs(float((a * a).sum(axis=1).max()) - 1) < 1e-5, "normalised"
-    # Exported once into the cache folder; a second load reuses the file.
+    # Exported once into the cache folder; a second load reuses the file. An export of an earlier
+    # version of the model (another fingerprint) is removed; other models' exports stay.
+    stem = export_stem(default_model_path())
+    stale, other = tmp_path / f"{stem}-0123456789abcdef.onnx", tmp_path / "model-76543210-0123456789abcdef.onnx"
+    stale.write_bytes(b"an export of an earlier version of the same folder")
+    other.write_bytes(b"another model folder's export")
     fresh = Embedder(backend="onnx", cache_dir=tmp_path).load()
-    exported = list(tmp_path.glob("*.onnx"))
-    assert len(exported) == 1
+    exported = [p for p in tmp_path.glob("*.onnx") if p != other]
+    assert len(exported) == 1 and exported[0].name.startswith(stem) and other.exists()
     mtime = exported[0].stat().st_mtime_ns
     again = Embedder(backend="onnx", cache_dir=tmp_path).load()
     assert exported[0].stat().st_mtime_ns == mtime
