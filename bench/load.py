@@ -74,7 +74,12 @@ def main() -> None:
             bodies = [line.strip() for line in f if line.strip()]
     else:
         bodies = [a.body.encode()]
-    result = asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests))
+    try:  # the same event loop as the servers measured (uvicorn takes uvloop when it is installed)
+        import uvloop
+    except ImportError:
+        result = asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests))
+    else:
+        result = uvloop.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests))
     json.dump(result, sys.stdout)
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cache_bench, classifiers, log_writer
+from bench import cache_bench, classifiers, log_writer, server_stack
 from bench.procs import ROOT, Proc, cpu_seconds, free_port, gateway_config, python, rss_mib
 from gateway.db.scratch import ScratchDatabase
 
@@ -206,7 +206,7 @@ class Overhead:
         return rows
 
 
-SECTIONS = ("overhead", "log-writer", "cache", "classifiers")
+SECTIONS = ("overhead", "stack", "log-writer", "cache", "classifiers")
 
 
 def main() -> None:
@@ -224,6 +224,8 @@ def main() -> None:
         ov = Overhead(args.smoke)
         lines += ["", "## Gateway overhead", "", *ov.run()]
         lines += ["", "## Targets (ratios from this run)", "", *ov.targets()]
+    if "stack" in only:
+        lines += ["", "## Server stack (the same gateway, one client at a time)", "", *server_stack.run(args.smoke)]
     if "log-writer" in only:
         lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
     if "cache" in only:

@@ -1,0 +1,78 @@
+"""The server stack side by side: the same gateway on uvicorn's C stack (httptools + uvloop, what it
+takes when they are installed, as the project installs them) and on its pure-Python fallback (h11 on
+asyncio's loop, what a plain `pip install uvicorn` gives), alternated in one run.
+
+The fallback gateway is started with `uvloop` and `httptools` made unimportable, so uvicorn's `auto`
+choice falls back exactly as it would where they are missing; nothing in the product changes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.procs import ROOT, Proc, cpu_seconds, free_port, gateway_config, python
+from gateway.db.scratch import ScratchDatabase
+
+BODY = json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": "What is a Python tuple?"}]})
+WITHOUT_C_STACK = "import sys; sys.modules['uvloop'] = sys.modules['httptools'] = None; " \
+                  "from gateway.cli import main; sys.exit(main())"
+STACKS = {"httptools + uvloop": [python(), "-m", "gateway.cli"], "h11 + asyncio": [python(), "-c", WITHOUT_C_STACK]}
+REQUESTS = {"exact cache hit": [], "upstream call (cache off)": ["--header", "x-smr-cache: off"]}
+
+
+def run(smoke: bool) -> list[str]:
+    n = 30 if smoke else 1000
+    repeats = 1 if smoke else 3
+    tmp = Path(tempfile.mkdtemp())
+    db = ScratchDatabase()
+    up_port = free_port()
+    upstream = Proc("stack-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai", "--port", str(up_port)],
+                    f"http://127.0.0.1:{up_port}/v1/models")
+    cfg = tmp / "stack.toml"
+    config = gateway_config(f"http://127.0.0.1:{up_port}", db.url, tmp / "spill", log_requests=False, cache=True)
+    cfg.write_text(config.replace("[cache]\n", "[cache]\nsemantic = false\n"))  # exact hits need no model
+    gateways: dict[str, Proc] = {}
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    try:
+        for name, cmd in STACKS.items():
+            port = free_port()
+            gateways[name] = Proc(f"stack-{name.split()[0]}", [*cmd, "serve", "--config", str(cfg), "--port",
+                                                               str(port)], f"http://127.0.0.1:{port}/health",
+                                  env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})
+        for _ in range(repeats):
+            for name, proc in gateways.items():
+                for request, extra in REQUESTS.items():
+                    cmd = [python(), "-m", "bench.load", "--url", f"http://127.0.0.1:{proc.port}/v1/chat/completions",
+                           "--body", BODY, *extra]
+                    subprocess.run([*cmd, "--requests", "20"], cwd=ROOT, check=True, capture_output=True)  # warm
+                    cpu0 = cpu_seconds(proc.pid)
+                    out = subprocess.run([*cmd, "--requests", str(n)], cwd=ROOT, check=True, capture_output=True,
+                                         text=True)
+                    r = json.loads(out.stdout)
+                    r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / n
+                    results.setdefault((name, request), []).append(r)
+    finally:
+        for proc in gateways.values():
+            proc.stop()
+        upstream.stop()
+        db.drop()
+
+    def med(key: tuple[str, str], field: str) -> float:
+        return statistics.median(r[field] for r in results[key])
+
+    rows = ["| server stack | request | p50 ms | p99 ms | req/s | gateway CPU ms / request | errors |",
+            "|---|---|---|---|---|---|---|"]
+    for (name, request), rs in results.items():
+        rows.append(f"| {name} | {request} | {med((name, request), 'p50_ms'):.2f} | {med((name, request), 'p99_ms'):.2f} "
+                    f"| {med((name, request), 'rps'):,.0f} | {med((name, request), 'cpu_ms'):.2f} | "
+                    f"{sum(int(r['errors']) for r in rs)} |")
+    fast, slow = STACKS
+    for request in REQUESTS:
+        rows.append(f"\n{request}: p50 {med((fast, request), 'p50_ms') / med((slow, request), 'p50_ms'):.2f}x, "
+                    f"CPU per request {med((fast, request), 'cpu_ms') / med((slow, request), 'cpu_ms'):.2f}x "
+                    f"({fast} over {slow})")
+    return rows
