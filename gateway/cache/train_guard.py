@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidate-floor", type=float, default=0.80, help="train only on pairs at least this close")
     ap.add_argument("--target-precision", type=float, default=0.95)
     ap.add_argument("--write", action="store_true", help=f"write {WEIGHTS_PATH.name}")
+    ap.add_argument("--show-wrong", action="store_true",
+                    help="list the cross-validated wrong hits of the shipped setting, to read them")
     args = ap.parse_args(argv)
 
     pairs = load_pairs(args.data)
@@ -171,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
           f"different-question, weighted as a balanced sample; fold thresholds {thresholds}):")
     cv_lines = report(trainer, pos, neg, cv_hits)
     print("\n".join(cv_lines))
+    if args.show_wrong:
+        shipped_hits = cv_hits[f"cosine >= {args.similarity:.2f} + guard (as shipped)"]
+        wrong = sorted((i for i in shipped_hits if pairs[i][2] == 0), key=lambda i: -cos[i])
+        print(f"\nWrong hits (labelled different questions), {len(wrong)}:")
+        for i in wrong:
+            print(f"- cos {cos[i]:.3f}: {pairs[i][0]!r} / {pairs[i][1]!r}")
 
     # The single 60/40 split, on an explicit balanced sample of the 40 %.
     cut = int(len(order) * 0.6)
