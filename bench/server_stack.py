@@ -1,9 +1,10 @@
 """The server stack side by side: the same gateway on uvicorn's C stack (httptools + uvloop, what it
-takes when they are installed, as the project installs them) and on its pure-Python fallback (h11 on
-asyncio's loop, what a plain `pip install uvicorn` gives), alternated in one run.
+takes when they are installed, as the project installs them) with redis-py's hiredis parser, without
+hiredis, and on the pure-Python fallback (h11 on asyncio's loop, redis-py's own parser: what plain
+`pip install uvicorn redis` gives), alternated in one run.
 
-The fallback gateway is started with `uvloop` and `httptools` made unimportable, so uvicorn's `auto`
-choice falls back exactly as it would where they are missing; nothing in the product changes.
+The other gateways are started with those modules made unimportable, so uvicorn's `auto` choice and
+redis-py fall back exactly as they would where the modules are missing; nothing in the product changes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from bench.procs import ROOT, Proc, cpu_seconds, free_port, gateway_config, pyth
 from gateway.db.scratch import ScratchDatabase
 
 BODY = json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": "What is a Python tuple?"}]})
-WITHOUT_C_STACK = "import sys; sys.modules['uvloop'] = sys.modules['httptools'] = None; " \
-                  "from gateway.cli import main; sys.exit(main())"
-STACKS = {"httptools + uvloop": [python(), "-m", "gateway.cli"], "h11 + asyncio": [python(), "-c", WITHOUT_C_STACK]}
+
+
+def without(*modules: str) -> list[str]:
+    """The gateway's command line with these modules made unimportable (their users fall back)."""
+    blocked = " = ".join(f"sys.modules[{m!r}]" for m in modules)
+    return [python(), "-c", f"import sys; {blocked} = None; from gateway.cli import main; sys.exit(main())"]
+
+
+STACKS = {"httptools + uvloop + hiredis": [python(), "-m", "gateway.cli"],
+          "httptools + uvloop": without("hiredis"),
+          "h11 + asyncio": without("uvloop", "httptools", "hiredis")}
 REQUESTS = {"exact cache hit": [], "upstream call (cache off)": ["--header", "x-smr-cache: off"]}
 
 
@@ -40,7 +49,7 @@ def run(smoke: bool) -> list[str]:
     try:
         for name, cmd in STACKS.items():
             port = free_port()
-            gateways[name] = Proc(f"stack-{name.split()[0]}", [*cmd, "serve", "--config", str(cfg), "--port",
+            gateways[name] = Proc(f"stack-{len(gateways)}", [*cmd, "serve", "--config", str(cfg), "--port",
                                                                str(port)], f"http://127.0.0.1:{port}/health",
                                   env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})
         for _ in range(repeats):
@@ -70,9 +79,10 @@ def run(smoke: bool) -> list[str]:
         rows.append(f"| {name} | {request} | {med((name, request), 'p50_ms'):.2f} | {med((name, request), 'p99_ms'):.2f} "
                     f"| {med((name, request), 'rps'):,.0f} | {med((name, request), 'cpu_ms'):.2f} | "
                     f"{sum(int(r['errors']) for r in rs)} |")
-    fast, slow = STACKS
-    for request in REQUESTS:
-        rows.append(f"\n{request}: p50 {med((fast, request), 'p50_ms') / med((slow, request), 'p50_ms'):.2f}x, "
-                    f"CPU per request {med((fast, request), 'cpu_ms') / med((slow, request), 'cpu_ms'):.2f}x "
-                    f"({fast} over {slow})")
+    slow = list(STACKS)[-1]
+    for fast in list(STACKS)[:-1]:
+        for request in REQUESTS:
+            rows.append(f"\n{request}, {fast} over {slow}: p50 "
+                        f"{med((fast, request), 'p50_ms') / med((slow, request), 'p50_ms'):.2f}x, CPU per request "
+                        f"{med((fast, request), 'cpu_ms') / med((slow, request), 'cpu_ms'):.2f}x")
     return rows

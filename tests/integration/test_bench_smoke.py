@@ -31,7 +31,8 @@ def test_bench_smoke_produces_the_tables() -> None:
     targets = table(sections["Targets"])
     assert len(targets) >= 8 and all(r[-1] in ("yes", "no", "not measured") for r in targets)
     stack = table(sections["Server stack"])
-    assert {(r[0], r[1]) for r in stack} == {(s, q) for s in ("httptools + uvloop", "h11 + asyncio")
+    assert {(r[0], r[1]) for r in stack} == {(s, q) for s in ("httptools + uvloop + hiredis", "httptools + uvloop",
+                                                       "h11 + asyncio")
                                              for q in ("exact cache hit", "upstream call (cache off)")}
     assert all(float(r[2]) > 0 and float(r[5]) > 0 and r[-1] == "0" for r in stack), stack
     writer = table(sections["Accounting: request-log writer"])
