@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.procs import ROOT, Proc, free_port, gateway_config, python
+from bench.procs import ROOT, Proc, fake_openai, free_port, gateway_config, python
 from gateway.db.scratch import ScratchDatabase
 
 BASE = "How do I reverse a list in Python without modifying the original?"
@@ -23,11 +23,9 @@ def run(smoke: bool) -> list[str]:
     repeats = 1 if smoke else 3
     tmp = Path(tempfile.mkdtemp())
     db = ScratchDatabase()
-    up_port = free_port()
-    upstream = Proc("cache-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai", "--port", str(up_port)],
-                    f"http://127.0.0.1:{up_port}/v1/models")
+    upstream, upstream_url = fake_openai("cache-upstream")
     cfg = tmp / "cache.toml"
-    cfg.write_text(gateway_config(f"http://127.0.0.1:{up_port}", db.url, tmp / "spill", cache=True))
+    cfg.write_text(gateway_config(upstream_url, db.url, tmp / "spill", cache=True))
     port = free_port()
     gateway = Proc("cache-gateway", [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
                    f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})

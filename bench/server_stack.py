@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.procs import ROOT, Proc, cpu_seconds, free_port, gateway_config, python
+from bench.procs import ROOT, Proc, cpu_seconds, fake_openai, free_port, gateway_config, python
 from gateway.db.scratch import ScratchDatabase
 
 BODY = json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": "What is a Python tuple?"}]})
@@ -38,11 +38,9 @@ def run(smoke: bool) -> list[str]:
     repeats = 1 if smoke else 3
     tmp = Path(tempfile.mkdtemp())
     db = ScratchDatabase()
-    up_port = free_port()
-    upstream = Proc("stack-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai", "--port", str(up_port)],
-                    f"http://127.0.0.1:{up_port}/v1/models")
+    upstream, upstream_url = fake_openai("stack-upstream")
     cfg = tmp / "stack.toml"
-    config = gateway_config(f"http://127.0.0.1:{up_port}", db.url, tmp / "spill", log_requests=False, cache=True)
+    config = gateway_config(upstream_url, db.url, tmp / "spill", log_requests=False, cache=True)
     cfg.write_text(config.replace("[cache]\n", "[cache]\nsemantic = false\n"))  # exact hits need no model
     gateways: dict[str, Proc] = {}
     results: dict[tuple[str, str], list[dict[str, float]]] = {}

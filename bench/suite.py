@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench import cache_bench, classifiers, log_writer, server_stack
-from bench.procs import ROOT, Proc, cpu_seconds, free_port, gateway_config, python, rss_mib
+from bench.procs import ROOT, Proc, cpu_seconds, fake_openai, free_port, gateway_config, python, rss_mib
 from gateway.db.scratch import ScratchDatabase
 
 PROMPT = "Explain the difference between a list and a tuple in Python."
@@ -71,10 +71,7 @@ class Overhead:
         self.rss: dict[str, tuple[float, float]] = {}
 
     def start(self, tmp: Path, db_url: str) -> dict[str, tuple[str, str, Proc | None]]:
-        up_port = free_port()
-        self.procs["upstream"] = Proc("fake-upstream", [python(), "-m", "gateway.fakes", "--kind", "openai",
-                                                        "--port", str(up_port)], f"http://127.0.0.1:{up_port}/v1/models")
-        upstream = f"http://127.0.0.1:{up_port}"
+        self.procs["upstream"], upstream = fake_openai("fake-upstream")
         scenarios: dict[str, tuple[str, str, Proc | None]] = {"direct": (f"{upstream}/v1/chat/completions",
                                                                          "bench-model", None)}
         port = free_port()

@@ -69,7 +69,8 @@ def build_embedder(settings: Settings) -> Embedder | None:
     c = settings.cache
     if (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers:
         return Embedder(c.embedding_model, c.device, window_s=c.embedding_batch_window_s,
-                        max_batch=c.embedding_max_batch, backend=c.embedding_backend)
+                        max_batch=c.embedding_max_batch, backend=c.embedding_backend,
+                        max_batch_tokens=c.embedding_max_batch_tokens)
     return None
 
 

@@ -141,6 +141,8 @@ class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Under load, concurrent texts wait up to this long to share one forward pass (a lone one never waits).
     embedding_batch_window_s: float = 0.002
     embedding_max_batch: int = 64
+    # ONNX on CPU: at most this many padded tokens per forward pass (larger passes are slower per text).
+    embedding_max_batch_tokens: int = 1024
 
 
 class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -270,8 +272,9 @@ def validate(settings: Settings) -> Settings:
     c = settings.cache
     if c.ttl_s < 1 or not 0.0 < c.similarity <= 1.0 or c.lookup_timeout_s <= 0:
         raise SettingsError("config: setting 'cache': need ttl_s >= 1, 0 < similarity <= 1, lookup_timeout_s > 0")
-    if c.embedding_batch_window_s < 0 or c.embedding_max_batch < 1:
-        raise SettingsError("config: setting 'cache': need embedding_batch_window_s >= 0, embedding_max_batch >= 1")
+    if c.embedding_batch_window_s < 0 or c.embedding_max_batch < 1 or c.embedding_max_batch_tokens < 1:
+        raise SettingsError("config: setting 'cache': need embedding_batch_window_s >= 0, embedding_max_batch >= 1, "
+                            "embedding_max_batch_tokens >= 1")
     lg = settings.log
     if lg.batch_size < 1 or lg.buffer_max < lg.batch_size or lg.flush_interval_s <= 0:
         raise SettingsError("config: setting 'log': need batch_size >= 1, buffer_max >= batch_size, "

@@ -56,7 +56,8 @@ def pick_device(requested: str = "auto") -> str:
 
 class Embedder:
     def __init__(self, model_path: str | Path | None = None, device: str = "auto", window_s: float = 0.002,
-                 max_batch: int = 64, backend: str = "auto", cache_dir: str | Path | None = None) -> None:
+                 max_batch: int = 64, backend: str = "auto", cache_dir: str | Path | None = None,
+                 max_batch_tokens: int = 1024) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise ValueError(f"embedding backend must be auto, onnx or torch, not {backend!r}")
         self.model_path = Path(model_path) if model_path else None
@@ -66,6 +67,7 @@ class Embedder:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.window_s = window_s
         self.max_batch = max_batch
+        self.max_batch_tokens = max_batch_tokens  # ONNX on CPU: padded tokens per forward pass
         self.device = "unloaded"
         self.dim = 0
         self._model: Any = None
@@ -109,13 +111,7 @@ class Embedder:
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised float32 embeddings, one row per text (blocking)."""
         if self._onnx is not None:
-            # Longest first in chunks of max_batch, so a chunk pads to lengths close to its own.
-            order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-            out = np.zeros((len(texts), self.dim), dtype=np.float32)
-            for i in range(0, len(order), self.max_batch):
-                chunk = order[i:i + self.max_batch]
-                out[chunk] = self._onnx.encode([texts[j] for j in chunk])
-            return out
+            return np.asarray(self._onnx.encode(texts, self.max_batch, self.max_batch_tokens))
         if self._model is None:
             raise RuntimeError("Embedder.load() was not called")
         vectors = self._model.encode(list(texts), batch_size=self.max_batch, convert_to_numpy=True,

@@ -128,12 +128,34 @@ class OnnxEncoder:
         pad = self.tokenizer.token_to_id("[PAD]")
         self.tokenizer.enable_padding(pad_id=pad if pad is not None else 0, pad_token="[PAD]")
         out = self.session.get_outputs()[0].shape
-        self.dim = int(out[-1]) if isinstance(out[-1], int) else len(self.encode(["dim"])[0])
+        if isinstance(out[-1], int):
+            self.dim = int(out[-1])
+        else:
+            enc = self.tokenizer.encode("dim")
+            self.dim = self._run(np.array([enc.ids]), np.array([enc.attention_mask])).shape[1]
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], max_batch: int = 64, max_tokens: int = 1024) -> np.ndarray:
+        """Normalised embeddings. Texts are tokenised together, then run longest first in forward
+        passes of at most `max_batch` texts and `max_tokens` padded tokens: on a CPU a larger pass
+        is slower per text, not faster, once its activations outgrow the caches (bench/)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         encs = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encs], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+        lengths = mask.sum(axis=1)
+        order = np.argsort(-lengths, kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            longest = int(lengths[order[start]])  # the chunk pads to its first (longest) text
+            size = max(1, min(max_batch, max_tokens // max(longest, 1)))
+            rows = order[start:start + size]
+            out[rows] = self._run(ids[rows, :longest], mask[rows, :longest])
+            start += size
+        return out
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
         if self.pooling == "cls":

@@ -125,10 +125,30 @@ def test_settings_configure_the_encoder() -> None:
     from gateway.settings import CacheSettings, Settings
 
     settings = Settings(cache=CacheSettings(embedding_batch_window_s=0.01, embedding_max_batch=8,
-                                            embedding_backend="torch"))
+                                            embedding_backend="torch", embedding_max_batch_tokens=512))
     embedder = build_embedder(settings)
     assert embedder is not None
-    assert (embedder.window_s, embedder.max_batch, embedder.requested_backend) == (0.01, 8, "torch")
+    assert (embedder.window_s, embedder.max_batch, embedder.requested_backend,
+            embedder.max_batch_tokens) == (0.01, 8, "torch", 512)
+
+
+def test_onnx_forward_passes_stay_within_the_token_budget(embedder: Embedder,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [f"Question {i}: " + "why is the sky blue " * (i % 7) for i in range(40)] + [FIXED[3][0] * 3]
+    whole = embedder._onnx.encode(texts, max_batch=64, max_tokens=100_000)
+    shapes: list[tuple[int, int]] = []
+    run = embedder._onnx._run
+
+    def counting(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        shapes.append(ids.shape)
+        return run(ids, mask)
+
+    monkeypatch.setattr(embedder._onnx, "_run", counting)
+    chunked = embedder._onnx.encode(texts, max_batch=16, max_tokens=128)
+    assert np.abs(whole - chunked).max() < 1e-5, "same vectors, in the input order"
+    assert sum(n for n, _ in shapes) == len(texts) and len(shapes) > 3
+    assert all(n <= 16 and (n * length <= 128 or n == 1) for n, length in shapes), shapes
+    assert shapes[0][0] == 1 and shapes[0][1] > 128, "the longest text alone, first"
 
 
 async def test_embedding_classifier_reuses_a_computed_embedding(embedder: Embedder) -> None:
