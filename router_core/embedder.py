@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger(__name__)
+Pending = tuple[str, "asyncio.Future[np.ndarray]"]
 
 
 def default_model_path() -> Path:
@@ -72,7 +73,7 @@ class Embedder:
         self.dim = 0
         self._model: Any = None
         self._onnx: Any = None
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[np.ndarray]]] | None = None
+        self._queue: asyncio.Queue[Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
         self.batches = 0
@@ -110,13 +111,22 @@ class Embedder:
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised float32 embeddings, one row per text (blocking)."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for rows, vectors in self.passes(texts):
+            out[rows] = vectors
+        return out
+
+    def passes(self, texts: Sequence[str]) -> Iterator[tuple[Sequence[int], np.ndarray]]:
+        """(row indices, their embeddings) as each forward pass ends (blocking): ONNX runs a batch in
+        passes within the token budget; torch (sentence-transformers batches inside) in one go."""
         if self._onnx is not None:
-            return np.asarray(self._onnx.encode(texts, self.max_batch, self.max_batch_tokens))
+            yield from self._onnx.passes(texts, self.max_batch, self.max_batch_tokens)
+            return
         if self._model is None:
             raise RuntimeError("Embedder.load() was not called")
         vectors = self._model.encode(list(texts), batch_size=self.max_batch, convert_to_numpy=True,
                                      normalize_embeddings=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+        yield range(len(texts)), np.asarray(vectors, dtype=np.float32)
 
     # ------------------------------------------------------------ async, micro-batched
     async def embed(self, text: str) -> np.ndarray:
@@ -149,18 +159,25 @@ class Embedder:
             live = [(t, f) for t, f in batch if not f.done()]
             if not live:
                 continue
+            self.batches += 1
             try:
-                vectors = await loop.run_in_executor(self._executor, self.encode_batch, [t for t, _ in live])
-                self.batches += 1
-                self.embedded += len(live)
+                await loop.run_in_executor(self._executor, self._answer, loop, live)
             except Exception as exc:
                 for _, f in live:
                     if not f.done():
                         f.set_exception(exc)
-                continue
-            for (_, f), v in zip(live, vectors, strict=True):
-                if not f.done():
-                    f.set_result(v)
+
+    def _answer(self, loop: asyncio.AbstractEventLoop, live: list[Pending]) -> None:
+        """On the embedder thread: each forward pass's texts are answered as soon as that pass ends,
+        not when the whole micro-batch has."""
+        for rows, vectors in self.passes([t for t, _ in live]):
+            loop.call_soon_threadsafe(self._deliver, [live[r][1] for r in rows], vectors)
+
+    def _deliver(self, futures: list[asyncio.Future[np.ndarray]], vectors: np.ndarray) -> None:
+        self.embedded += len(futures)
+        for f, v in zip(futures, vectors, strict=True):
+            if not f.done():  # its request may have been cancelled meanwhile
+                f.set_result(v)
 
     async def aclose(self) -> None:
         if self._worker is not None:

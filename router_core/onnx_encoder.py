@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,25 +135,32 @@ class OnnxEncoder:
             self.dim = self._run(np.array([enc.ids]), np.array([enc.attention_mask])).shape[1]
 
     def encode(self, texts: Sequence[str], max_batch: int = 64, max_tokens: int = 1024) -> np.ndarray:
-        """Normalised embeddings. Texts are tokenised together, then run longest first in forward
-        passes of at most `max_batch` texts and `max_tokens` padded tokens: on a CPU a larger pass
-        is slower per text, not faster, once its activations outgrow the caches (bench/)."""
+        """Normalised embeddings, one row per text (all the passes of `passes`)."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for rows, vectors in self.passes(texts, max_batch, max_tokens):
+            out[rows] = vectors
+        return out
+
+    def passes(self, texts: Sequence[str], max_batch: int = 64,
+               max_tokens: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row indices, their normalised embeddings), one forward pass at a time. Texts are tokenised
+        together, then run longest first in passes of at most `max_batch` texts and `max_tokens`
+        padded tokens: on a CPU a larger pass is slower per text, not faster, once its activations
+        outgrow the caches (bench/)."""
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return
         encs = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encs], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
         lengths = mask.sum(axis=1)
         order = np.argsort(-lengths, kind="stable")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         start = 0
         while start < len(order):
-            longest = int(lengths[order[start]])  # the chunk pads to its first (longest) text
+            longest = int(lengths[order[start]])  # the pass pads to its first (longest) text
             size = max(1, min(max_batch, max_tokens // max(longest, 1)))
             rows = order[start:start + size]
-            out[rows] = self._run(ids[rows, :longest], mask[rows, :longest])
+            yield rows, self._run(ids[rows, :longest], mask[rows, :longest])
             start += size
-        return out
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}

@@ -97,6 +97,31 @@ async def test_concurrent_embeddings_share_forward_passes() -> None:
         await embedder.aclose()
 
 
+async def test_a_micro_batch_answers_each_forward_pass_as_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = Embedder(max_batch=64, max_batch_tokens=256).load()
+    passes = 0
+    run = embedder._onnx._run
+
+    def counting(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        nonlocal passes
+        passes += 1
+        return run(ids, mask)
+
+    monkeypatch.setattr(embedder._onnx, "_run", counting)
+    answered_after: list[int] = []
+
+    async def one(i: int) -> None:
+        await embedder.embed(f"{FIXED[3][0]} (variant {i})")
+        answered_after.append(passes)
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(16)))
+    finally:
+        await embedder.aclose()
+    assert embedder.batches == 1 and passes >= 3, (embedder.batches, passes)
+    assert min(answered_after) < passes, "the first pass's texts were answered before the last pass ended"
+
+
 async def test_embedding_never_blocks_the_event_loop() -> None:
     embedder = Embedder().load()
     ticks = 0
