@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import msgspec
 
@@ -17,12 +19,23 @@ log = logging.getLogger("gateway")
 DEMO_BODY = '{"model":"auto","messages":[{"role":"user","content":"Explain Python decorators"}]}'
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """uvicorn shuts down gracefully on SIGTERM and then raises the signal again for the handler it
+    found. With the default action that kills the process before `finally` blocks and atexit handlers
+    run, and the embedded PostgreSQL (stopped by one) is left running. A normal exit instead."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from gateway.app import create_app
 
     app = create_app(settings)
+    _exit_cleanly_on_sigterm()
     uvicorn.run(
         app,
         host=host or settings.server.host,

@@ -103,6 +103,10 @@ def test_demo_on_embedded_postgres_is_labelled_simulated_and_routes(tmp_path: Pa
         assert chunks[0].model == "gemini-2.5-pro"
     out = proc.stdout.read() if proc.stdout else ""
     assert "SIMULATED" in out
+    # SIGTERM (what `running` sends, as docker stop and systemd do) is a clean exit that also stops the
+    # embedded PostgreSQL it started: Postgres removes postmaster.pid when it shuts down.
+    assert proc.returncode == 0, out[-2000:]
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists(), "the embedded PostgreSQL is still running"
 
 
 def test_admin_commands_against_the_database(pg_url: str) -> None:
