@@ -23,8 +23,8 @@ PROMPT = ("Our team runs a Django monolith backed by PostgreSQL that serves abou
 
 SHORT = "How do I reverse a linked list in Python without recursion?"  # 20 tokens
 
-HEADER = ["| classifier | p50 ms (1 at a time) | p99 ms | per s at 1 | per s at 8 | per s at 32 | 32 vs 1 |",
-          "|---|---|---|---|---|---|---|"]
+HEADER = ["| classifier | p50 ms (1 at a time) | p99 ms | per s at 1 | per s at 8 | per s at 32 | 32 vs 1 "
+          "| p50 ms at 32 |", "|---|---|---|---|---|---|---|---|"]
 
 
 async def measure(clf: Classifier, n: int, concurrency: int, prompt: str = PROMPT) -> tuple[float, float, float]:
@@ -46,9 +46,11 @@ async def measure(clf: Classifier, n: int, concurrency: int, prompt: str = PROMP
 
 
 async def row(name: str, clf: Classifier, prompt: str, n: int) -> str:
-    """One table row: warm-up, then one at a time (latency) and 8 and 32 at a time (throughput)."""
+    """One table row: warm-up, then one at a time (latency) and 8 and 32 at a time (throughput, and
+    the latency a request sees among 32)."""
     await measure(clf, 8, 1, prompt)
     p50, p99, r1 = await measure(clf, max(n // 4, 8), 1, prompt)
     _, _, r8 = await measure(clf, n, 8, prompt)
-    _, _, r32 = await measure(clf, n, 32, prompt)
-    return f"| {name} | {p50:.2f} | {p99:.2f} | {r1:,.0f} | {r8:,.0f} | {r32:,.0f} | {r32 / r1:.1f}x |"
+    p50_32, _, r32 = await measure(clf, n, 32, prompt)
+    return (f"| {name} | {p50:.2f} | {p99:.2f} | {r1:,.0f} | {r8:,.0f} | {r32:,.0f} | {r32 / r1:.1f}x "
+            f"| {p50_32:.1f} |")
