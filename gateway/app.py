@@ -13,6 +13,7 @@ from gateway.api.chat import chat_completions
 from gateway.api.complete import complete
 from gateway.api.health import health
 from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key
+from gateway.api.metrics import metrics
 from gateway.api.models import list_models
 from gateway.api.usage import get_usage
 from gateway.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
@@ -89,7 +90,7 @@ def create_app(settings: Settings) -> Litestar:
     embedder = build_embedder(settings)
     return Litestar(
         route_handlers=[chat_completions, complete, list_models, health, create_key, list_keys, revoke_key,
-                        rotate_key, get_usage, clear_cache],
+                        rotate_key, get_usage, clear_cache, metrics],
         lifespan=[lifespan],
         state=State({"settings": settings, "embedder": embedder, "pipeline": build_pipeline(settings, embedder)}),
         exception_handlers={

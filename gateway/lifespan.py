@@ -26,6 +26,7 @@ from gateway.db.keys import KeyStore
 from gateway.db.log_writer import LogWriter
 from gateway.db.migrate import migrate
 from gateway.errors import GatewayError
+from gateway.metrics import Metrics
 from gateway.providers.registry import Providers
 from gateway.service import ChatService
 from gateway.settings import Settings
@@ -51,6 +52,7 @@ class Gateway:
         self.writer = writer
         self.cache = cache
         self.started_at = time.time()
+        self.metrics = Metrics()
         self.simulated = any(b.simulated for b in settings.backends)
 
     def model_label(self, name: str) -> str:
@@ -58,6 +60,11 @@ class Gateway:
         return f"{name} (simulated)" if b is not None and b.simulated else name
 
     def record(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
+        p, r, b = ctx.priced, ctx.route, ctx.backend
+        self.metrics.observe(ctx.endpoint, status, r.tier if r else None, b.name if b else None, ctx.cache,
+                             ctx.elapsed_ms() / 1000, p.usage.prompt_tokens if p else 0,
+                             p.usage.completion_tokens if p else 0, p.cost_usd if p else 0.0,
+                             p.savings_usd if p else 0.0)
         if self.writer is not None:
             self.writer.record(ctx.row(status, error))
 

@@ -36,7 +36,7 @@ TIER_ALIASES = {f"smr/{t}": t for t in TIERS}
 
 
 class Route(msgspec.Struct, frozen=True):
-    mode: Literal["auto", "forced", "direct"]
+    mode: Literal["auto", "forced", "direct", "cache"]
     tier: str | None
     chain: tuple[Backend, ...]
     classifier: str

@@ -11,7 +11,7 @@ from gateway.cache.keys import route_key
 from gateway.cache.service import CachePolicy, Hit, Lookup, cache_policy
 from gateway.lifespan import Gateway
 from gateway.pricing import baseline_cost_usd
-from gateway.service import Priced
+from gateway.service import Priced, Route
 from gateway.streaming import replay_sse
 from gateway.wire import ChatCompletion, ChatCompletionRequest, Choice, encoder, usage_out
 
@@ -56,6 +56,8 @@ def price_hit(gw: Gateway, ctx: RequestContext, hit: Hit) -> Priced:
     priced = Priced(usage, 0.0, baseline_cost_usd(usage, gw.service.baseline))
     ctx.priced = priced
     ctx.backend = gw.settings.backend(hit.answer.backend)
+    # Logged like the response headers say: the stored answer's tier, decided by the cache.
+    ctx.route = Route("cache", hit.answer.tier, (ctx.backend,) if ctx.backend else (), "cache")
     gw.record(ctx, 200)
     return priced
 

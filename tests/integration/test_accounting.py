@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Iterator
 
@@ -217,22 +218,24 @@ def test_missing_upstream_usage_is_estimated_and_marked(fakes: ThreadedFakes, ga
 
 # ---------------------------------------------------------------- usage
 def test_usage_is_scoped_to_the_tenant(secured: GatewayThread, pg_url: str) -> None:
-    a = str(create_key(secured, tenant="tenant-a")["key"])
-    b = str(create_key(secured, tenant="tenant-b")["key"])
+    # Tenants of their own: other test files log to the same scratch database.
+    ta, tb = f"tenant-a-{secrets.token_hex(3)}", f"tenant-b-{secrets.token_hex(3)}"
+    a = str(create_key(secured, tenant=ta)["key"])
+    b = str(create_key(secured, tenant=tb)["key"])
     for _ in range(3):
         assert chat(secured, a, "smr/simple").status_code == 200
     assert chat(secured, b, "smr/complex").status_code == 200
-    wait_for_rows(pg_url, "tenant IN ('tenant-a', 'tenant-b')", 4)
+    wait_for_rows(pg_url, f"tenant IN ('{ta}', '{tb}')", 4)
     mine = httpx.get(secured.url + "/v1/usage?group_by=tenant", headers={"Authorization": f"Bearer {a}"}).json()
-    assert [g["group"] for g in mine["data"]] == ["tenant-a"] and mine["data"][0]["requests"] == 3
+    assert [g["group"] for g in mine["data"]] == [ta] and mine["data"][0]["requests"] == 3
     # Asking for another tenant's usage does not widen a normal key's view.
-    other = httpx.get(secured.url + "/v1/usage?group_by=tenant&tenant=tenant-b",
+    other = httpx.get(secured.url + f"/v1/usage?group_by=tenant&tenant={tb}",
                       headers={"Authorization": f"Bearer {a}"}).json()
-    assert [g["group"] for g in other["data"]] == ["tenant-a"]
+    assert [g["group"] for g in other["data"]] == [ta]
     everyone = httpx.get(secured.url + "/v1/usage?group_by=tenant", headers=ADMIN_H).json()
     groups = {g["group"] for g in everyone["data"]}
-    assert {"tenant-a", "tenant-b"} <= groups
-    by_tier = httpx.get(secured.url + "/v1/usage?group_by=tier&tenant=tenant-b", headers=ADMIN_H).json()["data"]
+    assert {ta, tb} <= groups
+    by_tier = httpx.get(secured.url + f"/v1/usage?group_by=tier&tenant={tb}", headers=ADMIN_H).json()["data"]
     assert [(g["group"], g["requests"], g["savings_usd"]) for g in by_tier] == [("complex", 1, 0.0)]
 
 

@@ -61,6 +61,36 @@ def ask(gw: GatewayThread, key: str, prompt: str, system: str | None = None, mod
                       json={"model": model, "messages": messages, **extra})
 
 
+def scrape(gw: GatewayThread) -> dict[str, float]:
+    """GET /metrics with the admin key, as {series: value}."""
+    r = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in r.text.splitlines() if line and not line.startswith("#")}
+
+
+def test_metrics_count_hits_and_misses_and_need_the_admin_key(gw: GatewayThread) -> None:
+    key = key_for(gw, "metrics")
+    before = scrape(gw)
+    ask(gw, key, "What is a metric?")
+    settle(gw)
+    assert ask(gw, key, "What is a metric?").headers["x-smr-cache"] == "hit-exact"
+    after = scrape(gw)
+
+    def grew(series: str) -> float:
+        return after.get(series, 0) - before.get(series, 0)
+
+    assert grew("smr_cache_hits_exact_total") == 1 and grew("smr_cache_misses_total") == 1
+    assert grew('smr_requests_total{endpoint="/v1/chat/completions",status="200",tier="medium",'
+                'backend="flash",cache="hit-exact"}') == 1
+    assert grew('smr_request_duration_seconds_count{endpoint="/v1/chat/completions"}') == 2
+    assert grew('smr_savings_usd_total{backend="flash"}') > 0 and after["smr_cache_store_up"] == 1
+    assert after["smr_request_log_db_up"] == 1
+    assert httpx.get(gw.url + "/metrics").status_code == 401
+    denied = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {key}"})
+    assert denied.status_code == 403 and denied.json()["error"]["type"]
+
+
 def settle(gw: GatewayThread) -> None:
     time.sleep(0.15)  # answers are stored after the response has gone
 
@@ -264,6 +294,11 @@ def test_redis_stopped_mid_traffic_keeps_serving(fakes: ThreadedFakes, pg_url: s
             health = httpx.get(g.url + "/health").json()
             assert health["dependencies"]["redis"] == "unreachable"
             assert health["cache"]["timeouts"] + health["cache"]["errors"] >= 5
+            metrics = scrape(g)  # the outage is visible to Prometheus too
+            assert metrics["smr_cache_store_up"] == 0
+            assert metrics["smr_cache_timeouts_total"] + metrics["smr_cache_errors_total"] >= 5
+            assert metrics['smr_requests_total{endpoint="/v1/chat/completions",status="200",tier="medium",'
+                           'backend="flash",cache="miss"}'] >= 5
             server.resume()
             time.sleep(0.3)
             assert ask(g, key, "What is DNS?").headers["x-smr-cache"] == "hit-exact"
