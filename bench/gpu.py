@@ -35,11 +35,16 @@ CHECK = [
 ]
 
 
-def check(embedder: Embedder, reference: dict[str, np.ndarray], label: str) -> list[str]:
+def vectors_and_scores(embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings of CHECK and the committed head's scores of them."""
     clf = EmbeddingClassifier(embedder)
     texts = [classifier_text(Conversation.from_prompt(t)) for t in CHECK]
     vectors = embedder.encode_batch(texts)
-    scores = np.array([clf.head.score(v, t) for v, t in zip(vectors, texts, strict=True)])
+    return vectors, np.array([clf.head.score(v, t) for v, t in zip(vectors, texts, strict=True)])
+
+
+def check(embedder: Embedder, reference: dict[str, np.ndarray], label: str) -> list[str]:
+    vectors, scores = vectors_and_scores(embedder)
     cos = np.sum(vectors * reference["vectors"], axis=1)
     return [f"- {label}: cosine to the CPU vectors min {cos.min():.6f}; head scores "
             f"{np.round(scores, 4).tolist()} vs CPU {np.round(reference['scores'], 4).tolist()} "
@@ -80,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.write_reference:
         embedder = Embedder(args.model, device="cpu").load()
-        clf = EmbeddingClassifier(embedder)
-        texts = [classifier_text(Conversation.from_prompt(t)) for t in CHECK]
-        vectors = embedder.encode_batch(texts)
-        scores = np.array([clf.head.score(v, t) for v, t in zip(vectors, texts, strict=True)])
+        vectors, scores = vectors_and_scores(embedder)
         np.savez(args.write_reference, vectors=vectors, scores=scores)
         print(f"{embedder.backend} on cpu: scores {np.round(scores, 4).tolist()}")
         return 0
