@@ -42,12 +42,29 @@ def load_pairs(path: Path) -> list[Pair]:
     return out
 
 
-def cosines(pairs: list[Pair]) -> np.ndarray:
+def shuffled(n: int) -> list[int]:
+    """The pairs' seeded order: folds and the 60/40 split are cut from it."""
+    order = list(range(n))
+    random.Random(SEED).shuffle(order)
+    return order
+
+
+def cv_folds(n: int) -> list[list[int]]:
+    """The FOLDS seeded folds every cross-validated figure of the guard uses."""
+    order = shuffled(n)
+    return [order[f::FOLDS] for f in range(FOLDS)]
+
+
+def pair_vectors(pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
+    """The MiniLM vectors of each pair's two texts (unit length), as the cache computes them."""
     from router_core.embedder import Embedder
 
     emb = Embedder().load()
-    a = emb.encode_batch([p[0] for p in pairs])
-    b = emb.encode_batch([p[1] for p in pairs])
+    return emb.encode_batch([p[0] for p in pairs]), emb.encode_batch([p[1] for p in pairs])
+
+
+def cosines(pairs: list[Pair]) -> np.ndarray:
+    a, b = pair_vectors(pairs)
     return np.asarray(np.sum(a * b, axis=1))
 
 
@@ -153,11 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         cos = cosines(pairs)
         np.save(cache, cos)
     trainer = Trainer(pairs, cos, args.similarity, args.candidate_floor, args.target_precision)
-    order = list(range(len(pairs)))
-    random.Random(SEED).shuffle(order)
+    order = shuffled(len(pairs))
 
     # 5-fold cross-validation: every pair judged once by a model that did not see it.
-    folds = [order[f::FOLDS] for f in range(FOLDS)]
+    folds = cv_folds(len(pairs))
     cv_hits: dict[str, set[int]] = {}
     thresholds = []
     for f, held in enumerate(folds):
