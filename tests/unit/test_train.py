@@ -54,3 +54,15 @@ def test_train_learns_the_signal_and_reports_every_set() -> None:
     hard = next(i for i, e in enumerate(examples) if e.needs_strong)
     easy = next(i for i, e in enumerate(examples) if not e.needs_strong)
     assert head.score(vectors[hard], examples[hard].prompt) > head.score(vectors[easy], examples[easy].prompt)
+
+
+def test_router_variants_bench_tables_every_variant_and_boost() -> None:
+    from bench.router_variants import table
+
+    examples, vectors = synthetic()
+    lines = [r for r in table(examples, vectors, k=4) if r.startswith("| ") and "---" not in r]
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in lines[1:]]  # past the header
+    assert len(rows) == 5 * 4 and len({r[0] for r in rows}) == 5
+    shipped = {float(r[1]): r for r in rows if r[0].startswith("shipped")}
+    ahead, sets = map(int, shipped[0.0][2].split("/"))
+    assert ahead == sets and float(shipped[0.0][3]) > 0.6  # the signal is in the embedding, length is noise
