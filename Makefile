@@ -35,4 +35,4 @@ bench-smoke: $(STAMP)
 	$(BIN)/python bench/run --smoke
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) tests/frameworks/.venv
