@@ -91,8 +91,7 @@ class _Side(NamedTuple):
     """One question, parsed once for the features and the rules."""
 
     text: str
-    tokens: list[str]
-    lower: list[str]
+    lower: list[str]            # the tokens, lower-cased
     numbers: set[str]
     negated: bool
     content: set[str]           # stemmed words that are not stop words or digits
@@ -104,7 +103,7 @@ def _side(text: str) -> _Side:
     tokens = _tokens(text)
     lower = [t.lower() for t in tokens]
     names = {t.lower() for t in tokens[1:] if t[:1].isupper() and t.lower() not in _STOP}
-    return _Side(text, tokens, lower, set(_number.findall(text)),
+    return _Side(text, lower, set(_number.findall(text)),
                  any(t in _NEGATIONS or t.endswith("n't") for t in lower),
                  {_stem(t) for t in lower if t not in _STOP and not t.isdigit()}, names,
                  [t for t in lower[1:] if t in names])
@@ -147,10 +146,10 @@ def narrowed(a: str, b: str) -> bool:
 
 
 def _narrowed(sa: _Side, sb: _Side) -> bool:
-    if len(sa.text.strip().rstrip("?.! ")) > len(sb.text.strip().rstrip("?.! ")):
-        sa, sb = sb, sa
     a, b = sa.text.strip().rstrip("?.! "), sb.text.strip().rstrip("?.! ")
     ta, tb = sa.lower, sb.lower  # the token pattern never takes the stripped "?.! "
+    if len(a) > len(b):
+        a, b, ta, tb = b, a, tb, ta
     if len(tb) <= len(ta) or tb[: len(ta)] != ta:
         return False
     rest = tb[len(ta):]
