@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import tempfile
 from pathlib import Path
 
-from bench.procs import ROOT, Proc, fake_openai, free_port, gateway_config, python
-from gateway.db.scratch import ScratchDatabase
+from bench.procs import ROOT, cached_gateway_backing, python, serve_gateway
 
 BASE = "How do I reverse a list in Python without modifying the original?"
 
@@ -18,50 +16,46 @@ def body(prompt: str) -> str:
     return json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": prompt}]})
 
 
+def files(n: int, r: int) -> dict[str, list[str]]:
+    return {
+        # every prompt new: lookup (exact + semantic) misses, the upstream answers, the answer is stored
+        "miss": [body(f"Question {i} of run {r}: what is {i} squared plus {i + 7 * r}?") for i in range(n)],
+        # the very same request again and again
+        "exact hit": [body(BASE)],
+        # the same words, other spacing: a new exact key, an identical embedding, so the semantic path
+        "semantic hit": [body(BASE.replace(" ", "  ", k % 9 + 1) + " " * (k // 9 + r * 50)) for k in range(n)],
+    }
+
+
+def write(tmp: Path, n: int, r: int) -> dict[str, Path]:
+    paths = {}
+    for name, bodies in files(n, r).items():
+        paths[name] = tmp / f"{name.replace(' ', '_')}-{r}.jsonl"
+        paths[name].write_text("\n".join(bodies) + "\n")
+    return paths
+
+
 def run(smoke: bool) -> list[str]:
     n = 30 if smoke else 400
     repeats = 1 if smoke else 3
-    tmp = Path(tempfile.mkdtemp())
-    db = ScratchDatabase()
-    upstream, upstream_url = fake_openai("cache-upstream")
-    cfg = tmp / "cache.toml"
-    cfg.write_text(gateway_config(upstream_url, db.url, tmp / "spill", cache=True))
-    port = free_port()
-    gateway = Proc("cache-gateway", [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port)],
-                   f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    def files(r: int) -> dict[str, list[str]]:
-        return {
-            # every prompt new: lookup (exact + semantic) misses, the upstream answers, the answer is stored
-            "miss": [body(f"Question {i} of run {r}: what is {i} squared plus {i + 7 * r}?") for i in range(n)],
-            # the very same request again and again
-            "exact hit": [body(BASE)],
-            # the same words, other spacing: a new exact key, an identical embedding, so the semantic path
-            "semantic hit": [body(BASE.replace(" ", "  ", k % 9 + 1) + " " * (k // 9 + r * 50)) for k in range(n)],
-        }
-
-    def write(r: int) -> dict[str, Path]:
-        paths = {}
-        for name, bodies in files(r).items():
-            paths[name] = tmp / f"{name.replace(' ', '_')}-{r}.jsonl"
-            paths[name].write_text("\n".join(bodies) + "\n")
-        return paths
-
     results: dict[str, list[dict[str, float]]] = {}
-    try:
-        subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(write(0)["exact hit"]),
-                        "--requests", "3"], cwd=ROOT, check=True, capture_output=True)  # stores BASE
-        for r in range(repeats):
-            for name, path in write(r + 1).items():
-                out = subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(path),
-                                      "--requests", str(n)], cwd=ROOT, check=True, capture_output=True, text=True)
-                results.setdefault(name, []).append(json.loads(out.stdout))
-        health = json.loads(subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/health"], capture_output=True,
-                                           text=True).stdout or "{}")
-    finally:
-        gateway.stop()
-        upstream.stop()
-        db.drop()
+    with cached_gateway_backing("cache") as (tmp, config):
+        cfg = tmp / "cache.toml"
+        cfg.write_text(config)
+        gateway = serve_gateway("cache-gateway", cfg, tmp)
+        url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+        try:
+            subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(write(tmp, n, 0)["exact hit"]),
+                            "--requests", "3"], cwd=ROOT, check=True, capture_output=True)  # stores BASE
+            for r in range(repeats):
+                for name, path in write(tmp, n, r + 1).items():
+                    out = subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(path),
+                                          "--requests", str(n)], cwd=ROOT, check=True, capture_output=True, text=True)
+                    results.setdefault(name, []).append(json.loads(out.stdout))
+            health = json.loads(subprocess.run(["curl", "-s", f"http://127.0.0.1:{gateway.port}/health"],
+                                               capture_output=True, text=True).stdout or "{}")
+        finally:
+            gateway.stop()
     cache = health.get("cache") or {}
     rows = ["| request | p50 ms | p99 ms | req/s | errors |", "|---|---|---|---|---|"]
     for name, rs in results.items():

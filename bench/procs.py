@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -111,3 +115,29 @@ def gateway_config(upstream: str, db_url: str, spill: Path, *, log_requests: boo
     """A gateway in front of one fake upstream for every tier, with auth off (as the others compared)."""
     return GATEWAY_CONFIG.format(upstream=upstream, db_url=db_url, spill=spill, log_requests=str(log_requests).lower(),
                                  cache=str(cache).lower(), classifiers=classifiers)
+
+
+def serve_gateway(name: str, cfg: Path, data_dir: Path | None = None, cmd: Sequence[str] = ()) -> Proc:
+    """`smr serve` with this config on a free port (`cmd`: another way to start gateway.cli), ready."""
+    port = free_port()
+    env = {"SMR_LOG_LEVEL": "WARNING", **({"SMR_DATA_DIR": str(data_dir)} if data_dir else {})}
+    return Proc(name, [*(cmd or (python(), "-m", "gateway.cli")), "serve", "--config", str(cfg), "--port", str(port)],
+                f"http://127.0.0.1:{port}/health", env=env)
+
+
+@contextlib.contextmanager
+def cached_gateway_backing(name: str, **config: Any) -> Iterator[tuple[Path, str]]:
+    """A temporary folder, a scratch database and a fake upstream for a benchmark's gateways; yields the
+    folder and a gateway config for them with the cache on. The upstream and database go at the end."""
+    from gateway.db.scratch import ScratchDatabase
+
+    tmp = Path(tempfile.mkdtemp())
+    db = ScratchDatabase()
+    try:
+        upstream, upstream_url = fake_openai(f"{name}-upstream")
+        try:
+            yield tmp, gateway_config(upstream_url, db.url, tmp / "spill", cache=True, **config)
+        finally:
+            upstream.stop()
+    finally:
+        db.drop()

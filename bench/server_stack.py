@@ -12,11 +12,8 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import tempfile
-from pathlib import Path
 
-from bench.procs import ROOT, Proc, cpu_seconds, fake_openai, free_port, gateway_config, python
-from gateway.db.scratch import ScratchDatabase
+from bench.procs import ROOT, Proc, cached_gateway_backing, cpu_seconds, python, serve_gateway
 
 BODY = json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": "What is a Python tuple?"}]})
 
@@ -36,37 +33,29 @@ REQUESTS = {"exact cache hit": [], "upstream call (cache off)": ["--header", "x-
 def run(smoke: bool) -> list[str]:
     n = 30 if smoke else 1000
     repeats = 1 if smoke else 3
-    tmp = Path(tempfile.mkdtemp())
-    db = ScratchDatabase()
-    upstream, upstream_url = fake_openai("stack-upstream")
-    cfg = tmp / "stack.toml"
-    config = gateway_config(upstream_url, db.url, tmp / "spill", log_requests=False, cache=True)
-    cfg.write_text(config.replace("[cache]\n", "[cache]\nsemantic = false\n"))  # exact hits need no model
     gateways: dict[str, Proc] = {}
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
-    try:
-        for name, cmd in STACKS.items():
-            port = free_port()
-            gateways[name] = Proc(f"stack-{len(gateways)}", [*cmd, "serve", "--config", str(cfg), "--port",
-                                                               str(port)], f"http://127.0.0.1:{port}/health",
-                                  env={"SMR_LOG_LEVEL": "WARNING", "SMR_DATA_DIR": str(tmp)})
-        for _ in range(repeats):
-            for name, proc in gateways.items():
-                for request, extra in REQUESTS.items():
-                    cmd = [python(), "-m", "bench.load", "--url", f"http://127.0.0.1:{proc.port}/v1/chat/completions",
-                           "--body", BODY, *extra]
-                    subprocess.run([*cmd, "--requests", "20"], cwd=ROOT, check=True, capture_output=True)  # warm
-                    cpu0 = cpu_seconds(proc.pid)
-                    out = subprocess.run([*cmd, "--requests", str(n)], cwd=ROOT, check=True, capture_output=True,
-                                         text=True)
-                    r = json.loads(out.stdout)
-                    r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / n
-                    results.setdefault((name, request), []).append(r)
-    finally:
-        for proc in gateways.values():
-            proc.stop()
-        upstream.stop()
-        db.drop()
+    with cached_gateway_backing("stack", log_requests=False) as (tmp, config):
+        cfg = tmp / "stack.toml"
+        cfg.write_text(config.replace("[cache]\n", "[cache]\nsemantic = false\n"))  # exact hits need no model
+        try:
+            for name, cmd in STACKS.items():
+                gateways[name] = serve_gateway(f"stack-{len(gateways)}", cfg, tmp, cmd)
+            for _ in range(repeats):
+                for name, proc in gateways.items():
+                    for request, extra in REQUESTS.items():
+                        cmd = [python(), "-m", "bench.load", "--url",
+                               f"http://127.0.0.1:{proc.port}/v1/chat/completions", "--body", BODY, *extra]
+                        subprocess.run([*cmd, "--requests", "20"], cwd=ROOT, check=True, capture_output=True)  # warm
+                        cpu0 = cpu_seconds(proc.pid)
+                        out = subprocess.run([*cmd, "--requests", str(n)], cwd=ROOT, check=True, capture_output=True,
+                                             text=True)
+                        r = json.loads(out.stdout)
+                        r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / n
+                        results.setdefault((name, request), []).append(r)
+        finally:
+            for proc in gateways.values():
+                proc.stop()
 
     def med(key: tuple[str, str], field: str) -> float:
         return statistics.median(r[field] for r in results[key])

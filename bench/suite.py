@@ -16,7 +16,17 @@ import time
 from pathlib import Path
 
 from bench import cache_bench, classifiers, log_writer, server_stack
-from bench.procs import ROOT, Proc, cpu_seconds, fake_openai, free_port, gateway_config, python, rss_mib
+from bench.procs import (
+    ROOT,
+    Proc,
+    cpu_seconds,
+    fake_openai,
+    free_port,
+    gateway_config,
+    python,
+    rss_mib,
+    serve_gateway,
+)
 from gateway.db.scratch import ScratchDatabase
 
 PROMPT = "Explain the difference between a list and a tuple in Python."
@@ -84,11 +94,8 @@ class Overhead:
             cfg = tmp / f"{name}.toml"
             cfg.write_text(gateway_config(upstream, db_url, tmp / f"spill-{name}", log_requests=log_requests,
                                           classifiers=classifiers))
-            p = free_port()
-            proc = Proc(name, [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(p)],
-                        f"http://127.0.0.1:{p}/health", env={"SMR_LOG_LEVEL": "WARNING"})
-            self.procs[name] = proc
-            return proc
+            self.procs[name] = serve_gateway(name, cfg)
+            return self.procs[name]
 
         gw = gateway("gateway", True, '"heuristic"')
         url = f"http://127.0.0.1:{gw.port}/v1/chat/completions"
