@@ -111,10 +111,9 @@ class Embedder:
 
     def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         """Normalised float32 embeddings, one row per text (blocking)."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for rows, vectors in self.passes(texts):
-            out[rows] = vectors
-        return out
+        from router_core.onnx_encoder import gather
+
+        return gather(self.passes(texts), len(texts), self.dim)
 
     def passes(self, texts: Sequence[str]) -> Iterator[tuple[Sequence[int], np.ndarray]]:
         """(row indices, their embeddings) as each forward pass ends (blocking): ONNX runs a batch in

@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,14 @@ def prune(folder: Path, stem: str, keep: Path) -> None:
                 old.unlink()
 
 
+def gather(passes: Iterable[tuple[Sequence[int] | np.ndarray, np.ndarray]], n: int, dim: int) -> np.ndarray:
+    """The rows of (row indices, embeddings) passes put back in input order, as one array."""
+    out = np.zeros((n, dim), dtype=np.float32)
+    for rows, vectors in passes:
+        out[rows] = vectors
+    return out
+
+
 class OnnxEncoder:
     def __init__(self, model_path: Path, cache_dir: Path, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -136,10 +144,7 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str], max_batch: int = 64, max_tokens: int = 1024) -> np.ndarray:
         """Normalised embeddings, one row per text (all the passes of `passes`)."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for rows, vectors in self.passes(texts, max_batch, max_tokens):
-            out[rows] = vectors
-        return out
+        return gather(self.passes(texts, max_batch, max_tokens), len(texts), self.dim)
 
     def passes(self, texts: Sequence[str], max_batch: int = 64,
                max_tokens: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
