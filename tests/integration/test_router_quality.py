@@ -97,29 +97,34 @@ async def test_concurrent_embeddings_share_forward_passes() -> None:
         await embedder.aclose()
 
 
-async def test_a_micro_batch_answers_each_forward_pass_as_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
-    embedder = Embedder(max_batch=64, max_batch_tokens=256).load()
-    passes = 0
+def record_passes(embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The (texts, padded length) of each ONNX forward pass the embedder runs from now on."""
+    shapes: list[tuple[int, int]] = []
     run = embedder._onnx._run
 
-    def counting(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        nonlocal passes
-        passes += 1
+    def recording(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        shapes.append(ids.shape)
         return run(ids, mask)
 
-    monkeypatch.setattr(embedder._onnx, "_run", counting)
+    monkeypatch.setattr(embedder._onnx, "_run", recording)
+    return shapes
+
+
+async def test_a_micro_batch_answers_each_forward_pass_as_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = Embedder(max_batch=64, max_batch_tokens=256).load()
+    passes = record_passes(embedder, monkeypatch)
     answered_after: list[int] = []
 
     async def one(i: int) -> None:
         await embedder.embed(f"{FIXED[3][0]} (variant {i})")
-        answered_after.append(passes)
+        answered_after.append(len(passes))
 
     try:
         await asyncio.gather(*(one(i) for i in range(16)))
     finally:
         await embedder.aclose()
-    assert embedder.batches == 1 and passes >= 3, (embedder.batches, passes)
-    assert min(answered_after) < passes, "the first pass's texts were answered before the last pass ended"
+    assert embedder.batches == 1 and len(passes) >= 3, (embedder.batches, passes)
+    assert min(answered_after) < len(passes), "the first pass's texts were answered before the last pass ended"
 
 
 async def test_embedding_never_blocks_the_event_loop() -> None:
@@ -161,14 +166,7 @@ def test_onnx_forward_passes_stay_within_the_token_budget(embedder: Embedder,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [f"Question {i}: " + "why is the sky blue " * (i % 7) for i in range(40)] + [FIXED[3][0] * 3]
     whole = embedder._onnx.encode(texts, max_batch=64, max_tokens=100_000)
-    shapes: list[tuple[int, int]] = []
-    run = embedder._onnx._run
-
-    def counting(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        shapes.append(ids.shape)
-        return run(ids, mask)
-
-    monkeypatch.setattr(embedder._onnx, "_run", counting)
+    shapes = record_passes(embedder, monkeypatch)
     chunked = embedder._onnx.encode(texts, max_batch=16, max_tokens=128)
     assert np.abs(whole - chunked).max() < 1e-5, "same vectors, in the input order"
     assert sum(n for n, _ in shapes) == len(texts) and len(shapes) > 3
