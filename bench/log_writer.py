@@ -12,7 +12,7 @@ import psycopg
 
 from gateway.db.log_writer import COLUMNS, LogRow, LogWriter
 from gateway.db.migrate import migrate
-from gateway.db.scratch import ScratchDatabase
+from tests.scratch import ScratchDatabase
 
 
 def make_rows(n: int, tag: str) -> list[LogRow]:

@@ -129,7 +129,7 @@ def serve_gateway(name: str, cfg: Path, data_dir: Path | None = None, cmd: Seque
 def cached_gateway_backing(name: str, **config: Any) -> Iterator[tuple[Path, str]]:
     """A temporary folder, a scratch database and a fake upstream for a benchmark's gateways; yields the
     folder and a gateway config for them with the cache on. The upstream and database go at the end."""
-    from gateway.db.scratch import ScratchDatabase
+    from tests.scratch import ScratchDatabase
 
     tmp = Path(tempfile.mkdtemp())
     db = ScratchDatabase()

@@ -27,7 +27,7 @@ from bench.procs import (
     rss_mib,
     serve_gateway,
 )
-from gateway.db.scratch import ScratchDatabase
+from tests.scratch import ScratchDatabase
 
 PROMPT = "Explain the difference between a list and a tuple in Python."
 

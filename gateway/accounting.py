@@ -1,20 +1,27 @@
-"""One request's accounting: filled in as the request goes, turned into a log row at the end."""
+"""One request's accounting: filled in as the request goes, turned into exactly one log row at the end.
+
+`Accounting.record` is the one place a finished request is counted: the Prometheus counters of this
+process and the request log (Postgres, written off the request path by `LogWriter`).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
 import time
+from typing import Protocol
 
 from gateway.auth import Principal
 from gateway.db.log_writer import LogRow
 from gateway.errors import Attempt, GatewayError
-from gateway.service import Priced, Route
+from gateway.metrics import Metrics
+from gateway.pricing import Priced
+from gateway.routing import Route
 from gateway.settings import Backend
 
 
 class RequestContext:
-    """Mutable on purpose: the handler, the stream and the error handler each add what they know."""
+    """Mutable on purpose: the request path and the stream fill it in as they learn things."""
 
     __slots__ = (
         "attempts",
@@ -24,6 +31,7 @@ class RequestContext:
         "priced",
         "principal",
         "prompt",
+        "recorded",
         "request_id",
         "requested_model",
         "route",
@@ -33,12 +41,12 @@ class RequestContext:
         "ttft_ms",
     )
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, principal: Principal | None = None) -> None:
         self.request_id = "req_" + secrets.token_hex(12)
         self.endpoint = endpoint
         self.ts = dt.datetime.now(dt.UTC)
         self.started = time.perf_counter()
-        self.principal: Principal | None = None
+        self.principal = principal
         self.requested_model: str | None = None
         self.route: Route | None = None
         self.backend: Backend | None = None
@@ -48,6 +56,7 @@ class RequestContext:
         self.stream = False
         self.ttft_ms: float | None = None
         self.prompt: str | None = None
+        self.recorded = False
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -72,3 +81,28 @@ class RequestContext:
             ttft_ms=self.ttft_ms, stream=self.stream,
             error_type=(error.code or error.type) if error is not None else None, prompt=self.prompt,
         )
+
+
+class RequestLog(Protocol):
+    """Where finished requests' rows go (`LogWriter`; a list in tests). Must never block or raise."""
+
+    def record(self, row: LogRow) -> None: ...
+
+
+class Accounting:
+    def __init__(self, metrics: Metrics, log: RequestLog | None) -> None:
+        self.metrics = metrics
+        self.log = log
+
+    def record(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
+        """Count a finished request once; a second call for the same request is ignored."""
+        if ctx.recorded:
+            return
+        ctx.recorded = True
+        p, r, b = ctx.priced, ctx.route, ctx.backend
+        self.metrics.observe(ctx.endpoint, status, r.tier if r else None, b.name if b else None, ctx.cache,
+                             ctx.elapsed_ms() / 1000, p.usage.prompt_tokens if p else 0,
+                             p.usage.completion_tokens if p else 0, p.cost_usd if p else 0.0,
+                             p.savings_usd if p else 0.0)
+        if self.log is not None:
+            self.log.record(ctx.row(status, error))

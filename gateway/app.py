@@ -6,17 +6,20 @@ import logging
 
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
+from gateway.accounting import RequestContext
 from gateway.api.cache_admin import clear_cache
 from gateway.api.chat import chat_completions
 from gateway.api.complete import complete
+from gateway.api.deps import provide_gateway, provide_principal
 from gateway.api.health import health
 from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key
 from gateway.api.metrics import metrics
 from gateway.api.models import list_models
 from gateway.api.usage import get_usage
-from gateway.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
+from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
 from gateway.lifespan import lifespan
 from gateway.settings import Settings
 from router_core import ClassifierPipeline, build_classifier
@@ -28,11 +31,16 @@ JSON = "application/json"
 
 
 def _log_failure(request: Request, err: GatewayError) -> None:
-    """Failed requests are logged too, from whatever the handler had learned before failing."""
-    ctx = request.state.get("ctx")
+    """Requests to a routed endpoint that were refused before the request path (bad key, unreadable
+    body) are logged here; the path logs every request that reaches it itself (`err.accounted`)."""
+    if err.accounted:
+        return
+    handler = request.scope.get("route_handler")
+    endpoint = handler.opt.get("accounted") if handler is not None else None
     gw = request.app.state.get("gateway")
-    if ctx is not None and gw is not None:
-        gw.record(ctx, err.status, err)
+    if endpoint is None or gw is None:
+        return
+    gw.path.accounting.record(RequestContext(endpoint, request.state.get("principal")), err.status, err)
 
 
 def _gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -60,7 +68,7 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
 
 def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    err = GatewayError("The gateway hit an internal error; it has been logged.")
+    err = InternalError("The gateway hit an internal error; it has been logged.")
     _log_failure(request, err)
     return Response(content=err.to_json(), status_code=500, media_type=JSON)
 
@@ -71,7 +79,7 @@ def build_embedder(settings: Settings) -> Embedder | None:
     if (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers:
         return Embedder(c.embedding_model, c.device, window_s=c.embedding_batch_window_s,
                         max_batch=c.embedding_max_batch, backend=c.embedding_backend,
-                        max_batch_tokens=c.embedding_max_batch_tokens)
+                        max_batch_tokens=c.embedding_max_batch_tokens, cache_dir=settings.paths.model_cache_dir)
     return None
 
 
@@ -92,6 +100,8 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[chat_completions, complete, list_models, health, create_key, list_keys, revoke_key,
                         rotate_key, get_usage, clear_cache, metrics],
         lifespan=[lifespan],
+        dependencies={"gw": Provide(provide_gateway, sync_to_thread=False),
+                      "principal": Provide(provide_principal)},
         state=State({"settings": settings, "embedder": embedder, "pipeline": build_pipeline(settings, embedder)}),
         exception_handlers={
             GatewayError: _gateway_error,

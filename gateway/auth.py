@@ -1,40 +1,19 @@
-"""API keys: generation and hashing (pure), and authenticating a request (with a short lookup cache).
+"""Authenticating a request: the admin key, or an API key looked up by its hash (with a short cache).
 
-Keys look like `smr_` + 43 URL-safe characters (32 random bytes). Only their SHA-256 is stored;
-lookups go by that hash and the stored hash is compared in constant time.
+Key strings and their hashing live in `gateway.apikeys`; the key table in `gateway.db.keys`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
-import secrets
 import time
-from typing import TYPE_CHECKING
 
 import msgspec
 
-from gateway.errors import AuthenticationFailed, GatewayError, PermissionDenied
-
-if TYPE_CHECKING:
-    from gateway.db.keys import KeyRecord, KeyStore
-
-PREFIX = "smr_"
-
-
-class BackendUnavailableForAuth(GatewayError):
-    status = 503
-    type = "server_error"
-    code = "auth_unavailable"
-
-
-def new_key() -> str:
-    return PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_key(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+from gateway.apikeys import hash_key, presented_key
+from gateway.db.keys import KeyRecord, KeyStore
+from gateway.errors import AuthenticationFailed, AuthUnavailable, PermissionDenied
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -46,16 +25,6 @@ class Principal(msgspec.Struct, frozen=True):
 
 ANONYMOUS = Principal(tenant="default")
 ADMIN = Principal(tenant="*", admin=True)
-
-
-def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
-    if x_api_key:
-        return x_api_key.strip()
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return None
 
 
 class Authenticator:
@@ -81,7 +50,7 @@ class Authenticator:
         except Exception as exc:  # database unreachable: a key seen before keeps working
             if hit is not None:
                 return hit[1]
-            raise BackendUnavailableForAuth(f"cannot check the API key: key store unavailable ({type(exc).__name__})") \
+            raise AuthUnavailable(f"cannot check the API key: key store unavailable ({type(exc).__name__})") \
                 from None
         if found is None or not hmac.compare_digest(found[1], digest):
             self._cache.pop(digest, None)

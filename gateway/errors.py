@@ -7,13 +7,19 @@
      ├── PermissionDenied      403  permission_error
      ├── ModelNotFound         404  invalid_request_error / model_not_found
      ├── PayloadTooLarge       413  invalid_request_error / request_too_large
+     ├── AuthUnavailable       503  server_error / auth_unavailable (key store unreachable)
      ├── UpstreamError         one backend failed (502/503/504); `retryable` drives fallback
      │    ├── BackendUnavailable     503  not configured (no API key, no URL)
      │    ├── UpstreamConnectError   502  connection refused / reset
      │    ├── UpstreamTimeout        504  connect, first-token or total timeout
      │    ├── UpstreamHTTPError      502  upstream answered 4xx/5xx (429 and 5xx retryable)
      │    └── UpstreamProtocolError  502  upstream answered something we cannot read
-     └── AllBackendsFailed     502/503/504  every backend in the chain failed; lists the attempts
+     ├── AllBackendsFailed     502/503/504  every backend in the chain failed; lists the attempts
+     ├── ClientClosedRequest   499  the client went away before its answer (logged, never sent)
+     └── InternalError         500  a bug; the traceback is in the gateway's log, never in the response
+
+`accounted` is set on an error once the request path has logged its request, so the HTTP edge logs
+only the requests refused before they reached the path (bad key, unreadable body).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class GatewayError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    accounted: bool = False
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -92,6 +99,14 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class AuthUnavailable(GatewayError):
+    """The key store cannot be reached and this key was not seen recently: the key cannot be checked."""
+
+    status = 503
+    type = "server_error"
+    code = "auth_unavailable"
 
 
 class UpstreamError(GatewayError):
@@ -154,3 +169,15 @@ def is_client_error(exc: UpstreamError) -> bool:
     """An upstream 4xx other than 408/409/429 means the request itself is bad: no fallback."""
     s = exc.upstream_status
     return s is not None and 400 <= s < 500 and s not in (408, 409, 429)
+
+
+class ClientClosedRequest(GatewayError):
+    status = 499
+    type = "client_error"
+    code = "client_closed_request"
+
+
+class InternalError(GatewayError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"

@@ -1,10 +1,10 @@
-"""Everything one app instance owns, opened in the lifespan and closed in its `finally`."""
+"""Opening what one app instance needs (database, log writer, embedder, cache, providers) in the
+lifespan, composing the `Gateway` from it, and closing it all in the exit stack's `finally`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -13,22 +13,19 @@ from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 from redis.exceptions import RedisError
 
-from gateway.accounting import RequestContext
 from gateway.auth import Authenticator
-from gateway.cache.base import CacheStore
+from gateway.cache.base import ExactStore, VectorIndex
 from gateway.cache.embedded import EmbeddedRedis, EmbeddedRedisError
 from gateway.cache.guard import load_guard
-from gateway.cache.memory import MemoryStore
-from gateway.cache.redis_store import RedisStore
+from gateway.cache.memory import MemoryExactStore, MemoryVectorIndex
+from gateway.cache.redis_store import RedisExactStore, RedisVectorIndex, connect
 from gateway.cache.service import ResponseCache
 from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore
 from gateway.db.log_writer import LogWriter
-from gateway.db.migrate import migrate
-from gateway.errors import GatewayError
-from gateway.metrics import Metrics
+from gateway.db.migrate import migrate, migrations_dir
+from gateway.gateway import Gateway
 from gateway.providers.registry import Providers
-from gateway.service import ChatService
 from gateway.settings import Settings
 from router_core import ClassifierPipeline
 from router_core.embedder import Embedder
@@ -36,73 +33,43 @@ from router_core.embedder import Embedder
 log = logging.getLogger("gateway")
 
 
-class Gateway:
-    """The per-app object graph handlers reach through `state.gateway`."""
-
-    def __init__(self, settings: Settings, pipeline: ClassifierPipeline, providers: Providers,
-                 auth: Authenticator, pool: AsyncConnectionPool | None, writer: LogWriter | None,
-                 cache: ResponseCache | None = None) -> None:
-        self.settings = settings
-        self.pipeline = pipeline
-        self.providers = providers
-        self.service = ChatService(settings, providers, pipeline)
-        self.auth = auth
-        self.pool = pool
-        self.keys = KeyStore(pool) if pool is not None else None
-        self.writer = writer
-        self.cache = cache
-        self.started_at = time.time()
-        self.metrics = Metrics()
-        self.simulated = any(b.simulated for b in settings.backends)
-
-    def model_label(self, name: str) -> str:
-        b = self.settings.backend(name)
-        return f"{name} (simulated)" if b is not None and b.simulated else name
-
-    def record(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
-        p, r, b = ctx.priced, ctx.route, ctx.backend
-        self.metrics.observe(ctx.endpoint, status, r.tier if r else None, b.name if b else None, ctx.cache,
-                             ctx.elapsed_ms() / 1000, p.usage.prompt_tokens if p else 0,
-                             p.usage.completion_tokens if p else 0, p.cost_usd if p else 0.0,
-                             p.savings_usd if p else 0.0)
-        if self.writer is not None:
-            self.writer.record(ctx.row(status, error))
-
-
 async def open_database(settings: Settings) -> str:
     """The database URL to use, starting the embedded server when none is configured; migrated."""
     url = settings.database.url
     if url is None:
-        url, _ = await asyncio.to_thread(start_embedded)
+        url, _ = await asyncio.to_thread(start_embedded, settings.paths.data_dir)
     assert url is not None
-    await migrate(url)
+    await migrate(url, migrations_dir(settings.paths.migrations_dir))
     return url
 
 
 async def open_cache(settings: Settings, stack: AsyncExitStack, embedder: Embedder | None) -> ResponseCache | None:
-    """Redis (REDIS_URL, else an embedded redis-stack-server), else the in-process store; said once."""
+    """Redis (REDIS_URL, else an embedded redis-stack-server), else the in-process roles; said once."""
     cfg = settings.cache
     if not cfg.enabled:
         return None
-    if not cfg.semantic:
-        embedder = None
-    dim = embedder.dim if embedder is not None else 384
-    store: CacheStore
+    exact: ExactStore
+    index: VectorIndex | None = None
     url = settings.redis.url
     try:
         if url is None:
-            server = EmbeddedRedis()
+            server = EmbeddedRedis(settings.paths.data_dir, settings.paths.libssl11_dir)
             url = await asyncio.to_thread(server.start)
             stack.callback(server.stop)
-        redis_store = RedisStore(url, cfg.lookup_timeout_s, dim)
-        await redis_store.open(want_semantic=cfg.semantic)
-        store = redis_store
-        log.info("cache: Redis at %s (semantic %s)", url, "on" if redis_store.semantic else "off")
+        client = connect(url, cfg.lookup_timeout_s)
+        try:
+            await client.ping()
+            if cfg.semantic and embedder is not None:
+                index = await RedisVectorIndex.open(client, embedder.dim, url)
+        except BaseException:
+            await client.aclose()
+            raise
+        exact = RedisExactStore(client, url)
+        log.info("cache: Redis at %s (semantic %s)", url, "on" if index is not None else "off")
     except (EmbeddedRedisError, OSError, RedisError) as exc:
         log.warning("cache: no Redis (%s); using the in-process store: exact and semantic, THIS PROCESS ONLY", exc)
-        store = MemoryStore()
-    guard = load_guard() if cfg.guard else None
-    cache = ResponseCache(store, embedder, guard, cfg)
+        exact, index = MemoryExactStore(), MemoryVectorIndex()
+    cache = ResponseCache(exact, index, embedder if cfg.semantic else None, load_guard() if cfg.guard else None, cfg)
     stack.push_async_callback(cache.aclose)
     return cache
 
@@ -134,7 +101,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         cache = await open_cache(settings, stack, embedder)
         auth = Authenticator(settings.auth.enabled, settings.auth.admin_key,
                              KeyStore(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
-        providers = Providers(settings.backends)
+        providers = Providers.for_backends(settings.backends)
         stack.push_async_callback(pipeline.aclose)
         stack.push_async_callback(providers.aclose)
         app.state.gateway = Gateway(settings, pipeline, providers, auth, pool, writer, cache)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from gateway.settings import Backend
-from gateway.wire import Usage
+from gateway.wire import ChatCompletionRequest, Usage, message_text
+from router_core.features import estimate_tokens
 
 PER_TOKEN = 1e-6
+
+
+class Priced(msgspec.Struct, frozen=True):
+    """One answer's usage with what it cost and what the baseline model would have cost."""
+
+    usage: Usage
+    cost_usd: float
+    baseline_cost_usd: float
+
+    @property
+    def savings_usd(self) -> float:
+        return self.baseline_cost_usd - self.cost_usd
 
 
 def cost_usd(usage: Usage, backend: Backend) -> float:
@@ -26,3 +41,21 @@ def baseline_cost_usd(usage: Usage, baseline: Backend) -> float:
 
 def savings_usd(usage: Usage, backend: Backend, baseline: Backend) -> float:
     return baseline_cost_usd(usage, baseline) - cost_usd(usage, backend)
+
+
+def price(usage: Usage, backend: Backend, baseline: Backend) -> Priced:
+    return Priced(usage, cost_usd(usage, backend), baseline_cost_usd(usage, baseline))
+
+
+def price_cache_hit(usage: Usage, baseline: Backend) -> Priced:
+    """A cache hit costs nothing upstream and saves the whole baseline cost of the stored answer's tokens."""
+    return Priced(usage, 0.0, baseline_cost_usd(usage, baseline))
+
+
+def fill_usage(usage: Usage, req: ChatCompletionRequest, text: str) -> Usage:
+    """The upstream's usage, or an estimate (marked as such) where it sent none or only part."""
+    if not usage.estimated and usage.total_tokens:
+        return usage
+    p = usage.prompt_tokens or sum(estimate_tokens(message_text(m)) for m in req.messages)
+    c = usage.completion_tokens or estimate_tokens(text)
+    return Usage(p, c, p + c, usage.cached_tokens, estimated=True)

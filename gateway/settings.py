@@ -1,7 +1,7 @@
 """Typed settings: `config.toml` (or `--config` / `SMR_CONFIG`) overlaid with environment variables.
 
-Everything is a frozen msgspec Struct; `load_settings` is the only place that reads files or the
-environment, and it turns every problem into one `SettingsError` line naming the setting.
+Everything is a frozen msgspec Struct; `load_settings` is the only place in the gateway that reads the
+config file or the environment, and it turns every problem into one `SettingsError` line naming the setting.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Literal
 import msgspec
 
 from gateway.errors import SettingsError
+from router_core.types import TIERS
 
 ProviderType = Literal["ollama", "gemini", "openai"]
-TIERS: tuple[str, ...] = ("simple", "medium", "complex")
 
 # Environment variable that carries the API key of each provider type, unless a backend names its own.
 DEFAULT_KEY_ENV: dict[str, str | None] = {
@@ -157,7 +157,19 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     spill_dir: str = ".smr/spill"
 
 
+class PathSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The embedded PostgreSQL and redis-stack-server keep their data here (SMR_DATA_DIR).
+    data_dir: str = ".smr"
+    # SQL migrations (SMR_MIGRATIONS_DIR); default: the project's migrations/ folder.
+    migrations_dir: str | None = None
+    # A folder holding libssl.so.1.1 for redis-stack-server (SMR_LIBSSL11_DIR); default: fetched into data_dir.
+    libssl11_dir: str | None = None
+    # Where the ONNX export of the embedding model is kept; default $XDG_CACHE_HOME/smr or ~/.cache/smr.
+    model_cache_dir: str | None = None
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    paths: PathSettings = PathSettings()
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     routing: RoutingSettings = RoutingSettings()
@@ -224,8 +236,18 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
     redis = settings.redis
     if env.get("REDIS_URL"):
         redis = msgspec.structs.replace(redis, url=env["REDIS_URL"])
+    paths = settings.paths
+    path_env = {"data_dir": "SMR_DATA_DIR", "migrations_dir": "SMR_MIGRATIONS_DIR", "libssl11_dir": "SMR_LIBSSL11_DIR"}
+    changed = {field: env[name] for field, name in path_env.items() if env.get(name)}
+    if paths.model_cache_dir is None and env.get("XDG_CACHE_HOME"):
+        changed["model_cache_dir"] = str(Path(env["XDG_CACHE_HOME"]) / "smr")
+    if changed:
+        paths = msgspec.structs.replace(paths, **changed)
+    log = settings.log
+    if env.get("SMR_LOG_LEVEL"):
+        log = msgspec.structs.replace(log, level=env["SMR_LOG_LEVEL"].upper())
     return msgspec.structs.replace(
-        settings, backends=backends, server=server, auth=auth, database=database, redis=redis
+        settings, backends=backends, server=server, auth=auth, database=database, redis=redis, paths=paths, log=log
     )
 
 
@@ -287,8 +309,9 @@ def default_config_path() -> Path | None:
     return p if p.is_file() else None
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Read the config file (explicit path, then SMR_CONFIG, then ./config.toml, else defaults)."""
+def read_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """The config file (explicit path, then SMR_CONFIG, then ./config.toml, else defaults) overlaid with
+    the environment, not yet validated (`smr demo` adds its own admin key first)."""
     env = os.environ if env is None else env
     chosen: Path | None
     if path is not None:
@@ -307,4 +330,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise SettingsError(f"config file not found: {chosen}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{chosen}: invalid TOML: {exc}") from None
-    return validate(apply_env(parse_settings(data, source), env))
+    return apply_env(parse_settings(data, source), env)
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """`read_settings`, validated: every problem is one `SettingsError` line naming the setting."""
+    return validate(read_settings(path, env))

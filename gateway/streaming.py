@@ -10,8 +10,10 @@ import msgspec
 
 from gateway.cache.base import CachedAnswer
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.fallback import OpenStream, aclose_events
+from gateway.pricing import Priced, fill_usage, price
 from gateway.providers.base import StreamEvent
-from gateway.service import ChatService, OpenStream, Priced, _aclose
+from gateway.settings import Backend
 from gateway.wire import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -41,13 +43,15 @@ class StreamSummary(msgspec.Struct):
 
 
 async def to_sse(
-    service: ChatService,
     opened: OpenStream,
     req: ChatCompletionRequest,
     chunk_id: str,
     created: int,
+    baseline: Backend,
     on_done: Callable[[StreamSummary], None] | None = None,
 ) -> AsyncIterator[bytes]:
+    """The open upstream stream as OpenAI SSE bytes; `on_done` gets the summary exactly once, however
+    the stream ends (finished, failed mid-way, or the client went away)."""
     model = opened.backend.name
     loop = asyncio.get_running_loop()
     idle = opened.backend.timeouts.first_token_s
@@ -80,8 +84,8 @@ async def to_sse(
             summary.finish_reason = "stop"
             yield chunk(Delta(), "stop")
         summary.text = "".join(texts)
-        filled = service.fill_usage(usage or Usage(estimated=True), req, summary.text)
-        summary.priced = service.price(filled, opened.backend)
+        filled = fill_usage(usage or Usage(estimated=True), req, summary.text)
+        summary.priced = price(filled, opened.backend, baseline)
         if req.include_usage:
             yield sse(ChatCompletionChunk(chunk_id, created, model, [], usage_out(filled)))
         yield DONE
@@ -96,9 +100,11 @@ async def to_sse(
         summary.cancelled = True
         raise
     finally:
-        await _aclose(opened.events)
-        if on_done is not None:
-            on_done(summary)
+        try:
+            await aclose_events(opened.events)
+        finally:
+            if on_done is not None:
+                on_done(summary)
 
 
 async def replay_sse(answer: CachedAnswer, req: ChatCompletionRequest, chunk_id: str,

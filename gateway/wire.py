@@ -11,6 +11,7 @@ from typing import Any, Literal
 import msgspec
 
 from gateway.errors import InvalidRequest
+from router_core.types import Tier
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -122,7 +123,7 @@ class ParsedChat(msgspec.Struct, frozen=True):
 
 class CompleteRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prompt: str
-    force_tier: Literal["simple", "medium", "complex"] | None = None
+    force_tier: Tier | None = None
     system: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
-TIERS: tuple[str, str, str] = ("simple", "medium", "complex")
+# The one definition of the tiers, cheapest first; everything else (settings, wire types, keys) uses these.
+Tier = Literal["simple", "medium", "complex"]
+TIERS: tuple[Tier, Tier, Tier] = ("simple", "medium", "complex")
 
 
 class Turn(msgspec.Struct, frozen=True):

@@ -5,9 +5,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.db.scratch import ScratchDatabase
 from gateway.fakes.server import ThreadedFakes
 from tests.helpers import GatewayThread, make_settings
+from tests.scratch import ScratchDatabase
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from litestar import Request, Response, delete
-from litestar.datastructures import State
 
+from gateway.api.deps import admin_only
 from gateway.cache.keys import tenant_tag
 from gateway.errors import PermissionDenied
-from gateway.lifespan import Gateway
+from gateway.gateway import Gateway
 from gateway.wire import encoder
 
 
-@delete("/v1/cache", status_code=200)
-async def clear_cache(request: Request, state: State) -> Response:
-    gw: Gateway = state.gateway
-    gw.auth.require_admin(request.headers.get("authorization"), request.headers.get("x-api-key"))
+@delete("/v1/cache", status_code=200, guards=[admin_only])
+async def clear_cache(request: Request, gw: Gateway) -> Response:
     if gw.cache is None:
         raise PermissionDenied("the cache is disabled")
     tenant = request.query_params.get("tenant")
-    removed = await gw.cache.store.clear(tenant_tag(tenant) if tenant else None)
+    removed = await gw.cache.clear(tenant_tag(tenant) if tenant else None)
     return Response(encoder.encode({"cleared": removed, "tenant": tenant}), media_type="application/json")

@@ -8,10 +8,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Response, get
-from litestar.datastructures import State
 
 from gateway import __version__
-from gateway.lifespan import Gateway
+from gateway.gateway import Gateway
 from gateway.settings import Backend
 from gateway.wire import encoder
 
@@ -78,7 +77,7 @@ async def _database(gw: Gateway) -> str:
 async def _redis(gw: Gateway) -> str:
     if gw.cache is None:
         return "disabled"
-    if gw.cache.store.name == "memory":
+    if gw.cache.exact.name == "memory":
         return "not used: in-process cache store (this process only)"
     return "ok" if await gw.cache.reachable() else "unreachable"
 
@@ -86,15 +85,14 @@ async def _redis(gw: Gateway) -> str:
 def _cache(gw: Gateway) -> dict[str, object] | None:
     if gw.cache is None:
         return None
-    return {"store": gw.cache.store.name, "semantic": gw.cache.semantic, "guard": gw.cache.guard is not None,
+    return {"store": gw.cache.exact.name, "semantic": gw.cache.semantic, "guard": gw.cache.guard is not None,
             "device": gw.cache.embedder.device if gw.cache.embedder else None,
             "embedding_backend": gw.cache.embedder.backend if gw.cache.embedder else None,
             **msgspec.to_builtins(gw.cache.stats)}
 
 
 @get("/health")
-async def health(state: State) -> Response:
-    gw: Gateway = state.gateway
+async def health(gw: Gateway) -> Response:
     results = await asyncio.gather(*(_provider_health(gw, b) for b in gw.settings.backends))
     providers = {b.name: r for b, r in zip(gw.settings.backends, results, strict=True)}
     usable = [r for r in results if r.configured and r.reachable]

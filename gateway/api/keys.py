@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import msgspec
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State
 
+from gateway.api.deps import admin_only
 from gateway.db.keys import KeyRecord, KeyStore, NewKey
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
-from gateway.lifespan import Gateway
+from gateway.gateway import Gateway
 from gateway.wire import decode_json_object, encoder
+from router_core.types import Tier
 
-Tier = Literal["simple", "medium", "complex"]
 T = TypeVar("T")
 
 
@@ -37,12 +37,10 @@ class KeyList(msgspec.Struct, frozen=True):
     object: str = "list"
 
 
-def _admin(request: Request, state: State) -> tuple[Gateway, KeyStore]:
-    gw: Gateway = state.gateway
-    gw.auth.require_admin(request.headers.get("authorization"), request.headers.get("x-api-key"))
+def _store(gw: Gateway) -> KeyStore:
     if gw.keys is None:
         raise PermissionDenied("API keys need the database, which is disabled")
-    return gw, gw.keys
+    return gw.keys
 
 
 def _created(new: NewKey) -> Response:
@@ -58,9 +56,9 @@ def _decode(body: bytes, kind: type[T]) -> T:
         raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
 
 
-@post("/v1/keys", status_code=201)
-async def create_key(request: Request, state: State) -> Response:
-    _, store = _admin(request, state)
+@post("/v1/keys", status_code=201, guards=[admin_only])
+async def create_key(request: Request, gw: Gateway) -> Response:
+    store = _store(gw)
     body = _decode(await request.body(), KeyCreate)
     if not body.name.strip() or not body.tenant.strip():
         raise InvalidRequest("'name' and 'tenant' must not be empty", param="name")
@@ -73,25 +71,25 @@ async def create_key(request: Request, state: State) -> Response:
     return _created(new)
 
 
-@get("/v1/keys")
-async def list_keys(request: Request, state: State) -> Response:
-    _, store = _admin(request, state)
+@get("/v1/keys", guards=[admin_only])
+async def list_keys(request: Request, gw: Gateway) -> Response:
+    store = _store(gw)
     tenant = request.query_params.get("tenant")
     return Response(encoder.encode(KeyList(await store.list(tenant))), media_type="application/json")
 
 
-@delete("/v1/keys/{key_id:str}", status_code=200)
-async def revoke_key(request: Request, state: State, key_id: str) -> Response:
-    _, store = _admin(request, state)
+@delete("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only])
+async def revoke_key(gw: Gateway, key_id: str) -> Response:
+    store = _store(gw)
     record = await store.revoke(key_id)
     if record is None:
         raise NotFound(f"No API key with id {key_id!r}", param="id")
     return Response(encoder.encode(record), media_type="application/json")
 
 
-@post("/v1/keys/{key_id:str}/rotate", status_code=201)
-async def rotate_key(request: Request, state: State, key_id: str) -> Response:
-    gw, store = _admin(request, state)
+@post("/v1/keys/{key_id:str}/rotate", status_code=201, guards=[admin_only])
+async def rotate_key(request: Request, gw: Gateway, key_id: str) -> Response:
+    store = _store(gw)
     body = _decode(await request.body(), RotateRequest)
     grace = gw.settings.auth.rotation_grace_s if body.grace_s is None else body.grace_s
     new = await store.rotate(key_id, dt.timedelta(seconds=grace))

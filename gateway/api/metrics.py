@@ -4,20 +4,17 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Request, Response, get
-from litestar.datastructures import State
+from litestar import Response, get
 
-from gateway.lifespan import Gateway
+from gateway.api.deps import admin_when_auth_on
+from gateway.gateway import Gateway
 from gateway.metrics import render
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@get("/metrics")
-async def metrics(request: Request, state: State) -> Response:
-    gw: Gateway = state.gateway
-    if gw.auth.enabled:
-        gw.auth.require_admin(request.headers.get("authorization"), request.headers.get("x-api-key"))
+@get("/metrics", guards=[admin_when_auth_on])
+async def metrics(gw: Gateway) -> Response:
     cache: dict[str, object] | None = None
     if gw.cache is not None:
         cache = {**msgspec.to_builtins(gw.cache.stats), "store_up": await gw.cache.reachable()}

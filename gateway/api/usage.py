@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 from litestar import Request, Response, get
-from litestar.datastructures import State
 
+from gateway.auth import Principal
 from gateway.db.usage import GROUP_SQL, UsageReport, usage
 from gateway.errors import InvalidRequest, PermissionDenied
-from gateway.lifespan import Gateway
+from gateway.gateway import Gateway
 from gateway.wire import encoder
 
 
@@ -25,9 +25,7 @@ def parse_time(value: str | None, param: str) -> dt.datetime | None:
 
 
 @get("/v1/usage")
-async def get_usage(request: Request, state: State) -> Response:
-    gw: Gateway = state.gateway
-    principal = await gw.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+async def get_usage(request: Request, gw: Gateway, principal: Principal) -> Response:
     if gw.pool is None:
         raise PermissionDenied("usage needs the database, which is disabled")
     q = request.query_params

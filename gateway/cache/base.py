@@ -1,4 +1,4 @@
-"""The cache store contract (exact get/set, vector search/add, clear) and what a cache entry holds."""
+"""The two cache roles (an exact store and a vector index) and what a cache entry holds."""
 
 from __future__ import annotations
 
@@ -31,13 +31,22 @@ answer_encoder = msgspec.json.Encoder()  # JSON, not msgpack: search results com
 answer_decoder = msgspec.json.Decoder(CachedAnswer)
 
 
-class CacheStore(Protocol):
+class ExactStore(Protocol):
+    """Whole answers by exact key, with a time to live (Redis keys, or a dict in this process)."""
+
     name: str
-    semantic: bool
 
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+
+    async def clear(self, tenant: str | None) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+class VectorIndex(Protocol):
+    """Prompt vectors with their answers, searched within one tenant and one context scope."""
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]: ...
 
@@ -45,7 +54,3 @@ class CacheStore(Protocol):
                   ttl_s: int) -> None: ...
 
     async def clear(self, tenant: str | None) -> int: ...
-
-    async def count(self) -> int: ...
-
-    async def aclose(self) -> None: ...

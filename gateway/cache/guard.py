@@ -5,7 +5,7 @@ guard first applies hard rules (`hard_reject`: other numbers, an antonym swapped
 restrictive word on one side, other names or the same names in swapped roles, another kind of ask,
 a narrowing qualifier), then a small logistic model over the pair's cosine similarity and what
 differs between the two texts (numbers, negations, names, content words, antonyms, length). Its
-weights are fitted on a labelled pair set (`python -m gateway.cache.train_guard`, which measures it
+weights are fitted on a labelled pair set (`python -m bench.studies.train_guard`, which measures it
 by cross-validation) and committed in `guard_weights.json` with the data, command and measured
 precision/recall.
 Everything here is pure and fast (about 55 microseconds a pair).

@@ -1,4 +1,4 @@
-"""The in-process store: the same contract as Redis, for one process only (the last fallback)."""
+"""The in-process cache roles: the same contracts as Redis, for one process only (the last fallback)."""
 
 from __future__ import annotations
 
@@ -9,33 +9,50 @@ import numpy as np
 from gateway.cache.base import Candidate
 
 
-class MemoryStore:
+class MemoryExactStore:
     name = "memory"
-    semantic = True
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self.max_entries = max_entries
-        self._exact: dict[str, tuple[float, bytes]] = {}
-        self._vectors: dict[tuple[str, str], list[tuple[float, np.ndarray, str, bytes]]] = {}
+        self._entries: dict[str, tuple[float, bytes]] = {}
 
     async def get(self, key: str) -> bytes | None:
-        hit = self._exact.get(key)
+        hit = self._entries.get(key)
         if hit is None:
             return None
         if hit[0] < time.monotonic():
-            del self._exact[key]
+            del self._entries[key]
             return None
         return hit[1]
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        if len(self._exact) >= self.max_entries:
-            self._exact.pop(next(iter(self._exact)))
-        self._exact[key] = (time.monotonic() + ttl_s, value)
+        if len(self._entries) >= self.max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[key] = (time.monotonic() + ttl_s, value)
+
+    async def clear(self, tenant: str | None) -> int:
+        if tenant is None:
+            n = len(self._entries)
+            self._entries.clear()
+            return n
+        doomed = [k for k in self._entries if k.startswith(f"smr:x:{tenant}:")]
+        for key in doomed:
+            del self._entries[key]
+        return len(doomed)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MemoryVectorIndex:
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = max_entries
+        self._buckets: dict[tuple[str, str], list[tuple[float, np.ndarray, str, bytes]]] = {}
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
         now = time.monotonic()
-        entries = [e for e in self._vectors.get((tenant, scope), []) if e[0] >= now]
-        self._vectors[(tenant, scope)] = entries
+        entries = [e for e in self._buckets.get((tenant, scope), []) if e[0] >= now]
+        self._buckets[(tenant, scope)] = entries
         if not entries:
             return []
         sims = np.stack([e[1] for e in entries]) @ vector
@@ -44,27 +61,14 @@ class MemoryStore:
 
     async def add(self, tenant: str, scope: str, vector: np.ndarray, prompt: str, payload: bytes,
                   ttl_s: int) -> None:
-        bucket = self._vectors.setdefault((tenant, scope), [])
+        bucket = self._buckets.setdefault((tenant, scope), [])
         if len(bucket) >= self.max_entries:
             bucket.pop(0)
         bucket.append((time.monotonic() + ttl_s, vector.astype(np.float32), prompt, payload))
 
     async def clear(self, tenant: str | None) -> int:
         if tenant is None:
-            n = len(self._exact) + sum(len(v) for v in self._vectors.values())
-            self._exact.clear()
-            self._vectors.clear()
+            n = sum(len(v) for v in self._buckets.values())
+            self._buckets.clear()
             return n
-        n = 0
-        for key in [k for k in self._exact if k.startswith(f"smr:x:{tenant}:")]:
-            del self._exact[key]
-            n += 1
-        for vkey in [k for k in self._vectors if k[0] == tenant]:
-            n += len(self._vectors.pop(vkey))
-        return n
-
-    async def count(self) -> int:
-        return len(self._exact) + sum(len(v) for v in self._vectors.values())
-
-    async def aclose(self) -> None:
-        return None
+        return sum(len(self._buckets.pop(k)) for k in [k for k in self._buckets if k[0] == tenant])

@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from gateway.cache.base import CachedAnswer, CacheStore, answer_decoder, answer_encoder
+from gateway.cache.base import CachedAnswer, ExactStore, VectorIndex, answer_decoder, answer_encoder
 from gateway.cache.guard import GuardModel
 from gateway.cache.keys import cache_keys, last_user_text, tenant_tag
 from gateway.settings import CacheSettings
@@ -68,10 +68,12 @@ class CacheStats(msgspec.Struct):
 
 
 class ResponseCache:
-    def __init__(self, store: CacheStore, embedder: Embedder | None, guard: GuardModel | None,
-                 cfg: CacheSettings) -> None:
-        self.store = store
-        self.embedder = embedder if store.semantic and cfg.semantic else None
+    def __init__(self, exact: ExactStore, index: VectorIndex | None, embedder: Embedder | None,
+                 guard: GuardModel | None, cfg: CacheSettings) -> None:
+        self.exact = exact
+        # The semantic cache needs both an index and an embedder; without either it is off.
+        self.index = index if embedder is not None and cfg.semantic else None
+        self.embedder = embedder if self.index is not None else None
         self.guard = guard
         self.cfg = cfg
         self.stats = CacheStats()
@@ -97,15 +99,15 @@ class ResponseCache:
         timeout = self.cfg.lookup_timeout_s
         try:
             async with asyncio.timeout(timeout):
-                payload = await self.store.get(lk.key)
+                payload = await self.exact.get(lk.key)
             if payload is not None:
                 lk.hit = Hit(answer_decoder.decode(payload), "hit-exact")
                 self.stats.hits_exact += 1
                 return lk
-            if self.embedder is not None and lk.prompt:
+            if self.embedder is not None and self.index is not None and lk.prompt:
                 lk.vector = await self.embedder.embed(lk.prompt)
                 async with asyncio.timeout(timeout):
-                    candidates = await self.store.search(lk.tenant, lk.scope, lk.vector, 3)
+                    candidates = await self.index.search(lk.tenant, lk.scope, lk.vector, 3)
                 for c in candidates:
                     if c.similarity < self.cfg.similarity:
                         break
@@ -131,10 +133,10 @@ class ResponseCache:
         ttl = self.cfg.ttl_s
         try:
             async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 20, 1.0)):
-                await self.store.set(lk.key, payload, ttl)
-                if self.embedder is not None and lk.prompt:
+                await self.exact.set(lk.key, payload, ttl)
+                if self.embedder is not None and self.index is not None and lk.prompt:
                     vector = lk.vector if lk.vector is not None else await self.embedder.embed(lk.prompt)
-                    await self.store.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl)
+                    await self.index.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl)
             self.stats.stored += 1
         except (Exception, TimeoutError) as exc:
             self._failed(exc)
@@ -146,12 +148,19 @@ class ResponseCache:
     async def reachable(self) -> bool:
         try:
             async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 4, 0.2)):
-                await self.store.get("smr:health")
+                await self.exact.get("smr:health")
         except (Exception, TimeoutError):
             return False
         return True
 
+    async def clear(self, tenant: str | None) -> int:
+        """Remove one tenant's entries (its `tenant_tag`), or every tenant's; returns how many."""
+        n = await self.exact.clear(tenant)
+        if self.index is not None:
+            n += await self.index.clear(tenant)
+        return n
+
     async def aclose(self) -> None:
         await self.drain()
-        await self.store.aclose()
+        await self.exact.aclose()
 

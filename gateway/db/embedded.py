@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,6 @@ from typing import Any
 from gateway.errors import SettingsError
 
 log = logging.getLogger("gateway.db")
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("SMR_DATA_DIR", ".smr")).resolve()
 
 
 class EmbeddedPostgres:
@@ -46,8 +41,9 @@ class EmbeddedPostgres:
         self.server.cleanup()
 
 
-def start_embedded() -> tuple[str, EmbeddedPostgres]:
-    pgdata = data_dir() / "pgdata"
+def start_embedded(data_dir: str | Path) -> tuple[str, EmbeddedPostgres]:
+    """Start (or reach) the embedded server whose data lives under `data_dir` (`paths.data_dir`)."""
+    pgdata = Path(data_dir).resolve() / "pgdata"
     server = EmbeddedPostgres(pgdata)
     log.warning("no DATABASE_URL: started an embedded PostgreSQL with its data in %s", pgdata)
     return server.url(), server

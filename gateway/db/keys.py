@@ -10,7 +10,7 @@ import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.auth import hash_key, new_key
+from gateway.apikeys import hash_key, new_key
 
 _COLUMNS = ("id, name, tenant, prefix, created_at, expires_at, revoked_at, rotated_from, allowed_tiers, "
             "budget_usd, rate_limit_rpm")

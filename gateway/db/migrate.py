@@ -6,7 +6,6 @@ Several replicas starting at once serialise on the lock; each migration is appli
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import psycopg
@@ -15,14 +14,14 @@ log = logging.getLogger("gateway.db")
 LOCK_ID = 0x534D525F4D4947  # "SMR_MIG"
 
 
-def migrations_dir() -> Path:
-    env = os.environ.get("SMR_MIGRATIONS_DIR")
-    candidates = [Path(env)] if env else []
+def migrations_dir(configured: str | Path | None = None) -> Path:
+    """`paths.migrations_dir` when set, else the project's migrations/ folder."""
+    candidates = [Path(configured)] if configured else []
     candidates += [Path(__file__).resolve().parents[2] / "migrations", Path.cwd() / "migrations"]
     for c in candidates:
         if c.is_dir():
             return c
-    raise FileNotFoundError("migrations folder not found (set SMR_MIGRATIONS_DIR)")
+    raise FileNotFoundError("migrations folder not found (set paths.migrations_dir or SMR_MIGRATIONS_DIR)")
 
 
 def pending(folder: Path) -> list[Path]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
@@ -20,8 +20,13 @@ PROVIDER_TYPES: dict[str, Callable[[Backend], Provider]] = {
 class Providers:
     """One adapter per configured backend, built at start-up and closed at shutdown."""
 
-    def __init__(self, backends: list[Backend]) -> None:
-        self._by_name: dict[str, Provider] = {b.name: PROVIDER_TYPES[b.provider](b) for b in backends}
+    def __init__(self, by_name: Mapping[str, Provider]) -> None:
+        self._by_name = dict(by_name)
+
+    @classmethod
+    def for_backends(cls, backends: list[Backend]) -> Providers:
+        """The adapter of each backend's provider type (the app's case; tests may pass fakes instead)."""
+        return cls({b.name: PROVIDER_TYPES[b.provider](b) for b in backends})
 
     def __getitem__(self, name: str) -> Provider:
         return self._by_name[name]

@@ -13,10 +13,10 @@ import psycopg
 import pytest
 
 from gateway.db.migrate import migrate, migrations_dir, pending
-from gateway.db.scratch import ScratchDatabase, embedded_server
 from gateway.fakes.server import ThreadedFakes
 from gateway.settings import Backend
 from tests.helpers import FAST, GatewayThread, make_settings
+from tests.scratch import ScratchDatabase, embedded_server
 
 ADMIN = "admin-test-secret"
 ADMIN_H = {"Authorization": f"Bearer {ADMIN}"}
@@ -325,3 +325,28 @@ def test_rows_are_flushed_on_shutdown(fakes: ThreadedFakes, pg_url: str) -> None
     after = rows(pg_url, "SELECT count(*) FROM request_log WHERE ts > now() - interval '1 minute' "
                          "AND requested_model = 'smr/simple' AND endpoint = '/v1/chat/completions'")[0][0]
     assert after - before >= 7
+
+
+def test_client_gone_before_a_json_answer_cancels_the_call_and_logs_499(
+        fakes: ThreadedFakes, secured: GatewayThread, pg_url: str) -> None:
+    """A non-streaming client that hangs up stops the upstream call; its one row says 499, not 200."""
+    import json
+    import socket
+
+    from gateway.fakes.common import Behaviour
+
+    key = str(create_key(secured, tenant="hangs-up")["key"])
+    fakes.gemini.behaviour = Behaviour(latency_ms=2000)
+    body = json.dumps({"model": "smr/medium", "messages": [{"role": "user", "content": "slow one"}]}).encode()
+    started = time.time()
+    with socket.create_connection(("127.0.0.1", secured.port)) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  + f"authorization: Bearer {key}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.3)
+    wait_for_rows(pg_url, "tenant = 'hangs-up'", 1)
+    time.sleep(max(0.0, started + 2.5 - time.time()))  # past the moment the upstream would have answered
+    got = rows(pg_url, "SELECT http_status, error_type, latency_ms FROM request_log WHERE tenant = 'hangs-up'")
+    assert len(got) == 1
+    status, error_type, latency_ms = got[0]
+    assert (status, error_type) == (499, "client_closed_request")
+    assert latency_ms < 1500  # type: ignore[operator]

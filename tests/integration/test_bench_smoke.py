@@ -70,13 +70,13 @@ def test_guard_models_bench_trains_a_cross_encoder_and_tables_every_model(tmp_pa
     data.write_text("".join(json.dumps({"text_a": a, "text_b": b, "label": label}) + "\n"
                             for key, label in (("near_miss", 0), ("paraphrase", 1)) for a, b in hand[key]))
     scores = tmp_path / "ce.npy"
-    trained = subprocess.run([sys.executable, "-m", "bench.guard_models", "--data", str(data),
+    trained = subprocess.run([sys.executable, "-m", "bench.studies.guard_models", "--data", str(data),
                               "--train-cross-encoder", str(scores), "--max-steps", "1"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-3000:]
     ce = np.load(scores)
     assert ce.shape == (100,) and np.isfinite(ce).all() and len(set(ce.round(6))) > 1
-    out = subprocess.run([sys.executable, "-m", "bench.guard_models", "--data", str(data), "--cross-encoder",
+    out = subprocess.run([sys.executable, "-m", "bench.studies.guard_models", "--data", str(data), "--cross-encoder",
                           str(scores)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {r[0]: r for r in table(out.stdout)}

@@ -57,7 +57,7 @@ def test_train_learns_the_signal_and_reports_every_set() -> None:
 
 
 def test_router_variants_bench_tables_every_variant_and_boost() -> None:
-    from bench.router_variants import table
+    from bench.studies.router_variants import table
 
     examples, vectors = synthetic()
     lines = [r for r in table(examples, vectors, k=4) if r.startswith("| ") and "---" not in r]

@@ -2,7 +2,7 @@
 recall of same-question pairs, for plain cosine, the shipped guard, the guard given MiniLM's pair
 vectors as well, and a MiniLM cross-encoder fine-tuned on the pairs (reads both questions together).
 
-    python -m bench.guard_models --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl [--cross-encoder ce.npy]
+    python -m bench.studies.guard_models --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl [--cross-encoder ce.npy]
 
 Every score is cross-validated on the guard's own 5 folds (`train_guard.cv_folds`): each pair is
 scored by a model that did not see it. Precision is weighted as on a balanced sample, as in
@@ -12,7 +12,7 @@ for each model, more generous than a threshold chosen in advance.
 The cross-encoder is trained separately, on a GPU where one is available (about a minute on an H200;
 hours on two CPU cores), and only needs torch and transformers besides this repo:
 
-    python -m bench.guard_models --data ... --train-cross-encoder ce.npy [--model FOLDER]
+    python -m bench.studies.guard_models --data ... --train-cross-encoder ce.npy [--model FOLDER]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.cache.train_guard import SEED, Pair, Trainer, cv_folds, load_pairs, pair_vectors
+from bench.studies.train_guard import SEED, Pair, Trainer, cv_folds, load_pairs, pair_vectors
 
 RECALLS = (0.20, 0.25, 0.30)
 
@@ -147,7 +147,7 @@ def auc(score: np.ndarray, y: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.guard_models")
+    ap = argparse.ArgumentParser(prog="python -m bench.studies.guard_models")
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--similarity", type=float, default=0.92)
     ap.add_argument("--cross-encoder", type=Path, help="held-out cross-encoder scores (.npy) to add to the table")

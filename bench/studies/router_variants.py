@@ -1,7 +1,7 @@
 """Head variants tried against "beat prompt length on every held-out set", on the folds `smr train`
 uses (3 repeats x 5 folds of whole subjects, 35 held-out sets) and with the same length boosts.
 
-    python -m bench.router_variants ../shared/data/routellm_mmlu_train \\
+    python -m bench.studies.router_variants ../shared/data/routellm_mmlu_train \\
         ../shared/data/alpaca_eval/results/Mixtral-8x7B-Instruct-v0.1 [--cache-embeddings emb.npy]
 
 For each variant and boost: held-out sets where the router beats prompt length, mean APGR over the
@@ -98,7 +98,7 @@ def table(examples: list[Example], vectors: np.ndarray, k: int = 5) -> list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.router_variants")
+    ap = argparse.ArgumentParser(prog="python -m bench.studies.router_variants")
     ap.add_argument("data", nargs="+", type=Path)
     ap.add_argument("--cache-embeddings", type=Path)
     ap.add_argument("--folds", type=int, default=5)

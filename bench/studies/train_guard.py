@@ -1,6 +1,6 @@
 """Train and measure the semantic-cache guard on labelled question pairs.
 
-    python -m gateway.cache.train_guard --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl [--write]
+    python -m bench.studies.train_guard --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl [--write]
 
 Two measurements, both on pairs the model did not see:
 - 5-fold cross-validation over all pairs (seeded folds): every pair is judged once by a model fitted
@@ -151,7 +151,7 @@ def report(trainer: Trainer, pos: list[int], neg: list[int], guard_hits: dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gateway.cache.train_guard")
+    ap = argparse.ArgumentParser(prog="python -m bench.studies.train_guard")
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--similarity", type=float, default=0.92, help="cosine threshold of the semantic cache")
     ap.add_argument("--candidate-floor", type=float, default=0.80, help="train only on pairs at least this close")
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         save_guard(GuardModel(
             shipped.weights, shipped.threshold, shipped.mean, shipped.scale,
             trained_on=f"{args.data.name} (all {len(pairs)} pairs; measured by {FOLDS}-fold cross-validation)",
-            command="python -m gateway.cache.train_guard --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl --write",
+            command="python -m bench.studies.train_guard --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl --write",
             heldout={"precision": m["precision"], "recall": m["recall"], "similarity": args.similarity}))
         print(f"wrote {WEIGHTS_PATH}", file=sys.stderr)
     return 0

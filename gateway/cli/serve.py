@@ -1,19 +1,18 @@
-"""`smr`: the one command-line entry point."""
+"""`smr serve` and `smr demo`: the gateway under uvicorn (the demo in front of built-in fake upstreams)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
+import secrets
 import signal
 import sys
-from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import msgspec
 
-from gateway.errors import SettingsError
-from gateway.settings import Backend, Settings, load_settings
+from gateway.settings import Backend, Settings, load_settings, read_settings, validate
 
 log = logging.getLogger("gateway")
 DEMO_BODY = '{"model":"auto","messages":[{"role":"user","content":"Explain Python decorators"}]}'
@@ -78,14 +77,15 @@ async def _demo_key(settings: Settings) -> tuple[str, str]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import asyncio
-    import secrets
 
     from gateway.fakes.server import ThreadedFakes
 
-    made_up = not os.environ.get("SMR_ADMIN_KEY")
-    env = dict(os.environ)
-    env.setdefault("SMR_ADMIN_KEY", "smr_admin_" + secrets.token_urlsafe(24))
-    settings = load_settings(args.config, env=env)
+    settings = read_settings(args.config)
+    made_up = settings.auth.admin_key is None
+    if made_up:
+        auth = msgspec.structs.replace(settings.auth, admin_key="smr_admin_" + secrets.token_urlsafe(24))
+        settings = msgspec.structs.replace(settings, auth=auth)
+    settings = validate(settings)
     fakes = ThreadedFakes().start_in_thread()
     settings = demo_settings(settings, fakes.ollama_url, fakes.gemini_url, fakes.openai_url)
     host = args.host or settings.server.host
@@ -112,10 +112,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smr", description="Smart Model Router: an OpenAI-compatible LLM gateway")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="config file (default: $SMR_CONFIG, then ./config.toml)")
     serve.add_argument("--host")
@@ -127,30 +124,3 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host")
     demo.add_argument("--port", type=int)
     demo.set_defaults(func=cmd_demo)
-
-    from gateway.cli_admin import add_commands
-    from gateway.cli_router import add_commands as add_router_commands
-
-    add_commands(sub)
-    add_router_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("SMR_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "httpcore", "google_genai", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        result: int = args.func(args)
-        return result
-    except SettingsError as exc:
-        print(f"smr: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

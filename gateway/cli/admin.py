@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.api.usage import parse_time
 from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore, NewKey
-from gateway.db.migrate import migrate
+from gateway.db.migrate import migrate, migrations_dir
 from gateway.db.usage import GROUP_SQL, usage
 from gateway.errors import GatewayError
 from gateway.lifespan import open_database
@@ -46,9 +46,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     async def run() -> int:
         url = settings.database.url
         if url is None:
-            url, _ = await asyncio.to_thread(start_embedded)
+            url, _ = await asyncio.to_thread(start_embedded, settings.paths.data_dir)
         assert url is not None
-        applied = await migrate(url)
+        applied = await migrate(url, migrations_dir(settings.paths.migrations_dir))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
         return 0
 
@@ -106,7 +106,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from gateway.cache.keys import tenant_tag
-    from gateway.cache.redis_store import RedisStore
+    from gateway.cache.redis_store import EXACT_PREFIX, RedisExactStore, RedisVectorIndex, connect
 
     settings = load_settings(args.config)
     if not settings.redis.url:
@@ -115,20 +115,22 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> int:
-        store = RedisStore(settings.redis.url or "", 1.0, 384)
+        client = connect(settings.redis.url or "", 1.0)
+        store, index = RedisExactStore(client), RedisVectorIndex(client)
         try:
-            await store.open(want_semantic=False)
+            await client.ping()
             if args.action == "stats":
                 exact = semantic = 0
-                async for key in store.client.scan_iter(match="smr:*", count=1000):
-                    if key.startswith(b"smr:x:"):
+                async for key in client.scan_iter(match="smr:*", count=1000):
+                    if key.startswith(EXACT_PREFIX.encode()):
                         exact += 1
                     else:
                         semantic += 1
                 print(f"redis:            {settings.redis.url}\nexact entries:    {exact}\n"
                       f"semantic entries: {semantic}")
             else:
-                removed = await store.clear(tenant_tag(args.tenant) if args.tenant else None)
+                tag = tenant_tag(args.tenant) if args.tenant else None
+                removed = await store.clear(tag) + await index.clear(tag)
                 print(f"cleared {removed} entries" + (f" of tenant {args.tenant}" if args.tenant else ""))
         finally:
             await store.aclose()

@@ -116,18 +116,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Cut-offs at the score quantiles that split the sample into the target tier shares."""
     settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
+    from router_core.calibrate import check_shares, cutoffs_for_shares, tier_shares
+
     shares = [float(x) for x in args.shares.split(",")]
-    if len(shares) != 3 or abs(sum(shares) - 1) > 1e-6 or min(shares) < 0:
-        print("--shares needs three non-negative numbers adding up to 1, e.g. 0.5,0.3,0.2", file=sys.stderr)
+    try:
+        check_shares(shares)
+    except ValueError as exc:
+        print(f"--{exc}", file=sys.stderr)
         return 2
     name = args.classifier or settings.routing.classifiers[0]
-    scores = np.array(score_all(name, read_prompts(args.input), settings))
-    lo = float(np.quantile(scores, shares[0]))
-    hi = float(np.quantile(scores, shares[0] + shares[1]))
-    cut = [round(lo, 4), round(max(hi, lo), 4)]
-    achieved = [float(np.mean(scores < cut[0])), float(np.mean((scores >= cut[0]) & (scores < cut[1]))),
-                float(np.mean(scores >= cut[1]))]
-    print(f"cutoffs = {cut}  (shares on this sample: simple {achieved[0]:.1%}, medium {achieved[1]:.1%}, "
+    scores = score_all(name, read_prompts(args.input), settings)
+    cut = cutoffs_for_shares(scores, shares)
+    achieved = tier_shares(scores, cut)
+    print(f"cutoffs = {list(cut)}  (shares on this sample: simple {achieved[0]:.1%}, medium {achieved[1]:.1%}, "
           f"complex {achieved[2]:.1%})")
     path = Path(args.write) if args.write else None
     if path is not None:

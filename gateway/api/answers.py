@@ -1,0 +1,69 @@
+"""Turning the request path's answers into HTTP: the `x-smr-*` headers, SSE responses, and
+cancelling the path when the client disconnects before its answer is ready."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from litestar import Request
+from litestar.response import Stream
+
+from gateway.errors import ClientClosedRequest
+from gateway.request_path import Served, StreamAnswer
+
+JSON = "application/json"
+T = TypeVar("T")
+
+
+def served_headers(s: Served) -> dict[str, str]:
+    p = s.priced
+    headers = {
+        "x-smr-tier": s.tier or "direct",
+        "x-smr-model": s.backend,
+        "x-smr-provider": s.provider,
+        "x-smr-classifier": s.classifier,
+        "x-smr-cost-usd": f"{p.cost_usd:.8f}" if p else "deferred",
+        "x-smr-savings-usd": f"{p.savings_usd:.8f}" if p else "deferred",
+        "x-smr-cache": s.cache,
+    }
+    if s.similarity is not None:
+        headers["x-smr-cache-similarity"] = f"{s.similarity:.4f}"
+    return headers
+
+
+def sse_response(answer: StreamAnswer) -> Stream:
+    headers = served_headers(answer.served)
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+    return Stream(answer.chunks, media_type="text/event-stream", headers=headers)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body is already read, so the next ASGI message is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first: an upstream call nobody will read is
+    not run to its end (the request path logs it as 499)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this handler itself was cancelled (shutdown): so is the work
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        err = ClientClosedRequest("the client closed the connection before the answer was ready")
+        err.accounted = True
+        raise err
+    return task.result()

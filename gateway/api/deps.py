@@ -1,0 +1,35 @@
+"""What handlers receive by dependency injection (`gw`, `principal`) and the admin guards."""
+
+from __future__ import annotations
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers import BaseRouteHandler
+
+from gateway.auth import Principal
+from gateway.gateway import Gateway
+
+
+def provide_gateway(state: State) -> Gateway:
+    gw: Gateway = state.gateway
+    return gw
+
+
+async def provide_principal(request: Request, gw: Gateway) -> Principal:
+    """The caller, from `Authorization: Bearer` or `X-API-Key` (401 without a valid key when auth is on)."""
+    h = request.headers
+    principal = await gw.auth.authenticate(h.get("authorization"), h.get("x-api-key"))
+    request.state.principal = principal  # the edge logs requests refused before the request path with it
+    return principal
+
+
+def admin_only(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    gw: Gateway = connection.app.state.gateway
+    gw.auth.require_admin(connection.headers.get("authorization"), connection.headers.get("x-api-key"))
+
+
+def admin_when_auth_on(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """For /metrics: the admin key when auth is on; open when auth is off, like every other endpoint."""
+    if connection.app.state.gateway.auth.enabled:
+        admin_only(connection, handler)

@@ -1,0 +1,50 @@
+"""`smr`: the one command-line entry point. One module per command group:
+
+    serve.py    smr serve, smr demo
+    admin.py    smr migrate, smr keys, smr usage, smr cache
+    router.py   smr train, smr classify, smr calibrate, smr eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway.cli import admin, router, serve
+from gateway.errors import SettingsError
+from gateway.settings import read_settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smr", description="Smart Model Router: an OpenAI-compatible LLM gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve.add_commands(sub)
+    admin.add_commands(sub)
+    router.add_commands(sub)
+    return parser
+
+
+def _log_level(config: str | None) -> str:
+    """log.level from the settings (SMR_LOG_LEVEL overrides it); INFO when they cannot be read yet."""
+    try:
+        return read_settings(config).log.level
+    except SettingsError:
+        return "INFO"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=_log_level(getattr(args, "config", None)),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "google_genai", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result: int = args.func(args)
+        return result
+    except SettingsError as exc:
+        print(f"smr: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

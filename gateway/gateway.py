@@ -1,0 +1,46 @@
+"""`Gateway`: everything one app instance owns, built once in the lifespan and handed to handlers as
+the `gw` dependency. It composes the request path from its parts; it does no work of its own."""
+
+from __future__ import annotations
+
+import time
+
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.accounting import Accounting
+from gateway.admission import Admission
+from gateway.auth import Authenticator
+from gateway.cache.service import ResponseCache
+from gateway.db.keys import KeyStore
+from gateway.db.log_writer import LogWriter
+from gateway.fallback import ChainCaller
+from gateway.metrics import Metrics
+from gateway.providers.registry import Providers
+from gateway.request_path import RequestPath
+from gateway.routing import Router
+from gateway.settings import Settings
+from router_core import ClassifierPipeline
+
+
+class Gateway:
+    def __init__(self, settings: Settings, pipeline: ClassifierPipeline, providers: Providers,
+                 auth: Authenticator, pool: AsyncConnectionPool | None = None, writer: LogWriter | None = None,
+                 cache: ResponseCache | None = None) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.providers = providers
+        self.auth = auth
+        self.pool = pool
+        self.keys = KeyStore(pool) if pool is not None else None
+        self.writer = writer
+        self.cache = cache
+        self.metrics = Metrics()
+        self.router = Router(settings, pipeline)
+        self.path = RequestPath(settings, self.router, ChainCaller(providers), cache, Admission(settings.routing),
+                                Accounting(self.metrics, writer))
+        self.started_at = time.time()
+        self.simulated = any(b.simulated for b in settings.backends)
+
+    def model_label(self, name: str) -> str:
+        b = self.settings.backend(name)
+        return f"{name} (simulated)" if b is not None and b.simulated else name

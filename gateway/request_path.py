@@ -1,0 +1,224 @@
+"""The request path: every routed request, JSON or SSE, from `/v1/chat/completions` or `/v1/complete`.
+
+`RequestPath.serve(request, principal)` runs the steps in this order, top to bottom in this file:
+
+    1. admit       request-level rules for this caller (Admission)
+    2. cache       exact, then semantic lookup (ResponseCache); a hit is answered here
+    3. route       forced tier, named backend, or the classifier pipeline (Router)
+    4. check       may this caller use the chosen tier (Admission)
+    5. call        the tier's chain with fallback (ChainCaller); streams: until the first event
+    6. store       remember the answer for the cache, off the request path
+    7. account     exactly one record (metrics + request log) for success, error, cancel or client gone
+
+No HTTP types here: the edge hands in a `PathRequest` and turns the `Answer` or `StreamAnswer` into
+a response. A stream is accounted for when it ends, by the stream itself (`streaming.to_sse`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+
+from gateway.accounting import Accounting, RequestContext
+from gateway.admission import Admission
+from gateway.auth import Principal
+from gateway.cache.base import CachedAnswer
+from gateway.cache.keys import route_key
+from gateway.cache.service import CachePolicy, Hit, Lookup, ResponseCache, cache_policy
+from gateway.errors import ClientClosedRequest, GatewayError, InternalError
+from gateway.fallback import ChainCaller
+from gateway.pricing import Priced, fill_usage, price, price_cache_hit
+from gateway.providers.base import UpstreamCall
+from gateway.routing import Route, Router
+from gateway.settings import Backend, Settings
+from gateway.streaming import StreamSummary, replay_sse, to_sse
+from gateway.wire import ChatCompletionRequest, ResponseMessage, message_text
+
+log = logging.getLogger("gateway")
+NO_CACHE = CachePolicy(False, False)
+
+
+class PathRequest(msgspec.Struct, frozen=True):
+    """What the HTTP edge hands the path: the parsed request and the options its headers carry."""
+
+    endpoint: str
+    request: ChatCompletionRequest
+    # The body as the client sent it: OpenAI-compatible upstreams get every field of it.
+    raw: dict[str, object]
+    force_tier: str | None = None
+    cache_control: str | None = None
+    smr_cache: str | None = None
+
+
+class Served(msgspec.Struct, frozen=True):
+    """How a request was answered: what the response headers and bodies say about it."""
+
+    id: str
+    created: int
+    tier: str | None
+    backend: str
+    provider: str
+    classifier: str
+    cache: str
+    priced: Priced | None  # None on a fresh stream: priced when it ends
+    similarity: float | None = None
+    started: float = 0.0  # perf_counter at the start of the request
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+class Answer(msgspec.Struct, frozen=True):
+    served: Served
+    message: ResponseMessage
+    finish_reason: str | None
+
+
+class StreamAnswer(msgspec.Struct, frozen=True):
+    served: Served
+    chunks: AsyncIterator[bytes]  # OpenAI SSE, `data: [DONE]` included
+
+
+def logged_prompt(req: ChatCompletionRequest) -> str:
+    return "\n".join(f"{m.role}: {message_text(m)}" for m in req.messages)
+
+
+class RequestPath:
+    def __init__(self, settings: Settings, router: Router, caller: ChainCaller, cache: ResponseCache | None,
+                 admission: Admission, accounting: Accounting) -> None:
+        self.settings = settings
+        self.router = router
+        self.caller = caller
+        self.cache = cache
+        self.admission = admission
+        self.accounting = accounting
+        baseline = settings.backend(settings.routing.baseline)
+        assert baseline is not None
+        self.baseline = baseline
+        self.log_prompts = settings.log.prompts
+
+    async def serve(self, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
+        req = preq.request
+        ctx = RequestContext(preq.endpoint, principal)
+        ctx.requested_model, ctx.stream = req.model, req.stream
+        if self.log_prompts:
+            ctx.prompt = logged_prompt(req)
+        try:
+            return await self._serve(ctx, preq, principal)
+        except GatewayError as exc:
+            self.accounting.record(ctx, exc.status, exc)
+            exc.accounted = True
+            raise
+        except asyncio.CancelledError:
+            self.accounting.record(ctx, ClientClosedRequest.status, ClientClosedRequest("client went away"))
+            raise
+        except Exception as exc:
+            log.exception("unhandled error on the request path (%s)", preq.endpoint)
+            err = InternalError("The gateway hit an internal error; it has been logged.")
+            self.accounting.record(ctx, err.status, err)
+            err.accounted = True
+            raise err from exc
+
+    async def _serve(self, ctx: RequestContext, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
+        req = preq.request
+        # 1. admit
+        await self.admission.admit(principal, req)
+        # 2. cache
+        policy, lk = await self._lookup(ctx, preq, principal)
+        if lk is not None and lk.hit is not None:
+            return self._from_cache(ctx, req, lk.hit)
+        # 3. route
+        route = await self.router.route(req, preq.force_tier, *((lk.vector, lk.prompt) if lk else ()))
+        ctx.route = route
+        # 4. check
+        self.admission.check_route(principal, route.tier)
+        # 5. call
+        call = UpstreamCall(req, preq.raw)
+        if req.stream:
+            return await self._stream(ctx, call, route, policy, lk)
+        answered = await self.caller.complete(call, route.chain)
+        c, backend = answered.completion, answered.backend
+        priced = price(fill_usage(c.usage, req, c.message.content or ""), backend, self.baseline)
+        ctx.backend, ctx.attempts, ctx.priced = backend, answered.attempts, priced
+        # 6. store
+        self._remember(policy, lk, CachedAnswer(c.message, c.finish_reason, priced.usage, backend.name,
+                                                backend.provider, route.tier, lk.prompt if lk else "",
+                                                int(time.time())))
+        # 7. account
+        self.accounting.record(ctx, 200)
+        return Answer(self._served(ctx, route, backend, priced), c.message, c.finish_reason)
+
+    # ------------------------------------------------------------------ steps
+    async def _lookup(self, ctx: RequestContext, preq: PathRequest,
+                      principal: Principal) -> tuple[CachePolicy, Lookup | None]:
+        """Whether the cache applies, and the lookup; sets `ctx.cache` to bypass, miss or hit-*.
+        A stored answer from a tier this key may not use is not served (it counts as a miss)."""
+        cache, req = self.cache, preq.request
+        if cache is None:
+            ctx.cache = "bypass"
+            return NO_CACHE, None
+        policy = cache_policy(req, preq.cache_control, preq.smr_cache, cache.cfg)
+        if not (policy.lookup or policy.store):
+            ctx.cache = "bypass"
+            return policy, None
+        lk = cache.prepare(principal.tenant, req, route_key(req.model, preq.force_tier, self.router.default_model))
+        if policy.lookup:
+            lk = await cache.lookup(lk)
+            if lk.hit is not None and not self.admission.tier_allowed(principal, lk.hit.answer.tier):
+                lk.hit = None
+        ctx.cache = lk.hit.kind if lk.hit else ("miss" if policy.lookup else "bypass")
+        return policy, lk
+
+    def _from_cache(self, ctx: RequestContext, req: ChatCompletionRequest, hit: Hit) -> Answer | StreamAnswer:
+        a = hit.answer
+        priced = price_cache_hit(a.usage, self.baseline)
+        backend = self.settings.backend(a.backend)
+        # Logged as the response headers say: the stored answer's tier, decided by the cache.
+        ctx.priced, ctx.backend = priced, backend
+        ctx.route = Route("cache", a.tier, (backend,) if backend else (), "cache")
+        self.accounting.record(ctx, 200)
+        served = Served(new_id(), int(time.time()), a.tier, a.backend, a.provider, "cache", hit.kind, priced,
+                        hit.similarity, ctx.started)
+        if req.stream:
+            return StreamAnswer(served, replay_sse(a, req, served.id, served.created))
+        return Answer(served, a.message, a.finish_reason)
+
+    async def _stream(self, ctx: RequestContext, call: UpstreamCall, route: Route, policy: CachePolicy,
+                      lk: Lookup | None) -> StreamAnswer:
+        opened = await self.caller.open_stream(call, route.chain)
+        backend = opened.backend
+        ctx.backend, ctx.attempts, ctx.ttft_ms = backend, opened.attempts, ctx.elapsed_ms()
+        served = self._served(ctx, route, backend, None)
+
+        def on_done(summary: StreamSummary) -> None:
+            ctx.priced = summary.priced
+            if summary.error is not None:
+                self.accounting.record(ctx, summary.error.status, summary.error)
+            elif summary.cancelled:
+                self.accounting.record(ctx, ClientClosedRequest.status, ClientClosedRequest("client went away"))
+            else:
+                self.accounting.record(ctx, 200)
+                if summary.priced is not None and summary.finish_reason == "stop":
+                    self._remember(policy, lk, CachedAnswer(
+                        ResponseMessage(content=summary.text), "stop", summary.priced.usage, backend.name,
+                        backend.provider, route.tier, lk.prompt if lk else "", served.created))
+
+        return StreamAnswer(served, to_sse(opened, call.request, served.id, served.created, self.baseline, on_done))
+
+    def _remember(self, policy: CachePolicy, lk: Lookup | None, answer: CachedAnswer) -> None:
+        if self.cache is not None and lk is not None and policy.store and not answer.message.tool_calls:
+            self.cache.save_later(lk, answer)
+
+    @staticmethod
+    def _served(ctx: RequestContext, route: Route, backend: Backend, priced: Priced | None) -> Served:
+        return Served(new_id(), int(time.time()), route.tier, backend.name, backend.provider, route.classifier,
+                      ctx.cache, priced, None, ctx.started)
+
+
+def new_id() -> str:
+    return "chatcmpl-" + secrets.token_hex(12)

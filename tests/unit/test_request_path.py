@@ -1,0 +1,213 @@
+"""The request path with in-process fakes: no sockets, no database, no Redis.
+
+Each test builds a `RequestPath` from `FakeProvider`s, the in-process cache roles and a list that
+collects log rows, and checks what a client gets and what is logged: exactly one row per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import msgspec
+import pytest
+
+from gateway.accounting import Accounting
+from gateway.admission import Admission
+from gateway.app import build_pipeline
+from gateway.auth import ANONYMOUS, Principal
+from gateway.cache.memory import MemoryExactStore
+from gateway.cache.service import ResponseCache
+from gateway.db.log_writer import LogRow
+from gateway.errors import AllBackendsFailed, InvalidRequest, PermissionDenied, UpstreamHTTPError
+from gateway.fakes.provider import FakeProvider, Reply
+from gateway.fallback import ChainCaller
+from gateway.metrics import Metrics
+from gateway.providers.base import UpstreamCall
+from gateway.providers.registry import Providers
+from gateway.request_path import Answer, PathRequest, RequestPath, StreamAnswer
+from gateway.routing import Router
+from gateway.settings import Backend, Settings, parse_settings, validate
+from gateway.wire import parse_chat_request
+
+
+class Rows(list[LogRow]):
+    def record(self, row: LogRow) -> None:
+        self.append(row)
+
+
+class Harness:
+    def __init__(self, handlers: dict[str, Callable[[UpstreamCall], Reply]] | None = None,
+                 cache: bool = True) -> None:
+        backends = [Backend(name=n, provider="openai", model=n, base_url="http://unused", input_price=p,
+                            output_price=2 * p) for n, p in (("cheap", 0.1), ("backup", 0.5), ("strong", 2.0))]
+        base = parse_settings({
+            "tiers": {"simple": ["cheap", "backup"], "medium": ["backup"], "complex": ["strong", "backup"]},
+            "routing": {"baseline": "strong"}, "auth": {"enabled": False}, "log": {"requests": False},
+            "cache": {"semantic": False}})
+        self.settings: Settings = validate(msgspec.structs.replace(base, backends=backends))
+        handlers = handlers or {}
+        self.fakes = {b.name: FakeProvider(b, handlers.get(b.name, lambda call: Reply())) for b in backends}
+        self.rows = Rows()
+        self.cache = ResponseCache(MemoryExactStore(), None, None, None, self.settings.cache) if cache else None
+        self.path = RequestPath(self.settings, Router(self.settings, build_pipeline(self.settings, None)),
+                                ChainCaller(Providers(self.fakes)), self.cache, Admission(self.settings.routing),
+                                Accounting(Metrics(), self.rows))
+
+    async def serve(self, model: str = "smr/simple", stream: bool = False, principal: Principal = ANONYMOUS,
+                    **extra: object) -> Answer | StreamAnswer:
+        body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "What is 2 + 2?"}],
+                **extra}
+        parsed = parse_chat_request(json.dumps(body).encode())
+        return await self.path.serve(PathRequest("/v1/chat/completions", parsed.request, parsed.raw), principal)
+
+
+async def read_sse(answer: StreamAnswer) -> list[dict[str, object] | str]:
+    events: list[dict[str, object] | str] = []
+    async for chunk in answer.chunks:
+        data = chunk.decode().removeprefix("data: ").strip()
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+async def test_json_answer_is_priced_and_logged_once() -> None:
+    h = Harness()
+    answer = await h.serve()
+    assert isinstance(answer, Answer)
+    assert answer.message.content == "fake answer"
+    s = answer.served
+    assert (s.tier, s.backend, s.classifier, s.cache) == ("simple", "cheap", "forced", "miss")
+    assert s.priced is not None and s.priced.cost_usd == pytest.approx((10 * 0.1 + 5 * 0.2) / 1e6)
+    assert s.priced.savings_usd == pytest.approx((10 * 2.0 + 5 * 4.0) / 1e6 - s.priced.cost_usd)
+    assert [(r.http_status, r.backend, r.cache_status) for r in h.rows] == [(200, "cheap", "miss")]
+
+
+async def test_cache_hit_is_answered_without_a_call() -> None:
+    h = Harness()
+    await h.serve()
+    assert h.cache is not None
+    await h.cache.drain()
+    hit = await h.serve()
+    assert isinstance(hit, Answer) and hit.served.cache == "hit-exact" and hit.served.classifier == "cache"
+    assert hit.message.content == "fake answer" and hit.served.priced is not None
+    assert hit.served.priced.cost_usd == 0.0 and hit.served.priced.savings_usd > 0
+    assert len(h.fakes["cheap"].calls) == 1
+    assert [r.cache_status for r in h.rows] == ["miss", "hit-exact"]
+
+
+async def test_cached_answer_of_a_tier_the_key_may_not_use_is_not_served() -> None:
+    h = Harness()
+    await h.serve("smr/complex")
+    assert h.cache is not None
+    await h.cache.drain()
+    limited = Principal(tenant="default", key_id="k1", allowed_tiers=["simple"])
+    with pytest.raises(PermissionDenied):
+        await h.serve("smr/complex", principal=limited)
+    assert [(r.http_status, r.cache_status) for r in h.rows] == [(200, "miss"), (403, "miss")]
+    assert len(h.fakes["strong"].calls) == 1
+
+
+async def test_fallback_to_the_next_backend_is_logged() -> None:
+    def refuse(call: UpstreamCall) -> Reply:
+        raise UpstreamHTTPError("HTTP 503: overloaded", backend="cheap", upstream_status=503)
+
+    h = Harness({"cheap": refuse})
+    answer = await h.serve()
+    assert answer.served.backend == "backup"
+    (row,) = h.rows
+    assert row.http_status == 200 and row.attempts == 2 and "cheap: HTTP 503" in (row.fallback_errors or "")
+
+
+async def test_every_backend_failing_is_one_error_row() -> None:
+    def refuse(call: UpstreamCall) -> Reply:
+        raise UpstreamHTTPError("HTTP 500: boom", backend="x", upstream_status=500)
+
+    h = Harness({"cheap": refuse, "backup": refuse})
+    with pytest.raises(AllBackendsFailed) as err:
+        await h.serve()
+    assert err.value.accounted
+    (row,) = h.rows
+    assert row.http_status == 502 and row.error_type == "all_backends_failed" and row.attempts == 2
+
+
+async def test_upstream_client_error_is_not_retried() -> None:
+    def bad(call: UpstreamCall) -> Reply:
+        raise UpstreamHTTPError("HTTP 400: bad field", backend="cheap", upstream_status=400)
+
+    h = Harness({"cheap": bad})
+    with pytest.raises(InvalidRequest):
+        await h.serve()
+    assert h.fakes["backup"].calls == [] and [r.http_status for r in h.rows] == [400]
+
+
+async def test_stream_is_translated_and_logged_when_it_ends() -> None:
+    h = Harness()
+    answer = await h.serve(stream=True, stream_options={"include_usage": True})
+    assert isinstance(answer, StreamAnswer) and answer.served.priced is None
+    assert h.rows == []  # nothing is logged before the stream ends
+    events = await read_sse(answer)
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events if isinstance(e, dict)]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"  # type: ignore[index]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])  # type: ignore[index]
+    assert text == "fake answer"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 15  # type: ignore[index]
+    (row,) = h.rows
+    assert row.http_status == 200 and row.stream and row.prompt_tokens == 10 and row.ttft_ms is not None
+
+
+async def test_stream_error_after_the_first_byte_ends_with_an_error_event() -> None:
+    h = Harness({"cheap": lambda call: Reply("one two three four", pieces=4, fail_after=2)})
+    answer = await h.serve(stream=True)
+    assert isinstance(answer, StreamAnswer)
+    events = await read_sse(answer)
+    assert "[DONE]" not in events
+    last = events[-1]
+    assert isinstance(last, dict) and last["error"]["code"] == "upstream_connect_error"  # type: ignore[index]
+    assert h.fakes["backup"].calls == []  # too late to fall back: the client has bytes already
+    (row,) = h.rows
+    assert row.http_status == 502 and row.backend == "cheap"
+    assert h.fakes["cheap"].streams_closed == 1
+
+
+async def test_stream_failing_before_its_first_event_falls_back() -> None:
+    h = Harness({"cheap": lambda call: Reply(fail_after=0)})
+    answer = await h.serve(stream=True)
+    assert isinstance(answer, StreamAnswer) and answer.served.backend == "backup"
+    await read_sse(answer)
+    (row,) = h.rows
+    assert row.http_status == 200 and row.attempts == 2
+
+
+async def test_cancelled_request_is_logged_once_as_499() -> None:
+    h = Harness({"cheap": lambda call: Reply(delay_s=5)})
+    task = asyncio.create_task(h.serve())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(r.http_status, r.error_type) for r in h.rows] == [(499, "client_closed_request")]
+
+
+async def test_client_leaving_mid_stream_closes_the_upstream_and_logs_499() -> None:
+    h = Harness({"cheap": lambda call: Reply("a b c d e f", pieces=6, delay_s=0.01)})
+    answer = await h.serve(stream=True)
+    assert isinstance(answer, StreamAnswer)
+    chunks = aiter(answer.chunks)
+    await anext(chunks)
+    await chunks.aclose()  # type: ignore[attr-defined]
+    assert [r.http_status for r in h.rows] == [499]
+    assert h.fakes["cheap"].streams_closed == 1
+    assert h.cache is not None
+    await h.cache.drain()
+    again = await h.serve(stream=True)  # a cut-off answer is never cached
+    assert again.served.cache == "miss"
+
+
+async def test_admission_refuses_n_above_one_before_any_call() -> None:
+    h = Harness()
+    with pytest.raises(InvalidRequest) as err:
+        await h.serve(n=3)
+    assert err.value.param == "n" and all(not f.calls for f in h.fakes.values())
+    assert [r.http_status for r in h.rows] == [400]
