@@ -129,10 +129,15 @@ class Overhead:
             scenarios = self.start(tmp, db.url)
             for url, model, _ in scenarios.values():  # warm-up
                 load(url, model, False, 2, 20)
-            for _ in range(self.repeats):
+            names = list(scenarios)
+            for rep in range(self.repeats):
+                # Each repeat starts the scenarios at a different place, so none always runs right after
+                # another in the same process (whose request-log flush or GC would land in its window).
+                order = names[rep % len(names):] + names[:rep % len(names)]
                 for stream in (False, True):
                     for c in self.concurrencies:
-                        for name, (url, model, proc) in scenarios.items():
+                        for name in order:
+                            url, model, proc = scenarios[name]
                             cpu0 = cpu_seconds(proc.pid) if proc else 0.0
                             r = load(url, model, stream, c, self.per_run * (2 if c > 1 else 1))
                             if proc:
@@ -185,9 +190,9 @@ class Overhead:
         def add(what: str, value: str, ok: bool | None) -> None:
             rows.append(f"| {what} | {value} | {'yes' if ok else 'no' if ok is not None else 'not measured'} |")
 
-        for stream, label, limit in ((False, "JSON", 4.0), (True, "SSE", 4.0)):
+        for stream, label, limit in ((False, "JSON", 2.0), (True, "SSE", 2.5)):
             ratio = self.med(b, stream, mid, "cpu_ms") / self.med(pt, stream, mid, "cpu_ms")
-            add(f"(b) CPU per request ≤ {limit:.0f}x the passthrough's, {label}, c={mid}", f"{ratio:.1f}x", ratio <= limit)
+            add(f"(b) CPU per request ≤ {limit:g}x the passthrough's, {label}, c={mid}", f"{ratio:.2f}x", ratio <= limit)
         a50 = self.med(b, False, 1, "p50_ms") - self.med("direct", False, 1, "p50_ms")
         a99 = self.med(b, False, 1, "p99_ms") - self.med("direct", False, 1, "p99_ms")
         add("(b) added p50 < 1 ms at c=1 (JSON)", f"{a50:.2f} ms", a50 < 1)
@@ -198,8 +203,10 @@ class Overhead:
                 add(f"(b) req/s at c={top} ≥ 10x LiteLLM's, {label}", f"{ratio:.1f}x", ratio >= 10)
             else:
                 add(f"(b) req/s at c={top} ≥ 10x LiteLLM's, {label}", "LiteLLM not installed", None)
-        rb, rc = self.med(b, False, top, "rps"), self.med(c_, False, top, "rps")
-        add(f"(c) within 10 % of (b), req/s at c={top}", f"{100 * (rc / rb - 1):+.1f} %", rc >= 0.9 * rb)
+        for c in (mid, top):
+            rb, rc = self.med(b, False, c, "rps"), self.med(c_, False, c, "rps")
+            add(f"(c) auto with the default classifier within 10 % of (b), req/s at c={c}, JSON",
+                f"{100 * (rc / rb - 1):+.1f} %", rc >= 0.9 * rb)
         dd = self.med(d, False, 1, "p50_ms") - self.med(b, False, 1, "p50_ms")
         add("(d) p50 over (b) at c=1 no more than the classifier's own latency", f"+{dd:.1f} ms (see classifiers)", None)
         idle = self.rss["gateway-embedding"][0]
