@@ -6,9 +6,10 @@ Decoders and encoders are built once here. Unknown request fields are not part o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from gateway.errors import InvalidRequest
 from router_core.types import Tier
@@ -81,25 +82,34 @@ class Tool(msgspec.Struct, frozen=True):
     type: Literal["function"] = "function"
 
 
+# The ranges the OpenAI API accepts; outside them it answers 400, and so does the gateway.
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+TokenLimit = Annotated[int, Meta(ge=1, le=10_000_000)]
+ChoiceCount = Annotated[int, Meta(ge=1, le=128)]
+ModelName = Annotated[str, Meta(max_length=256)]
+
+
 class StreamOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     include_usage: bool = False
 
 
 class ChatCompletionRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     messages: list[Message]
-    model: str | None = None
+    model: ModelName | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    n: int | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_tokens: TokenLimit | None = None
+    max_completion_tokens: TokenLimit | None = None
+    n: ChoiceCount | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -125,8 +135,8 @@ class CompleteRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prompt: str
     force_tier: Tier | None = None
     system: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
+    max_tokens: TokenLimit | None = None
+    temperature: Temperature | None = None
 
 
 # ---------------------------------------------------------------- response
@@ -292,6 +302,10 @@ def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
     return InvalidRequest(text, param=param, code="invalid_value")
 
 
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest("Request body is nested too deeply", code="invalid_json")
+
+
 def decode_json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise InvalidRequest("Request body is empty; expected a JSON object", code="invalid_json")
@@ -299,6 +313,8 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
         raw = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not isinstance(raw, dict):
         raise InvalidRequest("Request body must be a JSON object", code="invalid_json")
     return raw
@@ -310,6 +326,8 @@ def parse_chat_request(body: bytes) -> ParsedChat:
         req = msgspec.convert(raw, ChatCompletionRequest)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc) from None
+    except RecursionError:
+        raise _too_deep() from None
     if not req.messages:
         raise InvalidRequest("'messages' must contain at least one message", param="messages",
                              code="invalid_value")
@@ -325,6 +343,8 @@ def parse_complete_request(body: bytes) -> CompleteRequest:
         raise _validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise _too_deep() from None
     if not req.prompt.strip():
         raise InvalidRequest("'prompt' must not be empty", param="prompt", code="invalid_value")
     return req

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Request, Response, delete
 
-from gateway.api.deps import admin_only
+from gateway.api.deps import admin_only, label_param
 from gateway.cache.keys import tenant_tag
 from gateway.errors import PermissionDenied
 from gateway.gateway import Gateway
@@ -15,6 +15,6 @@ from gateway.wire import encoder
 async def clear_cache(request: Request, gw: Gateway) -> Response:
     if gw.cache is None:
         raise PermissionDenied("the cache is disabled")
-    tenant = request.query_params.get("tenant")
+    tenant = label_param(request, "tenant")
     removed = await gw.cache.clear(tenant_tag(tenant) if tenant else None)
     return Response(encoder.encode({"cleared": removed, "tenant": tenant}), media_type="application/json")

@@ -8,6 +8,7 @@ from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
 
 from gateway.auth import Principal
+from gateway.errors import InvalidRequest
 from gateway.gateway import Gateway
 
 
@@ -33,3 +34,12 @@ def admin_when_auth_on(connection: ASGIConnection, handler: BaseRouteHandler) ->
     """For /metrics: the admin key when auth is on; open when auth is off, like every other endpoint."""
     if connection.app.state.gateway.auth.enabled:
         admin_only(connection, handler)
+
+
+def label_param(request: Request, name: str) -> str | None:
+    """A query parameter that names a tenant or key: printable text of at most 200 characters."""
+    value = request.query_params.get(name)
+    if value is not None and (len(value) > 200 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)):
+        raise InvalidRequest(f"'{name}' must be printable text of at most 200 characters", param=name,
+                             code="invalid_value")
+    return value

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import msgspec
 from litestar import Request, Response, delete, get, post
+from msgspec import Meta
 
-from gateway.api.deps import admin_only
+from gateway.api.deps import admin_only, label_param
 from gateway.db.keys import KeyRecord, KeyStore, NewKey
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
@@ -18,18 +19,23 @@ from router_core.types import Tier
 T = TypeVar("T")
 
 
+# Printable text only (no NUL or other control characters), of a sensible length.
+Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+TEN_YEARS_S = 10 * 365 * 86_400.0
+
+
 class KeyCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    name: str
-    tenant: str
+    name: Label
+    tenant: Label
     expires_at: dt.datetime | None = None
-    expires_in_s: float | None = None
+    expires_in_s: Annotated[float, Meta(gt=0, le=TEN_YEARS_S)] | None = None
     allowed_tiers: list[Tier] | None = None
-    budget_usd: float | None = None
-    rate_limit_rpm: int | None = None
+    budget_usd: Annotated[float, Meta(ge=0, le=1e9)] | None = None
+    rate_limit_rpm: Annotated[int, Meta(ge=1, le=1_000_000_000)] | None = None
 
 
 class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    grace_s: float | None = None
+    grace_s: Annotated[float, Meta(ge=0, le=TEN_YEARS_S)] | None = None
 
 
 class KeyList(msgspec.Struct, frozen=True):
@@ -74,7 +80,7 @@ async def create_key(request: Request, gw: Gateway) -> Response:
 @get("/v1/keys", guards=[admin_only])
 async def list_keys(request: Request, gw: Gateway) -> Response:
     store = _store(gw)
-    tenant = request.query_params.get("tenant")
+    tenant = label_param(request, "tenant")
     return Response(encoder.encode(KeyList(await store.list(tenant))), media_type="application/json")
 
 

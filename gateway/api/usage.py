@@ -6,6 +6,7 @@ import datetime as dt
 
 from litestar import Request, Response, get
 
+from gateway.api.deps import label_param
 from gateway.auth import Principal
 from gateway.db.usage import GROUP_SQL, UsageReport, usage
 from gateway.errors import InvalidRequest, PermissionDenied
@@ -34,7 +35,7 @@ async def get_usage(request: Request, gw: Gateway, principal: Principal) -> Resp
         raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_SQL)}", param="group_by",
                              code="invalid_value")
     start, end = parse_time(q.get("from"), "from"), parse_time(q.get("to"), "to")
-    tenant = q.get("tenant") if principal.admin else principal.tenant
+    tenant = label_param(request, "tenant") if principal.admin else principal.tenant
     groups = await usage(gw.pool, group_by, start, end, tenant)  # type: ignore[arg-type]
     report = UsageReport(group_by=group_by, tenant=tenant, data=groups, from_=start, to=end)
     return Response(encoder.encode(report), media_type="application/json")

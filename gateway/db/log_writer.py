@@ -2,9 +2,15 @@
 
 `record()` only appends to an in-memory buffer. A background task flushes batches with COPY into a
 staging table and `INSERT ... ON CONFLICT DO NOTHING` (so a batch retried after a lost commit is
-never written twice). When Postgres is down, rows stay buffered up to `buffer_max`; past that
-they spill, oldest first, to a local JSON-lines file; once Postgres is back, spilled rows are
+never written twice). When a write fails (Postgres down), the buffered rows spill to a local
+JSON-lines file at each retry, so a crash during an outage loses at most one retry interval's rows;
+the buffer also spills, oldest first, past `buffer_max`. Once Postgres is back, spilled rows are
 written before newer ones. `close()` flushes, and spills whatever it could not write.
+
+No row can stop the log: text is cleaned before it is written (NUL bytes, which Postgres text
+refuses, and unpaired surrogates are removed; long fields are cut), and a batch the database refuses
+for its content (not for being unreachable) is written again row by row, each refused row set aside
+with its error in `request_log.quarantine.jsonl` beside the spill files.
 """
 
 from __future__ import annotations
@@ -69,6 +75,48 @@ class WriterStats(msgspec.Struct):
     dropped: int = 0
     flush_errors: int = 0
     db_up: bool = True
+    quarantined: int = 0
+
+
+class Quarantined(msgspec.Struct):
+    error: str
+    row: LogRow | None = None
+    line: str | None = None  # a spill-file line that could not be read back
+
+
+# Longest text kept per column; the rest of a field is cut (a 1 MB `model` is not worth a row's space).
+_MAX_CHARS = {"requested_model": 256, "fallback_errors": 4_000, "prompt": 200_000}
+_DEFAULT_MAX_CHARS = 1_000
+_TEXT_FIELDS = tuple(f for f, t in zip(LogRow.__struct_fields__, msgspec.structs.fields(LogRow), strict=True)
+                     if "str" in str(t.type))
+# What a row's content can make the database (or the COPY encoder) refuse. Anything else (unreachable,
+# a missing table) is not the rows' fault: they wait for the database to come back.
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError, OverflowError)
+
+
+def _clean_text(value: str, limit: int) -> str:
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode(errors="replace").decode()
+    return value[:limit]
+
+
+def clean_row(row: LogRow) -> LogRow:
+    """The row with every text field as Postgres accepts it and within its length."""
+    changes: dict[str, str] = {}
+    for f in _TEXT_FIELDS:
+        v = getattr(row, f)
+        if v is None:
+            continue
+        limit = _MAX_CHARS.get(f, _DEFAULT_MAX_CHARS)
+        if len(v) > limit or "\x00" in v or not v.isascii():
+            cleaned = _clean_text(v, limit)
+            if cleaned != v:
+                changes[f] = cleaned
+    return msgspec.structs.replace(row, **changes) if changes else row
 
 
 class LogWriter:
@@ -81,6 +129,7 @@ class LogWriter:
         self.retry_s = retry_s
         self.spill_dir = spill_dir
         self.spill_path = spill_dir / f"request_log.{os.getpid()}.jsonl"
+        self.quarantine_path = spill_dir / "request_log.quarantine.jsonl"
         self._buffer: deque[LogRow] = deque()
         self._stats = WriterStats()
         self._wake = asyncio.Event()
@@ -100,7 +149,7 @@ class LogWriter:
     @property
     def stats(self) -> WriterStats:
         s = self._stats
-        return WriterStats(s.written, len(self._buffer), s.spilled, s.dropped, s.flush_errors, s.db_up)
+        return WriterStats(s.written, len(self._buffer), s.spilled, s.dropped, s.flush_errors, s.db_up, s.quarantined)
 
     # ------------------------------------------------------------ background
     def start(self) -> None:
@@ -125,7 +174,7 @@ class LogWriter:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
                 try:
-                    await self._write(batch)
+                    await self._write_or_quarantine(batch)
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))
                     raise
@@ -136,6 +185,10 @@ class LogWriter:
                             type(exc).__name__, len(self._buffer))
             self._stats.db_up = False
             await self._drop_connection()
+            # While the database is away, rows go to disk at every attempt (not once memory is full), so
+            # a crash loses at most the rows of one retry interval.
+            if self._buffer:
+                self._spill(len(self._buffer))
             return False
         if not self._stats.db_up:
             log.warning("request log: Postgres is back; backlog written")
@@ -164,13 +217,38 @@ class LogWriter:
             await conn.execute(_MERGE)
         self._stats.written += len(rows)
 
+    async def _write_or_quarantine(self, rows: list[LogRow]) -> None:
+        """Write a batch; if the database refuses its content, write the rows one by one and set aside
+        each one it refuses. Raises only when the database cannot be reached (the rows wait)."""
+        rows = [clean_row(r) for r in rows]
+        try:
+            await self._write(rows)
+            return
+        except _REFUSED as exc:  # the content: a value out of range, a constraint, an encoding
+            if len(rows) == 1:
+                self._quarantine(Quarantined(f"{type(exc).__name__}: {exc}"[:500], row=rows[0]))
+                return
+        for row in rows:
+            await self._write_or_quarantine([row])
+
+    def _quarantine(self, item: Quarantined) -> None:
+        self._stats.quarantined += 1
+        log.error("request log: a row was refused and set aside in %s: %s", self.quarantine_path, item.error)
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            with self.quarantine_path.open("ab") as f:
+                f.write(_encoder.encode(item) + b"\n")
+        except OSError as exc:
+            self._stats.dropped += 1
+            log.error("request log: could not write %s: %s", self.quarantine_path, exc)
+
     # ------------------------------------------------------------ spill file
     def _spill(self, count: int) -> None:
         rows = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
         try:
             self.spill_dir.mkdir(parents=True, exist_ok=True)
             with self.spill_path.open("ab") as f:
-                f.write(b"".join(_encoder.encode(r) + b"\n" for r in rows))
+                f.write(b"".join(_encoder.encode(clean_row(r)) + b"\n" for r in rows))
         except OSError as exc:
             self._stats.dropped += len(rows)
             log.error("request log: could not spill %d rows to %s: %s", len(rows), self.spill_path, exc)
@@ -182,8 +260,11 @@ class LogWriter:
         """Spill files left by earlier processes are taken over (rename is atomic: one replica wins)."""
         if not self.spill_dir.is_dir():
             return
-        for f in self.spill_dir.glob("request_log.*.jsonl"):
-            if f == self.spill_path:
+        orphans = list(self.spill_dir.glob("request_log.*.jsonl"))
+        # A file a process was replaying when it died (its pid is gone) is adopted too.
+        orphans += [f for f in self.spill_dir.glob("request_log.*.replaying") if not _alive(f)]
+        for f in orphans:
+            if f == self.spill_path or f == self.quarantine_path:
                 continue
             claimed = f.with_suffix(f".claimed-{os.getpid()}")
             try:
@@ -200,10 +281,17 @@ class LogWriter:
         replaying = self.spill_path.with_suffix(".replaying")
         if not replaying.exists():
             self.spill_path.rename(replaying)
-        lines = replaying.read_bytes().splitlines()
-        rows = [_row_decoder.decode(line) for line in lines if line.strip()]
+        rows: list[LogRow] = []
+        for line in replaying.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(_row_decoder.decode(line))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._quarantine(Quarantined(f"unreadable spilled row: {exc}"[:500],
+                                             line=line[:10_000].decode(errors="replace")))
         for i in range(0, len(rows), self.batch_size):
-            await self._write(rows[i:i + self.batch_size])
+            await self._write_or_quarantine(rows[i:i + self.batch_size])
         replaying.unlink()
         self._spilled_rows = 0
         if self.spill_path.exists():  # rows spilled while replaying
@@ -223,3 +311,20 @@ class LogWriter:
             self._spill(len(self._buffer))
             log.warning("request log: %d rows kept in %s for the next start", self._spilled_rows, self.spill_path)
         await self._drop_connection()
+
+
+def _alive(path: Path) -> bool:
+    """Whether the process named in a spill file's name (`request_log.<pid>.<suffix>`) still runs here."""
+    try:
+        pid = int(path.name.split(".")[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

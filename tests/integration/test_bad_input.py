@@ -100,3 +100,61 @@ def test_sdk_raises_typed_errors(gateway: GatewayThread) -> None:
     assert nf.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="auto", messages=[])
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    (f'{{"messages": {HI}, "temperature": -5}}', "temperature"),
+    (f'{{"messages": {HI}, "temperature": 99}}', "temperature"),
+    (f'{{"messages": {HI}, "max_tokens": -1}}', "max_tokens"),
+    (f'{{"messages": {HI}, "max_completion_tokens": 0}}', "max_completion_tokens"),
+    (f'{{"messages": {HI}, "n": 0}}', "n"),
+    (f'{{"messages": {HI}, "top_p": 1.5}}', "top_p"),
+    (f'{{"messages": {HI}, "presence_penalty": 3}}', "presence_penalty"),
+    (f'{{"messages": {HI}, "model": "{"m" * 1_000}"}}', "model"),
+])
+def test_values_the_openai_api_refuses_are_400(gateway: GatewayThread, body: str, param: str) -> None:
+    """Issue 13, defect 10: these were accepted (the OpenAI API answers 400)."""
+    check(post(gateway, body), 400, "invalid_value", param)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/complete"])
+def test_deeply_nested_json_is_400_not_500(gateway: GatewayThread, path: str) -> None:
+    """Issue 13, defect 5: 5,000 levels of nesting raised RecursionError -> 500."""
+    chat = path.endswith("completions")
+    check(post(gateway, f'{{"messages": {DEEP}}}' if chat else f'{{"prompt": "hi", "surprise": {DEEP}}}', path),
+          400, "invalid_json" if chat else None)
+
+
+ADMIN = "admin-bad-input"
+
+
+@pytest.fixture(scope="module")
+def keyed(fakes: ThreadedFakes, pg_url: str) -> Iterator[GatewayThread]:
+    with GatewayThread(make_settings(fakes, db_url=pg_url, auth={"enabled": True, "admin_key": ADMIN})) as gw:
+        yield gw
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"name": "a", "tenant": "t", "expires_in_s": 1e300}, "expires_in_s"),
+    ({"name": "a", "tenant": "t", "expires_in_s": -5}, "expires_in_s"),
+    ({"name": "a", "tenant": "t", "rate_limit_rpm": 10**12}, "rate_limit_rpm"),
+    ({"name": "a", "tenant": "t", "budget_usd": -1}, "budget_usd"),
+    ({"name": "a", "tenant": "t\x00x"}, "tenant"),
+    ({"name": "a" * 500, "tenant": "t"}, "name"),
+])
+def test_key_fields_out_of_range_are_400_not_500(keyed: GatewayThread, body: dict[str, object], param: str) -> None:
+    r = httpx.post(keyed.url + "/v1/keys", json=body, headers={"Authorization": f"Bearer {ADMIN}"})
+    err = check(r, 400, "invalid_value")
+    assert param in str(err["message"])
+
+
+def test_key_endpoints_survive_deep_json_and_huge_grace(keyed: GatewayThread) -> None:
+    h = {"Authorization": f"Bearer {ADMIN}", "content-type": "application/json"}
+    check(httpx.post(keyed.url + "/v1/keys", content=DEEP, headers=h), 400, "invalid_json")
+    made = httpx.post(keyed.url + "/v1/keys", json={"name": "a", "tenant": "t"}, headers=h).json()
+    r = httpx.post(keyed.url + f"/v1/keys/{made['id']}/rotate", json={"grace_s": 1e300}, headers=h)
+    check(r, 400, "invalid_value")
+    check(httpx.get(keyed.url + "/v1/keys", params={"tenant": "a\x00b"}, headers=h), 400, "invalid_value", "tenant")
