@@ -5,14 +5,16 @@ Key strings and their hashing live in `gateway.apikeys`; the key table in `gatew
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import time
+from typing import Protocol
 
 import msgspec
 
 from gateway.apikeys import hash_key, presented_key
-from gateway.db.keys import KeyRecord, KeyStore
+from gateway.db.keys import KeyRecord
 from gateway.errors import AuthenticationFailed, AuthUnavailable, PermissionDenied
 
 
@@ -27,16 +29,49 @@ ANONYMOUS = Principal(tenant="default")
 ADMIN = Principal(tenant="*", admin=True)
 
 
+class KeyLookup(Protocol):
+    async def by_hash(self, digest: bytes) -> tuple[KeyRecord, bytes] | None: ...
+
+
 class Authenticator:
-    def __init__(self, enabled: bool, admin_key: str | None, store: KeyStore | None, cache_ttl_s: float = 10.0) -> None:
+    """Checks API keys against the key store, trusting a lookup for `cache_ttl_s`.
+
+    When the store cannot answer within `lookup_timeout_s`, keys seen before keep working from memory
+    and, for `retry_s`, no lookup is tried at all: a database outage costs one short wait, not one per
+    request. A key never seen gets a quick 503 meanwhile."""
+
+    def __init__(self, enabled: bool, admin_key: str | None, store: KeyLookup | None, cache_ttl_s: float = 10.0,
+                 lookup_timeout_s: float = 0.5, retry_s: float = 2.0) -> None:
         self.enabled = enabled
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self.store = store
         self.cache_ttl_s = cache_ttl_s
+        self.lookup_timeout_s = lookup_timeout_s
+        self.retry_s = retry_s
         self._cache: dict[bytes, tuple[float, KeyRecord]] = {}
+        self._store_down_until = 0.0
+        self._pending: set[asyncio.Task[tuple[KeyRecord, bytes] | None]] = set()
+
+    @property
+    def store_up(self) -> bool:
+        return time.monotonic() >= self._store_down_until
 
     def is_admin(self, key: str | None) -> bool:
         return bool(key) and self._admin_hash is not None and hmac.compare_digest(hash_key(key or ""), self._admin_hash)
+
+    async def _fetch(self, digest: bytes) -> tuple[KeyRecord, bytes] | None:
+        """The store's answer within the time limit. The lookup runs as its own task, so a database that
+        does not answer (frozen) does not hold the request while the driver tries to cancel the query."""
+        assert self.store is not None
+        task = asyncio.ensure_future(self.store.by_hash(digest))
+        self._pending.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.wait_for(asyncio.shield(task), self.lookup_timeout_s)
+
+    def _finished(self, task: asyncio.Task[tuple[KeyRecord, bytes] | None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a late failure is not reported as never retrieved
 
     async def _lookup(self, digest: bytes) -> KeyRecord | None:
         now = time.monotonic()
@@ -46,12 +81,17 @@ class Authenticator:
         if self.store is None:
             return None
         try:
-            found = await self.store.by_hash(digest)
-        except Exception as exc:  # database unreachable: a key seen before keeps working
+            if now < self._store_down_until:
+                raise ConnectionError("key store unreachable (recently)")
+            found = await self._fetch(digest)
+        except Exception as exc:  # database unreachable or too slow: a key seen before keeps working
+            if now >= self._store_down_until:
+                self._store_down_until = now + self.retry_s
             if hit is not None:
                 return hit[1]
             raise AuthUnavailable(f"cannot check the API key: key store unavailable ({type(exc).__name__})") \
                 from None
+        self._store_down_until = 0.0
         if found is None or not hmac.compare_digest(found[1], digest):
             self._cache.pop(digest, None)
             return None

@@ -166,7 +166,8 @@ class RequestPath:
         if not (policy.lookup or policy.store):
             ctx.cache = "bypass"
             return policy, None
-        lk = cache.prepare(principal.tenant, req, route_key(req.model, preq.force_tier, self.router.default_model))
+        lk = cache.prepare(principal.tenant, req, route_key(req.model, preq.force_tier, self.router.default_model),
+                           preq.raw)
         if policy.lookup:
             lk = await cache.lookup(lk)
             if lk.hit is not None and not self.admission.tier_allowed(principal, lk.hit.answer.tier):

@@ -1,4 +1,9 @@
-"""GET /health: liveness, plus the state of each provider and dependency."""
+"""GET /health: liveness, plus the state of each provider and dependency.
+
+`status` is "ok" only when every backend is configured and reachable and every dependency (database,
+Redis, the key store, the request log's writer) answers; otherwise "degraded" (still HTTP 200: the
+gateway keeps serving what it can, and says what is missing).
+"""
 
 from __future__ import annotations
 
@@ -96,15 +101,21 @@ async def health(gw: Gateway) -> Response:
     results = await asyncio.gather(*(_provider_health(gw, b) for b in gw.settings.backends))
     providers = {b.name: r for b, r in zip(gw.settings.backends, results, strict=True)}
     usable = [r for r in results if r.configured and r.reachable]
+    deps = {"database": await _database(gw), "redis": await _redis(gw)}
+    writer = msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None
+    if gw.pool is not None:
+        deps["key_store"] = "ok" if gw.auth.store_up else "unreachable: keys seen before are served from memory"
+    deps_ok = all(v in ("ok", "disabled") or v.startswith("not used") for v in deps.values())
+    log_ok = writer is None or bool(writer["db_up"])
     body = Health(
-        status="ok" if len(usable) == len(results) else "degraded",
+        status="ok" if len(usable) == len(results) and deps_ok and log_ok else "degraded",
         version=__version__,
         uptime_s=round(time.time() - gw.started_at, 1),
         simulated=gw.simulated,
         classifiers=list(gw.pipeline.names),
         providers=providers,
-        dependencies={"database": await _database(gw), "redis": await _redis(gw)},
-        request_log=msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None,
+        dependencies=deps,
+        request_log=writer,
         cache=_cache(gw),
     )
     return Response(encoder.encode(body), media_type="application/json")

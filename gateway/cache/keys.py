@@ -9,9 +9,12 @@ import msgspec
 
 from gateway.wire import ChatCompletionRequest, message_text
 
-# Request fields that change the answer, besides the messages.
+# Request fields that change the answer, besides the messages, taken from the validated request (so 0
+# and 0.0 give one key). Every other field the client sent is in the key too, as sent (`logprobs`,
+# `reasoning_effort`, ...: forwarded upstream, so they may change the answer), except these, which cannot.
 _ANSWER_FIELDS = ("tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens",
                   "max_completion_tokens", "stop", "seed", "presence_penalty", "frequency_penalty", "n")
+_NOT_IN_KEY = frozenset({"messages", "model", "stream", "stream_options", "user", *_ANSWER_FIELDS})
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -32,12 +35,15 @@ def route_key(model: str | None, force_tier: str | None, default_model: str) -> 
     return f"model:{model or default_model}"
 
 
-def _params(req: ChatCompletionRequest, route: str) -> dict[str, Any]:
+def _params(req: ChatCompletionRequest, route: str, raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"route": route}
     for f in _ANSWER_FIELDS:
         v = getattr(req, f)
         if v is not None:
             out[f] = msgspec.to_builtins(v)
+    extra = {k: v for k, v in raw.items() if k not in _NOT_IN_KEY}
+    if extra:
+        out["extra"] = extra
     return out
 
 
@@ -53,12 +59,12 @@ def last_user_text(req: ChatCompletionRequest) -> str:
     return message_text(req.messages[i]) if i >= 0 else ""
 
 
-def cache_keys(req: ChatCompletionRequest, route: str) -> tuple[str, str]:
+def cache_keys(req: ChatCompletionRequest, route: str, raw: dict[str, Any] | None = None) -> tuple[str, str]:
     """(exact key, semantic scope). The exact key covers the whole request; the scope covers
     everything but the last user message: system prompt, earlier turns, sampling, route.
     Messages and parameters are turned into builtins once for both."""
     messages = msgspec.to_builtins(req.messages)
-    params = _params(req, route)
+    params = _params(req, route, raw or {})
     i = last_user_index(req)
     context = [m for j, m in enumerate(messages) if j != i]
     return (_digest({"messages": messages, **params}),

@@ -83,9 +83,10 @@ class ResponseCache:
     def semantic(self) -> bool:
         return self.embedder is not None
 
-    def prepare(self, tenant: str, req: ChatCompletionRequest, route: str) -> Lookup:
+    def prepare(self, tenant: str, req: ChatCompletionRequest, route: str,
+                raw: dict[str, object] | None = None) -> Lookup:
         tag = tenant_tag(tenant)
-        exact, scope = cache_keys(req, route)
+        exact, scope = cache_keys(req, route, raw)
         return Lookup(tag, f"smr:x:{tag}:{exact}", scope, last_user_text(req))
 
     def _failed(self, exc: BaseException) -> None:

@@ -90,7 +90,7 @@ class FakeServer:
         self._stopping = asyncio.Event()
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, backlog=2048)  # bursts of hundreds of connections
         await site.start()
         server: Any = site._server
         self.port = int(server.sockets[0].getsockname()[1])

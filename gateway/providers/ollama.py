@@ -131,7 +131,10 @@ class OllamaProvider:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         t = backend.timeouts
-        self._client = ollama.AsyncClient(host=backend.base_url, timeout=httpx.Timeout(t.total_s, connect=t.connect_s))
+        # httpx's default pool holds 100 connections: the 101st concurrent call waited for one to free up.
+        # A local Ollama serves as many as it can; the gateway does not queue in front of it.
+        self._client = ollama.AsyncClient(host=backend.base_url, timeout=httpx.Timeout(t.total_s, connect=t.connect_s),
+                                          limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
 
     def unavailable_reason(self) -> str | None:
         return None if self.backend.base_url else "OLLAMA_BASE_URL is not set"

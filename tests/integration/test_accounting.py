@@ -299,7 +299,7 @@ def test_postgres_outage_mid_traffic_loses_no_row(fakes: ThreadedFakes) -> None:
             server.stop()
             burst(60)  # more than buffer_max: the oldest rows spill to disk
             health = httpx.get(gw.url + "/health").json()
-            assert health["dependencies"]["database"].startswith("unreachable")
+            assert health["dependencies"]["database"].startswith("unreachable") and health["status"] == "degraded"
             assert health["request_log"]["spilled"] > 0 and health["request_log"]["db_up"] is False
             server.start()
             burst(5)

@@ -292,7 +292,7 @@ def test_redis_stopped_mid_traffic_keeps_serving(fakes: ThreadedFakes, pg_url: s
                 assert r.status_code == 200 and r.headers["x-smr-cache"] == "miss"
             assert (time.perf_counter() - started) / 5 < 1.0
             health = httpx.get(g.url + "/health").json()
-            assert health["dependencies"]["redis"] == "unreachable"
+            assert health["dependencies"]["redis"] == "unreachable" and health["status"] == "degraded"
             assert health["cache"]["timeouts"] + health["cache"]["errors"] >= 5
             metrics = scrape(g)  # the outage is visible to Prometheus too
             assert metrics["smr_cache_store_up"] == 0

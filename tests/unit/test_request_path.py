@@ -211,3 +211,15 @@ async def test_admission_refuses_n_above_one_before_any_call() -> None:
         await h.serve(n=3)
     assert err.value.param == "n" and all(not f.calls for f in h.fakes.values())
     assert [r.http_status for r in h.rows] == [400]
+
+
+async def test_forwarded_fields_that_change_the_answer_are_part_of_the_cache_key() -> None:
+    """Issue 13, defect 10: a request with other `logprobs` or `reasoning_effort` got the cached answer."""
+    h = Harness()
+    await h.serve(logprobs=True)
+    assert h.cache is not None
+    await h.cache.drain()
+    assert (await h.serve(logprobs=True)).served.cache == "hit-exact"
+    assert (await h.serve(logprobs=False)).served.cache == "miss"
+    assert (await h.serve(logprobs=True, reasoning_effort="high")).served.cache == "miss"
+    assert (await h.serve(logprobs=True, user="someone-else")).served.cache == "hit-exact"  # `user` changes nothing
