@@ -11,6 +11,7 @@ import secrets
 import time
 from typing import Protocol
 
+from gateway.admission import Ticket
 from gateway.auth import Principal
 from gateway.db.log_writer import LogRow
 from gateway.errors import Attempt, GatewayError
@@ -37,6 +38,7 @@ class RequestContext:
         "route",
         "started",
         "stream",
+        "ticket",
         "ts",
         "ttft_ms",
     )
@@ -57,6 +59,7 @@ class RequestContext:
         self.ttft_ms: float | None = None
         self.prompt: str | None = None
         self.recorded = False
+        self.ticket: Ticket | None = None  # what admission took, settled when the request ends
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000

@@ -1,32 +1,263 @@
-"""Admission: may this caller make this request, and may it take this route?
+"""Admission: may this caller make this request, may it take this route, can it afford it?
 
-Two checks on the request path (`RequestPath.serve`): `admit` before anything else (request-level
-rules), and `check_route` once the route is known (a key's allowed tiers, before any call; a cached
-answer from a tier the key may not use is not served either). Rate limits and budgets belong here.
+Three steps on the request path (`RequestPath.serve`), and a settlement when the request ends:
+
+    admit(principal, req)        request-level rules, then the key's and the tenant's rate limits
+                                 (requests and prompt tokens per minute), all taken atomically or none
+    check_route(ticket, tier)    the key's and the tenant's allowed tiers, before any call
+    reserve(ticket, chain, req)  the worst-case cost against the key's and the tenant's budgets
+    settle(ticket, priced)       completion tokens onto the token limits; the reservation to the real cost
+
+Counters live in Redis (`limiter.py`) so every gateway process enforces one limit. When Redis cannot
+be reached, `limits.rates_on_redis_error` / `limits.budgets_on_redis_error` choose: "open" serves the
+request and says so in /health and /metrics, "closed" refuses it with 503.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+import msgspec
+from redis.exceptions import RedisError
+
 from gateway.auth import Principal
-from gateway.errors import InvalidRequest, PermissionDenied
-from gateway.settings import RoutingSettings
-from gateway.wire import ChatCompletionRequest
+from gateway.errors import BudgetExceeded, InvalidRequest, LimitsUnavailable, PermissionDenied, RateLimited
+from gateway.limiter import Counters
+from gateway.limits import (
+    NO_LIMITS,
+    BudgetCheck,
+    LimitSet,
+    RateCheck,
+    RateState,
+    budget_check,
+    period_start,
+    period_ttl_s,
+    rate_checks,
+    ratelimit_headers,
+    worst_case_cost,
+)
+from gateway.pricing import Priced
+from gateway.settings import Backend, LimitsSettings, RoutingSettings
+from gateway.wire import ChatCompletionRequest, message_text
+from router_core.features import estimate_tokens
+
+log = logging.getLogger("gateway.limits")
+T = TypeVar("T")
+
+
+class TenantLimitsSource(Protocol):
+    async def get(self, tenant: str) -> LimitSet | None: ...
+
+
+class SpendSource(Protocol):
+    async def spent(self, scope: str, owner: str, since: dt.datetime | None) -> float: ...
+
+
+class LimitStats(msgspec.Struct):
+    rate_limited: int = 0
+    budget_refused: int = 0
+    redis_errors: int = 0
+    served_unlimited: int = 0  # requests let through unchecked because Redis was unreachable (fail open)
+    redis_up: bool = True
+    last_error: str | None = None
+
+
+class Ticket:
+    """What admission took for one request, to settle when it ends (exactly once)."""
+
+    __slots__ = ("budgets", "checks", "principal", "reserved_usd", "settled", "states", "tenant_limits")
+
+    def __init__(self, principal: Principal, tenant_limits: LimitSet) -> None:
+        self.principal = principal
+        self.tenant_limits = tenant_limits
+        self.checks: list[RateCheck] = []
+        self.states: list[RateState] = []
+        self.budgets: list[BudgetCheck] = []
+        self.reserved_usd = 0.0
+        self.settled = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return ratelimit_headers(self.states) if self.states else {}
+
+
+def prompt_tokens(req: ChatCompletionRequest) -> int:
+    return sum(estimate_tokens(message_text(m)) for m in req.messages)
 
 
 class Admission:
-    def __init__(self, routing: RoutingSettings) -> None:
+    def __init__(self, routing: RoutingSettings, limits: LimitsSettings | None = None,
+                 counters: Counters | None = None, tenants: TenantLimitsSource | None = None,
+                 spend: SpendSource | None = None, cache_ttl_s: float = 10.0) -> None:
         self.allow_n = routing.allow_n_greater_than_one
+        self.cfg = limits or LimitsSettings()
+        self.counters = counters
+        self.tenants = tenants
+        self.spend = spend
+        self.cache_ttl_s = cache_ttl_s
+        self.stats = LimitStats()
+        self._tenant_cache: dict[str, tuple[float, LimitSet]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def admit(self, principal: Principal, req: ChatCompletionRequest) -> None:
+    # ------------------------------------------------------------------ 1. admit
+    async def admit(self, principal: Principal, req: ChatCompletionRequest) -> Ticket:
         if req.n is not None and req.n > 1 and not self.allow_n:
             raise InvalidRequest("n > 1 is not supported by this gateway; send n = 1 or leave it out",
                                  param="n", code="unsupported_value")
+        ticket = Ticket(principal, await self._tenant_limits(principal.tenant))
+        tokens = 0
+        key_limits, tenant_limits = principal.limits, ticket.tenant_limits
+        if key_limits.rate_limit_tpm is not None or tenant_limits.rate_limit_tpm is not None:
+            tokens = prompt_tokens(req)
+        checks = rate_checks("tenant", principal.tenant, tenant_limits, tokens)
+        if principal.key_id is not None:
+            checks = rate_checks("key", principal.key_id, key_limits, tokens) + checks
+        if not checks or self.counters is None:
+            return ticket
+        taken = await self._guarded(self.counters.take(checks), self.cfg.rates_on_redis_error, "rate limits")
+        if taken is None:
+            return ticket
+        ticket.states = taken.states
+        if taken.refused is not None:
+            self.stats.rate_limited += 1
+            c = taken.refused
+            unit = "requests" if c.kind == "requests" else "tokens"
+            wait_s = max(1, -(-taken.retry_ms // 1000))
+            err = RateLimited(f"Rate limit reached for this {c.scope} on {unit} per minute: limit {c.limit}, "
+                              f"requested {c.cost}. Please try again in {wait_s}s.")
+            err.type = unit
+            err.headers = {"retry-after": str(wait_s), **ticket.headers}
+            raise err
+        ticket.checks = checks
+        return ticket
 
+    # ------------------------------------------------------------------ 2. check the route
     @staticmethod
-    def tier_allowed(principal: Principal, tier: str | None) -> bool:
-        return not principal.allowed_tiers or (tier or "direct") in principal.allowed_tiers
+    def tier_allowed(ticket: Ticket, tier: str | None) -> bool:
+        t = tier or "direct"
+        return all(not lim.allowed_tiers or t in lim.allowed_tiers
+                   for lim in (ticket.principal.limits, ticket.tenant_limits))
 
-    def check_route(self, principal: Principal, tier: str | None) -> None:
-        if not self.tier_allowed(principal, tier):
-            allowed = ", ".join(principal.allowed_tiers or ())
-            raise PermissionDenied(f"This API key may not use the {tier or 'direct'} route; allowed: {allowed}")
+    def check_route(self, ticket: Ticket, tier: str | None) -> None:
+        if not self.tier_allowed(ticket, tier):
+            allowed = sorted(set(ticket.principal.limits.allowed_tiers or ("simple", "medium", "complex", "direct"))
+                             & set(ticket.tenant_limits.allowed_tiers or ("simple", "medium", "complex", "direct")))
+            raise PermissionDenied(f"This API key may not use the {tier or 'direct'} route; "
+                                   f"allowed: {', '.join(allowed) or 'none'}")
+
+    # ------------------------------------------------------------------ 3. reserve the worst case
+    async def reserve(self, ticket: Ticket, chain: tuple[Backend, ...], req: ChatCompletionRequest) -> None:
+        now = dt.datetime.now(dt.UTC)
+        p = ticket.principal
+        budgets = [b for b in (budget_check("key", p.key_id, p.limits, now) if p.key_id else None,
+                               budget_check("tenant", p.tenant, ticket.tenant_limits, now)) if b is not None]
+        if not budgets or self.counters is None:
+            return
+        amount = worst_case_cost(prompt_tokens(req), req.output_limit, chain)
+        ttls = [period_ttl_s(b.period) or 0 for b in budgets]
+        counters = self.counters
+        for _ in range(len(budgets) + 1):
+            got = await self._guarded(counters.reserve(budgets, amount, ttls), self.cfg.budgets_on_redis_error,
+                                      "budgets")
+            if got is None:
+                return
+            if got.missing is None:
+                break
+            b = got.missing
+            spent = await self._spent(b, now)
+            await self._guarded(counters.init_spend(b, spent, period_ttl_s(b.period) or 0),
+                                self.cfg.budgets_on_redis_error, "budgets")
+        else:
+            return
+        if got.refused is not None:
+            self.stats.budget_refused += 1
+            b = got.refused
+            raise BudgetExceeded(
+                f"This {b.scope}'s budget of ${b.budget_usd:.4f} ({b.period}) does not cover this request: "
+                f"${got.spent_usd:.6f} spent, ${got.reserved_usd:.6f} held by requests in flight, and this one "
+                f"may cost up to ${amount:.6f}. Lower max_tokens, use a cheaper model, or raise the budget.")
+        ticket.budgets, ticket.reserved_usd = budgets, amount
+
+    # ------------------------------------------------------------------ 4. settle
+    def settle(self, ticket: Ticket | None, priced: Priced | None, from_cache: bool = False) -> None:
+        """Off the request path: completion tokens onto the token limits, the reservation to the real cost."""
+        if ticket is None or ticket.settled:
+            return
+        ticket.settled = True
+        tokens = 0 if priced is None or from_cache else priced.usage.completion_tokens
+        token_checks = [c for c in ticket.checks if c.kind == "tokens"]
+        if self.counters is None or not ((token_checks and tokens) or ticket.budgets):
+            return
+        task = asyncio.create_task(self._settle(ticket, token_checks, tokens, 0.0 if priced is None else
+                                                priced.cost_usd))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, ticket: Ticket, token_checks: list[RateCheck], tokens: int, cost: float) -> None:
+        assert self.counters is not None
+        if token_checks and tokens:
+            await self._guarded(self.counters.add_tokens(token_checks, tokens), "open", "rate limits")
+        if ticket.budgets:
+            await self._guarded(self.counters.settle(ticket.budgets, ticket.reserved_usd, cost), "open", "budgets")
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ helpers
+    async def _guarded(self, call: Awaitable[T], on_error: str, what: str) -> T | None:
+        """The counter call, or None when Redis fails and this limit fails open (503 when closed)."""
+        try:
+            async with asyncio.timeout(self.cfg.redis_timeout_s):
+                result = await call
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.stats.redis_errors += 1
+            if self.stats.redis_up:
+                log.warning("limits: Redis unreachable (%s); %s fail %s", type(exc).__name__, what, on_error)
+            self.stats.redis_up = False
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"[:200]
+            if on_error == "closed":
+                raise LimitsUnavailable(f"cannot check {what}: their store is unreachable") from None
+            self.stats.served_unlimited += 1
+            return None
+        self.stats.redis_up = True
+        return result
+
+    async def _tenant_limits(self, tenant: str) -> LimitSet:
+        if self.tenants is None:
+            return NO_LIMITS
+        now = time.monotonic()
+        hit = self._tenant_cache.get(tenant)
+        if hit is not None and now - hit[0] < self.cache_ttl_s:
+            return hit[1]
+        try:
+            async with asyncio.timeout(0.5):
+                found = await self.tenants.get(tenant)
+        except Exception as exc:  # database away: the last known limits (or none) apply meanwhile
+            log.warning("limits: cannot read tenant limits (%s)", type(exc).__name__)
+            return hit[1] if hit is not None else NO_LIMITS
+        limits = found or NO_LIMITS
+        if len(self._tenant_cache) > 10_000:
+            self._tenant_cache.clear()
+        self._tenant_cache[tenant] = (now, limits)
+        return limits
+
+    def forget_tenant(self, tenant: str) -> None:
+        """After a change through this process's API, the new limits apply at once here."""
+        self._tenant_cache.pop(tenant, None)
+
+    async def _spent(self, b: BudgetCheck, now: dt.datetime) -> float:
+        if self.spend is None:
+            return 0.0
+        try:
+            async with asyncio.timeout(2.0):
+                return await self.spend.spent(b.scope, b.owner, period_start(b.period, now))
+        except Exception as exc:
+            log.warning("limits: cannot rebuild the %s %s's spend from the request log (%s); starting at 0",
+                        b.scope, b.owner, type(exc).__name__)
+            return 0.0

@@ -15,9 +15,10 @@ from gateway.api.chat import chat_completions
 from gateway.api.complete import complete
 from gateway.api.deps import provide_gateway, provide_principal
 from gateway.api.health import health
-from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key
+from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key, update_key_limits
 from gateway.api.metrics import metrics
 from gateway.api.models import list_models
+from gateway.api.tenants import get_tenant_limits, put_tenant_limits
 from gateway.api.usage import get_usage
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
 from gateway.lifespan import lifespan
@@ -45,7 +46,7 @@ def _log_failure(request: Request, err: GatewayError) -> None:
 
 def _gateway_error(request: Request, exc: GatewayError) -> Response:
     _log_failure(request, exc)
-    return Response(content=exc.to_json(), status_code=exc.status, media_type=JSON)
+    return Response(content=exc.to_json(), status_code=exc.status, media_type=JSON, headers=exc.headers)
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -98,7 +99,8 @@ def create_app(settings: Settings) -> Litestar:
     embedder = build_embedder(settings)
     return Litestar(
         route_handlers=[chat_completions, complete, list_models, health, create_key, list_keys, revoke_key,
-                        rotate_key, get_usage, clear_cache, metrics],
+                        rotate_key, update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache,
+                        metrics],
         lifespan=[lifespan],
         dependencies={"gw": Provide(provide_gateway, sync_to_thread=False),
                       "principal": Provide(provide_principal)},

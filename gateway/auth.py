@@ -16,13 +16,18 @@ import msgspec
 from gateway.apikeys import hash_key, presented_key
 from gateway.db.keys import KeyRecord
 from gateway.errors import AuthenticationFailed, AuthUnavailable, PermissionDenied
+from gateway.limits import NO_LIMITS, LimitSet
 
 
 class Principal(msgspec.Struct, frozen=True):
     tenant: str
     key_id: str | None = None
     admin: bool = False
-    allowed_tiers: list[str] | None = None
+    limits: LimitSet = NO_LIMITS  # the key's own; the tenant's are looked up on admission
+
+    @property
+    def allowed_tiers(self) -> list[str] | None:
+        return list(self.limits.allowed_tiers) if self.limits.allowed_tiers else None
 
 
 ANONYMOUS = Principal(tenant="default")
@@ -55,6 +60,12 @@ class Authenticator:
     @property
     def store_up(self) -> bool:
         return time.monotonic() >= self._store_down_until
+
+    def forget(self, key_id: str) -> None:
+        """Drop a changed key from this process's lookup cache (others see the change within the TTL)."""
+        for digest, (_, record) in list(self._cache.items()):
+            if record.id == key_id:
+                del self._cache[digest]
 
     def is_admin(self, key: str | None) -> bool:
         return bool(key) and self._admin_hash is not None and hmac.compare_digest(hash_key(key or ""), self._admin_hash)
@@ -114,7 +125,7 @@ class Authenticator:
         why = record.usable(dt.datetime.now(dt.UTC))
         if why is not None:
             raise AuthenticationFailed(f"API key {record.prefix}... is {why}", code=f"key_{why}")
-        return Principal(tenant=record.tenant, key_id=record.id, allowed_tiers=record.allowed_tiers)
+        return Principal(tenant=record.tenant, key_id=record.id, limits=record.limits)
 
     def require_admin(self, authorization: str | None, x_api_key: str | None) -> None:
         if self._admin_hash is None:

@@ -7,6 +7,9 @@
      ├── PermissionDenied      403  permission_error
      ├── ModelNotFound         404  invalid_request_error / model_not_found
      ├── PayloadTooLarge       413  invalid_request_error / request_too_large
+     ├── RateLimited           429  requests|tokens / rate_limit_exceeded (with Retry-After, x-ratelimit-*)
+     ├── BudgetExceeded        429  insufficient_quota / budget_exceeded
+     ├── LimitsUnavailable     503  server_error / limits_unavailable (Redis down, limits set to fail closed)
      ├── AuthUnavailable       503  server_error / auth_unavailable (key store unreachable)
      ├── UpstreamError         one backend failed (502/503/504); `retryable` drives fallback
      │    ├── BackendUnavailable     503  not configured (no API key, no URL)
@@ -50,6 +53,7 @@ class GatewayError(Exception):
     type: str = "server_error"
     code: str | None = None
     accounted: bool = False
+    headers: dict[str, str] | None = None  # sent with the error response (Retry-After, x-ratelimit-*)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -99,6 +103,24 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(GatewayError):
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class LimitsUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "limits_unavailable"
 
 
 class AuthUnavailable(GatewayError):

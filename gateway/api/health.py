@@ -41,6 +41,7 @@ class Health(msgspec.Struct):
     dependencies: dict[str, str]
     request_log: dict[str, object] | None
     cache: dict[str, object] | None
+    limits: dict[str, object]
 
 
 def _address(b: Backend) -> tuple[str, int]:
@@ -105,7 +106,15 @@ async def health(gw: Gateway) -> Response:
     writer = msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None
     if gw.pool is not None:
         deps["key_store"] = "ok" if gw.auth.store_up else "unreachable: keys seen before are served from memory"
-    deps_ok = all(v in ("ok", "disabled") or v.startswith("not used") for v in deps.values())
+    a = gw.admission
+    limits = {"counters": gw.counters.name, "rates_on_redis_error": a.cfg.rates_on_redis_error,
+              "budgets_on_redis_error": a.cfg.budgets_on_redis_error, **msgspec.to_builtins(a.stats)}
+    if gw.counters.name == "memory":
+        limits["note"] = "counters in this process's memory: set REDIS_URL to share them between gateway processes"
+    elif not a.stats.redis_up:
+        limits["note"] = (f"Redis unreachable: rates fail {a.cfg.rates_on_redis_error}, "
+                          f"budgets fail {a.cfg.budgets_on_redis_error}")
+    deps_ok = a.stats.redis_up and all(v in ("ok", "disabled") or v.startswith("not used") for v in deps.values())
     log_ok = writer is None or bool(writer["db_up"])
     body = Health(
         status="ok" if len(usable) == len(results) and deps_ok and log_ok else "degraded",
@@ -117,5 +126,6 @@ async def health(gw: Gateway) -> Response:
         dependencies=deps,
         request_log=writer,
         cache=_cache(gw),
+        limits=limits,
     )
     return Response(encoder.encode(body), media_type="application/json")

@@ -6,13 +6,14 @@ import datetime as dt
 from typing import Annotated, TypeVar
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, Response, delete, get, patch, post
 from msgspec import Meta
 
 from gateway.api.deps import admin_only, label_param
-from gateway.db.keys import KeyRecord, KeyStore, NewKey
+from gateway.db.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
+from gateway.limits import RPM, TPM, USD, LimitSet, Period
 from gateway.wire import decode_json_object, encoder
 from router_core.types import Tier
 
@@ -28,10 +29,17 @@ class KeyCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Label
     tenant: Label
     expires_at: dt.datetime | None = None
-    expires_in_s: Annotated[float, Meta(gt=0, le=TEN_YEARS_S)] | None = None
+    expires_in_s: Annotated[float, Meta(ge=-TEN_YEARS_S, le=TEN_YEARS_S)] | None = None
     allowed_tiers: list[Tier] | None = None
-    budget_usd: Annotated[float, Meta(ge=0, le=1e9)] | None = None
-    rate_limit_rpm: Annotated[int, Meta(ge=1, le=1_000_000_000)] | None = None
+    budget_usd: USD | None = None
+    budget_period: Period = "total"
+    rate_limit_rpm: RPM | None = None
+    rate_limit_tpm: TPM | None = None
+
+    @property
+    def limits(self) -> LimitSet:
+        return LimitSet(self.rate_limit_rpm, self.rate_limit_tpm, self.budget_usd, self.budget_period,
+                        list(self.allowed_tiers) if self.allowed_tiers else None)
 
 
 class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -71,10 +79,32 @@ async def create_key(request: Request, gw: Gateway) -> Response:
     expires = body.expires_at
     if body.expires_in_s is not None:
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=body.expires_in_s)
-    new = await store.create(body.name, body.tenant, expires_at=expires,
-                             allowed_tiers=list(body.allowed_tiers) if body.allowed_tiers else None,
-                             budget_usd=body.budget_usd, rate_limit_rpm=body.rate_limit_rpm)
+    new = await store.create(body.name, body.tenant, expires_at=expires, limits=body.limits)
     return _created(new)
+
+
+@patch("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only])
+async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Response:
+    """Change a key's limits: any of rate_limit_rpm, rate_limit_tpm, budget_usd, budget_period,
+    allowed_tiers (null removes that limit). Other processes see the change within auth.key_cache_ttl_s."""
+    store = _store(gw)
+    raw = decode_json_object(await request.body())
+    unknown = set(raw) - set(LIMIT_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"only the limit fields can be changed ({', '.join(LIMIT_FIELDS)}); "
+                             f"got {', '.join(sorted(unknown))}", param=sorted(unknown)[0], code="invalid_value")
+    try:
+        checked = msgspec.convert({k: v for k, v in raw.items() if v is not None}, LimitSet)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
+    changes = {f: (getattr(checked, f) if raw[f] is not None else None) for f in raw}
+    if changes.get("budget_period", "") is None:
+        changes["budget_period"] = "total"
+    record = await store.set_limits(key_id, changes)
+    if record is None:
+        raise NotFound(f"No API key with id {key_id!r}", param="id")
+    gw.auth.forget(record.id)
+    return Response(encoder.encode(record), media_type="application/json")
 
 
 @get("/v1/keys", guards=[admin_only])

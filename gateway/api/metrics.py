@@ -19,4 +19,5 @@ async def metrics(gw: Gateway) -> Response:
     if gw.cache is not None:
         cache = {**msgspec.to_builtins(gw.cache.stats), "store_up": await gw.cache.reachable()}
     writer = msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None
-    return Response(render(gw.metrics, cache, writer), media_type=CONTENT_TYPE)
+    limits = {k: v for k, v in msgspec.to_builtins(gw.admission.stats).items() if k != "last_error"}
+    return Response(render(gw.metrics, cache, writer, limits), media_type=CONTENT_TYPE)

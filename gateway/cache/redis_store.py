@@ -46,9 +46,10 @@ async def _unlink_matching(client: aioredis.Redis, pattern: str) -> int:
 class RedisExactStore:
     name = "redis"
 
-    def __init__(self, client: aioredis.Redis, url: str = "") -> None:
+    def __init__(self, client: aioredis.Redis, url: str = "", owns_client: bool = True) -> None:
         self.client = client
         self.url = url
+        self.owns_client = owns_client  # the gateway shares its client with the limit counters
 
     async def get(self, key: str) -> bytes | None:
         value = await self.client.get(key)
@@ -61,7 +62,8 @@ class RedisExactStore:
         return await _unlink_matching(self.client, f"{EXACT_PREFIX}{tenant + ':' if tenant else ''}*")
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.owns_client:
+            await self.client.aclose()
 
 
 class RedisVectorIndex:

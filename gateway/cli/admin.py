@@ -18,6 +18,7 @@ from gateway.db.migrate import migrate, migrations_dir
 from gateway.db.usage import GROUP_SQL, usage
 from gateway.errors import GatewayError
 from gateway.lifespan import open_database
+from gateway.limits import LimitSet
 from gateway.settings import Settings, load_settings
 
 
@@ -62,9 +63,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
         store = KeyStore(pool)
         if args.action == "create":
             expires = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.expires_in)) if args.expires_in else None
-            print_new(await store.create(args.name, args.tenant, expires_at=expires,
-                                         allowed_tiers=args.tiers.split(",") if args.tiers else None,
-                                         budget_usd=args.budget_usd, rate_limit_rpm=args.rate_limit_rpm))
+            limits = msgspec.convert({"allowed_tiers": args.tiers.split(",") if args.tiers else None,
+                                      "budget_usd": args.budget_usd, "rate_limit_rpm": args.rate_limit_rpm}, LimitSet)
+            print_new(await store.create(args.name, args.tenant, expires_at=expires, limits=limits))
         elif args.action == "list":
             rows = [msgspec.to_builtins(r) for r in await store.list(args.tenant)]
             print(table(rows, ["id", "name", "tenant", "prefix", "created_at", "expires_at", "revoked_at"]))

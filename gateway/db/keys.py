@@ -11,9 +11,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.apikeys import hash_key, new_key
+from gateway.limits import LimitSet
 
 _COLUMNS = ("id, name, tenant, prefix, created_at, expires_at, revoked_at, rotated_from, allowed_tiers, "
-            "budget_usd, rate_limit_rpm")
+            "budget_usd, rate_limit_rpm, rate_limit_tpm, budget_period")
+# What PATCH /v1/keys/{id} may change (the limit fields of LimitSet).
+LIMIT_FIELDS = ("rate_limit_rpm", "rate_limit_tpm", "budget_usd", "budget_period", "allowed_tiers")
 
 
 class KeyRecord(msgspec.Struct, frozen=True):
@@ -28,6 +31,12 @@ class KeyRecord(msgspec.Struct, frozen=True):
     allowed_tiers: list[str] | None = None
     budget_usd: float | None = None
     rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
+    budget_period: str = "total"
+
+    @property
+    def limits(self) -> LimitSet:
+        return msgspec.convert({f: getattr(self, f) for f in LIMIT_FIELDS}, LimitSet)
 
     def usable(self, now: dt.datetime) -> str | None:
         """None when the key may be used now, else why not."""
@@ -56,16 +65,17 @@ class KeyStore:
         self.pool = pool
 
     async def create(self, name: str, tenant: str, *, expires_at: dt.datetime | None = None,
-                     allowed_tiers: list[str] | None = None, budget_usd: float | None = None,
-                     rate_limit_rpm: int | None = None, rotated_from: str | None = None) -> NewKey:
+                     limits: LimitSet | None = None, rotated_from: str | None = None) -> NewKey:
         key = new_key()
+        lim = limits or LimitSet()
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 f"INSERT INTO api_keys (name, tenant, prefix, key_hash, expires_at, allowed_tiers, budget_usd,"
-                f" rate_limit_rpm, rotated_from) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (name, tenant, key[:12], hash_key(key), expires_at, allowed_tiers, budget_usd, rate_limit_rpm,
-                 rotated_from))
+                f" rate_limit_rpm, rate_limit_tpm, budget_period, rotated_from)"
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (name, tenant, key[:12], hash_key(key), expires_at, lim.allowed_tiers, lim.budget_usd,
+                 lim.rate_limit_rpm, lim.rate_limit_tpm, lim.budget_period, rotated_from))
             row = await cur.fetchone()
         assert row is not None
         return NewKey(_record(row), key)
@@ -118,5 +128,17 @@ class KeyStore:
             await conn.execute(
                 "UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s) WHERE id = %s",
                 (grace, key_id))
-        return await self.create(old.name, old.tenant, expires_at=old.expires_at, allowed_tiers=old.allowed_tiers,
-                                 budget_usd=old.budget_usd, rate_limit_rpm=old.rate_limit_rpm, rotated_from=old.id)
+        return await self.create(old.name, old.tenant, expires_at=old.expires_at, limits=old.limits,
+                                 rotated_from=old.id)
+
+    async def set_limits(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None:
+        """Change some of a key's limit fields (LIMIT_FIELDS; None clears a limit)."""
+        if await self.get(key_id) is None:
+            return None
+        fields = [f for f in LIMIT_FIELDS if f in changes]
+        if fields:
+            assignments = ", ".join(f"{f} = %s" for f in fields)
+            async with self.pool.connection() as conn:
+                await conn.execute(f"UPDATE api_keys SET {assignments} WHERE id = %s",  # type: ignore[arg-type]
+                                   (*(changes[f] for f in fields), key_id))
+        return await self.get(key_id)

@@ -23,14 +23,6 @@ ADMIN = "cache-admin"
 PAIRS = json.loads((Path(__file__).parents[1] / "data" / "cache_pairs.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 def cache_settings(fakes: ThreadedFakes, pg_url: str, redis_url: str, **cache: object) -> object:
     return make_settings(fakes, db_url=pg_url, redis={"url": redis_url},
                          auth={"enabled": True, "admin_key": ADMIN},

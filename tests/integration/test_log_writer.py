@@ -118,6 +118,6 @@ def test_a_nul_byte_in_model_does_not_stop_the_request_log(gateway: GatewayThrea
             break
         time.sleep(0.05)
     health = httpx.get(gateway.url + "/health").json()
-    assert health["request_log"]["db_up"] is True and health["request_log"]["buffered"] == 0
+    assert health["request_log"]["db_up"] is True and health["request_log"]["quarantined"] == 0
     with psycopg.connect(pg_url) as c:
         assert c.execute("SELECT count(*) FROM request_log WHERE requested_model = 'gptx'").fetchone()[0] >= 1  # type: ignore[index]

@@ -23,6 +23,8 @@ from gateway.db.log_writer import LogRow
 from gateway.errors import AllBackendsFailed, InvalidRequest, PermissionDenied, UpstreamHTTPError
 from gateway.fakes.provider import FakeProvider, Reply
 from gateway.fallback import ChainCaller
+from gateway.limiter import MemoryCounters
+from gateway.limits import LimitSet
 from gateway.metrics import Metrics
 from gateway.providers.base import UpstreamCall
 from gateway.providers.registry import Providers
@@ -39,7 +41,7 @@ class Rows(list[LogRow]):
 
 class Harness:
     def __init__(self, handlers: dict[str, Callable[[UpstreamCall], Reply]] | None = None,
-                 cache: bool = True) -> None:
+                 cache: bool = True, tenant_limits: dict[str, LimitSet] | None = None) -> None:
         backends = [Backend(name=n, provider="openai", model=n, base_url="http://unused", input_price=p,
                             output_price=2 * p) for n, p in (("cheap", 0.1), ("backup", 0.5), ("strong", 2.0))]
         base = parse_settings({
@@ -51,9 +53,15 @@ class Harness:
         self.fakes = {b.name: FakeProvider(b, handlers.get(b.name, lambda call: Reply())) for b in backends}
         self.rows = Rows()
         self.cache = ResponseCache(MemoryExactStore(), None, None, None, self.settings.cache) if cache else None
+        self.counters = MemoryCounters()
+        self.tenant_limits = tenant_limits or {}
+        self.admission = Admission(self.settings.routing, self.settings.limits, self.counters, self)
         self.path = RequestPath(self.settings, Router(self.settings, build_pipeline(self.settings, None)),
-                                ChainCaller(Providers(self.fakes)), self.cache, Admission(self.settings.routing),
+                                ChainCaller(Providers(self.fakes)), self.cache, self.admission,
                                 Accounting(Metrics(), self.rows))
+
+    async def get(self, tenant: str) -> LimitSet | None:  # the tenant-limits source
+        return self.tenant_limits.get(tenant)
 
     async def serve(self, model: str = "smr/simple", stream: bool = False, principal: Principal = ANONYMOUS,
                     **extra: object) -> Answer | StreamAnswer:
@@ -101,7 +109,7 @@ async def test_cached_answer_of_a_tier_the_key_may_not_use_is_not_served() -> No
     await h.serve("smr/complex")
     assert h.cache is not None
     await h.cache.drain()
-    limited = Principal(tenant="default", key_id="k1", allowed_tiers=["simple"])
+    limited = Principal(tenant="default", key_id="k1", limits=LimitSet(allowed_tiers=["simple"]))
     with pytest.raises(PermissionDenied):
         await h.serve("smr/complex", principal=limited)
     assert [(r.http_status, r.cache_status) for r in h.rows] == [(200, "miss"), (403, "miss")]

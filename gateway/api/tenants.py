@@ -1,0 +1,51 @@
+"""PUT / GET /v1/tenants/{tenant}/limits (admin): a tenant's rate limits, budget and allowed tiers.
+
+They apply to every key of the tenant together, beside each key's own limits; the tighter one wins.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Request, Response, get, put
+
+from gateway.api.deps import admin_only
+from gateway.db.limits import TenantLimitsStore
+from gateway.errors import InvalidRequest, PermissionDenied
+from gateway.gateway import Gateway
+from gateway.limits import NO_LIMITS, LimitSet
+from gateway.wire import decode_json_object, encoder
+
+
+class TenantLimits(msgspec.Struct, frozen=True):
+    tenant: str
+    limits: LimitSet
+    object: str = "tenant.limits"
+
+
+def _store(gw: Gateway, tenant: str) -> TenantLimitsStore:
+    if gw.tenants is None:
+        raise PermissionDenied("tenant limits need the database, which is disabled")
+    if not tenant or len(tenant) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in tenant):
+        raise InvalidRequest("the tenant must be printable text of at most 200 characters", param="tenant",
+                             code="invalid_value")
+    return gw.tenants
+
+
+@put("/v1/tenants/{tenant:str}/limits", status_code=200, guards=[admin_only])
+async def put_tenant_limits(request: Request, gw: Gateway, tenant: str) -> Response:
+    """Replace the tenant's limits (a field left out or null: no limit of that kind)."""
+    store = _store(gw, tenant)
+    raw = decode_json_object(await request.body())
+    try:
+        limits = msgspec.convert({k: v for k, v in raw.items() if v is not None}, LimitSet)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
+    await store.put(tenant, limits)
+    gw.admission.forget_tenant(tenant)
+    return Response(encoder.encode(TenantLimits(tenant, limits)), media_type="application/json")
+
+
+@get("/v1/tenants/{tenant:str}/limits", guards=[admin_only])
+async def get_tenant_limits(gw: Gateway, tenant: str) -> Response:
+    limits = await _store(gw, tenant).get(tenant) or NO_LIMITS
+    return Response(encoder.encode(TenantLimits(tenant, limits)), media_type="application/json")

@@ -1,0 +1,271 @@
+"""The counters behind rate limits and budgets: Redis (shared by every gateway process, each step one
+atomic Lua script) or this process's memory (one process only, the fallback when there is no Redis).
+
+Rates use a sliding-window counter: this minute's count plus the previous minute's, weighted by how
+much of it still falls within the last 60 s. One call checks every counter a request draws on (key
+and tenant, requests and tokens) and takes from all of them or from none.
+
+Budgets hold `spent` and `reserved` per owner and period. A request reserves its worst-case cost
+before its call, only if spent + reserved + that stays within the budget, so concurrent requests
+can never pass it together; the reservation is settled to the real cost when the call ends. A
+period whose spend Redis does not hold (lost, or never seen) is rebuilt from the request log first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from gateway.limits import WINDOW_MS, BudgetCheck, RateCheck, RateState
+
+_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = tonumber(ARGV[1])
+local cur = math.floor(now / w)
+local into = now % w
+local frac = into / w
+local n = (#ARGV - 1) / 3
+local used, prev, curc = {}, {}, {}
+local refused = 0
+for i = 1, n do
+  local base = ARGV[3 * i - 1]
+  local c = tonumber(redis.call('GET', base .. ':' .. cur) or '0')
+  local p = tonumber(redis.call('GET', base .. ':' .. (cur - 1)) or '0')
+  prev[i], curc[i] = p, c
+  used[i] = p * (1 - frac) + c
+  local cost = tonumber(ARGV[3 * i + 1])
+  if refused == 0 and cost > 0 and used[i] + cost > tonumber(ARGV[3 * i]) then refused = i end
+end
+local retry = w - into
+if refused > 0 then
+  local limit, cost, p, c = tonumber(ARGV[3 * refused]), tonumber(ARGV[3 * refused + 1]), prev[refused], curc[refused]
+  if p > 0 and c + cost <= limit then
+    retry = math.ceil(w * (used[refused] + cost - limit) / p)
+  elseif c > 0 and cost <= limit then
+    retry = (w - into) + math.ceil(w * (1 - (limit - cost) / c))
+  end
+else
+  for i = 1, n do
+    local cost = tonumber(ARGV[3 * i + 1])
+    if cost > 0 then
+      local k = ARGV[3 * i - 1] .. ':' .. cur
+      redis.call('INCRBY', k, cost)
+      redis.call('PEXPIRE', k, w * 2)
+      used[i] = used[i] + cost
+    end
+  end
+end
+local out = {refused, retry, w - into}
+for i = 1, n do out[#out + 1] = tostring(used[i]) end
+return out
+"""
+
+_ADD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local w = tonumber(ARGV[1])
+local cur = math.floor(now / w)
+for i = 3, #ARGV do
+  local k = ARGV[i] .. ':' .. cur
+  redis.call('INCRBY', k, tonumber(ARGV[2]))
+  redis.call('PEXPIRE', k, w * 2)
+end
+return 1
+"""
+
+_RESERVE = """
+local amount = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return {-i, '0', '0'} end
+end
+for i = 1, #KEYS do
+  local spent = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved') or '0')
+  if spent + reserved + amount > tonumber(ARGV[2 * i]) then return {i, tostring(spent), tostring(reserved)} end
+end
+for i = 1, #KEYS do
+  redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', amount)
+  local ttl = tonumber(ARGV[2 * i + 1])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return {0, '0', '0'}
+"""
+
+_SETTLE = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local r = tonumber(redis.call('HGET', KEYS[i], 'reserved') or '0') - tonumber(ARGV[1])
+    if r < 1e-12 then r = 0 end
+    redis.call('HSET', KEYS[i], 'reserved', tostring(r))
+    redis.call('HINCRBYFLOAT', KEYS[i], 'spent', ARGV[2])
+  end
+end
+return 1
+"""
+
+_INIT = """
+redis.call('HSETNX', KEYS[1], 'spent', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'reserved', '0')
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+
+class Taken:
+    """What `take` found: `refused` is the check that did not fit (None: all taken)."""
+
+    __slots__ = ("refused", "retry_ms", "states")
+
+    def __init__(self, refused: RateCheck | None, retry_ms: int, states: list[RateState]) -> None:
+        self.refused = refused
+        self.retry_ms = retry_ms
+        self.states = states
+
+
+class Reserved:
+    """What `reserve` found: `missing` is a budget whose spend is unknown (rebuild it, then retry);
+    `refused` one that had no room, with its spent and reserved amounts."""
+
+    __slots__ = ("missing", "refused", "reserved_usd", "spent_usd")
+
+    def __init__(self, missing: BudgetCheck | None = None, refused: BudgetCheck | None = None,
+                 spent_usd: float = 0.0, reserved_usd: float = 0.0) -> None:
+        self.missing = missing
+        self.refused = refused
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+
+
+class Counters(Protocol):
+    name: str
+
+    async def take(self, checks: list[RateCheck]) -> Taken: ...
+
+    async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None: ...
+
+    async def reserve(self, budgets: list[BudgetCheck], amount: float, ttls: list[int]) -> Reserved: ...
+
+    async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None: ...
+
+    async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None: ...
+
+
+class RedisCounters:
+    name = "redis"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._rate = client.register_script(_RATE)
+        self._add = client.register_script(_ADD)
+        self._reserve = client.register_script(_RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._init = client.register_script(_INIT)
+
+    async def take(self, checks: list[RateCheck]) -> Taken:
+        args: list[str | int] = [WINDOW_MS]
+        for c in checks:
+            args += [c.redis_key, c.limit, c.cost]
+        out = await self._rate(keys=[], args=args)
+        refused, retry, reset = int(out[0]), int(out[1]), int(out[2])
+        used = [float(u) for u in out[3:]]
+        states = [RateState(c, u, retry if refused else reset) for c, u in zip(checks, used, strict=True)]
+        return Taken(checks[refused - 1] if refused else None, retry, states)
+
+    async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None:
+        bases = [c.redis_key for c in checks if c.kind == "tokens"]
+        if bases and tokens > 0:
+            await self._add(keys=[], args=[WINDOW_MS, tokens, *bases])
+
+    async def reserve(self, budgets: list[BudgetCheck], amount: float, ttls: list[int]) -> Reserved:
+        args: list[str | float | int] = [repr(amount)]
+        for b, ttl in zip(budgets, ttls, strict=True):
+            args += [repr(b.budget_usd), ttl]
+        out = await self._reserve(keys=[b.redis_key for b in budgets], args=args)
+        i = int(out[0])
+        if i < 0:
+            return Reserved(missing=budgets[-i - 1])
+        if i > 0:
+            return Reserved(refused=budgets[i - 1], spent_usd=float(out[1]), reserved_usd=float(out[2]))
+        return Reserved()
+
+    async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None:
+        await self._init(keys=[budget.redis_key], args=[repr(spent), ttl])
+
+    async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None:
+        await self._settle(keys=[b.redis_key for b in budgets], args=[repr(reserved), repr(actual)])
+
+
+class MemoryCounters:
+    """The same semantics in this process's memory: for one process without Redis."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[float, int]] = {}  # "<base>:<window>" -> (expires, count)
+        self._budgets: dict[str, list[float]] = {}        # key -> [spent, reserved]
+
+    def _get(self, key: str, now: float) -> int:
+        hit = self._counts.get(key)
+        if hit is None or hit[0] < now:
+            self._counts.pop(key, None)
+            return 0
+        return hit[1]
+
+    def _incr(self, key: str, by: int, now: float) -> None:
+        self._counts[key] = (now + 2 * WINDOW_MS / 1000, self._get(key, now) + by)
+
+    async def take(self, checks: list[RateCheck]) -> Taken:
+        now = time.time()
+        now_ms = int(now * 1000)
+        cur, into = divmod(now_ms, WINDOW_MS)
+        frac = into / WINDOW_MS
+        parts = [(self._get(f"{c.redis_key}:{cur - 1}", now), self._get(f"{c.redis_key}:{cur}", now)) for c in checks]
+        used = [p * (1 - frac) + cc for p, cc in parts]
+        for i, c in enumerate(checks):
+            if c.cost > 0 and used[i] + c.cost > c.limit:
+                p, cc = parts[i]
+                retry = WINDOW_MS - into
+                if p > 0 and cc + c.cost <= c.limit:
+                    retry = math.ceil(WINDOW_MS * (used[i] + c.cost - c.limit) / p)
+                elif cc > 0 and c.cost <= c.limit:
+                    retry = (WINDOW_MS - into) + math.ceil(WINDOW_MS * (1 - (c.limit - c.cost) / cc))
+                return Taken(c, retry, [RateState(ch, u, retry) for ch, u in zip(checks, used, strict=True)])
+        for c in checks:
+            if c.cost > 0:
+                self._incr(f"{c.redis_key}:{cur}", c.cost, now)
+        states = [RateState(c, u + c.cost, WINDOW_MS - into) for c, u in zip(checks, used, strict=True)]
+        return Taken(None, 0, states)
+
+    async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None:
+        now = time.time()
+        cur = int(now * 1000) // WINDOW_MS
+        for c in checks:
+            if c.kind == "tokens" and tokens > 0:
+                self._incr(f"{c.redis_key}:{cur}", tokens, now)
+
+    async def reserve(self, budgets: list[BudgetCheck], amount: float, ttls: list[int]) -> Reserved:
+        for b in budgets:
+            if b.redis_key not in self._budgets:
+                return Reserved(missing=b)
+        for b in budgets:
+            spent, reserved = self._budgets[b.redis_key]
+            if spent + reserved + amount > b.budget_usd:
+                return Reserved(refused=b, spent_usd=spent, reserved_usd=reserved)
+        for b in budgets:
+            self._budgets[b.redis_key][1] += amount
+        return Reserved()
+
+    async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None:
+        self._budgets.setdefault(budget.redis_key, [spent, 0.0])
+
+    async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None:
+        for b in budgets:
+            entry = self._budgets.get(b.redis_key)
+            if entry is not None:
+                entry[1] = max(0.0, entry[1] - reserved)
+                entry[0] += actual

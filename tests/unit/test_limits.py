@@ -1,0 +1,120 @@
+"""Rate limits and budgets on the request path, with the in-process counters (the Redis ones run the
+same steps as Lua scripts: tests/integration/test_limits.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from gateway.auth import Principal
+from gateway.errors import BudgetExceeded, PermissionDenied, RateLimited
+from gateway.fakes.provider import Reply
+from gateway.limits import LimitSet, RateCheck, RateState, period_id, ratelimit_headers, worst_case_cost
+from gateway.request_path import Answer
+from gateway.settings import Backend
+from router_core.features import estimate_tokens
+from tests.unit.test_request_path import Harness
+
+
+def key(**limits: object) -> Principal:
+    return Principal(tenant="acme", key_id="key-1", limits=LimitSet(**limits))  # type: ignore[arg-type]
+
+
+async def test_requests_per_minute_refuse_the_next_one_with_openai_headers() -> None:
+    h = Harness(cache=False)
+    for i in range(3):
+        ok = await h.serve(principal=key(rate_limit_rpm=3))
+        assert ok.served.headers is not None
+        assert ok.served.headers["x-ratelimit-limit-requests"] == "3"
+        assert ok.served.headers["x-ratelimit-remaining-requests"] == str(2 - i)
+    with pytest.raises(RateLimited) as err:
+        await h.serve(principal=key(rate_limit_rpm=3))
+    e = err.value
+    assert e.status == 429 and e.code == "rate_limit_exceeded" and e.type == "requests"
+    assert e.headers is not None and int(e.headers["retry-after"]) >= 1
+    assert e.headers["x-ratelimit-remaining-requests"] == "0"
+    assert len(h.fakes["cheap"].calls) == 3
+    assert [r.http_status for r in h.rows] == [200, 200, 200, 429]
+
+
+async def test_tokens_per_minute_count_the_prompt_then_the_answer() -> None:
+    h = Harness(cache=False)
+    limited = key(rate_limit_tpm=40)
+    first = await h.serve(principal=limited)
+    assert first.served.headers and first.served.headers["x-ratelimit-limit-tokens"] == "40"
+    await h.admission.drain()  # the answer's 5 completion tokens are added when the request settles
+    taken = await h.counters.take([RateCheck("key", "key-1", "tokens", 40, 0)])
+    prompt = int(taken.states[0].used) - 5
+    assert prompt > 0
+    while True:
+        try:
+            await h.serve(principal=limited)
+        except RateLimited as err:
+            assert err.type == "tokens"
+            break
+        await h.admission.drain()
+    used = (await h.counters.take([RateCheck("key", "key-1", "tokens", 40, 0)])).states[0].used
+    assert used <= 40
+
+
+async def test_the_tighter_of_key_and_tenant_wins() -> None:
+    h = Harness(cache=False, tenant_limits={"acme": LimitSet(rate_limit_rpm=2, allowed_tiers=["simple", "medium"])})
+    generous = key(rate_limit_rpm=100)
+    await h.serve(principal=generous)
+    with pytest.raises(PermissionDenied):  # the tenant may not use complex, whatever the key says
+        await h.serve("smr/complex", principal=generous)
+    with pytest.raises(RateLimited) as err:
+        await h.serve(principal=generous)
+    assert "tenant" in err.value.message
+    other_tenant = Principal(tenant="other", key_id="key-2", limits=LimitSet(rate_limit_rpm=100))
+    assert isinstance(await h.serve(principal=other_tenant), Answer)
+
+
+async def test_budget_race_forty_concurrent_calls_against_a_budget_worth_five() -> None:
+    h = Harness({"cheap": lambda call: Reply(delay_s=0.05)}, cache=False)
+    # The prompt's estimated tokens and max_tokens 100 on the dearer backend of the simple chain.
+    chain = (h.settings.backend("cheap"), h.settings.backend("backup"))
+    one = worst_case_cost(estimate_tokens("What is 2 + 2?"), 100, chain)  # type: ignore[arg-type]
+    budget = key(budget_usd=5.5 * one)
+    results = await asyncio.gather(*(h.serve(principal=budget, max_tokens=100) for _ in range(40)),
+                                   return_exceptions=True)
+    served = [r for r in results if isinstance(r, Answer)]
+    refused = [r for r in results if isinstance(r, BudgetExceeded)]
+    assert len(served) == 5 and len(refused) == 35, results[:3]
+    assert all(e.status == 429 and e.code == "budget_exceeded" for e in refused)
+    await h.admission.drain()
+    spent, reserved = h.counters._budgets[f"smr:budget:key:key-1:{period_id('total', dt.datetime.now(dt.UTC))}"]
+    assert reserved == pytest.approx(0.0, abs=1e-12)
+    assert spent == pytest.approx(sum(a.served.priced.cost_usd for a in served))  # type: ignore[union-attr]
+    assert spent <= 5.5 * one
+
+
+async def test_a_failed_call_releases_its_reservation() -> None:
+    from gateway.errors import AllBackendsFailed, UpstreamHTTPError
+
+    def down(call: object) -> Reply:
+        raise UpstreamHTTPError("HTTP 503: down", backend="x", upstream_status=503)
+
+    h = Harness({"cheap": down, "backup": down}, cache=False)
+    for _ in range(3):
+        with pytest.raises(AllBackendsFailed):
+            await h.serve(principal=key(budget_usd=1.0), max_tokens=100)
+    await h.admission.drain()
+    ((spent, reserved),) = h.counters._budgets.values()
+    assert spent == 0.0 and reserved == pytest.approx(0.0, abs=1e-12)
+
+
+def test_headers_and_worst_case_are_plain_functions() -> None:
+    a = RateState(RateCheck("key", "k", "requests", 10, 1), 4.0, 1500)
+    b = RateState(RateCheck("tenant", "t", "requests", 5, 1), 4.0, 65_000)
+    assert ratelimit_headers([a, b]) == {"x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "1",
+                                         "x-ratelimit-reset-requests": "1m5s"}
+    big = Backend(name="big", provider="openai", model="m", input_price=10, output_price=30, max_output_tokens=1000)
+    small = Backend(name="small", provider="openai", model="m", input_price=1, output_price=2)
+    assert worst_case_cost(100, None, (small, big)) == pytest.approx((100 * 10 + 1000 * 30) / 1e6)
+    assert worst_case_cost(100, 10, (small, big)) == pytest.approx((100 * 10 + 10 * 30) / 1e6)
+    now = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+    assert (period_id("day", now), period_id("month", now), period_id("total", now)) == \
+        ("d2026-11-30", "m2026-11", "total")
