@@ -3,6 +3,8 @@
     complete()     a whole answer; a backend that fails (connection, timeout, 429, 5xx) hands over to the next
     open_stream()  the same for streams: a backend counts as answering once its first event arrives
 
+A backend whose circuit is open (`breaker.py`: it kept failing) is skipped without a call.
+
 An upstream 4xx other than 408/409/429 means the request itself is bad: no fallback, the client gets 400.
 """
 
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
+from gateway.breaker import Breakers
 from gateway.errors import (
     AllBackendsFailed,
     Attempt,
@@ -62,14 +65,23 @@ async def aclose_events(events: AsyncIterator[StreamEvent]) -> None:
 
 
 class ChainCaller:
-    def __init__(self, providers: Providers) -> None:
+    def __init__(self, providers: Providers, breakers: Breakers | None = None) -> None:
         self.providers = providers
+        self.breakers = breakers or Breakers()
 
     def _unavailable(self, backend: Backend) -> Attempt | None:
         reason = self.providers[backend.name].unavailable_reason()
-        if reason is None:
-            return None
-        return Attempt(backend.name, f"not configured: {reason}", BackendUnavailable.status)
+        if reason is not None:
+            return Attempt(backend.name, f"not configured: {reason}", BackendUnavailable.status)
+        wait = self.breakers.allow(backend.name)
+        if wait is not None:
+            return Attempt(backend.name, f"circuit open after repeated failures: skipped (probed again in "
+                                         f"{wait:.0f}s)", BackendUnavailable.status)
+        return None
+
+    def _failed(self, backend: Backend, attempts: list[Attempt], error: str, status: int) -> None:
+        attempts.append(Attempt(backend.name, error, status))
+        self.breakers.failure(backend.name)
 
     async def complete(self, call: UpstreamCall, chain: tuple[Backend, ...]) -> Answered:
         attempts: list[Attempt] = []
@@ -82,14 +94,18 @@ class ChainCaller:
                 async with asyncio.timeout(backend.timeouts.total_s):
                     completion = await self.providers[backend.name].complete(call)
             except TimeoutError:
-                attempts.append(Attempt(backend.name, f"timed out after {backend.timeouts.total_s}s",
-                                        UpstreamTimeout.status))
+                self._failed(backend, attempts, f"timed out after {backend.timeouts.total_s}s", UpstreamTimeout.status)
                 continue
             except UpstreamError as exc:
                 if is_client_error(exc):
+                    self.breakers.release(backend.name)
                     raise _give_up(exc) from None
-                attempts.append(Attempt(backend.name, exc.message, exc.status))
+                self._failed(backend, attempts, exc.message, exc.status)
                 continue
+            except BaseException:
+                self.breakers.release(backend.name)
+                raise
+            self.breakers.success(backend.name)
             return Answered(backend, completion, attempts)
         raise AllBackendsFailed(attempts, _failure_status(attempts))
 
@@ -108,20 +124,21 @@ class ChainCaller:
                 async with asyncio.timeout(min(t.first_token_s, t.total_s)):
                     first = await anext(events)
             except TimeoutError:
-                attempts.append(Attempt(backend.name, f"no first token within {t.first_token_s}s",
-                                        UpstreamTimeout.status))
+                self._failed(backend, attempts, f"no first token within {t.first_token_s}s", UpstreamTimeout.status)
             except StopAsyncIteration:
-                empty = UpstreamProtocolError("empty stream", backend=backend.name)
-                attempts.append(Attempt(backend.name, empty.message, empty.status))
+                self._failed(backend, attempts, "empty stream", UpstreamProtocolError.status)
             except UpstreamError as exc:
                 await aclose_events(events)
                 if is_client_error(exc):
+                    self.breakers.release(backend.name)
                     raise _give_up(exc) from None
-                attempts.append(Attempt(backend.name, exc.message, exc.status))
+                self._failed(backend, attempts, exc.message, exc.status)
             except BaseException:  # cancelled while waiting for the first event: close the upstream call
+                self.breakers.release(backend.name)
                 await aclose_events(events)
                 raise
             else:
+                self.breakers.success(backend.name)
                 return OpenStream(backend, first, events, attempts, deadline)
             await aclose_events(events)
         raise AllBackendsFailed(attempts, _failure_status(attempts))

@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.accounting import Accounting
 from gateway.admission import Admission
 from gateway.auth import Authenticator
+from gateway.breaker import Breakers
 from gateway.cache.service import ResponseCache
 from gateway.db.keys import KeyStore
 from gateway.db.limits import SpendLog, TenantLimitsStore
@@ -42,7 +43,9 @@ class Gateway:
         self.counters = counters or MemoryCounters()
         self.admission = Admission(settings.routing, settings.limits, self.counters, self.tenants,
                                    SpendLog(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
-        self.path = RequestPath(settings, self.router, ChainCaller(providers), cache, self.admission,
+        r = settings.routing
+        self.breakers = Breakers(r.breaker_failures, r.breaker_cooldown_s)
+        self.path = RequestPath(settings, self.router, ChainCaller(providers, self.breakers), cache, self.admission,
                                 Accounting(self.metrics, writer))
         self.started_at = time.time()
         self.simulated = any(b.simulated for b in settings.backends)

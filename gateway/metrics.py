@@ -55,7 +55,7 @@ def _number(v: float | int | bool) -> str:
 
 
 def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, object] | None,
-           limits: Mapping[str, object] | None = None) -> str:
+           limits: Mapping[str, object] | None = None, circuits: Mapping[str, str] | None = None) -> str:
     """The exposition text: request counters and durations, tokens, cost and savings, then the cache's,
     the request-log writer's and the limits' counters (absent when that part is off)."""
     out: list[str] = []
@@ -86,6 +86,12 @@ def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, 
     family("smr_savings_usd_total", "counter", "Saved against always calling the baseline model, in USD.")
     for backend, v in sorted(m.savings_usd.items()):
         out.append(f"smr_savings_usd_total{_labels(('backend',), (backend,))} {v!r}")
+    if circuits:
+        family("smr_backend_circuit_open", "gauge",
+               "1 while the backend is out of its chains after repeated failures (0.5: being probed).")
+        for backend, state in sorted(circuits.items()):
+            gauge = {"closed": "0", "half_open": "0.5", "open": "1"}[state]
+            out.append(f"smr_backend_circuit_open{_labels(('backend',), (backend,))} {gauge}")
     parts = (("smr_cache", cache, "response cache"), ("smr_request_log", writer, "request-log writer"),
              ("smr_limits", limits, "rate limits' and budgets'"))
     for prefix, part, what in parts:

@@ -86,6 +86,9 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Most backends tried for one request (the chain is cut after this many).
     max_attempts: int = 3
     allow_n_greater_than_one: bool = False
+    # Circuit breaker per backend: this many failures in a row take it out of its chains for the cool-down.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
 
 
 class TierSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -296,6 +299,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"config: setting 'routing.baseline': unknown backend {r.baseline!r}")
     if r.max_attempts < 1:
         raise SettingsError("config: setting 'routing.max_attempts': must be >= 1")
+    if r.breaker_failures < 1 or r.breaker_cooldown_s <= 0:
+        raise SettingsError("config: setting 'routing': need breaker_failures >= 1 and breaker_cooldown_s > 0")
     if not r.classifiers:
         raise SettingsError("config: setting 'routing.classifiers': needs at least one classifier")
     if r.default_model != "auto" and r.default_model not in reserved and r.default_model not in names:

@@ -29,6 +29,7 @@ class ProviderHealth(msgspec.Struct):
     reachable: bool | None
     simulated: bool
     detail: str | None = None
+    circuit: str = "closed"  # closed | open (skipped after repeated failures) | half_open (being probed)
 
 
 class Health(msgspec.Struct):
@@ -63,10 +64,11 @@ async def _reachable(host: str, port: int, timeout: float = 0.5) -> tuple[bool, 
 
 async def _provider_health(gw: Gateway, b: Backend) -> ProviderHealth:
     reason = gw.providers[b.name].unavailable_reason()
+    circuit = gw.breakers.state(b.name)
     if reason:
-        return ProviderHealth(b.provider, b.model, False, None, b.simulated, reason)
+        return ProviderHealth(b.provider, b.model, False, None, b.simulated, reason, circuit)
     ok, detail = await _reachable(*_address(b))
-    return ProviderHealth(b.provider, b.model, True, ok, b.simulated, detail)
+    return ProviderHealth(b.provider, b.model, True, ok, b.simulated, detail, circuit)
 
 
 async def _database(gw: Gateway) -> str:
@@ -101,7 +103,7 @@ def _cache(gw: Gateway) -> dict[str, object] | None:
 async def health(gw: Gateway) -> Response:
     results = await asyncio.gather(*(_provider_health(gw, b) for b in gw.settings.backends))
     providers = {b.name: r for b, r in zip(gw.settings.backends, results, strict=True)}
-    usable = [r for r in results if r.configured and r.reachable]
+    usable = [r for r in results if r.configured and r.reachable and r.circuit == "closed"]
     deps = {"database": await _database(gw), "redis": await _redis(gw)}
     writer = msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None
     if gw.pool is not None:

@@ -20,4 +20,5 @@ async def metrics(gw: Gateway) -> Response:
         cache = {**msgspec.to_builtins(gw.cache.stats), "store_up": await gw.cache.reachable()}
     writer = msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None
     limits = {k: v for k, v in msgspec.to_builtins(gw.admission.stats).items() if k != "last_error"}
-    return Response(render(gw.metrics, cache, writer, limits), media_type=CONTENT_TYPE)
+    circuits = {b.name: gw.breakers.state(b.name) for b in gw.settings.backends}
+    return Response(render(gw.metrics, cache, writer, limits, circuits), media_type=CONTENT_TYPE)

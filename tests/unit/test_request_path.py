@@ -231,3 +231,37 @@ async def test_forwarded_fields_that_change_the_answer_are_part_of_the_cache_key
     assert (await h.serve(logprobs=False)).served.cache == "miss"
     assert (await h.serve(logprobs=True, reasoning_effort="high")).served.cache == "miss"
     assert (await h.serve(logprobs=True, user="someone-else")).served.cache == "hit-exact"  # `user` changes nothing
+
+
+async def test_a_failing_backend_is_skipped_by_its_circuit_then_probed_back() -> None:
+    state = {"down": True}
+
+    def flaky(call: UpstreamCall) -> Reply:
+        if state["down"]:
+            raise UpstreamHTTPError("HTTP 503: down", backend="cheap", upstream_status=503)
+        return Reply("back again")
+
+    h = Harness({"cheap": flaky}, cache=False)
+    breakers = h.path.caller.breakers
+    breakers.threshold, breakers.cooldown_s = 3, 0.05
+    for _ in range(3):
+        assert (await h.serve()).served.backend == "backup"
+    assert breakers.state("cheap") == "open" and len(h.fakes["cheap"].calls) == 3
+    answer = await h.serve()  # skipped without a call while open
+    assert answer.served.backend == "backup" and len(h.fakes["cheap"].calls) == 3
+    assert "circuit open" in (h.rows[-1].fallback_errors or "")
+    await asyncio.sleep(0.06)
+    state["down"] = False
+    probe = await h.serve()  # the cool-down is over: one request probes it, and it answers
+    assert probe.served.backend == "cheap" and breakers.state("cheap") == "closed"
+
+
+async def test_a_bad_request_does_not_open_the_circuit() -> None:
+    def bad(call: UpstreamCall) -> Reply:
+        raise UpstreamHTTPError("HTTP 400: bad", backend="cheap", upstream_status=400)
+
+    h = Harness({"cheap": bad}, cache=False)
+    for _ in range(8):
+        with pytest.raises(InvalidRequest):
+            await h.serve()
+    assert h.path.caller.breakers.state("cheap") == "closed"
