@@ -6,12 +6,16 @@ calls, tool results -> function responses, usageMetadata -> usage.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import httpx
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -183,8 +187,10 @@ def _error(backend: str, exc: Exception) -> UpstreamError:
     if isinstance(exc, genai_errors.APIError):
         return UpstreamHTTPError(f"HTTP {exc.code}: {exc.message or exc.status}", backend=backend,
                                  upstream_status=exc.code)
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return UpstreamTimeout("timed out", backend=backend)
+    if isinstance(exc, httpx.TransportError):
+        return UpstreamConnectError(f"connection failed: {type(exc).__name__}: {exc}", backend=backend)
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError | ConnectionError):
         return UpstreamConnectError(f"connection failed: {exc}", backend=backend)
     if isinstance(exc, aiohttp.ClientError):
@@ -192,7 +198,12 @@ def _error(backend: str, exc: Exception) -> UpstreamError:
     return UpstreamProtocolError(f"{type(exc).__name__}: {exc}", backend=backend)
 
 
-_ERRORS = (genai_errors.APIError, aiohttp.ClientError, TimeoutError, ConnectionError, ValueError)
+_ERRORS = (genai_errors.APIError, aiohttp.ClientError, httpx.HTTPError, TimeoutError, ConnectionError, ValueError)
+# The SDK turns each message into pydantic models and back (~0.16 ms a message on this CPU). Past this many
+# messages that runs on a worker thread (the SDK's sync client), so one huge request does not stall the
+# event loop for every other request (a 100,000-message body held it for 16 s).
+OFF_LOOP_MESSAGES = 128
+_END = object()
 
 
 class GeminiProvider:
@@ -216,10 +227,17 @@ class GeminiProvider:
         return {"model": self.backend.model, "contents": contents,
                 "config": to_gemini_config(call.request, system)}
 
+    def _off_loop(self, call: UpstreamCall) -> bool:
+        return len(call.request.messages) > OFF_LOOP_MESSAGES
+
     async def complete(self, call: UpstreamCall) -> Completion:
-        assert self._client is not None
+        client = self._client
+        assert client is not None
         try:
-            resp = await self._client.aio.models.generate_content(**self._request(call))
+            if self._off_loop(call):
+                resp = await asyncio.to_thread(lambda: client.models.generate_content(**self._request(call)))
+            else:
+                resp = await client.aio.models.generate_content(**self._request(call))
         except _ERRORS as exc:
             raise _error(self.backend.name, exc) from None
         if not resp.candidates:
@@ -233,8 +251,10 @@ class GeminiProvider:
         n_calls = 0
         finish: str | None = None
         usage: Usage | None = None
+        responses = (self._threaded_stream(call) if self._off_loop(call)
+                     else await self._client.aio.models.generate_content_stream(**self._request(call)))
         try:
-            async for resp in await self._client.aio.models.generate_content_stream(**self._request(call)):
+            async for resp in responses:
                 text, calls, fin = _split(resp, n_calls)
                 if calls:
                     yield tool_call_event(calls, n_calls)
@@ -249,6 +269,39 @@ class GeminiProvider:
         if finish is None:
             raise UpstreamProtocolError("stream ended without a finish reason", backend=self.backend.name)
         yield StreamEvent(finish_reason="tool_calls" if n_calls else finish, usage=usage or Usage(estimated=True))
+
+    async def _threaded_stream(self, call: UpstreamCall) -> AsyncIterator[types.GenerateContentResponse]:
+        """The SDK's sync stream on a worker thread, each event handed to the loop as it arrives."""
+        client = self._client
+        assert client is not None
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = threading.Event()
+
+        def hand(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is reading any more
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            try:
+                for resp in client.models.generate_content_stream(**self._request(call)):
+                    if stop.is_set():
+                        return
+                    hand(resp)
+                hand(_END)
+            except BaseException as exc:
+                hand(exc)
+
+        worker = loop.run_in_executor(None, run)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                assert isinstance(item, types.GenerateContentResponse)
+                yield item
+        finally:
+            stop.set()
+            worker.add_done_callback(lambda f: f.exception())
 
     async def aclose(self) -> None:
         if self._client is not None:
