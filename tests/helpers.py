@@ -12,6 +12,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.fakes.server import FakeUpstreams
+from gateway.server import uvicorn_options
 from gateway.settings import Backend, Settings, Timeouts, parse_settings, validate
 
 FAST = Timeouts(connect_s=1.0, first_token_s=2.0, total_s=4.0)
@@ -21,7 +22,7 @@ class GatewayThread:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning",
-                                lifespan="on", access_log=False, timeout_graceful_shutdown=2)
+                                lifespan="on", timeout_graceful_shutdown=2, **uvicorn_options())
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

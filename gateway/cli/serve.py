@@ -32,6 +32,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.server import uvicorn_options
 
     app = create_app(settings)
     _exit_cleanly_on_sigterm()
@@ -40,8 +41,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_level=settings.log.level.lower(),
-        access_log=False,
-        server_header=False,
+        **uvicorn_options(),
     )
 
 

@@ -158,3 +158,34 @@ def test_key_endpoints_survive_deep_json_and_huge_grace(keyed: GatewayThread) ->
     r = httpx.post(keyed.url + f"/v1/keys/{made['id']}/rotate", json={"grace_s": 1e300}, headers=h)
     check(r, 400, "invalid_value")
     check(httpx.get(keyed.url + "/v1/keys", params={"tenant": "a\x00b"}, headers=h), 400, "invalid_value", "tenant")
+
+
+def _raw(gw: GatewayThread, request: bytes) -> tuple[int, str, bytes]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    ctype = next((h.split(":", 1)[1].strip() for h in lines[1:] if h.lower().startswith("content-type:")), "")
+    return int(lines[0].split()[1]), ctype, body
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\nhost: x\r\n\r\n",
+    b"NOT-HTTP\r\n\r\n",
+])
+def test_requests_the_http_parser_refuses_get_the_openai_error_shape(gateway: GatewayThread,
+                                                                     request_bytes: bytes) -> None:
+    """Issue 13, defect 5: these came back as uvicorn's plain text."""
+    import json
+
+    status, ctype, body = _raw(gateway, request_bytes)
+    assert status == 400 and ctype == "application/json"
+    err = json.loads(body)["error"]
+    assert err["code"] == "invalid_http_request" and err["type"] == "invalid_request_error"
