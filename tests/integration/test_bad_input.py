@@ -176,7 +176,8 @@ def _raw(gw: GatewayThread, request: bytes) -> tuple[int, str, bytes]:
 
 @pytest.mark.parametrize("request_bytes", [
     b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
     b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\nhost: x\r\n\r\n",
     b"NOT-HTTP\r\n\r\n",
 ])
