@@ -22,6 +22,7 @@ from gateway.api.tenants import get_tenant_limits, put_tenant_limits
 from gateway.api.usage import get_usage
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
 from gateway.lifespan import lifespan
+from gateway.openapi import add_body_schemas, openapi_config
 from gateway.settings import Settings
 from router_core import ClassifierPipeline, build_classifier
 from router_core.embedder import Embedder
@@ -97,10 +98,10 @@ def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierP
 
 def create_app(settings: Settings) -> Litestar:
     embedder = build_embedder(settings)
+    handlers = [chat_completions, complete, list_models, health, create_key, list_keys, revoke_key, rotate_key,
+                update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache, metrics]
     return Litestar(
-        route_handlers=[chat_completions, complete, list_models, health, create_key, list_keys, revoke_key,
-                        rotate_key, update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache,
-                        metrics],
+        route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={"gw": Provide(provide_gateway, sync_to_thread=False),
                       "principal": Provide(provide_principal)},
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> Litestar:
             Exception: _internal_error,
         },
         request_max_body_size=settings.server.max_body_bytes,
-        openapi_config=None,
+        openapi_config=openapi_config(),
+        on_startup=[add_body_schemas],
         debug=False,
     )

@@ -7,13 +7,14 @@ from litestar import Request, Response, post
 from gateway.api.answers import JSON, served_headers, sse_response, unless_disconnected
 from gateway.auth import Principal
 from gateway.gateway import Gateway
+from gateway.openapi import with_body
 from gateway.request_path import PathRequest, StreamAnswer
-from gateway.wire import ChatCompletion, Choice, encoder, parse_chat_request, usage_out
+from gateway.wire import ChatCompletion, ChatCompletionRequest, Choice, encoder, parse_chat_request, usage_out
 
 ENDPOINT = "/v1/chat/completions"
 
 
-@post(ENDPOINT, status_code=200, opt={"accounted": ENDPOINT})
+@post(ENDPOINT, status_code=200, opt={"accounted": ENDPOINT}, operation_class=with_body(ChatCompletionRequest))
 async def chat_completions(request: Request, gw: Gateway, principal: Principal) -> Response:
     parsed = parse_chat_request(await request.body())
     h = request.headers

@@ -8,13 +8,21 @@ from litestar import Request, Response, post
 from gateway.api.answers import JSON, served_headers, unless_disconnected
 from gateway.auth import Principal
 from gateway.gateway import Gateway
+from gateway.openapi import with_body
 from gateway.request_path import Answer, PathRequest
-from gateway.wire import ChatCompletionRequest, CompleteResponse, Message, encoder, parse_complete_request
+from gateway.wire import (
+    ChatCompletionRequest,
+    CompleteRequest,
+    CompleteResponse,
+    Message,
+    encoder,
+    parse_complete_request,
+)
 
 ENDPOINT = "/v1/complete"
 
 
-@post(ENDPOINT, status_code=200, opt={"accounted": ENDPOINT})
+@post(ENDPOINT, status_code=200, opt={"accounted": ENDPOINT}, operation_class=with_body(CompleteRequest))
 async def complete(request: Request, gw: Gateway, principal: Principal) -> Response:
     body = parse_complete_request(await request.body())
     messages = [Message("system", body.system)] if body.system else []

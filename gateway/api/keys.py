@@ -14,6 +14,7 @@ from gateway.db.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.limits import RPM, TPM, USD, LimitSet, Period
+from gateway.openapi import with_body
 from gateway.wire import decode_json_object, encoder
 from router_core.types import Tier
 
@@ -70,7 +71,7 @@ def _decode(body: bytes, kind: type[T]) -> T:
         raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
 
 
-@post("/v1/keys", status_code=201, guards=[admin_only])
+@post("/v1/keys", status_code=201, guards=[admin_only], operation_class=with_body(KeyCreate))
 async def create_key(request: Request, gw: Gateway) -> Response:
     store = _store(gw)
     body = _decode(await request.body(), KeyCreate)
@@ -83,7 +84,7 @@ async def create_key(request: Request, gw: Gateway) -> Response:
     return _created(new)
 
 
-@patch("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only])
+@patch("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only], operation_class=with_body(LimitSet))
 async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Response:
     """Change a key's limits: any of rate_limit_rpm, rate_limit_tpm, budget_usd, budget_period,
     allowed_tiers (null removes that limit). Other processes see the change within auth.key_cache_ttl_s."""
@@ -123,7 +124,8 @@ async def revoke_key(gw: Gateway, key_id: str) -> Response:
     return Response(encoder.encode(record), media_type="application/json")
 
 
-@post("/v1/keys/{key_id:str}/rotate", status_code=201, guards=[admin_only])
+@post("/v1/keys/{key_id:str}/rotate", status_code=201, guards=[admin_only],
+      operation_class=with_body(RotateRequest))
 async def rotate_key(request: Request, gw: Gateway, key_id: str) -> Response:
     store = _store(gw)
     body = _decode(await request.body(), RotateRequest)

@@ -13,6 +13,7 @@ from gateway.db.limits import TenantLimitsStore
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.limits import NO_LIMITS, LimitSet
+from gateway.openapi import with_body
 from gateway.wire import decode_json_object, encoder
 
 
@@ -31,7 +32,7 @@ def _store(gw: Gateway, tenant: str) -> TenantLimitsStore:
     return gw.tenants
 
 
-@put("/v1/tenants/{tenant:str}/limits", status_code=200, guards=[admin_only])
+@put("/v1/tenants/{tenant:str}/limits", status_code=200, guards=[admin_only], operation_class=with_body(LimitSet))
 async def put_tenant_limits(request: Request, gw: Gateway, tenant: str) -> Response:
     """Replace the tenant's limits (a field left out or null: no limit of that kind)."""
     store = _store(gw, tenant)
