@@ -25,6 +25,7 @@ from typing import Protocol, TypeVar
 import msgspec
 from redis.exceptions import RedisError
 
+from gateway.aio import within
 from gateway.auth import Principal
 from gateway.errors import BudgetExceeded, InvalidRequest, LimitsUnavailable, PermissionDenied, RateLimited
 from gateway.limiter import Counters
@@ -213,8 +214,7 @@ class Admission:
     async def _guarded(self, call: Awaitable[T], on_error: str, what: str) -> T | None:
         """The counter call, or None when Redis fails and this limit fails open (503 when closed)."""
         try:
-            async with asyncio.timeout(self.cfg.redis_timeout_s):
-                result = await call
+            result = await within(call, self.cfg.redis_timeout_s)
         except (RedisError, OSError, TimeoutError) as exc:
             self.stats.redis_errors += 1
             if self.stats.redis_up:
@@ -236,8 +236,7 @@ class Admission:
         if hit is not None and now - hit[0] < self.cache_ttl_s:
             return hit[1]
         try:
-            async with asyncio.timeout(0.5):
-                found = await self.tenants.get(tenant)
+            found = await within(self.tenants.get(tenant), 0.5)
         except Exception as exc:  # database away: the last known limits (or none) apply meanwhile
             log.warning("limits: cannot read tenant limits (%s)", type(exc).__name__)
             return hit[1] if hit is not None else NO_LIMITS
@@ -255,8 +254,7 @@ class Admission:
         if self.spend is None:
             return 0.0
         try:
-            async with asyncio.timeout(2.0):
-                return await self.spend.spent(b.scope, b.owner, period_start(b.period, now))
+            return await within(self.spend.spent(b.scope, b.owner, period_start(b.period, now)), 2.0)
         except Exception as exc:
             log.warning("limits: cannot rebuild the %s %s's spend from the request log (%s); starting at 0",
                         b.scope, b.owner, type(exc).__name__)

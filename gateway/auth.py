@@ -5,7 +5,6 @@ Key strings and their hashing live in `gateway.apikeys`; the key table in `gatew
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hmac
 import time
@@ -13,6 +12,7 @@ from typing import Protocol
 
 import msgspec
 
+from gateway.aio import within
 from gateway.apikeys import hash_key, presented_key
 from gateway.db.keys import KeyRecord
 from gateway.errors import AuthenticationFailed, AuthUnavailable, PermissionDenied
@@ -55,7 +55,6 @@ class Authenticator:
         self.retry_s = retry_s
         self._cache: dict[bytes, tuple[float, KeyRecord]] = {}
         self._store_down_until = 0.0
-        self._pending: set[asyncio.Task[tuple[KeyRecord, bytes] | None]] = set()
 
     @property
     def store_up(self) -> bool:
@@ -74,15 +73,7 @@ class Authenticator:
         """The store's answer within the time limit. The lookup runs as its own task, so a database that
         does not answer (frozen) does not hold the request while the driver tries to cancel the query."""
         assert self.store is not None
-        task = asyncio.ensure_future(self.store.by_hash(digest))
-        self._pending.add(task)
-        task.add_done_callback(self._finished)
-        return await asyncio.wait_for(asyncio.shield(task), self.lookup_timeout_s)
-
-    def _finished(self, task: asyncio.Task[tuple[KeyRecord, bytes] | None]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a late failure is not reported as never retrieved
+        return await within(self.store.by_hash(digest), self.lookup_timeout_s)
 
     async def _lookup(self, digest: bytes) -> KeyRecord | None:
         now = time.monotonic()

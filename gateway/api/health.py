@@ -15,6 +15,7 @@ import msgspec
 from litestar import Response, get
 
 from gateway import __version__
+from gateway.aio import within
 from gateway.gateway import Gateway
 from gateway.settings import Backend
 from gateway.wire import encoder
@@ -74,9 +75,14 @@ async def _provider_health(gw: Gateway, b: Backend) -> ProviderHealth:
 async def _database(gw: Gateway) -> str:
     if gw.pool is None:
         return "disabled"
-    try:
-        async with asyncio.timeout(0.5), gw.pool.connection(timeout=0.5) as conn:
+    pool = gw.pool
+
+    async def ping() -> None:
+        async with pool.connection(timeout=0.5) as conn:
             await conn.execute("SELECT 1")
+
+    try:
+        await within(ping(), 0.5)
     except Exception as exc:
         return f"unreachable: {type(exc).__name__}"
     return "ok"

