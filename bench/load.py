@@ -1,6 +1,7 @@
-"""Closed-loop HTTP load generator (its own process): N requests at concurrency C, JSON or SSE.
+"""Closed-loop HTTP load generator (its own process): N requests (or S seconds) at concurrency C, JSON or SSE.
 
-Prints one JSON object: requests, errors, seconds, rps, p50_ms, p99_ms.
+Prints one JSON object: requests, errors, seconds, rps, p50_ms, p99_ms, statuses (count per HTTP status,
+0 for a failed connection) and per_second (requests finished in each second of the run).
 """
 
 from __future__ import annotations
@@ -16,21 +17,26 @@ import aiohttp
 
 
 async def run(
-    url: str, bodies: list[bytes], headers: dict[str, str], stream: bool, concurrency: int, total: int
-) -> dict[str, float]:
+    url: str, bodies: list[bytes], headers: dict[str, str], stream: bool, concurrency: int, total: int,
+    seconds: float | None = None,
+) -> dict[str, object]:
     latencies: list[float] = []
     errors = 0
     remaining = total
+    statuses: dict[int, int] = {}
+    finished_at: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def worker() -> None:
             nonlocal remaining, errors
-            while remaining > 0:
+            while (time.perf_counter() - started < seconds) if seconds is not None else remaining > 0:
                 remaining -= 1
                 body = bodies[remaining % len(bodies)]
                 t0 = time.perf_counter()
+                status = 0
                 try:
                     async with session.post(url, data=body, headers=headers) as r:
+                        status = r.status
                         if stream:
                             async for _ in r.content:
                                 pass
@@ -40,18 +46,24 @@ async def run(
                             errors += 1
                 except aiohttp.ClientError:
                     errors += 1
-                latencies.append((time.perf_counter() - t0) * 1000)
+                t1 = time.perf_counter()
+                latencies.append((t1 - t0) * 1000)
+                statuses[status] = statuses.get(status, 0) + 1
+                finished_at.append(t1 - started)
 
-        # Warm-up: one request per connection.
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     latencies.sort()
+    per_second = [0] * (int(elapsed) + 1)
+    for t in finished_at:
+        per_second[int(t)] += 1
     return {
         "requests": len(latencies), "errors": errors, "seconds": elapsed,
         "rps": len(latencies) / elapsed if elapsed else 0.0,
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "p50_ms": statistics.median(latencies) if latencies else 0.0,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0,
+        "statuses": statuses, "per_second": per_second,
     }
 
 
@@ -64,6 +76,7 @@ def main() -> None:
     p.add_argument("--stream", action="store_true")
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--seconds", type=float, help="run for this long instead of a number of requests")
     a = p.parse_args()
     headers = {"content-type": "application/json"}
     for h in a.header:
@@ -77,9 +90,9 @@ def main() -> None:
     try:  # the same event loop as the servers measured (uvicorn takes uvloop when it is installed)
         import uvloop
     except ImportError:
-        result = asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests))
+        result = asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
     else:
-        result = uvloop.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests))
+        result = uvloop.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
     json.dump(result, sys.stdout)
 
 

@@ -73,11 +73,12 @@ def python() -> str:
     return sys.executable
 
 
-def fake_openai(name: str) -> tuple[Proc, str]:
+def fake_openai(name: str, latency_ms: float = 0.0) -> tuple[Proc, str]:
     """The fake OpenAI-compatible upstream in its own process, and its base URL (without /v1)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    return Proc(name, [python(), "-m", "gateway.fakes", "--kind", "openai", "--port", str(port)], f"{url}/v1/models"), url
+    return Proc(name, [python(), "-m", "gateway.fakes", "--kind", "openai", "--port", str(port),
+                       "--latency-ms", str(latency_ms)], f"{url}/v1/models"), url
 
 
 GATEWAY_CONFIG = """

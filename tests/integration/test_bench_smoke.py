@@ -86,3 +86,21 @@ def test_guard_models_bench_trains_a_cross_encoder_and_tables_every_model(tmp_pa
     assert all(0.0 <= float(r[1]) <= 1.0 for r in rows.values())
     # Every near miss here is one the guard must reject, so its hits at 20 % recall are all right.
     assert rows["shipped guard (features + rules)"][2] == "1.000 (0)"
+
+
+def test_reliability_bench_smoke_mode() -> None:
+    """bench.reliability --smoke: 20 streams, a few seconds sustained with a limited key beside, a short
+    database outage and a short soak; no errors, every request logged, the limited key's 429s counted."""
+    out = subprocess.run([sys.executable, "-m", "bench.reliability", "--smoke"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sections = {s.split("\n", 1)[0]: table(s) for s in out.stdout.split("## ")[1:]}
+    (streams,) = sections["streams"]
+    assert streams[:3] == ["20", "40", "0"]
+    unlimited, limited = sections["sustained"]
+    assert unlimited[7] == "0" and limited[7] == "0"
+    assert int(limited[8].split()[0]) > 0 and limited[8].endswith("(60 answered)")
+    (outage,) = sections["outage"]
+    assert outage[4] == "0" and outage[5] == outage[3]  # no error; every request's row written
+    (soak,) = sections["soak"]
+    assert soak[2] == "0"

@@ -1,0 +1,211 @@
+"""Reliability under load (issue 13), each figure from one run of this script on loopback:
+
+    python -m bench.reliability            # full: 200 streams, 60 s sustained, 30 s outage, 10 min soak
+    python -m bench.reliability --smoke    # seconds of each, as the test suite runs it
+
+- streams:   200 concurrent SSE streams through the gateway (an upstream that takes 0.5 s per answer).
+- sustained: non-streaming requests as fast as 16 clients can send them for 60 s with an unlimited key,
+             beside one client on a key limited to 60 requests a minute (its 429s are intended).
+- outage:    the same load for 10 s, the database stopped for 30 s, then back for 10 s: requests per
+             second during the outage against before it; every request's log row written afterwards.
+- soak:      10 minutes of steady load; the gateway's RSS sampled every 10 s.
+
+The gateway runs with auth and the request log on (an embedded PostgreSQL of its own, so the outage can
+stop it), the cache off, one worker, in front of the fake OpenAI-compatible upstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from bench.procs import ROOT, Proc, fake_openai, python, rss_mib, serve_gateway
+
+ADMIN = "bench-admin"
+PROMPT = "Explain the difference between a list and a tuple in Python."
+CONFIG = """
+[auth]
+enabled = true
+admin_key = "{admin}"
+[cache]
+enabled = false
+[database]
+url = "{db}"
+[log]
+spill_dir = "{spill}"
+[routing]
+baseline = "upstream"
+[tiers]
+simple = ["upstream"]
+medium = ["upstream"]
+complex = ["upstream"]
+[[backends]]
+name = "upstream"
+provider = "openai"
+model = "bench-model"
+base_url = "{upstream}/v1"
+api_key = "bench"
+input_price = 1.0
+output_price = 2.0
+max_output_tokens = 512
+"""
+
+
+def load(url: str, key: str, *, concurrency: int, seconds: float | None = None, requests: int = 0,
+         stream: bool = False) -> dict[str, object]:
+    body = {"model": "smr/simple", "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
+    args = [python(), "-m", "bench.load", "--url", url + "/v1/chat/completions", "--body", json.dumps(body),
+            "--header", f"authorization: Bearer {key}", "--concurrency", str(concurrency)]
+    args += ["--seconds", str(seconds)] if seconds is not None else ["--requests", str(requests)]
+    out = subprocess.run(args + (["--stream"] if stream else []), cwd=ROOT, capture_output=True, text=True, check=True)
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def make_key(url: str, **limits: object) -> str:
+    r = httpx.post(url + "/v1/keys", json={"name": "bench", "tenant": "bench", **limits},
+                   headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+    r.raise_for_status()
+    return str(r.json()["key"])
+
+
+def logged_rows(db_url: str) -> int:
+    with psycopg.connect(db_url) as c:
+        row = c.execute("SELECT count(*) FROM request_log WHERE endpoint = '/v1/chat/completions'").fetchone()
+    return int(row[0]) if row else 0
+
+
+class Bench:
+    def __init__(self, smoke: bool) -> None:
+        self.smoke = smoke
+        self.tmp = Path(tempfile.mkdtemp(prefix="smr-rel-"))
+
+    def __enter__(self) -> Bench:
+        from tests.scratch import embedded_server
+
+        self.pg = embedded_server()
+        self.db_url = self.pg.url("postgres")
+        self.upstream, upstream_url = fake_openai("reliability-upstream")
+        self.slow, slow_url = fake_openai("reliability-slow-upstream", latency_ms=500)
+        self.gw = self._gateway("reliability-gateway", upstream_url)
+        self.slow_gw = self._gateway("reliability-gateway-slow", slow_url)
+        self.url = f"http://127.0.0.1:{self.gw.port}"
+        self.key = make_key(self.url)
+        return self
+
+    def _gateway(self, name: str, upstream: str) -> Proc:
+        cfg = self.tmp / f"{name}.toml"
+        cfg.write_text(CONFIG.format(admin=ADMIN, db=self.db_url, spill=self.tmp / f"spill-{name}", upstream=upstream))
+        return serve_gateway(name, cfg, data_dir=self.tmp / "data")
+
+    def __exit__(self, *exc: object) -> None:
+        for p in (self.gw, self.slow_gw, self.upstream, self.slow):
+            p.stop()
+        self.pg.cleanup()
+
+    # ------------------------------------------------------------------ sections
+    def streams(self) -> list[str]:
+        n = 20 if self.smoke else 200
+        url = f"http://127.0.0.1:{self.slow_gw.port}"
+        r = load(url, make_key(url), concurrency=n, requests=2 * n, stream=True)
+        return ["| concurrent streams | answers | errors | p50 ms | p99 ms | upstream's own time ms |",
+                "|---|---|---|---|---|---|",
+                f"| {n} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | 500 |"]
+
+    def sustained(self) -> list[str]:
+        seconds = 3.0 if self.smoke else 60.0
+        limited_key = make_key(self.url, rate_limit_rpm=60)
+        side: dict[str, dict[str, object]] = {}
+        t = threading.Thread(target=lambda: side.update(r=load(self.url, limited_key, concurrency=1, seconds=seconds)))
+        t.start()
+        main = load(self.url, self.key, concurrency=16, seconds=seconds)
+        t.join()
+        lim = side["r"]
+        lim_statuses = {int(k): v for k, v in lim["statuses"].items()}  # type: ignore[attr-defined]
+        per_s = main["per_second"][:-1] or main["per_second"]  # type: ignore[index]
+        return ["| key | seconds | requests | req/s | slowest second req/s | p50 ms | p99 ms | errors | 429 (intended) |",
+                "|---|---|---|---|---|---|---|---|---|",
+                f"| unlimited, 16 clients | {seconds:.0f} | {main['requests']} | {main['rps']:,.0f} | {min(per_s)} | "
+                f"{main['p50_ms']:.1f} | {main['p99_ms']:.1f} | {main['errors']} | – |",
+                f"| 60 requests/min, 1 client | {seconds:.0f} | {lim['requests']} | {lim['rps']:,.0f} | – | "
+                f"{lim['p50_ms']:.1f} | {lim['p99_ms']:.1f} | "
+                f"{sum(v for k, v in lim_statuses.items() if k not in (200, 429))} | {lim_statuses.get(429, 0)} "
+                f"({lim_statuses.get(200, 0)} answered) |"]
+
+    def outage(self) -> list[str]:
+        before_s, down_s, after_s = (3.0, 4.0, 3.0) if self.smoke else (10.0, 30.0, 10.0)
+        rows_before = logged_rows(self.db_url)
+        result: dict[str, dict[str, object]] = {}
+        t = threading.Thread(target=lambda: result.update(
+            r=load(self.url, self.key, concurrency=16, seconds=before_s + down_s + after_s)))
+        t.start()
+        time.sleep(before_s)
+        self.pg.stop()
+        time.sleep(down_s)
+        self.pg.start()
+        t.join()
+        r = result["r"]
+        per_s: list[int] = r["per_second"]  # type: ignore[assignment]
+        normal = statistics.mean(per_s[1:int(before_s)])
+        during = statistics.mean(per_s[int(before_s) + 1:int(before_s + down_s)])
+        deadline = time.time() + 60
+        while logged_rows(self.db_url) - rows_before < int(r["requests"]) and time.time() < deadline:  # type: ignore[call-overload]
+            time.sleep(0.5)
+        written = logged_rows(self.db_url) - rows_before
+        return ["| before req/s | during the outage req/s | ratio | requests | errors | log rows written after |",
+                "|---|---|---|---|---|---|",
+                f"| {normal:,.0f} | {during:,.0f} | {during / normal:.2f} | {r['requests']} | {r['errors']} | "
+                f"{written} |"]
+
+    def soak(self) -> list[str]:
+        seconds = 6.0 if self.smoke else 600.0
+        samples: list[float] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(1.0 if self.smoke else 10.0):
+                samples.append(rss_mib(self.gw.pid))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        r = load(self.url, self.key, concurrency=8, seconds=seconds)
+        done.set()
+        sampler.join()
+        k = max(1, len(samples) // 10)
+        first, last = statistics.mean(samples[:k]), statistics.mean(samples[-k:])
+        return ["| seconds | requests | errors | RSS first tenth MiB | RSS last tenth MiB | RSS max MiB | growth |",
+                "|---|---|---|---|---|---|---|",
+                f"| {seconds:.0f} | {r['requests']} | {r['errors']} | {first:.0f} | {last:.0f} | {max(samples):.0f} | "
+                f"{100 * (last / first - 1):+.1f} % |"]
+
+
+SECTIONS = ("streams", "sustained", "outage", "soak")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.reliability")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--only", choices=SECTIONS, action="append")
+    args = ap.parse_args()
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    lines = [f"# bench.reliability ({'smoke' if args.smoke else 'full'} run, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"]
+    with Bench(args.smoke) as b:
+        for name in args.only or SECTIONS:
+            lines += ["", f"## {name}", "", *getattr(b, name)()]
+    text = "\n".join(lines)
+    print(text)
+    (ROOT / "bench" / "results" / ("reliability-smoke.md" if args.smoke else "reliability.md")).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
