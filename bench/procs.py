@@ -85,7 +85,8 @@ GATEWAY_CONFIG = """
 [server]
 host = "127.0.0.1"
 [auth]
-enabled = false
+enabled = {auth}
+admin_key = "{admin_key}"
 [cache]
 enabled = {cache}
 [log]
@@ -112,10 +113,12 @@ output_price = 2.0
 
 
 def gateway_config(upstream: str, db_url: str, spill: Path, *, log_requests: bool = True, cache: bool = False,
-                   classifiers: str = '"heuristic"') -> str:
-    """A gateway in front of one fake upstream for every tier, with auth off (as the others compared)."""
+                   classifiers: str = '"heuristic"', admin_key: str | None = None) -> str:
+    """A gateway in front of one fake upstream for every tier; auth off (as the others compared) unless an
+    admin key is given."""
     return GATEWAY_CONFIG.format(upstream=upstream, db_url=db_url, spill=spill, log_requests=str(log_requests).lower(),
-                                 cache=str(cache).lower(), classifiers=classifiers)
+                                 cache=str(cache).lower(), classifiers=classifiers,
+                                 auth=str(admin_key is not None).lower(), admin_key=admin_key or "")
 
 
 def serve_gateway(name: str, cfg: Path, data_dir: Path | None = None, cmd: Sequence[str] = ()) -> Proc:

@@ -11,7 +11,8 @@
 - soak:      10 minutes of steady load; the gateway's RSS sampled every 10 s.
 
 The gateway runs with auth and the request log on (an embedded PostgreSQL of its own, so the outage can
-stop it), the cache off, one worker, in front of the fake OpenAI-compatible upstream.
+stop it), the cache off, one worker, in front of the fake OpenAI-compatible upstream (`bench.procs`'s
+config, as in `bench/run`).
 """
 
 from __future__ import annotations
@@ -28,36 +29,10 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench.procs import ROOT, Proc, fake_openai, python, rss_mib, serve_gateway
+from bench.procs import ROOT, Proc, fake_openai, gateway_config, python, rss_mib, serve_gateway
 
 ADMIN = "bench-admin"
 PROMPT = "Explain the difference between a list and a tuple in Python."
-CONFIG = """
-[auth]
-enabled = true
-admin_key = "{admin}"
-[cache]
-enabled = false
-[database]
-url = "{db}"
-[log]
-spill_dir = "{spill}"
-[routing]
-baseline = "upstream"
-[tiers]
-simple = ["upstream"]
-medium = ["upstream"]
-complex = ["upstream"]
-[[backends]]
-name = "upstream"
-provider = "openai"
-model = "bench-model"
-base_url = "{upstream}/v1"
-api_key = "bench"
-input_price = 1.0
-output_price = 2.0
-max_output_tokens = 512
-"""
 
 
 def load(url: str, key: str, *, concurrency: int, seconds: float | None = None, requests: int = 0,
@@ -104,7 +79,7 @@ class Bench:
 
     def _gateway(self, name: str, upstream: str) -> Proc:
         cfg = self.tmp / f"{name}.toml"
-        cfg.write_text(CONFIG.format(admin=ADMIN, db=self.db_url, spill=self.tmp / f"spill-{name}", upstream=upstream))
+        cfg.write_text(gateway_config(upstream, self.db_url, self.tmp / f"spill-{name}", admin_key=ADMIN))
         return serve_gateway(name, cfg, data_dir=self.tmp / "data")
 
     def __exit__(self, *exc: object) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import psutil
 
 from gateway.errors import SettingsError
+from gateway.pids import pid_alive
 
 log = logging.getLogger("gateway.db")
 
@@ -60,7 +60,7 @@ def _forget_dead_handles(pgdata: Path) -> None:
         return
     if not isinstance(pids, list):
         return
-    alive = [p for p in pids if isinstance(p, int) and _running(p)]
+    alive = [p for p in pids if isinstance(p, int) and pid_alive(p)]
     if alive != pids:
         log.warning("embedded PostgreSQL: forgetting %d process(es) that ended without stopping it",
                     len(pids) - len(alive))
@@ -86,16 +86,6 @@ def _clear_dead_lock(pgdata: Path) -> None:
         lock.unlink()
     except (OSError, ValueError, IndexError, psutil.Error):
         return
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def start_embedded(data_dir: str | Path) -> tuple[str, EmbeddedPostgres]:

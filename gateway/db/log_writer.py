@@ -26,6 +26,8 @@ from pathlib import Path
 import msgspec
 import psycopg
 
+from gateway.pids import pid_alive
+
 log = logging.getLogger("gateway.log_writer")
 
 
@@ -326,12 +328,4 @@ def _alive(path: Path) -> bool:
         pid = int(path.name.split(".")[1])
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
