@@ -147,3 +147,104 @@ def test_redis_killed_mid_traffic_keeps_serving_and_logging(fakes: ThreadedFakes
         assert n is not None and n[0] == 30
     finally:
         redis_server.stop()
+
+
+UPSTREAM_FAULTS = {  # fault of the only backend -> what the client gets (JSON, then stream)
+    "refused": (None, 502, 502),
+    "429": ({"fail_status": 429}, 502, 502),
+    "500": ({"fail_status": 500}, 502, 502),
+    "timeout": ({"hang": True}, 504, 504),
+    "malformed": ({"malformed": True}, 502, 502),
+    "cut mid-stream": ({"cut_stream_after": 1}, 200, 200),
+}
+
+
+@pytest.mark.parametrize("fault", list(UPSTREAM_FAULTS))
+def test_upstream_faults_give_the_right_answer_and_one_row_each(fakes: ThreadedFakes, pg_url: str,
+                                                                fault: str) -> None:
+    """Each upstream fault with the request log on: the client outcome, and exactly one row a request."""
+    from gateway.fakes.common import Behaviour
+    from gateway.fakes.openai_fake import FakeOpenAI
+    from gateway.fakes.server import free_port
+    from gateway.settings import Backend, Timeouts
+
+    behaviour, json_status, stream_status = UPSTREAM_FAULTS[fault]
+    fake = FakeOpenAI()
+    url = fakes.add(fake) + "/v1" if behaviour is not None else f"http://127.0.0.1:{free_port()}/v1"
+    if behaviour is not None:
+        fake.behaviour = Behaviour(**behaviour)  # type: ignore[arg-type]
+    only = Backend(name="only", provider="openai", model="m", base_url=url, api_key="k",
+                   timeouts=Timeouts(connect_s=0.5, first_token_s=0.5, total_s=1.0))
+    tenant_user = "fault-" + fault.replace(" ", "-") + "-" + str(time.time_ns())
+    settings = make_settings(fakes, [only], {"simple": ["only"], "medium": ["only"], "complex": ["only"]},
+                             db_url=pg_url, routing={"baseline": "pro", "breaker_failures": 1000})
+    with GatewayThread(settings) as gw:  # (it migrates the database on start)
+        with psycopg.connect(pg_url) as c:
+            first_id = c.execute("SELECT coalesce(max(id), 0) FROM request_log").fetchone()[0]  # type: ignore[index]
+        got = []
+        for stream in (False, True, False, True):
+            r = httpx.post(gw.url + "/v1/chat/completions", timeout=10, json={
+                "model": "only", "stream": stream, "user": tenant_user,
+                "messages": [{"role": "user", "content": f"{tenant_user} question"}]})
+            got.append((r.status_code, r.text))
+    assert [s for s, _ in got] == [json_status, stream_status] * 2, got
+    for status, text in got:
+        if status >= 400:
+            assert '"error"' in text and "Traceback" not in text
+    if fault == "cut mid-stream":
+        assert '"error"' in got[1][1] and "[DONE]" not in got[1][1]  # the stream ends with an error event
+    deadline = time.time() + 10
+    rows: list[tuple[object, ...]] = []
+    while time.time() < deadline:
+        with psycopg.connect(pg_url) as c:
+            rows = c.execute("SELECT http_status, stream FROM request_log WHERE requested_model = 'only' "
+                             "AND id > %s ORDER BY id", (first_id,)).fetchall()
+        if len(rows) >= 4:
+            break
+        time.sleep(0.1)
+    logged = [s for s, _ in got]
+    if fault == "cut mid-stream":  # the client got 200 and an error event; the row says how it ended
+        logged = [200, 502, 200, 502]
+    assert rows == [(st, stream) for st, stream in zip(logged, (False, True, False, True), strict=True)]
+
+
+def test_rows_of_an_outage_survive_a_gateway_kill(fakes: ThreadedFakes,
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Issue 13, defect 9: Postgres down, then kill -9 of the gateway. The rows were buffered in memory
+    and lost; now each failed flush puts them on disk, so what is older than one retry interval
+    (log.flush_interval_s + 1 s) survives, and the next gateway writes it."""
+    from tests.integration.test_cli import CLEAN_ENV, running
+
+    tmp = tmp_path_factory.mktemp("crash")
+    pg = embedded_server()
+    try:
+        url = pg.url("postgres")
+        cfg = tmp / "gw.toml"
+        cfg.write_text(f'[auth]\nenabled = false\n[cache]\nenabled = false\n[database]\nurl = "{url}"\n'
+                       f'[log]\nspill_dir = "{tmp / "spill"}"\n[tiers]\nsimple = ["local"]\nmedium = ["local"]\n'
+                       f'complex = ["local"]\n[routing]\nbaseline = "local"\n[[backends]]\nname = "local"\n'
+                       f'provider = "ollama"\nmodel = "granite4:350m"\nbase_url = "{fakes.ollama_url}"\n')
+        env = {**CLEAN_ENV, "SMR_DATA_DIR": str(tmp / "data")}
+        sent = 0
+        with running("serve", "--config", str(cfg), env=env) as (gw, proc):
+            def send(n: int) -> None:
+                nonlocal sent
+                for _ in range(n):
+                    r = httpx.post(gw + "/v1/chat/completions", timeout=10,
+                                   json={"model": "smr/simple", "messages": [{"role": "user", "content": "hi"}]})
+                    sent += r.status_code == 200
+            send(10)
+            wait_for(url, 10)
+            pg.stop()
+            send(40)
+            time.sleep(2.0)  # past one retry interval: every row is on disk now
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        assert sent == 50
+        assert list((tmp / "spill").glob("request_log.*.jsonl")), "the rows went to the spill file"
+        pg.start()
+        with running("serve", "--config", str(cfg), env=env):
+            total, distinct = wait_for(url, sent)
+        assert (total, distinct) == (sent, sent)
+    finally:
+        pg.cleanup()
