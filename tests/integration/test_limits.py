@@ -204,3 +204,35 @@ def test_keys_without_limits_touch_no_counter(gateway: GatewayThread) -> None:
     r = httpx.post(gateway.url + "/v1/chat/completions",
                    json={"model": "smr/simple", "messages": [{"role": "user", "content": PROMPT}]})
     assert r.status_code == 200 and not any(h.startswith("x-ratelimit") for h in r.headers)
+
+
+def test_allowed_tiers_hold_against_another_keys_cached_answer(fakes: ThreadedFakes, pg_url: str,
+                                                               redis_stack: EmbeddedRedis) -> None:
+    """Issue 13, defect 6: a key limited to `simple` got the `complex` answer another key of its tenant
+    had cached (chat with X-SMR-Force-Tier, and /v1/complete)."""
+    settings = make_settings(fakes, db_url=pg_url, redis={"url": redis_stack.url},
+                             auth={"enabled": True, "admin_key": ADMIN},
+                             cache={"enabled": True, "semantic": False})
+    with GatewayThread(settings) as gw:
+        tenant = "tiers-" + secrets.token_hex(4)
+        full = httpx.post(gw.url + "/v1/keys", json={"name": "a", "tenant": tenant}, headers=H).json()["key"]
+        simple = httpx.post(gw.url + "/v1/keys", json={"name": "b", "tenant": tenant, "allowed_tiers": ["simple"]},
+                            headers=H).json()["key"]
+        body = {"messages": [{"role": "user", "content": "Design a distributed database"}]}
+        force = {"x-smr-force-tier": "complex"}
+        first = httpx.post(gw.url + "/v1/chat/completions", json=body, headers={
+            **force, "Authorization": f"Bearer {full}"})
+        assert first.status_code == 200
+        done = httpx.post(gw.url + "/v1/complete", json={"prompt": "Prove Fermat", "force_tier": "complex"},
+                          headers={"Authorization": f"Bearer {full}"})
+        assert done.status_code == 200
+        time.sleep(0.3)  # answers are stored after the response
+        again = httpx.post(gw.url + "/v1/chat/completions", json=body, headers={
+            **force, "Authorization": f"Bearer {full}"})
+        assert again.headers["x-smr-cache"] == "hit-exact"  # the answer is in the cache
+        chat = httpx.post(gw.url + "/v1/chat/completions", json=body, headers={
+            **force, "Authorization": f"Bearer {simple}"})
+        complete = httpx.post(gw.url + "/v1/complete", json={"prompt": "Prove Fermat", "force_tier": "complex"},
+                              headers={"Authorization": f"Bearer {simple}"})
+    assert chat.status_code == 403 and chat.json()["error"]["code"] == "permission_denied"
+    assert complete.status_code == 403
