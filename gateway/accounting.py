@@ -29,6 +29,7 @@ class RequestContext:
         "backend",
         "cache",
         "endpoint",
+        "explanation",
         "priced",
         "principal",
         "prompt",
@@ -59,6 +60,7 @@ class RequestContext:
         self.ttft_ms: float | None = None
         self.prompt: str | None = None
         self.recorded = False
+        self.explanation: str | None = None  # the `smr` object as JSON, logged with the row
         self.ticket: Ticket | None = None  # what admission took, settled when the request ends
 
     def elapsed_ms(self) -> float:
@@ -83,6 +85,7 @@ class RequestContext:
             savings_usd=pr.savings_usd if pr else 0.0, usage_estimated=pr.usage.estimated if pr else False,
             ttft_ms=self.ttft_ms, stream=self.stream,
             error_type=(error.code or error.type) if error is not None else None, prompt=self.prompt,
+            explanation=self.explanation,
         )
 
 

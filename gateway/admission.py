@@ -228,6 +228,10 @@ class Admission:
         self.stats.redis_up = True
         return result
 
+    async def ticket_without_rates(self, principal: Principal) -> Ticket:
+        """A ticket for a request that draws on no counter (a dry run): the tier checks only."""
+        return Ticket(principal, await self._tenant_limits(principal.tenant))
+
     async def _tenant_limits(self, tenant: str) -> LimitSet:
         if self.tenants is None:
             return NO_LIMITS

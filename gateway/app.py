@@ -18,6 +18,8 @@ from gateway.api.health import health
 from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key, update_key_limits
 from gateway.api.metrics import metrics
 from gateway.api.models import list_models
+from gateway.api.requests import get_request
+from gateway.api.route import dry_run
 from gateway.api.tenants import get_tenant_limits, put_tenant_limits
 from gateway.api.usage import get_usage
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
@@ -99,7 +101,8 @@ def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierP
 def create_app(settings: Settings) -> Litestar:
     embedder = build_embedder(settings)
     handlers = [chat_completions, complete, list_models, health, create_key, list_keys, revoke_key, rotate_key,
-                update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache, metrics]
+                update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache, metrics, get_request,
+                dry_run]
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],

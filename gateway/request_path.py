@@ -26,22 +26,24 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from gateway.accounting import Accounting, RequestContext
-from gateway.admission import Admission
+from gateway.admission import Admission, prompt_tokens
 from gateway.auth import Principal
 from gateway.cache.base import CachedAnswer
 from gateway.cache.keys import route_key
 from gateway.cache.service import CachePolicy, Hit, Lookup, ResponseCache, cache_policy
 from gateway.errors import ClientClosedRequest, GatewayError, InternalError
+from gateway.explain import explain
 from gateway.fallback import ChainCaller
 from gateway.pricing import Priced, fill_usage, price, price_cache_hit
 from gateway.providers.base import UpstreamCall
 from gateway.routing import Route, Router
 from gateway.settings import Backend, Settings
 from gateway.streaming import StreamSummary, replay_sse, to_sse
-from gateway.wire import ChatCompletionRequest, ResponseMessage, message_text
+from gateway.wire import ChatCompletionRequest, Explanation, ResponseMessage, Usage, message_text
 
 log = logging.getLogger("gateway")
 NO_CACHE = CachePolicy(False, False)
+explanation_json = msgspec.json.Encoder().encode
 
 
 class PathRequest(msgspec.Struct, frozen=True):
@@ -70,6 +72,7 @@ class Served(msgspec.Struct, frozen=True):
     similarity: float | None = None
     started: float = 0.0  # perf_counter at the start of the request
     headers: dict[str, str] | None = None  # OpenAI's x-ratelimit-* when a rate limit applies
+    smr: Explanation | None = None  # why it was answered this way (the body's `smr` object)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -84,6 +87,26 @@ class Answer(msgspec.Struct, frozen=True):
 class StreamAnswer(msgspec.Struct, frozen=True):
     served: Served
     chunks: AsyncIterator[bytes]  # OpenAI SSE, `data: [DONE]` included
+
+
+class RouteEstimate(msgspec.Struct, frozen=True):
+    prompt_tokens: int
+    completion_tokens: int  # max_tokens when the request sets it, else ASSUMED_ANSWER_TOKENS
+    cost_usd: float
+    baseline_cost_usd: float
+    savings_usd: float
+
+
+class DryRun(msgspec.Struct, frozen=True):
+    """What POST /v1/route answers: the decision and its estimated cost, without calling any backend."""
+
+    smr: Explanation
+    chain: list[str]
+    estimate: RouteEstimate
+    object: str = "route"
+
+
+ASSUMED_ANSWER_TOKENS = 256
 
 
 def logged_prompt(req: ChatCompletionRequest) -> str:
@@ -126,10 +149,32 @@ class RequestPath:
             err.accounted = True
             raise err from exc
 
-    def _done(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
-        """7. account: the one record of this request, and its admission ticket settled."""
+    async def dry_run(self, preq: PathRequest, principal: Principal) -> DryRun:
+        """Route the request as `serve` would (no cache, no rate limits, no call, no log row) and price it on
+        the first backend of its chain: prompt tokens estimated, the answer assumed `max_tokens` long."""
+        req = preq.request
+        ctx = RequestContext(preq.endpoint, principal)
+        ticket = await self.admission.ticket_without_rates(principal)
+        ctx.cache = "bypass"
+        ctx.route = route = await self.router.route(req, preq.force_tier)
+        self.admission.check_route(ticket, route.tier)
+        backend = route.chain[0]
+        p = prompt_tokens(req)
+        c = req.output_limit or ASSUMED_ANSWER_TOKENS
+        ctx.backend = backend
+        ctx.priced = priced = price(Usage(p, c, p + c, estimated=True), backend, self.baseline)
+        estimate = RouteEstimate(p, c, round(priced.cost_usd, 10), round(priced.baseline_cost_usd, 10),
+                                 round(priced.savings_usd, 10))
+        return DryRun(explain(ctx, self.router.cutoffs), [b.name for b in route.chain], estimate)
+
+    def _done(self, ctx: RequestContext, status: int, error: GatewayError | None = None,
+              similarity: float | None = None) -> Explanation:
+        """7. account: the one record of this request (with its explanation), and its admission ticket settled."""
+        smr = explain(ctx, self.router.cutoffs, similarity)
+        ctx.explanation = explanation_json(smr).decode()
         self.accounting.record(ctx, status, error)
         self.admission.settle(ctx.ticket, ctx.priced, from_cache=ctx.route is not None and ctx.route.mode == "cache")
+        return smr
 
     async def _serve(self, ctx: RequestContext, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
@@ -158,8 +203,8 @@ class RequestPath:
                                                 backend.provider, route.tier, lk.prompt if lk else "",
                                                 int(time.time())))
         # 7. account
-        self._done(ctx, 200)
-        return Answer(self._served(ctx, route, backend, priced), c.message, c.finish_reason)
+        smr = self._done(ctx, 200)
+        return Answer(self._served(ctx, route, backend, priced, smr), c.message, c.finish_reason)
 
     # ------------------------------------------------------------------ steps
     async def _lookup(self, ctx: RequestContext, preq: PathRequest,
@@ -190,11 +235,11 @@ class RequestPath:
         # Logged as the response headers say: the stored answer's tier, decided by the cache.
         ctx.priced, ctx.backend = priced, backend
         ctx.route = Route("cache", a.tier, (backend,) if backend else (), "cache")
-        self._done(ctx, 200)
+        smr = self._done(ctx, 200, similarity=hit.similarity)
         served = Served(new_id(), int(time.time()), a.tier, a.backend, a.provider, "cache", hit.kind, priced,
-                        hit.similarity, ctx.started, ctx.ticket.headers if ctx.ticket else None)
+                        hit.similarity, ctx.started, ctx.ticket.headers if ctx.ticket else None, smr)
         if req.stream:
-            return StreamAnswer(served, replay_sse(a, req, served.id, served.created))
+            return StreamAnswer(served, replay_sse(a, req, served.id, served.created, smr))
         return Answer(served, a.message, a.finish_reason)
 
     async def _stream(self, ctx: RequestContext, call: UpstreamCall, route: Route, policy: CachePolicy,
@@ -202,7 +247,7 @@ class RequestPath:
         opened = await self.caller.open_stream(call, route.chain)
         backend = opened.backend
         ctx.backend, ctx.attempts, ctx.ttft_ms = backend, opened.attempts, ctx.elapsed_ms()
-        served = self._served(ctx, route, backend, None)
+        served = self._served(ctx, route, backend, None, explain(ctx, self.router.cutoffs))
 
         def on_done(summary: StreamSummary) -> None:
             ctx.priced = summary.priced
@@ -217,16 +262,18 @@ class RequestPath:
                         ResponseMessage(content=summary.text), "stop", summary.priced.usage, backend.name,
                         backend.provider, route.tier, lk.prompt if lk else "", served.created))
 
-        return StreamAnswer(served, to_sse(opened, call.request, served.id, served.created, self.baseline, on_done))
+        return StreamAnswer(served, to_sse(opened, call.request, served.id, served.created, self.baseline, on_done,
+                                           served.smr))
 
     def _remember(self, policy: CachePolicy, lk: Lookup | None, answer: CachedAnswer) -> None:
         if self.cache is not None and lk is not None and policy.store and not answer.message.tool_calls:
             self.cache.save_later(lk, answer)
 
     @staticmethod
-    def _served(ctx: RequestContext, route: Route, backend: Backend, priced: Priced | None) -> Served:
+    def _served(ctx: RequestContext, route: Route, backend: Backend, priced: Priced | None,
+                smr: Explanation) -> Served:
         return Served(new_id(), int(time.time()), route.tier, backend.name, backend.provider, route.classifier,
-                      ctx.cache, priced, None, ctx.started, ctx.ticket.headers if ctx.ticket else None)
+                      ctx.cache, priced, None, ctx.started, ctx.ticket.headers if ctx.ticket else None, smr)
 
 
 def new_id() -> str:

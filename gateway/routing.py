@@ -26,6 +26,7 @@ class Route(msgspec.Struct, frozen=True):
     chain: tuple[Backend, ...]
     classifier: str
     score: float | None = None
+    reasons: tuple[str, ...] = ()
 
 
 def conversation(req: ChatCompletionRequest, embedding: object = None,
@@ -37,6 +38,7 @@ class Router:
     def __init__(self, settings: Settings, pipeline: ClassifierPipeline) -> None:
         self.default_model = settings.routing.default_model
         self.pipeline = pipeline
+        self.cutoffs = pipeline.cutoffs
         by_name = {b.name: b for b in settings.backends}
         limit = settings.routing.max_attempts
         self.chains: dict[str, tuple[Backend, ...]] = {
@@ -54,7 +56,8 @@ class Router:
         model = req.model or self.default_model
         if model == "auto":
             decision = await self.pipeline.decide(conversation(req, embedding, embedded_text))
-            return Route("auto", decision.tier, self.chains[decision.tier], decision.classifier, decision.score)
+            return Route("auto", decision.tier, self.chains[decision.tier], decision.classifier, decision.score,
+                         decision.reasons)
         if model in TIER_ALIASES:
             tier = TIER_ALIASES[model]
             return Route("forced", tier, self.chains[tier], "forced")

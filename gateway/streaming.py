@@ -19,6 +19,8 @@ from gateway.wire import (
     ChatCompletionRequest,
     ChunkChoice,
     Delta,
+    ExplainedChunk,
+    Explanation,
     Usage,
     encoder,
     split_pieces,
@@ -49,6 +51,7 @@ async def to_sse(
     created: int,
     baseline: Backend,
     on_done: Callable[[StreamSummary], None] | None = None,
+    smr: Explanation | None = None,
 ) -> AsyncIterator[bytes]:
     """The open upstream stream as OpenAI SSE bytes; `on_done` gets the summary exactly once, however
     the stream ends (finished, failed mid-way, or the client went away)."""
@@ -65,7 +68,8 @@ async def to_sse(
     try:
         ev: StreamEvent = opened.first
         delta = ev.delta or Delta()
-        yield chunk(msgspec.structs.replace(delta, role="assistant", content=delta.content or ""), ev.finish_reason)
+        first = msgspec.structs.replace(delta, role="assistant", content=delta.content or "")
+        yield sse(ExplainedChunk(chunk_id, created, model, [ChunkChoice(first, 0, ev.finish_reason)], smr=smr))
         while True:
             if ev.usage is not None:
                 usage = ev.usage
@@ -87,7 +91,10 @@ async def to_sse(
         filled = fill_usage(usage or Usage(estimated=True), req, summary.text)
         summary.priced = price(filled, opened.backend, baseline)
         if req.include_usage:
-            yield sse(ChatCompletionChunk(chunk_id, created, model, [], usage_out(filled)))
+            p = summary.priced
+            final = msgspec.structs.replace(smr, cost_usd=round(p.cost_usd, 10),
+                                            savings_usd=round(p.savings_usd, 10)) if smr else None
+            yield sse(ExplainedChunk(chunk_id, created, model, [], usage_out(filled), smr=final))
         yield DONE
     except TimeoutError:
         summary.error = UpstreamTimeout(f"{model}: stream stalled or ran past its time limit", backend=model)
@@ -108,14 +115,14 @@ async def to_sse(
 
 
 async def replay_sse(answer: CachedAnswer, req: ChatCompletionRequest, chunk_id: str,
-                     created: int) -> AsyncIterator[bytes]:
+                     created: int, smr: Explanation | None = None) -> AsyncIterator[bytes]:
     """A cached answer as a proper stream: role, content pieces, finish, usage when asked, [DONE]."""
     model = answer.backend
     pieces = split_pieces(answer.message.content or "", 8)
     for i, piece in enumerate(pieces):
         delta = Delta(role="assistant", content=piece) if i == 0 else Delta(content=piece)
-        yield sse(ChatCompletionChunk(chunk_id, created, model, [ChunkChoice(delta, 0, None)]))
+        yield sse(ExplainedChunk(chunk_id, created, model, [ChunkChoice(delta, 0, None)], smr=smr if i == 0 else None))
     yield sse(ChatCompletionChunk(chunk_id, created, model, [ChunkChoice(Delta(), 0, answer.finish_reason or "stop")]))
     if req.include_usage:
-        yield sse(ChatCompletionChunk(chunk_id, created, model, [], usage_out(answer.usage)))
+        yield sse(ExplainedChunk(chunk_id, created, model, [], usage_out(answer.usage), smr=smr))
     yield DONE

@@ -170,6 +170,26 @@ class Choice(msgspec.Struct, frozen=True):
     logprobs: Any = None
 
 
+# ---------------------------------------------------------------- the gateway's own
+class Explanation(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why an answer came from where it did: the `smr` object of routed responses (gateway/explain.py)."""
+
+    request_id: str
+    route: str                          # auto | forced | direct | cache
+    cache: str                          # miss | hit-exact | hit-semantic | bypass
+    tier: str | None = None
+    model: str | None = None            # the backend that answered
+    classifier: str | None = None
+    score: float | None = None          # the classifier's difficulty score, 0..1
+    cutoffs: tuple[float, float] | None = None
+    margin: float | None = None         # how far the score is from the nearest cut-off (a tier change)
+    reasons: list[str] | None = None    # what moved the score most (the heuristic), or the classifier's label
+    similarity: float | None = None     # of a semantic cache hit
+    fallbacks: list[str] | None = None  # backends tried before the one that answered, and why each failed
+    cost_usd: float | None = None       # on a stream, known when it ends (its last chunk, the log)
+    savings_usd: float | None = None
+
+
 class ChatCompletion(msgspec.Struct, frozen=True):
     id: str
     created: int
@@ -178,6 +198,7 @@ class ChatCompletion(msgspec.Struct, frozen=True):
     usage: UsageOut | None = None
     object: str = "chat.completion"
     system_fingerprint: str | None = None
+    smr: Explanation | None = None  # OpenAI clients ignore fields they do not know
 
 
 class DeltaFunction(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -215,6 +236,12 @@ class ChatCompletionChunk(msgspec.Struct, frozen=True):
     object: str = "chat.completion.chunk"
 
 
+class ExplainedChunk(ChatCompletionChunk, frozen=True):
+    """The first chunk of a stream, and its usage chunk, carry the `smr` explanation."""
+
+    smr: Explanation | None = None
+
+
 class ModelCard(msgspec.Struct, frozen=True):
     id: str
     owned_by: str
@@ -235,6 +262,7 @@ class CompleteResponse(msgspec.Struct, frozen=True):
     estimated_savings: float
     latency_ms: float
     cache_hit: bool
+    smr: Explanation | None = None
 
 
 # ------------------------------------------------------------- upstream-facing (OpenAI compatible)

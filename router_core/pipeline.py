@@ -52,7 +52,9 @@ class ClassifierPipeline:
                 continue
             if skipped:
                 log.warning("classifier fallback: %s", "; ".join(skipped))
-            return Decision(float(score), tier_for(float(score), self.cutoffs), c.name, tuple(skipped))
+            explain = getattr(c, "reasons", None)
+            reasons = tuple(explain(conv)) if callable(explain) else ()
+            return Decision(float(score), tier_for(float(score), self.cutoffs), c.name, tuple(skipped), reasons)
         log.warning("every classifier failed, routing to %s: %s", self.fallback_tier, "; ".join(skipped))
         return Decision(0.5, self.fallback_tier, "none", tuple(skipped))
 

@@ -46,3 +46,5 @@ class Decision(msgspec.Struct, frozen=True):
     classifier: str
     # Classifiers that were tried before this one and failed, with the reason.
     skipped: tuple[str, ...] = ()
+    # Why this score, as far as the classifier can say (the heuristic: the features that moved it most).
+    reasons: tuple[str, ...] = ()

@@ -26,5 +26,5 @@ async def chat_completions(request: Request, gw: Gateway, principal: Principal) 
     s = answer.served
     assert s.priced is not None
     body = ChatCompletion(s.id, s.created, s.backend, [Choice(answer.message, 0, answer.finish_reason)],
-                          usage_out(s.priced.usage))
+                          usage_out(s.priced.usage), smr=s.smr)
     return Response(encoder.encode(body), media_type=JSON, headers=served_headers(s))

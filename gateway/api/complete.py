@@ -37,5 +37,5 @@ async def complete(request: Request, gw: Gateway, principal: Principal) -> Respo
     out = CompleteResponse(response=answer.message.content or "", model_used=gw.model_label(s.backend),
                            difficulty_tag=s.tier or "direct", estimated_cost=round(priced.cost_usd, 10),
                            estimated_savings=round(priced.savings_usd, 10), latency_ms=round(s.elapsed_ms(), 2),
-                           cache_hit=s.cache.startswith("hit"))
+                           cache_hit=s.cache.startswith("hit"), smr=s.smr)
     return Response(encoder.encode(out), media_type=JSON, headers=served_headers(s))

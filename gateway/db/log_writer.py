@@ -58,6 +58,7 @@ class LogRow(msgspec.Struct, frozen=True):
     stream: bool = False
     error_type: str | None = None
     prompt: str | None = None
+    explanation: str | None = None  # the response's `smr` object, as JSON
 
 
 COLUMNS = LogRow.__struct_fields__
@@ -87,7 +88,7 @@ class Quarantined(msgspec.Struct):
 
 
 # Longest text kept per column; the rest of a field is cut (a 1 MB `model` is not worth a row's space).
-_MAX_CHARS = {"requested_model": 256, "fallback_errors": 4_000, "prompt": 200_000}
+_MAX_CHARS = {"requested_model": 256, "fallback_errors": 4_000, "prompt": 200_000, "explanation": 50_000}
 _DEFAULT_MAX_CHARS = 1_000
 _TEXT_FIELDS = tuple(f for f, t in zip(LogRow.__struct_fields__, msgspec.structs.fields(LogRow), strict=True)
                      if "str" in str(t.type))
@@ -99,6 +100,8 @@ _REFUSED = (psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError, Ov
 def _clean_text(value: str, limit: int) -> str:
     if "\x00" in value:
         value = value.replace("\x00", "")
+    if "\\u0000" in value:  # JSON's escape of NUL, which jsonb refuses too
+        value = value.replace("\\u0000", "")
     try:
         value.encode()
     except UnicodeEncodeError:
@@ -114,7 +117,7 @@ def clean_row(row: LogRow) -> LogRow:
         if v is None:
             continue
         limit = _MAX_CHARS.get(f, _DEFAULT_MAX_CHARS)
-        if len(v) > limit or "\x00" in v or not v.isascii():
+        if len(v) > limit or "\x00" in v or "\\u0000" in v or not v.isascii():
             cleaned = _clean_text(v, limit)
             if cleaned != v:
                 changes[f] = cleaned

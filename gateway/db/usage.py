@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from psycopg.rows import dict_row
@@ -83,3 +83,33 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
             p50_latency_ms=round(float(r["p50_latency_ms"] or 0), 2),
             p95_latency_ms=round(float(r["p95_latency_ms"] or 0), 2), errors=int(r["errors"])))
     return out
+
+
+class LoggedRequest(msgspec.Struct, frozen=True):
+    """One request as the log has it (GET /v1/requests/{id})."""
+
+    id: str
+    created: dt.datetime
+    endpoint: str
+    status: int
+    latency_ms: float
+    stream: bool
+    tenant: str | None
+    smr: dict[str, Any] | None
+    error_type: str | None = None
+    object: str = "request"
+
+
+async def logged_request(pool: AsyncConnectionPool, request_id: str, tenant: str | None) -> LoggedRequest | None:
+    """The request with this id, if it is `tenant`'s (None: any tenant's, for the admin)."""
+    sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, latency_ms, stream, tenant, "
+           "explanation AS smr, error_type FROM request_log WHERE request_id = %s")
+    params: tuple[object, ...] = (request_id,)
+    if tenant is not None:
+        sql += " AND tenant = %s"
+        params += (tenant,)
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql, params)  # type: ignore[arg-type]
+        row = await cur.fetchone()
+    return msgspec.convert(row, LoggedRequest) if row else None

@@ -8,22 +8,33 @@ from router_core.features import Features, extract
 from router_core.types import Conversation
 
 
-def heuristic_logit(f: Features) -> float:
-    z = -1.6
-    z += 0.55 * math.log2(1 + f.tokens / 40)
+def contributions(f: Features) -> list[tuple[str, float]]:
+    """Each feature's share of the logit, named as a person would read it (summed in this order)."""
+    parts = [("prior", -1.6), (f"length: {f.tokens} tokens", 0.55 * math.log2(1 + f.tokens / 40))]
     if f.complex_hits:
-        z += 2.2 + 0.4 * min(f.complex_hits - 1, 4)
+        parts.append((f"design/reasoning words: {f.complex_hits}", 2.2 + 0.4 * min(f.complex_hits - 1, 4)))
     if f.medium_hits:
-        z += 1.2 + 0.2 * min(f.medium_hits - 1, 3)
+        parts.append((f"explain/compare words: {f.medium_hits}", 1.2 + 0.2 * min(f.medium_hits - 1, 3)))
     if f.simple_hits and not f.complex_hits:
-        z -= 1.0
-    z += 0.8 * min(f.code_blocks, 3)
-    z += 0.3 * min(max(f.questions - 1, 0), 3)
-    z += 0.25 * min(f.constraints, 4)
-    z += 0.1 * min(max(f.turns - 4, 0), 6)
-    z += 0.6 * f.step_by_step
-    z += 0.5 * f.math
-    return z
+        parts.append((f"lookup/transform words: {f.simple_hits}", -1.0))
+    parts += [(f"code blocks: {f.code_blocks}", 0.8 * min(f.code_blocks, 3)),
+              (f"questions: {f.questions}", 0.3 * min(max(f.questions - 1, 0), 3)),
+              (f"constraints: {f.constraints}", 0.25 * min(f.constraints, 4)),
+              (f"turns: {f.turns}", 0.1 * min(max(f.turns - 4, 0), 6)),
+              ("asks for step-by-step reasoning", 0.6 * f.step_by_step),
+              ("maths", 0.5 * f.math)]
+    return parts
+
+
+def heuristic_logit(f: Features) -> float:
+    return sum(c for _, c in contributions(f))
+
+
+def heuristic_reasons(conv: Conversation, top: int = 3) -> tuple[str, ...]:
+    """The features that moved the score most, with their signed share of the logit."""
+    parts = [(name, c) for name, c in contributions(extract(conv)) if name != "prior" and abs(c) >= 0.05]
+    parts.sort(key=lambda p: -abs(p[1]))
+    return tuple(f"{name} ({c:+.2f})" for name, c in parts[:top])
 
 
 def heuristic_score(conv: Conversation) -> float:
@@ -37,6 +48,9 @@ class HeuristicClassifier:
 
     def score_now(self, conv: Conversation) -> float:
         return heuristic_score(conv)
+
+    def reasons(self, conv: Conversation) -> tuple[str, ...]:
+        return heuristic_reasons(conv)
 
     async def score(self, conv: Conversation) -> float:
         return heuristic_score(conv)

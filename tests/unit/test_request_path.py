@@ -265,3 +265,45 @@ async def test_a_bad_request_does_not_open_the_circuit() -> None:
         with pytest.raises(InvalidRequest):
             await h.serve()
     assert h.path.caller.breakers.state("cheap") == "closed"
+
+
+async def test_every_answer_explains_its_route_in_the_body_the_stream_and_the_log() -> None:
+    import msgspec
+
+    h = Harness(cache=False)
+    answer = await h.serve("auto")
+    smr = answer.served.smr
+    assert smr is not None and smr.route == "auto" and smr.classifier == "heuristic"
+    assert smr.score is not None and smr.cutoffs == h.settings.routing.cutoffs
+    assert smr.margin == pytest.approx(min(abs(smr.score - c) for c in smr.cutoffs), abs=1e-4)
+    assert smr.reasons and all("(" in r for r in smr.reasons)  # the features that moved the score
+    assert smr.model == answer.served.backend and smr.cost_usd is not None and smr.savings_usd is not None
+    logged = msgspec.json.decode(h.rows[-1].explanation or "{}")
+    assert logged["request_id"] == smr.request_id == h.rows[-1].request_id and logged["tier"] == smr.tier
+    streamed = await h.serve(stream=True, stream_options={"include_usage": True})
+    assert isinstance(streamed, StreamAnswer)
+    events = [e for e in await read_sse(streamed) if isinstance(e, dict)]
+    assert events[0]["smr"]["route"] == "forced" and "cost_usd" not in events[0]["smr"]  # type: ignore[index]
+    assert events[-1]["smr"]["cost_usd"] > 0  # type: ignore[index]  # known when the stream ends
+    assert all("smr" not in e for e in events[1:-1])
+
+
+async def test_fallbacks_are_explained() -> None:
+    def refuse(call: UpstreamCall) -> Reply:
+        raise UpstreamHTTPError("HTTP 503: overloaded", backend="cheap", upstream_status=503)
+
+    h = Harness({"cheap": refuse}, cache=False)
+    smr = (await h.serve()).served.smr
+    assert smr is not None and smr.model == "backup" and smr.fallbacks == ["cheap: HTTP 503: overloaded"]
+
+
+async def test_dry_run_decides_and_prices_without_a_call_or_a_row() -> None:
+    h = Harness()
+    parsed = parse_chat_request(json.dumps({"model": "smr/complex", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "What is 2 + 2?"}]}).encode())
+    dry = await h.path.dry_run(PathRequest("/v1/route", parsed.request, parsed.raw), ANONYMOUS)
+    assert dry.chain == ["strong", "backup"] and dry.smr.tier == "complex" and dry.smr.model == "strong"
+    assert dry.estimate.completion_tokens == 100
+    assert dry.estimate.cost_usd == pytest.approx((dry.estimate.prompt_tokens * 2.0 + 100 * 4.0) / 1e6)
+    assert dry.estimate.savings_usd == pytest.approx(0.0)  # the baseline itself
+    assert all(not f.calls for f in h.fakes.values()) and h.rows == []
