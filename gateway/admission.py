@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
@@ -42,6 +41,7 @@ from gateway.limits import (
     ratelimit_headers,
     worst_case_cost,
 )
+from gateway.lookups import CachedLookup, SourceDown
 from gateway.pricing import Priced
 from gateway.settings import Backend, LimitsSettings, RoutingSettings
 from gateway.wire import ChatCompletionRequest, message_text
@@ -102,7 +102,7 @@ class Admission:
         self.spend = spend
         self.cache_ttl_s = cache_ttl_s
         self.stats = LimitStats()
-        self._tenant_cache: dict[str, tuple[float, LimitSet]] = {}
+        self._tenant_cache: CachedLookup[str, LimitSet | None] = CachedLookup(cache_ttl_s)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ 1. admit
@@ -233,26 +233,18 @@ class Admission:
         return Ticket(principal, await self._tenant_limits(principal.tenant))
 
     async def _tenant_limits(self, tenant: str) -> LimitSet:
-        if self.tenants is None:
+        tenants = self.tenants
+        if tenants is None:
             return NO_LIMITS
-        now = time.monotonic()
-        hit = self._tenant_cache.get(tenant)
-        if hit is not None and now - hit[0] < self.cache_ttl_s:
-            return hit[1]
         try:
-            found = await within(self.tenants.get(tenant), 0.5)
-        except Exception as exc:  # database away: the last known limits (or none) apply meanwhile
-            log.warning("limits: cannot read tenant limits (%s)", type(exc).__name__)
-            return hit[1] if hit is not None else NO_LIMITS
-        limits = found or NO_LIMITS
-        if len(self._tenant_cache) > 10_000:
-            self._tenant_cache.clear()
-        self._tenant_cache[tenant] = (now, limits)
-        return limits
+            return await self._tenant_cache.get(tenant, lambda: tenants.get(tenant)) or NO_LIMITS
+        except SourceDown as exc:  # database away and this tenant not seen yet: no tenant limits meanwhile
+            log.warning("limits: cannot read tenant limits (%s)", exc)
+            return NO_LIMITS
 
     def forget_tenant(self, tenant: str) -> None:
         """After a change through this process's API, the new limits apply at once here."""
-        self._tenant_cache.pop(tenant, None)
+        self._tenant_cache.forget(tenant)
 
     async def _spent(self, b: BudgetCheck, now: dt.datetime) -> float:
         if self.spend is None:

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import time
 from typing import Protocol
 
 import msgspec
 
-from gateway.aio import within
 from gateway.apikeys import hash_key, presented_key
 from gateway.db.keys import KeyRecord
 from gateway.errors import AuthenticationFailed, AuthUnavailable, PermissionDenied
 from gateway.limits import NO_LIMITS, LimitSet
+from gateway.lookups import CachedLookup, SourceDown
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -50,56 +49,30 @@ class Authenticator:
         self.enabled = enabled
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self.store = store
-        self.cache_ttl_s = cache_ttl_s
-        self.lookup_timeout_s = lookup_timeout_s
-        self.retry_s = retry_s
-        self._cache: dict[bytes, tuple[float, KeyRecord]] = {}
-        self._store_down_until = 0.0
+        self._records: CachedLookup[bytes, tuple[KeyRecord, bytes] | None] = CachedLookup(
+            cache_ttl_s, lookup_timeout_s, retry_s, keep=lambda found: found is not None)
 
     @property
     def store_up(self) -> bool:
-        return time.monotonic() >= self._store_down_until
+        return self._records.source_up
 
     def forget(self, key_id: str) -> None:
         """Drop a changed key from this process's lookup cache (others see the change within the TTL)."""
-        for digest, (_, record) in list(self._cache.items()):
-            if record.id == key_id:
-                del self._cache[digest]
+        self._records.forget_where(lambda found: found is not None and found[0].id == key_id)
 
     def is_admin(self, key: str | None) -> bool:
         return bool(key) and self._admin_hash is not None and hmac.compare_digest(hash_key(key or ""), self._admin_hash)
 
-    async def _fetch(self, digest: bytes) -> tuple[KeyRecord, bytes] | None:
-        """The store's answer within the time limit. The lookup runs as its own task, so a database that
-        does not answer (frozen) does not hold the request while the driver tries to cancel the query."""
-        assert self.store is not None
-        return await within(self.store.by_hash(digest), self.lookup_timeout_s)
-
     async def _lookup(self, digest: bytes) -> KeyRecord | None:
-        now = time.monotonic()
-        hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < self.cache_ttl_s:
-            return hit[1]
-        if self.store is None:
+        store = self.store
+        if store is None:
             return None
         try:
-            if now < self._store_down_until:
-                raise ConnectionError("key store unreachable (recently)")
-            found = await self._fetch(digest)
-        except Exception as exc:  # database unreachable or too slow: a key seen before keeps working
-            if now >= self._store_down_until:
-                self._store_down_until = now + self.retry_s
-            if hit is not None:
-                return hit[1]
-            raise AuthUnavailable(f"cannot check the API key: key store unavailable ({type(exc).__name__})") \
-                from None
-        self._store_down_until = 0.0
+            found = await self._records.get(digest, lambda: store.by_hash(digest))
+        except SourceDown as exc:
+            raise AuthUnavailable(f"cannot check the API key: key store unavailable ({exc})") from None
         if found is None or not hmac.compare_digest(found[1], digest):
-            self._cache.pop(digest, None)
             return None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (now, found[0])
         return found[0]
 
     async def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:

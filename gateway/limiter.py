@@ -1,9 +1,12 @@
 """The counters behind rate limits and budgets: Redis (shared by every gateway process, each step one
 atomic Lua script) or this process's memory (one process only, the fallback when there is no Redis).
 
-Rates use a sliding-window counter: this minute's count plus the previous minute's, weighted by how
-much of it still falls within the last 60 s. One call checks every counter a request draws on (key
-and tenant, requests and tokens) and takes from all of them or from none.
+Requests per minute are an exact sliding log (a sorted set of the last 60 s of requests, at most the
+limit long): no rolling minute ever holds more than the limit. Tokens per minute use a sliding-window
+counter (this minute's count plus the previous minute's, weighted by how much of it still falls
+within the last 60 s), which can let a bursty client past the limit across a minute boundary by up to
+the previous minute's share. One call checks every counter a request draws on (key and tenant,
+requests and tokens) and takes from all of them or from none.
 
 Budgets hold `spent` and `reserved` per owner and period. A request reserves its worst-case cost
 before its call, only if spent + reserved + that stays within the budget, so concurrent requests
@@ -14,7 +17,9 @@ period whose spend Redis does not hold (lost, or never seen) is rebuilt from the
 from __future__ import annotations
 
 import math
+import secrets
 import time
+from collections import deque
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -25,42 +30,68 @@ _RATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local w = tonumber(ARGV[1])
+local id = ARGV[2]
 local cur = math.floor(now / w)
 local into = now % w
 local frac = into / w
-local n = (#ARGV - 1) / 3
-local used, prev, curc = {}, {}, {}
-local refused = 0
+local n = (#ARGV - 2) / 4
+local used, resets = {}, {}
+local refused, retry = 0, 0
 for i = 1, n do
-  local base = ARGV[3 * i - 1]
-  local c = tonumber(redis.call('GET', base .. ':' .. cur) or '0')
-  local p = tonumber(redis.call('GET', base .. ':' .. (cur - 1)) or '0')
-  prev[i], curc[i] = p, c
-  used[i] = p * (1 - frac) + c
-  local cost = tonumber(ARGV[3 * i + 1])
-  if refused == 0 and cost > 0 and used[i] + cost > tonumber(ARGV[3 * i]) then refused = i end
-end
-local retry = w - into
-if refused > 0 then
-  local limit, cost, p, c = tonumber(ARGV[3 * refused]), tonumber(ARGV[3 * refused + 1]), prev[refused], curc[refused]
-  if p > 0 and c + cost <= limit then
-    retry = math.ceil(w * (used[refused] + cost - limit) / p)
-  elseif c > 0 and cost <= limit then
-    retry = (w - into) + math.ceil(w * (1 - (limit - cost) / c))
+  local base, limit, cost, kind = ARGV[4 * i - 1], tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1]), ARGV[4 * i + 2]
+  local over = false
+  if kind == 'requests' then
+    -- an exact log of the last minute's requests: no rolling minute holds more than the limit
+    redis.call('ZREMRANGEBYSCORE', base, '-inf', now - w)
+    used[i] = redis.call('ZCARD', base)
+    local oldest = redis.call('ZRANGE', base, 0, 0, 'WITHSCORES')
+    resets[i] = oldest[2] and (tonumber(oldest[2]) + w - now) or 0
+    over = cost > 0 and used[i] + cost > limit
+    if over and refused == 0 then
+      local k = math.max(used[i] + cost - limit - 1, 0)
+      local nth = redis.call('ZRANGE', base, k, k, 'WITHSCORES')
+      retry = nth[2] and (tonumber(nth[2]) + w - now) or w
+    end
+  else
+    -- tokens: this minute's count plus the previous minute's, weighted by its share of the last 60 s
+    local c = tonumber(redis.call('GET', base .. ':' .. cur) or '0')
+    local p = tonumber(redis.call('GET', base .. ':' .. (cur - 1)) or '0')
+    used[i] = p * (1 - frac) + c
+    resets[i] = w - into
+    over = cost > 0 and used[i] + cost > limit
+    if over and refused == 0 then
+      retry = w - into
+      if p > 0 and c + cost <= limit then
+        retry = math.ceil(w * (used[i] + cost - limit) / p)
+      elseif c > 0 and cost <= limit then
+        retry = (w - into) + math.ceil(w * (1 - (limit - cost) / c))
+      end
+    end
   end
-else
+  if over and refused == 0 then refused = i end
+end
+if refused == 0 then
   for i = 1, n do
-    local cost = tonumber(ARGV[3 * i + 1])
+    local base, cost, kind = ARGV[4 * i - 1], tonumber(ARGV[4 * i + 1]), ARGV[4 * i + 2]
     if cost > 0 then
-      local k = ARGV[3 * i - 1] .. ':' .. cur
-      redis.call('INCRBY', k, cost)
-      redis.call('PEXPIRE', k, w * 2)
+      if kind == 'requests' then
+        redis.call('ZADD', base, now, id .. ':' .. i)
+        redis.call('PEXPIRE', base, w)
+        if resets[i] == 0 then resets[i] = w end
+      else
+        local k = base .. ':' .. cur
+        redis.call('INCRBY', k, cost)
+        redis.call('PEXPIRE', k, w * 2)
+      end
       used[i] = used[i] + cost
     end
   end
 end
-local out = {refused, retry, w - into}
-for i = 1, n do out[#out + 1] = tostring(used[i]) end
+local out = {refused, retry}
+for i = 1, n do
+  out[#out + 1] = tostring(used[i])
+  out[#out + 1] = resets[i]
+end
 return out
 """
 
@@ -167,13 +198,13 @@ class RedisCounters:
         self._init = client.register_script(_INIT)
 
     async def take(self, checks: list[RateCheck]) -> Taken:
-        args: list[str | int] = [WINDOW_MS]
+        args: list[str | int] = [WINDOW_MS, secrets.token_hex(8)]
         for c in checks:
-            args += [c.redis_key, c.limit, c.cost]
+            args += [c.redis_key, c.limit, c.cost, c.kind]
         out = await self._rate(keys=[], args=args)
-        refused, retry, reset = int(out[0]), int(out[1]), int(out[2])
-        used = [float(u) for u in out[3:]]
-        states = [RateState(c, u, retry if refused else reset) for c, u in zip(checks, used, strict=True)]
+        refused, retry = int(out[0]), int(out[1])
+        states = [RateState(c, float(out[2 + 2 * i]), retry if refused else int(out[3 + 2 * i]))
+                  for i, c in enumerate(checks)]
         return Taken(checks[refused - 1] if refused else None, retry, states)
 
     async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None:
@@ -207,6 +238,7 @@ class MemoryCounters:
 
     def __init__(self) -> None:
         self._counts: dict[str, tuple[float, int]] = {}  # "<base>:<window>" -> (expires, count)
+        self._logs: dict[str, deque[int]] = {}           # requests: the last minute's times, ms
         self._budgets: dict[str, list[float]] = {}        # key -> [spent, reserved]
 
     def _get(self, key: str, now: float) -> int:
@@ -224,22 +256,46 @@ class MemoryCounters:
         now_ms = int(now * 1000)
         cur, into = divmod(now_ms, WINDOW_MS)
         frac = into / WINDOW_MS
-        parts = [(self._get(f"{c.redis_key}:{cur - 1}", now), self._get(f"{c.redis_key}:{cur}", now)) for c in checks]
-        used = [p * (1 - frac) + cc for p, cc in parts]
-        for i, c in enumerate(checks):
-            if c.cost > 0 and used[i] + c.cost > c.limit:
-                p, cc = parts[i]
+        used: list[float] = []
+        resets: list[int] = []
+        refused: RateCheck | None = None
+        retry = 0
+        for c in checks:
+            if c.kind == "requests":
+                log = self._logs.setdefault(c.redis_key, deque())
+                while log and log[0] <= now_ms - WINDOW_MS:
+                    log.popleft()
+                used.append(len(log))
+                resets.append(log[0] + WINDOW_MS - now_ms if log else 0)
+                if refused is None and c.cost > 0 and len(log) + c.cost > c.limit:
+                    refused = c
+                    k = max(len(log) + c.cost - c.limit - 1, 0)
+                    retry = log[k] + WINDOW_MS - now_ms if k < len(log) else WINDOW_MS
+                continue
+            p = self._get(f"{c.redis_key}:{cur - 1}", now)
+            cc = self._get(f"{c.redis_key}:{cur}", now)
+            u = p * (1 - frac) + cc
+            used.append(u)
+            resets.append(WINDOW_MS - into)
+            if refused is None and c.cost > 0 and u + c.cost > c.limit:
+                refused = c
                 retry = WINDOW_MS - into
                 if p > 0 and cc + c.cost <= c.limit:
-                    retry = math.ceil(WINDOW_MS * (used[i] + c.cost - c.limit) / p)
+                    retry = math.ceil(WINDOW_MS * (u + c.cost - c.limit) / p)
                 elif cc > 0 and c.cost <= c.limit:
                     retry = (WINDOW_MS - into) + math.ceil(WINDOW_MS * (1 - (c.limit - c.cost) / cc))
-                return Taken(c, retry, [RateState(ch, u, retry) for ch, u in zip(checks, used, strict=True)])
-        for c in checks:
-            if c.cost > 0:
+        if refused is not None:
+            return Taken(refused, retry, [RateState(c, u, retry) for c, u in zip(checks, used, strict=True)])
+        for i, c in enumerate(checks):
+            if c.cost <= 0:
+                continue
+            if c.kind == "requests":
+                self._logs[c.redis_key].extend([now_ms] * c.cost)
+                resets[i] = resets[i] or WINDOW_MS
+            else:
                 self._incr(f"{c.redis_key}:{cur}", c.cost, now)
-        states = [RateState(c, u + c.cost, WINDOW_MS - into) for c, u in zip(checks, used, strict=True)]
-        return Taken(None, 0, states)
+            used[i] += c.cost
+        return Taken(None, 0, [RateState(c, u, r) for c, u, r in zip(checks, used, resets, strict=True)])
 
     async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None:
         now = time.time()

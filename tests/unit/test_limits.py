@@ -118,3 +118,25 @@ def test_headers_and_worst_case_are_plain_functions() -> None:
     now = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
     assert (period_id("day", now), period_id("month", now), period_id("total", now)) == \
         ("d2026-11-30", "m2026-11", "total")
+
+
+async def test_no_rolling_minute_holds_more_requests_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests per minute are an exact sliding log: a client that keeps asking gets at most the limit in
+    any 60 s (a weighted two-window counter let 103 through in 60 s for a 60/min key across a boundary)."""
+    from gateway import limiter
+
+    clock = {"t": 1_000_030.0}  # 30 s into a minute
+    monkeypatch.setattr(limiter.time, "time", lambda: clock["t"])
+    counters = limiter.MemoryCounters()
+    check = RateCheck("key", "k", "requests", 60, 1)
+    answered: list[float] = []
+    while clock["t"] < 1_000_030.0 + 180:  # three minutes of a client asking every 0.25 s
+        if (await counters.take([check])).refused is None:
+            answered.append(clock["t"])
+        clock["t"] += 0.25
+    for start in answered:  # every rolling minute that starts at an answer
+        assert sum(1 for t in answered if start <= t < start + 60) <= 60
+    assert len(answered) == 180  # and the limit is used in full: 60 a minute
+    clock["t"] = answered[-1] + 0.25  # the log is full: the next one waits for the oldest to leave it
+    taken = await counters.take([check])
+    assert taken.refused is not None and taken.retry_ms == round((answered[-60] + 60 - clock["t"]) * 1000)
