@@ -22,4 +22,5 @@ def explain(ctx: RequestContext, cutoffs: tuple[float, float], similarity: float
         classifier=r.classifier if r else None, score=round(score, 4) if score is not None else None,
         cutoffs=cutoffs if auto else None, margin=margin, reasons=list(r.reasons) if r and r.reasons else None,
         similarity=similarity, fallbacks=[f"{a.backend}: {a.error}" for a in ctx.attempts] or None,
+        skipped=list(r.skipped) if r and r.skipped else None,
         cost_usd=round(p.cost_usd, 10) if p else None, savings_usd=round(p.savings_usd, 10) if p else None)

@@ -13,7 +13,7 @@ import msgspec
 
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.settings import Backend, Settings
-from gateway.wire import ChatCompletionRequest, message_text
+from gateway.wire import ChatCompletionRequest, ImagePart, message_text
 from router_core import ClassifierPipeline, Conversation, Turn
 from router_core.types import TIERS
 
@@ -27,6 +27,40 @@ class Route(msgspec.Struct, frozen=True):
     classifier: str
     score: float | None = None
     reasons: tuple[str, ...] = ()
+    # Backends (and tiers) passed over because the request needs what they lack, and why.
+    skipped: tuple[str, ...] = ()
+
+
+class Needs(msgspec.Struct, frozen=True):
+    """What a request needs of a model (pure: from the request alone)."""
+
+    tools: bool = False
+    vision: bool = False
+    json_mode: bool = False
+    tokens: int = 0  # the prompt's estimate plus the answer's limit
+
+    @classmethod
+    def of(cls, req: ChatCompletionRequest) -> Needs:
+        vision = any(isinstance(p, ImagePart) for m in req.messages if isinstance(m.content, list)
+                     for p in m.content)
+        fmt = (req.response_format or {}).get("type")
+        chars = sum(len(message_text(m)) for m in req.messages)
+        return cls(tools=bool(req.tools), vision=vision, json_mode=fmt in ("json_object", "json_schema"),
+                   tokens=chars // 4 + (req.output_limit or 0))
+
+
+def lacks(backend: Backend, needs: Needs) -> str | None:
+    """Why this backend cannot serve a request with these needs, or None."""
+    c = backend.capabilities
+    if needs.tools and not c.tools:
+        return "no tool calling"
+    if needs.vision and not c.vision:
+        return "no image input"
+    if needs.json_mode and not c.json_mode:
+        return "no JSON mode"
+    if needs.tokens > c.context_window:
+        return f"context window {c.context_window} < ~{needs.tokens} tokens"
+    return None
 
 
 def conversation(req: ChatCompletionRequest, embedding: object = None,
@@ -47,6 +81,31 @@ class Router:
 
     async def route(self, req: ChatCompletionRequest, force_tier: str | None = None, embedding: object = None,
                     embedded_text: str | None = None) -> Route:
+        return self._fit(await self._choose(req, force_tier, embedding, embedded_text), Needs.of(req))
+
+    def _fit(self, route: Route, needs: Needs) -> Route:
+        """The route without the backends this request cannot use. `auto` moves to the nearest tier (up
+        first) that has one; a forced tier or a named backend that cannot serve it is a 400."""
+        why = {b.name: w for b in route.chain if (w := lacks(b, needs)) is not None}
+        if not why:
+            return route
+        skipped = tuple(f"{name}: {w}" for name, w in why.items())
+        capable = tuple(b for b in route.chain if b.name not in why)
+        if capable:
+            return msgspec.structs.replace(route, chain=capable, skipped=skipped)
+        if route.mode == "auto" and route.tier in TIERS:
+            i = TIERS.index(route.tier)  # type: ignore[arg-type]
+            for tier in (*TIERS[i + 1:], *reversed(TIERS[:i])):
+                chain = tuple(b for b in self.chains[tier] if lacks(b, needs) is None)
+                if chain:
+                    return msgspec.structs.replace(route, tier=tier, chain=chain,
+                                                   skipped=(*skipped, f"tier {route.tier}: no backend can serve it"))
+        where = f"the {route.tier} tier" if route.mode != "direct" else f"the model {route.chain[0].name}"
+        raise InvalidRequest(f"No backend of {where} can serve this request ({'; '.join(skipped)}); "
+                             "use 'auto' or another model", param="messages", code="unsupported_request")
+
+    async def _choose(self, req: ChatCompletionRequest, force_tier: str | None, embedding: object,
+                      embedded_text: str | None) -> Route:
         if force_tier is not None:
             tier = force_tier.strip().lower()
             if tier not in self.chains:

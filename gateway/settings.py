@@ -39,6 +39,15 @@ class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     total_s: float = 120.0
 
 
+class Capabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a backend's model can take. A request that needs what it lacks skips it, before any call."""
+
+    tools: bool = True
+    vision: bool = True           # image parts in messages
+    json_mode: bool = True        # response_format json_object / json_schema
+    context_window: int = 1_000_000  # prompt plus answer, in tokens
+
+
 class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     provider: ProviderType
@@ -52,6 +61,7 @@ class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cached_input_price: float | None = None
     # The most output tokens this model returns: a request without max_tokens reserves this much of a budget.
     max_output_tokens: int = 8192
+    capabilities: Capabilities = Capabilities()
     timeouts: Timeouts = Timeouts()
     # Set by `smr demo` for backends answered by the built-in fake servers.
     simulated: bool = False
@@ -106,6 +116,7 @@ def _default_backends() -> list[Backend]:
         Backend(
             name="granite4:350m", provider="ollama", model="granite4:350m",
             base_url="http://127.0.0.1:11434", input_price=0.0, output_price=0.0,
+            capabilities=Capabilities(vision=False),  # Granite 4.0 350M reads text only
         ),
         Backend(
             name="gemini-2.5-flash", provider="gemini", model="gemini-2.5-flash",

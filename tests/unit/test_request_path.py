@@ -30,7 +30,7 @@ from gateway.providers.base import UpstreamCall
 from gateway.providers.registry import Providers
 from gateway.request_path import Answer, PathRequest, RequestPath, StreamAnswer
 from gateway.routing import Router
-from gateway.settings import Backend, Settings, parse_settings, validate
+from gateway.settings import Backend, Capabilities, Settings, parse_settings, validate
 from gateway.wire import parse_chat_request
 
 
@@ -41,9 +41,12 @@ class Rows(list[LogRow]):
 
 class Harness:
     def __init__(self, handlers: dict[str, Callable[[UpstreamCall], Reply]] | None = None,
-                 cache: bool = True, tenant_limits: dict[str, LimitSet] | None = None) -> None:
+                 cache: bool = True, tenant_limits: dict[str, LimitSet] | None = None,
+                 capabilities: dict[str, Capabilities] | None = None) -> None:
+        caps = capabilities or {}
         backends = [Backend(name=n, provider="openai", model=n, base_url="http://unused", input_price=p,
-                            output_price=2 * p) for n, p in (("cheap", 0.1), ("backup", 0.5), ("strong", 2.0))]
+                            output_price=2 * p, capabilities=caps.get(n, Capabilities()))
+                    for n, p in (("cheap", 0.1), ("backup", 0.5), ("strong", 2.0))]
         base = parse_settings({
             "tiers": {"simple": ["cheap", "backup"], "medium": ["backup"], "complex": ["strong", "backup"]},
             "routing": {"baseline": "strong"}, "auth": {"enabled": False}, "log": {"requests": False},
@@ -307,3 +310,37 @@ async def test_dry_run_decides_and_prices_without_a_call_or_a_row() -> None:
     assert dry.estimate.cost_usd == pytest.approx((dry.estimate.prompt_tokens * 2.0 + 100 * 4.0) / 1e6)
     assert dry.estimate.savings_usd == pytest.approx(0.0)  # the baseline itself
     assert all(not f.calls for f in h.fakes.values()) and h.rows == []
+
+
+IMAGE = [{"role": "user", "content": [{"type": "text", "text": "What is in this picture?"},
+                                      {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]
+
+
+async def test_a_backend_without_what_the_request_needs_is_skipped_before_any_call() -> None:
+    h = Harness(cache=False, capabilities={"cheap": Capabilities(vision=False)})
+    answer = await h.serve(messages=IMAGE)
+    assert answer.served.backend == "backup" and h.fakes["cheap"].calls == []
+    assert answer.served.smr is not None and answer.served.smr.skipped == ["cheap: no image input"]
+    text_only = await h.serve()
+    assert text_only.served.backend == "cheap"  # a text request still goes to it
+
+
+async def test_auto_moves_to_the_nearest_tier_that_can_serve_it_and_a_forced_tier_is_a_400() -> None:
+    no_json = Capabilities(json_mode=False)
+    h = Harness(cache=False, capabilities={"cheap": no_json, "backup": no_json})
+    fmt = {"type": "json_object"}
+    answer = await h.serve("auto", response_format=fmt)  # "What is 2 + 2?" scores simple
+    smr = answer.served.smr
+    assert answer.served.backend == "strong" and smr is not None and smr.tier == "complex"
+    assert smr.skipped is not None and smr.skipped[-1] == "tier simple: no backend can serve it"
+    with pytest.raises(InvalidRequest) as err:
+        await h.serve("smr/simple", response_format=fmt)
+    assert err.value.code == "unsupported_request" and "no JSON mode" in err.value.message
+    assert all(not f.calls for name, f in h.fakes.items() if name != "strong")
+
+
+async def test_a_prompt_past_the_context_window_skips_the_backend() -> None:
+    h = Harness(cache=False, capabilities={"cheap": Capabilities(context_window=50)})
+    answer = await h.serve(max_tokens=100)
+    assert answer.served.backend == "backup"
+    assert answer.served.smr is not None and "context window 50" in (answer.served.smr.skipped or [""])[0]
