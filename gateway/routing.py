@@ -15,6 +15,7 @@ from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.settings import Backend, Settings
 from gateway.wire import ChatCompletionRequest, ImagePart, message_text
 from router_core import ClassifierPipeline, Conversation, Turn
+from router_core.conversation import ConversationPolicy, decide_in_conversation
 from router_core.types import TIERS
 
 TIER_ALIASES = {f"smr/{t}": t for t in TIERS}
@@ -73,6 +74,9 @@ class Router:
         self.default_model = settings.routing.default_model
         self.pipeline = pipeline
         self.cutoffs = pipeline.cutoffs
+        r = settings.routing
+        self.conversations = ConversationPolicy(r.follow_up_tokens, r.follow_up_decay, r.sticky_margin,
+                                                r.conversation_lookback)
         by_name = {b.name: b for b in settings.backends}
         limit = settings.routing.max_attempts
         self.chains: dict[str, tuple[Backend, ...]] = {
@@ -114,7 +118,8 @@ class Router:
             return Route("forced", tier, self.chains[tier], "forced")
         model = req.model or self.default_model
         if model == "auto":
-            decision = await self.pipeline.decide(conversation(req, embedding, embedded_text))
+            decision = await decide_in_conversation(self.pipeline, conversation(req, embedding, embedded_text),
+                                                    self.conversations)
             return Route("auto", decision.tier, self.chains[decision.tier], decision.classifier, decision.score,
                          decision.reasons)
         if model in TIER_ALIASES:

@@ -96,6 +96,13 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Most backends tried for one request (the chain is cut after this many).
     max_attempts: int = 3
     allow_n_greater_than_one: bool = False
+    # Conversations: a follow-up (a tool result, or a user turn of at most follow_up_tokens) carries the
+    # earlier turns' score times follow_up_decay; a tier changes only when the score passes the cut-off by
+    # sticky_margin; the last conversation_lookback user turns are scored again to know the earlier tier.
+    follow_up_tokens: int = 12
+    follow_up_decay: float = 0.9
+    sticky_margin: float = 0.05
+    conversation_lookback: int = 4
     # Circuit breaker per backend: this many failures in a row take it out of its chains for the cool-down.
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
@@ -310,6 +317,9 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"config: setting 'routing.baseline': unknown backend {r.baseline!r}")
     if r.max_attempts < 1:
         raise SettingsError("config: setting 'routing.max_attempts': must be >= 1")
+    if r.follow_up_tokens < 0 or not 0 <= r.follow_up_decay <= 1 or r.sticky_margin < 0 or r.conversation_lookback < 0:
+        raise SettingsError("config: setting 'routing': need follow_up_tokens >= 0, 0 <= follow_up_decay <= 1, "
+                            "sticky_margin >= 0, conversation_lookback >= 0")
     if r.breaker_failures < 1 or r.breaker_cooldown_s <= 0:
         raise SettingsError("config: setting 'routing': need breaker_failures >= 1 and breaker_cooldown_s > 0")
     if not r.classifiers:

@@ -344,3 +344,16 @@ async def test_a_prompt_past_the_context_window_skips_the_backend() -> None:
     answer = await h.serve(max_tokens=100)
     assert answer.served.backend == "backup"
     assert answer.served.smr is not None and "context window 50" in (answer.served.smr.skipped or [""])[0]
+
+
+async def test_yes_do_it_after_a_hard_task_goes_to_the_hard_tier_on_the_request_path() -> None:
+    h = Harness(cache=False)
+    task = "Design a fault-tolerant distributed database with consensus and explain the trade-offs"
+    first = await h.serve("auto", messages=[{"role": "user", "content": task}])
+    assert first.served.tier == "complex"
+    follow = await h.serve("auto", messages=[{"role": "user", "content": task},
+                                             {"role": "assistant", "content": "Here is the design ..."},
+                                             {"role": "user", "content": "yes, do it"}])
+    assert follow.served.tier == "complex" and follow.served.backend == "strong"
+    assert follow.served.smr is not None and follow.served.smr.reasons is not None
+    assert follow.served.smr.reasons[0].startswith("follow-up")
