@@ -85,7 +85,7 @@ class RequestContext:
             savings_usd=pr.savings_usd if pr else 0.0, usage_estimated=pr.usage.estimated if pr else False,
             ttft_ms=self.ttft_ms, stream=self.stream,
             error_type=(error.code or error.type) if error is not None else None, prompt=self.prompt,
-            explanation=self.explanation,
+            explanation=self.explanation, cache_savings_usd=pr.cache_savings_usd if pr else 0.0,
         )
 
 

@@ -23,4 +23,6 @@ def explain(ctx: RequestContext, cutoffs: tuple[float, float], similarity: float
         cutoffs=cutoffs if auto else None, margin=margin, reasons=list(r.reasons) if r and r.reasons else None,
         similarity=similarity, fallbacks=[f"{a.backend}: {a.error}" for a in ctx.attempts] or None,
         skipped=list(r.skipped) if r and r.skipped else None,
-        cost_usd=round(p.cost_usd, 10) if p else None, savings_usd=round(p.savings_usd, 10) if p else None)
+        cost_usd=round(p.cost_usd, 10) if p else None, savings_usd=round(p.savings_usd, 10) if p else None,
+        routing_savings_usd=round(p.routing_savings_usd, 10) if p else None,
+        cache_savings_usd=round(p.cache_savings_usd, 10) if p and p.cache_savings_usd else None)

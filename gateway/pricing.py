@@ -12,15 +12,24 @@ PER_TOKEN = 1e-6
 
 
 class Priced(msgspec.Struct, frozen=True):
-    """One answer's usage with what it cost and what the baseline model would have cost."""
+    """One answer's usage with what it cost and what the baseline model would have cost.
+
+    The savings are two parts, each against its own baseline, never counted twice: routing saved the
+    baseline model's cost minus the routed model's; a cache hit also saved the routed model's cost (what
+    the same model would have cost without the cache)."""
 
     usage: Usage
     cost_usd: float
     baseline_cost_usd: float
+    cache_savings_usd: float = 0.0
 
     @property
     def savings_usd(self) -> float:
         return self.baseline_cost_usd - self.cost_usd
+
+    @property
+    def routing_savings_usd(self) -> float:
+        return self.savings_usd - self.cache_savings_usd
 
 
 def cost_usd(usage: Usage, backend: Backend) -> float:
@@ -47,9 +56,11 @@ def price(usage: Usage, backend: Backend, baseline: Backend) -> Priced:
     return Priced(usage, cost_usd(usage, backend), baseline_cost_usd(usage, baseline))
 
 
-def price_cache_hit(usage: Usage, baseline: Backend) -> Priced:
-    """A cache hit costs nothing upstream and saves the whole baseline cost of the stored answer's tokens."""
-    return Priced(usage, 0.0, baseline_cost_usd(usage, baseline))
+def price_cache_hit(usage: Usage, backend: Backend | None, baseline: Backend) -> Priced:
+    """A cache hit costs nothing upstream. Of the baseline cost of the stored answer's tokens, the cache
+    saved what the model that answered would have cost again; routing saved the rest."""
+    saved_by_cache = cost_usd(usage, backend) if backend is not None else baseline_cost_usd(usage, baseline)
+    return Priced(usage, 0.0, baseline_cost_usd(usage, baseline), saved_by_cache)
 
 
 def fill_usage(usage: Usage, req: ChatCompletionRequest, text: str) -> Usage:

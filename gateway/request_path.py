@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -230,13 +229,13 @@ class RequestPath:
 
     def _from_cache(self, ctx: RequestContext, req: ChatCompletionRequest, hit: Hit) -> Answer | StreamAnswer:
         a = hit.answer
-        priced = price_cache_hit(a.usage, self.baseline)
         backend = self.settings.backend(a.backend)
+        priced = price_cache_hit(a.usage, backend, self.baseline)
         # Logged as the response headers say: the stored answer's tier, decided by the cache.
         ctx.priced, ctx.backend = priced, backend
         ctx.route = Route("cache", a.tier, (backend,) if backend else (), "cache")
         smr = self._done(ctx, 200, similarity=hit.similarity)
-        served = Served(new_id(), int(time.time()), a.tier, a.backend, a.provider, "cache", hit.kind, priced,
+        served = Served(response_id(ctx), int(time.time()), a.tier, a.backend, a.provider, "cache", hit.kind, priced,
                         hit.similarity, ctx.started, ctx.ticket.headers if ctx.ticket else None, smr)
         if req.stream:
             return StreamAnswer(served, replay_sse(a, req, served.id, served.created, smr))
@@ -272,9 +271,10 @@ class RequestPath:
     @staticmethod
     def _served(ctx: RequestContext, route: Route, backend: Backend, priced: Priced | None,
                 smr: Explanation) -> Served:
-        return Served(new_id(), int(time.time()), route.tier, backend.name, backend.provider, route.classifier,
+        return Served(response_id(ctx), int(time.time()), route.tier, backend.name, backend.provider, route.classifier,
                       ctx.cache, priced, None, ctx.started, ctx.ticket.headers if ctx.ticket else None, smr)
 
 
-def new_id() -> str:
-    return "chatcmpl-" + secrets.token_hex(12)
+def response_id(ctx: RequestContext) -> str:
+    """The OpenAI-style id of the answer: the request's own id under OpenAI's prefix."""
+    return "chatcmpl-" + ctx.request_id.removeprefix("req_")

@@ -92,8 +92,8 @@ async def to_sse(
         summary.priced = price(filled, opened.backend, baseline)
         if req.include_usage:
             p = summary.priced
-            final = msgspec.structs.replace(smr, cost_usd=round(p.cost_usd, 10),
-                                            savings_usd=round(p.savings_usd, 10)) if smr else None
+            final = msgspec.structs.replace(smr, cost_usd=round(p.cost_usd, 10), savings_usd=round(p.savings_usd, 10),
+                                            routing_savings_usd=round(p.routing_savings_usd, 10)) if smr else None
             yield sse(ExplainedChunk(chunk_id, created, model, [], usage_out(filled), smr=final))
         yield DONE
     except TimeoutError:

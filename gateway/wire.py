@@ -188,7 +188,9 @@ class Explanation(msgspec.Struct, frozen=True, omit_defaults=True):
     fallbacks: list[str] | None = None  # backends tried before the one that answered, and why each failed
     skipped: list[str] | None = None    # backends (and tiers) passed over, before any call: what they lack
     cost_usd: float | None = None       # on a stream, known when it ends (its last chunk, the log)
-    savings_usd: float | None = None
+    savings_usd: float | None = None    # against always calling the baseline model: routing + cache
+    routing_savings_usd: float | None = None  # the baseline model's cost minus the routed model's
+    cache_savings_usd: float | None = None    # a cache hit: what the routed model would have cost again
 
 
 class ChatCompletion(msgspec.Struct, frozen=True):

@@ -36,8 +36,12 @@ class ClassifierPipeline:
     async def decide(self, conv: Conversation) -> Decision:
         skipped: list[str] = []
         for c in self.classifiers:
+            reasons: tuple[str, ...] | None = None
             try:
-                if isinstance(c, SyncClassifier):
+                both = getattr(c, "score_with_reasons", None)
+                if both is not None:  # the score and why, in one pass (the heuristic)
+                    score, reasons = both(conv)
+                elif isinstance(c, SyncClassifier):
                     score = c.score_now(conv)
                 else:
                     score = await asyncio.wait_for(c.score(conv), self.budget_s)
@@ -52,8 +56,9 @@ class ClassifierPipeline:
                 continue
             if skipped:
                 log.warning("classifier fallback: %s", "; ".join(skipped))
-            explain = getattr(c, "reasons", None)
-            reasons = tuple(explain(conv)) if callable(explain) else ()
+            if reasons is None:
+                explain = getattr(c, "reasons", None)
+                reasons = tuple(explain(conv)) if callable(explain) else ()
             return Decision(float(score), tier_for(float(score), self.cutoffs), c.name, tuple(skipped), reasons)
         log.warning("every classifier failed, routing to %s: %s", self.fallback_tier, "; ".join(skipped))
         return Decision(0.5, self.fallback_tier, "none", tuple(skipped))

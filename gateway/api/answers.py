@@ -4,7 +4,6 @@ cancelling the path when the client disconnects before its answer is ready."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -52,22 +51,30 @@ async def _disconnected(request: Request) -> None:
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client disconnects first: an upstream call nobody will read is
-    not run to its end (the request path logs it as 499)."""
-    task = asyncio.ensure_future(work)
+    """Await `work` in this task, cancelled if the client disconnects first: an upstream call nobody will
+    read is not run to its end (the request path logs it as 499). One watcher task per request."""
+    handler = asyncio.current_task()
+    assert handler is not None
+    gone = finished = False
+
+    def client_gone(watch: asyncio.Future[None]) -> None:
+        nonlocal gone
+        if not finished and not watch.cancelled() and watch.exception() is None:
+            gone = True
+            handler.cancel()
+
     watch = asyncio.ensure_future(_disconnected(request))
+    watch.add_done_callback(client_gone)
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # this handler itself was cancelled (shutdown): so is the work
-        task.cancel()
-        raise
-    finally:
-        watch.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        return await work
+    except asyncio.CancelledError:
+        if not gone:  # cancelled for another reason (shutdown): not ours to swallow
+            raise
+        handler.uncancel()
         err = ClientClosedRequest("the client closed the connection before the answer was ready")
         err.accounted = True
-        raise err
-    return task.result()
+        raise err from None
+    finally:
+        finished = True  # a disconnect seen from now on (its callback may already be queued) changes nothing
+        watch.remove_done_callback(client_gone)
+        watch.cancel()

@@ -98,7 +98,8 @@ def cmd_usage(args: argparse.Namespace) -> int:
         groups = await usage(pool, args.group_by, start, end, args.tenant)
         rows = [msgspec.to_builtins(g) for g in groups]
         print(table(rows, ["group", "requests", "prompt_tokens", "completion_tokens", "cost_usd",
-                           "baseline_cost_usd", "savings_usd", "savings_pct", "cache_hit_rate", "p50_latency_ms",
+                           "baseline_cost_usd", "routing_savings_usd", "cache_savings_usd", "savings_usd",
+                           "savings_pct", "cache_hit_rate", "p50_latency_ms",
                            "p95_latency_ms", "errors"]))
         return 0
 

@@ -59,6 +59,7 @@ class LogRow(msgspec.Struct, frozen=True):
     error_type: str | None = None
     prompt: str | None = None
     explanation: str | None = None  # the response's `smr` object, as JSON
+    cache_savings_usd: float = 0.0  # the part of savings_usd a cache hit saved (the rest: routing)
 
 
 COLUMNS = LogRow.__struct_fields__

@@ -26,7 +26,9 @@ class UsageGroup(msgspec.Struct, frozen=True):
     completion_tokens: int
     cost_usd: float
     baseline_cost_usd: float
-    savings_usd: float
+    savings_usd: float            # routing + cache, against always calling the baseline model
+    routing_savings_usd: float    # the baseline model's cost minus the routed models'
+    cache_savings_usd: float      # cache hits: what the routed model would have cost again
     savings_pct: float
     cache_hit_rate: float
     p50_latency_ms: float
@@ -62,6 +64,7 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
                coalesce(sum(completion_tokens), 0) AS completion_tokens,
                coalesce(sum(cost_usd), 0) AS cost_usd, coalesce(sum(baseline_cost_usd), 0) AS baseline_cost_usd,
                coalesce(sum(savings_usd), 0) AS savings_usd,
+               coalesce(sum(cache_savings_usd), 0) AS cache_savings_usd,
                avg(CASE WHEN cache_status LIKE 'hit%%' THEN 1.0 ELSE 0.0 END) AS cache_hit_rate,
                percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms,
                percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_latency_ms,
@@ -78,6 +81,8 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
             group=r["group"], requests=r["requests"], prompt_tokens=int(r["prompt_tokens"]),
             completion_tokens=int(r["completion_tokens"]), cost_usd=float(r["cost_usd"]), baseline_cost_usd=base,
             savings_usd=float(r["savings_usd"]),
+            routing_savings_usd=float(r["savings_usd"]) - float(r["cache_savings_usd"]),
+            cache_savings_usd=float(r["cache_savings_usd"]),
             savings_pct=round(100 * float(r["savings_usd"]) / base, 3) if base else 0.0,
             cache_hit_rate=round(float(r["cache_hit_rate"] or 0), 4),
             p50_latency_ms=round(float(r["p50_latency_ms"] or 0), 2),

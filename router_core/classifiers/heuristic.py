@@ -30,11 +30,17 @@ def heuristic_logit(f: Features) -> float:
     return sum(c for _, c in contributions(f))
 
 
+def scored(conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
+    """The score and the features that moved it most (with their signed share of the logit), from one
+    pass over the conversation."""
+    parts = contributions(extract(conv))
+    score = 1.0 / (1.0 + math.exp(-sum(c for _, c in parts)))
+    moved = sorted(((n, c) for n, c in parts if n != "prior" and abs(c) >= 0.05), key=lambda p: -abs(p[1]))
+    return score, tuple(f"{name} ({c:+.2f})" for name, c in moved[:top])
+
+
 def heuristic_reasons(conv: Conversation, top: int = 3) -> tuple[str, ...]:
-    """The features that moved the score most, with their signed share of the logit."""
-    parts = [(name, c) for name, c in contributions(extract(conv)) if name != "prior" and abs(c) >= 0.05]
-    parts.sort(key=lambda p: -abs(p[1]))
-    return tuple(f"{name} ({c:+.2f})" for name, c in parts[:top])
+    return scored(conv, top)[1]
 
 
 def heuristic_score(conv: Conversation) -> float:
@@ -51,6 +57,9 @@ class HeuristicClassifier:
 
     def reasons(self, conv: Conversation) -> tuple[str, ...]:
         return heuristic_reasons(conv)
+
+    def score_with_reasons(self, conv: Conversation) -> tuple[float, tuple[str, ...]]:
+        return scored(conv)
 
     async def score(self, conv: Conversation) -> float:
         return heuristic_score(conv)

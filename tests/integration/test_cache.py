@@ -226,11 +226,18 @@ def test_cache_hits_are_logged(gw: GatewayThread, pg_url: str) -> None:
     got: list[tuple[object, ...]] = []
     while time.time() < deadline and len(got) < 2:
         with psycopg.connect(pg_url) as c:
-            got = c.execute("SELECT cache_status, cost_usd, savings_usd FROM request_log WHERE tenant = %s "
-                            "ORDER BY ts", (f"logged-{gw.store}",)).fetchall()  # type: ignore[attr-defined]
+            got = c.execute("SELECT cache_status, cost_usd, savings_usd, cache_savings_usd FROM request_log "
+                            "WHERE tenant = %s ORDER BY ts", (f"logged-{gw.store}",)).fetchall()  # type: ignore[attr-defined]
         time.sleep(0.05)
     assert [g[0] for g in got] == ["miss", "hit-exact"]
     assert got[1][1] == 0 and got[1][2] > 0  # type: ignore[operator]
+    # Honest savings: the hit saved what the same model costs (the miss's cost); routing saved the rest.
+    assert got[0][3] == 0 and abs(got[1][3] - got[0][1]) < 1e-12  # type: ignore[operator]
+    report = httpx.get(gw.url + "/v1/usage", params={"group_by": "tenant"},
+                       headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    (row,) = report
+    assert abs(row["cache_savings_usd"] - got[0][1]) < 1e-12  # type: ignore[operator]
+    assert abs(row["routing_savings_usd"] + row["cache_savings_usd"] - row["savings_usd"]) < 1e-12
 
 
 def test_cache_command_line(fakes: ThreadedFakes, pg_url: str, redis_stack: EmbeddedRedis) -> None:

@@ -357,3 +357,22 @@ async def test_yes_do_it_after_a_hard_task_goes_to_the_hard_tier_on_the_request_
     assert follow.served.tier == "complex" and follow.served.backend == "strong"
     assert follow.served.smr is not None and follow.served.smr.reasons is not None
     assert follow.served.smr.reasons[0].startswith("follow-up")
+
+
+async def test_cache_savings_and_routing_savings_are_reported_apart() -> None:
+    """A hit saves the routed model's cost (the same model without the cache); routing saved the rest of
+    the baseline's. Their sum is what the hit saved against always calling the baseline."""
+    h = Harness()
+    miss = await h.serve()
+    assert h.cache is not None
+    await h.cache.drain()
+    hit = await h.serve()
+    m, c = miss.served.priced, hit.served.priced
+    assert m is not None and c is not None
+    assert m.cache_savings_usd == 0.0 and m.routing_savings_usd == pytest.approx(m.savings_usd)
+    assert c.cost_usd == 0.0 and c.cache_savings_usd == pytest.approx(m.cost_usd)  # what cheap would have cost
+    assert c.routing_savings_usd == pytest.approx(m.routing_savings_usd)  # strong's cost minus cheap's
+    assert c.savings_usd == pytest.approx(c.routing_savings_usd + c.cache_savings_usd)
+    smr = hit.served.smr
+    assert smr is not None and smr.cache_savings_usd == pytest.approx(c.cache_savings_usd, abs=1e-9)
+    assert [r.cache_savings_usd for r in h.rows] == [0.0, pytest.approx(c.cache_savings_usd)]
