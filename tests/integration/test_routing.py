@@ -81,8 +81,9 @@ def test_complete_endpoint(gateway: GatewayThread) -> None:
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"response", "model_used", "difficulty_tag", "estimated_cost", "estimated_savings",
-                         "latency_ms", "cache_hit"}
+                         "latency_ms", "cache_hit", "smr"}
     assert body["difficulty_tag"] == "simple" and body["model_used"] == "local"
+    assert body["smr"]["tier"] == "simple" and body["smr"]["classifier"] == "heuristic"  # why (issue 14)
     assert TRANSLATE.split()[0] in body["response"]
     assert body["estimated_savings"] > 0 and body["cache_hit"] is False and body["latency_ms"] > 0
     forced = httpx.post(gateway.url + "/v1/complete", json={"prompt": TRANSLATE, "force_tier": "complex"}).json()
