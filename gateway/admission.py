@@ -151,12 +151,27 @@ class Admission:
             raise PermissionDenied(f"This API key may not use the {tier or 'direct'} route; "
                                    f"allowed: {', '.join(allowed) or 'none'}")
 
+    # ------------------------------------------------------------------ before routing: how near a budget
+    def budgets(self, ticket: Ticket, now: dt.datetime) -> list[BudgetCheck]:
+        p = ticket.principal
+        return [b for b in (budget_check("key", p.key_id, p.limits, now) if p.key_id else None,
+                            budget_check("tenant", p.tenant, ticket.tenant_limits, now)) if b is not None]
+
+    async def budget_used(self, ticket: Ticket) -> tuple[float, BudgetCheck | None]:
+        """The largest share of a budget (key's or tenant's) spent or held, and which budget it is."""
+        worst: tuple[float, BudgetCheck | None] = (0.0, None)
+        if self.counters is None:
+            return worst
+        for b in self.budgets(ticket, dt.datetime.now(dt.UTC)):
+            used = await self._guarded(self.counters.used(b), "open", "budgets")
+            if used is not None and b.budget_usd > 0 and used / b.budget_usd > worst[0]:
+                worst = (used / b.budget_usd, b)
+        return worst
+
     # ------------------------------------------------------------------ 3. reserve the worst case
     async def reserve(self, ticket: Ticket, chain: tuple[Backend, ...], req: ChatCompletionRequest) -> None:
         now = dt.datetime.now(dt.UTC)
-        p = ticket.principal
-        budgets = [b for b in (budget_check("key", p.key_id, p.limits, now) if p.key_id else None,
-                               budget_check("tenant", p.tenant, ticket.tenant_limits, now)) if b is not None]
+        budgets = self.budgets(ticket, now)
         if not budgets or self.counters is None:
             return
         amount = worst_case_cost(prompt_tokens(req), req.output_limit, chain)

@@ -185,6 +185,10 @@ class Counters(Protocol):
 
     async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None: ...
 
+    async def used(self, budget: BudgetCheck) -> float | None:
+        """Spent plus held by requests in flight, or None when the period's spend is not known here."""
+        ...
+
 
 class RedisCounters:
     name = "redis"
@@ -229,6 +233,10 @@ class RedisCounters:
 
     async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None:
         await self._settle(keys=[b.redis_key for b in budgets], args=[repr(reserved), repr(actual)])
+
+    async def used(self, budget: BudgetCheck) -> float | None:
+        spent, reserved = await self.client.hmget(budget.redis_key, ["spent", "reserved"])
+        return None if spent is None else float(spent) + float(reserved or 0)
 
 
 class MemoryCounters:
@@ -318,6 +326,10 @@ class MemoryCounters:
 
     async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None:
         self._budgets.setdefault(budget.redis_key, [spent, 0.0])
+
+    async def used(self, budget: BudgetCheck) -> float | None:
+        entry = self._budgets.get(budget.redis_key)
+        return None if entry is None else entry[0] + entry[1]
 
     async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None:
         for b in budgets:

@@ -18,6 +18,7 @@ a response. A stream is accounted for when it ends, by the stream itself (`strea
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -183,8 +184,13 @@ class RequestPath:
         policy, lk = await self._lookup(ctx, preq, principal)
         if lk is not None and lk.hit is not None:
             return self._from_cache(ctx, req, lk.hit)
-        # 3. route
-        route = await self.router.route(req, preq.force_tier, *((lk.vector, lk.prompt) if lk else ()))
+        # 3. route (auto shifts down as a budget nears its end)
+        used = 0.0
+        if preq.force_tier is None and (req.model or self.router.default_model) == "auto" and \
+                self.admission.budgets(ticket, dt.datetime.now(dt.UTC)):
+            used = (await self.admission.budget_used(ticket))[0]
+        route = await self.router.route(req, preq.force_tier, lk.vector if lk else None, lk.prompt if lk else None,
+                                        budget_used=used)
         ctx.route = route
         # 4. check
         self.admission.check_route(ticket, route.tier)

@@ -77,6 +77,7 @@ class Router:
         r = settings.routing
         self.conversations = ConversationPolicy(r.follow_up_tokens, r.follow_up_decay, r.sticky_margin,
                                                 r.conversation_lookback)
+        self.budget_steps = sorted(r.budget_downgrade)
         by_name = {b.name: b for b in settings.backends}
         limit = settings.routing.max_attempts
         self.chains: dict[str, tuple[Backend, ...]] = {
@@ -84,8 +85,23 @@ class Router:
         self.direct = by_name
 
     async def route(self, req: ChatCompletionRequest, force_tier: str | None = None, embedding: object = None,
-                    embedded_text: str | None = None) -> Route:
-        return self._fit(await self._choose(req, force_tier, embedding, embedded_text), Needs.of(req))
+                    embedded_text: str | None = None, budget_used: float = 0.0) -> Route:
+        """`budget_used`: the largest share of the caller's budgets spent or held; `auto` shifts down by
+        routing.budget_downgrade's steps as it nears 1."""
+        route = await self._choose(req, force_tier, embedding, embedded_text)
+        if route.mode == "auto" and budget_used > 0:
+            route = self._downgrade(route, budget_used)
+        return self._fit(route, Needs.of(req))
+
+    def _downgrade(self, route: Route, used: float) -> Route:
+        shift = max((s for share, s in self.budget_steps if used >= share), default=0)
+        if not shift or route.tier not in TIERS:
+            return route
+        tier = TIERS[max(0, TIERS.index(route.tier) - shift)]  # type: ignore[arg-type]
+        if tier == route.tier:
+            return route
+        why = f"budget: {used:.0%} of a budget spent or held: {route.tier} -> {tier}"
+        return msgspec.structs.replace(route, tier=tier, chain=self.chains[tier], reasons=(why, *route.reasons))
 
     def _fit(self, route: Route, needs: Needs) -> Route:
         """The route without the backends this request cannot use. `auto` moves to the nearest tier (up

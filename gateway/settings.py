@@ -103,6 +103,9 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     follow_up_decay: float = 0.9
     sticky_margin: float = 0.05
     conversation_lookback: int = 4
+    # Budget-aware downgrade of `auto`: [share of a budget spent or held, tiers lower], e.g. at 80 % one
+    # tier lower, at 95 % two; routing shifts down before the budget ever refuses. [] turns it off.
+    budget_downgrade: list[tuple[float, int]] = msgspec.field(default_factory=lambda: [(0.8, 1), (0.95, 2)])
     # Circuit breaker per backend: this many failures in a row take it out of its chains for the cool-down.
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
@@ -320,6 +323,8 @@ def validate(settings: Settings) -> Settings:
     if r.follow_up_tokens < 0 or not 0 <= r.follow_up_decay <= 1 or r.sticky_margin < 0 or r.conversation_lookback < 0:
         raise SettingsError("config: setting 'routing': need follow_up_tokens >= 0, 0 <= follow_up_decay <= 1, "
                             "sticky_margin >= 0, conversation_lookback >= 0")
+    if any(not 0 < share <= 1 or shift < 1 for share, shift in r.budget_downgrade):
+        raise SettingsError("config: setting 'routing.budget_downgrade': each step is [share in (0, 1], tiers >= 1]")
     if r.breaker_failures < 1 or r.breaker_cooldown_s <= 0:
         raise SettingsError("config: setting 'routing': need breaker_failures >= 1 and breaker_cooldown_s > 0")
     if not r.classifiers:

@@ -140,3 +140,26 @@ async def test_no_rolling_minute_holds_more_requests_than_the_limit(monkeypatch:
     clock["t"] = answered[-1] + 0.25  # the log is full: the next one waits for the oldest to leave it
     taken = await counters.take([check])
     assert taken.refused is not None and taken.retry_ms == round((answered[-60] + 60 - clock["t"]) * 1000)
+
+
+async def test_auto_shifts_down_as_a_budget_nears_its_end_before_it_refuses() -> None:
+    """At 80 % of a budget spent or held, auto routes one tier lower; at 95 %, two; explained."""
+    from gateway.limits import budget_check
+
+    hard = "Design a fault-tolerant distributed database with consensus and explain the trade-offs"
+    h = Harness(cache=False)
+    p = key(budget_usd=1.0)
+    budget = budget_check("key", "key-1", p.limits, dt.datetime.now(dt.UTC))
+    assert budget is not None
+    tiers = []
+    for spent in (0.5, 0.85, 0.97):
+        h.counters._budgets.pop(budget.redis_key, None)
+        await h.counters.init_spend(budget, spent, 0)
+        answer = await h.serve("auto", principal=p, messages=[{"role": "user", "content": hard}], max_tokens=10)
+        tiers.append(answer.served.tier)
+        if spent > 0.8:
+            assert answer.served.smr is not None and answer.served.smr.reasons is not None
+            assert answer.served.smr.reasons[0].startswith(f"budget: {spent:.0%}")
+    assert tiers == ["complex", "medium", "simple"]
+    forced = await h.serve("smr/complex", principal=p, max_tokens=10)  # a forced tier is served as asked
+    assert forced.served.tier == "complex"
