@@ -29,13 +29,13 @@ def patient(fakes: ThreadedFakes) -> Iterator[GatewayThread]:
 
 async def _in_flight_together(gw: GatewayThread, fakes: ThreadedFakes, model: str, stream: bool) -> int:
     fake = fakes.ollama if model == "smr/simple" else fakes.gemini
-    fake.behaviour = Behaviour(latency_ms=900)
+    fake.behaviour = Behaviour(latency_ms=2000)
     before = fake.stats.requests
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hello there"}]}
         calls = [asyncio.create_task(client.post(gw.url + "/v1/chat/completions", json=body)) for _ in range(N)]
-        await asyncio.sleep(0.6)  # inside the upstream's 0.9 s: how many calls reached it by now?
+        await asyncio.sleep(1.5)  # inside the upstream's 2 s: how many calls reached it by now?
         arrived = fake.stats.requests - before
         statuses = [r.status_code for r in await asyncio.gather(*calls)]
     assert statuses == [200] * N
