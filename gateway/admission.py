@@ -42,10 +42,9 @@ from gateway.limits import (
     worst_case_cost,
 )
 from gateway.lookups import CachedLookup, SourceDown
-from gateway.pricing import Priced
+from gateway.pricing import Priced, prompt_tokens
 from gateway.settings import Backend, LimitsSettings, RoutingSettings
-from gateway.wire import ChatCompletionRequest, message_text
-from router_core.features import estimate_tokens
+from gateway.wire import ChatCompletionRequest
 
 log = logging.getLogger("gateway.limits")
 T = TypeVar("T")
@@ -85,10 +84,6 @@ class Ticket:
     @property
     def headers(self) -> dict[str, str]:
         return ratelimit_headers(self.states) if self.states else {}
-
-
-def prompt_tokens(req: ChatCompletionRequest) -> int:
-    return sum(estimate_tokens(message_text(m)) for m in req.messages)
 
 
 class Admission:
@@ -157,15 +152,15 @@ class Admission:
         return [b for b in (budget_check("key", p.key_id, p.limits, now) if p.key_id else None,
                             budget_check("tenant", p.tenant, ticket.tenant_limits, now)) if b is not None]
 
-    async def budget_used(self, ticket: Ticket) -> tuple[float, BudgetCheck | None]:
-        """The largest share of a budget (key's or tenant's) spent or held, and which budget it is."""
-        worst: tuple[float, BudgetCheck | None] = (0.0, None)
+    async def budget_used(self, ticket: Ticket) -> float:
+        """The largest share of a budget (the key's or the tenant's) spent or held; 0 without budgets."""
+        worst = 0.0
         if self.counters is None:
             return worst
         for b in self.budgets(ticket, dt.datetime.now(dt.UTC)):
             used = await self._guarded(self.counters.used(b), "open", "budgets")
-            if used is not None and b.budget_usd > 0 and used / b.budget_usd > worst[0]:
-                worst = (used / b.budget_usd, b)
+            if used is not None and b.budget_usd > 0:
+                worst = max(worst, used / b.budget_usd)
         return worst
 
     # ------------------------------------------------------------------ 3. reserve the worst case

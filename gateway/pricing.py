@@ -63,10 +63,15 @@ def price_cache_hit(usage: Usage, backend: Backend | None, baseline: Backend) ->
     return Priced(usage, 0.0, baseline_cost_usd(usage, baseline), saved_by_cache)
 
 
+def prompt_tokens(req: ChatCompletionRequest) -> int:
+    """The prompt's estimated tokens (before an upstream says; for limits, budgets and missing usage)."""
+    return sum(estimate_tokens(message_text(m)) for m in req.messages)
+
+
 def fill_usage(usage: Usage, req: ChatCompletionRequest, text: str) -> Usage:
     """The upstream's usage, or an estimate (marked as such) where it sent none or only part."""
     if not usage.estimated and usage.total_tokens:
         return usage
-    p = usage.prompt_tokens or sum(estimate_tokens(message_text(m)) for m in req.messages)
+    p = usage.prompt_tokens or prompt_tokens(req)
     c = usage.completion_tokens or estimate_tokens(text)
     return Usage(p, c, p + c, usage.cached_tokens, estimated=True)

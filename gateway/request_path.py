@@ -18,7 +18,6 @@ a response. A stream is accounted for when it ends, by the stream itself (`strea
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +25,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from gateway.accounting import Accounting, RequestContext
-from gateway.admission import Admission, prompt_tokens
+from gateway.admission import Admission
 from gateway.auth import Principal
 from gateway.cache.base import CachedAnswer
 from gateway.cache.keys import route_key
@@ -34,7 +33,7 @@ from gateway.cache.service import CachePolicy, Hit, Lookup, ResponseCache, cache
 from gateway.errors import ClientClosedRequest, GatewayError, InternalError
 from gateway.explain import explain
 from gateway.fallback import ChainCaller
-from gateway.pricing import Priced, fill_usage, price, price_cache_hit
+from gateway.pricing import Priced, fill_usage, price, price_cache_hit, prompt_tokens
 from gateway.providers.base import UpstreamCall
 from gateway.routing import Route, Router
 from gateway.settings import Backend, Settings
@@ -171,7 +170,8 @@ class RequestPath:
               similarity: float | None = None) -> Explanation:
         """7. account: the one record of this request (with its explanation), and its admission ticket settled."""
         smr = explain(ctx, self.router.cutoffs, similarity)
-        ctx.explanation = explanation_json(smr).decode()
+        if self.accounting.log is not None:  # the row keeps it as JSON; without a log nothing reads it
+            ctx.explanation = explanation_json(smr).decode()
         self.accounting.record(ctx, status, error)
         self.admission.settle(ctx.ticket, ctx.priced, from_cache=ctx.route is not None and ctx.route.mode == "cache")
         return smr
@@ -186,9 +186,8 @@ class RequestPath:
             return self._from_cache(ctx, req, lk.hit)
         # 3. route (auto shifts down as a budget nears its end)
         used = 0.0
-        if preq.force_tier is None and (req.model or self.router.default_model) == "auto" and \
-                self.admission.budgets(ticket, dt.datetime.now(dt.UTC)):
-            used = (await self.admission.budget_used(ticket))[0]
+        if preq.force_tier is None and (req.model or self.router.default_model) == "auto":
+            used = await self.admission.budget_used(ticket)
         route = await self.router.route(req, preq.force_tier, lk.vector if lk else None, lk.prompt if lk else None,
                                         budget_used=used)
         ctx.route = route
