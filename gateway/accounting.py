@@ -19,6 +19,7 @@ from gateway.metrics import Metrics
 from gateway.pricing import Priced
 from gateway.routing import Route
 from gateway.settings import Backend
+from gateway.wire import CascadeStep
 
 
 class RequestContext:
@@ -28,8 +29,10 @@ class RequestContext:
         "attempts",
         "backend",
         "cache",
+        "cascade",
         "endpoint",
         "explanation",
+        "first_priced",
         "priced",
         "principal",
         "prompt",
@@ -37,6 +40,8 @@ class RequestContext:
         "request_id",
         "requested_model",
         "route",
+        "shadow",
+        "shadow_priced",
         "started",
         "stream",
         "ticket",
@@ -62,6 +67,10 @@ class RequestContext:
         self.recorded = False
         self.explanation: str | None = None  # the `smr` object as JSON, logged with the row
         self.ticket: Ticket | None = None  # what admission took, settled when the request ends
+        self.cascade: CascadeStep | None = None  # a cheap answer escalated, and what that first call cost
+        self.first_priced: Priced | None = None
+        self.shadow: Route | None = None  # shadow mode: what routing would have chosen ...
+        self.shadow_priced: Priced | None = None  # ... priced on this answer's tokens
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -86,6 +95,10 @@ class RequestContext:
             ttft_ms=self.ttft_ms, stream=self.stream,
             error_type=(error.code or error.type) if error is not None else None, prompt=self.prompt,
             explanation=self.explanation, cache_savings_usd=pr.cache_savings_usd if pr else 0.0,
+            shadow_tier=self.shadow.tier if self.shadow and self.shadow_priced else None,
+            shadow_backend=self.shadow.chain[0].name if self.shadow and self.shadow_priced else None,
+            shadow_cost_usd=self.shadow_priced.cost_usd if self.shadow_priced else None,
+            cascade_reason=self.cascade.reason if self.cascade else None,
         )
 
 

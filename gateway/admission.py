@@ -164,12 +164,16 @@ class Admission:
         return worst
 
     # ------------------------------------------------------------------ 3. reserve the worst case
-    async def reserve(self, ticket: Ticket, chain: tuple[Backend, ...], req: ChatCompletionRequest) -> None:
+    async def reserve(self, ticket: Ticket, chain: tuple[Backend, ...], req: ChatCompletionRequest,
+                      then: tuple[Backend, ...] = ()) -> None:
+        """Hold the request's worst-case cost on its budgets; `then`: a cascade's next chain, which may be
+        called after the first, so both are held."""
         now = dt.datetime.now(dt.UTC)
         budgets = self.budgets(ticket, now)
         if not budgets or self.counters is None:
             return
-        amount = worst_case_cost(prompt_tokens(req), req.output_limit, chain)
+        p = prompt_tokens(req)
+        amount = worst_case_cost(p, req.output_limit, chain) + worst_case_cost(p, req.output_limit, then)
         ttls = [period_ttl_s(b.period) or 0 for b in budgets]
         counters = self.counters
         for _ in range(len(budgets) + 1):

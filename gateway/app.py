@@ -14,6 +14,7 @@ from gateway.api.cache_admin import clear_cache
 from gateway.api.chat import chat_completions
 from gateway.api.complete import complete
 from gateway.api.deps import provide_gateway, provide_principal
+from gateway.api.feedback import post_feedback
 from gateway.api.health import health
 from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key, update_key_limits
 from gateway.api.metrics import metrics
@@ -90,11 +91,13 @@ def build_embedder(settings: Settings) -> Embedder | None:
 def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierPipeline:
     r = settings.routing
     options = {"embedder": embedder, "cutoffs": r.cutoffs, "ollama_url": r.llm_base_url, "model": r.llm_model,
-               "timeout_s": r.llm_timeout_s}
+               "timeout_s": r.llm_timeout_s, "head_path": r.embedding_head}
     try:
         classifiers = [build_classifier(name, options) for name in r.classifiers]
     except KeyError as exc:
         raise SettingsError(f"config: setting 'routing.classifiers': {exc.args[0]}") from None
+    except (OSError, ValueError) as exc:  # the embedding head file: missing, unreadable or not a head
+        raise SettingsError(f"config: setting 'routing.embedding_head': {exc}") from None
     return ClassifierPipeline(classifiers, r.cutoffs, r.classifier_budget_s)
 
 
@@ -102,7 +105,7 @@ def create_app(settings: Settings) -> Litestar:
     embedder = build_embedder(settings)
     handlers = [chat_completions, complete, list_models, health, create_key, list_keys, revoke_key, rotate_key,
                 update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache, metrics, get_request,
-                dry_run]
+                dry_run, post_feedback]
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],

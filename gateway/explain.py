@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from gateway.accounting import RequestContext
-from gateway.wire import Explanation
+from gateway.wire import Explanation, ShadowDecision
 
 decode = msgspec.json.Decoder(Explanation).decode
 
@@ -25,4 +25,14 @@ def explain(ctx: RequestContext, cutoffs: tuple[float, float], similarity: float
         skipped=list(r.skipped) if r and r.skipped else None,
         cost_usd=round(p.cost_usd, 10) if p else None, savings_usd=round(p.savings_usd, 10) if p else None,
         routing_savings_usd=round(p.routing_savings_usd, 10) if p else None,
-        cache_savings_usd=round(p.cache_savings_usd, 10) if p and p.cache_savings_usd else None)
+        cache_savings_usd=round(p.cache_savings_usd, 10) if p and p.cache_savings_usd else None,
+        cascade=ctx.cascade, shadow=shadow(ctx))
+
+
+def shadow(ctx: RequestContext) -> ShadowDecision | None:
+    s, sp, p = ctx.shadow, ctx.shadow_priced, ctx.priced
+    if s is None or s.tier is None:
+        return None
+    return ShadowDecision(s.tier, s.chain[0].name, s.classifier, round(s.score, 4) if s.score is not None else None,
+                          round(sp.cost_usd, 10) if sp else None,
+                          round(p.cost_usd - sp.cost_usd, 10) if sp and p else None)

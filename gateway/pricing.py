@@ -63,6 +63,17 @@ def price_cache_hit(usage: Usage, backend: Backend | None, baseline: Backend) ->
     return Priced(usage, 0.0, baseline_cost_usd(usage, baseline), saved_by_cache)
 
 
+def with_first_call(final: Priced | None, first: Priced) -> Priced:
+    """A cascaded request: both calls' tokens and cost; the baseline is still one call of the baseline
+    model for the answer sent (so savings may be negative: the cascade cost more than the strong model)."""
+    if final is None:
+        return first
+    a, b = first.usage, final.usage
+    usage = Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens,
+                  a.total_tokens + b.total_tokens, a.cached_tokens + b.cached_tokens, a.estimated or b.estimated)
+    return Priced(usage, first.cost_usd + final.cost_usd, final.baseline_cost_usd, final.cache_savings_usd)
+
+
 def prompt_tokens(req: ChatCompletionRequest) -> int:
     """The prompt's estimated tokens (before an upstream says; for limits, budgets and missing usage)."""
     return sum(estimate_tokens(message_text(m)) for m in req.messages)

@@ -6,7 +6,8 @@
     2. cache       exact, then semantic lookup (ResponseCache); a hit is answered here
     3. route       forced tier, named backend, or the classifier pipeline (Router)
     4. check       may this caller use the chosen tier, and reserve its worst-case cost (Admission)
-    5. call        the tier's chain with fallback (ChainCaller); streams: until the first event
+    5. call        the tier's chain with fallback (ChainCaller); streams: until the first event. A cascade
+                   tier's answer is checked whole (cascade.py) and may go once to the tier above
     6. store       remember the answer for the cache, off the request path
     7. account     exactly one record (metrics + request log) for success, error, cancel or client gone,
                    and the admission ticket settled (tokens used, the budget reservation to the real cost)
@@ -30,15 +31,17 @@ from gateway.auth import Principal
 from gateway.cache.base import CachedAnswer
 from gateway.cache.keys import route_key
 from gateway.cache.service import CachePolicy, Hit, Lookup, ResponseCache, cache_policy
+from gateway.cascade import fails
 from gateway.errors import ClientClosedRequest, GatewayError, InternalError
 from gateway.explain import explain
-from gateway.fallback import ChainCaller
-from gateway.pricing import Priced, fill_usage, price, price_cache_hit, prompt_tokens
+from gateway.fallback import Answered, ChainCaller, OpenStream
+from gateway.pricing import Priced, fill_usage, price, price_cache_hit, prompt_tokens, with_first_call
+from gateway.prompt_log import logged_prompt
 from gateway.providers.base import UpstreamCall
 from gateway.routing import Route, Router
 from gateway.settings import Backend, Settings
-from gateway.streaming import StreamSummary, replay_sse, to_sse
-from gateway.wire import ChatCompletionRequest, Explanation, ResponseMessage, Usage, message_text
+from gateway.streaming import StreamSummary, completion_events, replay_sse, to_sse
+from gateway.wire import CascadeStep, ChatCompletionRequest, Explanation, ResponseMessage, Usage
 
 log = logging.getLogger("gateway")
 NO_CACHE = CachePolicy(False, False)
@@ -108,10 +111,6 @@ class DryRun(msgspec.Struct, frozen=True):
 ASSUMED_ANSWER_TOKENS = 256
 
 
-def logged_prompt(req: ChatCompletionRequest) -> str:
-    return "\n".join(f"{m.role}: {message_text(m)}" for m in req.messages)
-
-
 class RequestPath:
     def __init__(self, settings: Settings, router: Router, caller: ChainCaller, cache: ResponseCache | None,
                  admission: Admission, accounting: Accounting) -> None:
@@ -169,6 +168,10 @@ class RequestPath:
     def _done(self, ctx: RequestContext, status: int, error: GatewayError | None = None,
               similarity: float | None = None) -> Explanation:
         """7. account: the one record of this request (with its explanation), and its admission ticket settled."""
+        if ctx.first_priced is not None:  # a cascade: both calls are paid for
+            ctx.priced = with_first_call(ctx.priced, ctx.first_priced)
+        if ctx.shadow is not None and ctx.priced is not None:
+            ctx.shadow_priced = price(ctx.priced.usage, ctx.shadow.chain[0], self.baseline)
         smr = explain(ctx, self.router.cutoffs, similarity)
         if self.accounting.log is not None:  # the row keeps it as JSON; without a log nothing reads it
             ctx.explanation = explanation_json(smr).decode()
@@ -189,26 +192,52 @@ class RequestPath:
         if preq.force_tier is None and (req.model or self.router.default_model) == "auto":
             used = await self.admission.budget_used(ticket)
         route = await self.router.route(req, preq.force_tier, lk.vector if lk else None, lk.prompt if lk else None,
-                                        budget_used=used)
+                                        budget_used=used, as_asked=self.router.shadow)
         ctx.route = route
-        # 4. check
+        if self.router.shadow:  # shadow mode: served as asked; what routing would have done is logged
+            ctx.shadow = await self.router.would_route(req, lk.vector if lk else None, lk.prompt if lk else None)
+        # 4. check (a cascade tier may call the tier above too: both are held on the budgets)
         self.admission.check_route(ticket, route.tier)
-        await self.admission.reserve(ticket, route.chain, req)
+        up = self.router.escalation(route, req)
+        if up is not None and not self.admission.tier_allowed(ticket, up.tier):
+            up = None
+        await self.admission.reserve(ticket, route.chain, req, up.chain if up is not None else ())
         # 5. call
         call = UpstreamCall(req, preq.raw)
+        if up is not None:  # cascade: the cheap answer, whole, is checked before any byte goes out
+            answered = await self.caller.complete(call, route.chain)
+            c = answered.completion
+            reason = fails(req, c.message, c.finish_reason, answered.backend)
+            if reason is None:
+                return self._answered(ctx, req, route, answered, policy, lk)
+            first = price(fill_usage(c.usage, req, c.message.content or ""), answered.backend, self.baseline)
+            ctx.first_priced, ctx.attempts = first, answered.attempts
+            ctx.cascade = CascadeStep(route.tier or "", answered.backend.name, reason, round(first.cost_usd, 10))
+            ctx.route = route = msgspec.structs.replace(
+                up, reasons=(f"cascade: {route.tier} answer failed ({reason}) -> {up.tier}", *up.reasons))
         if req.stream:
-            return await self._stream(ctx, call, route, policy, lk)
-        answered = await self.caller.complete(call, route.chain)
+            opened = await self.caller.open_stream(call, route.chain)
+            return self._relay(ctx, call, route, opened, policy, lk)
+        return self._answered(ctx, req, route, await self.caller.complete(call, route.chain), policy, lk)
+
+    def _answered(self, ctx: RequestContext, req: ChatCompletionRequest, route: Route, answered: Answered,
+                  policy: CachePolicy, lk: Lookup | None) -> Answer | StreamAnswer:
+        """A whole answer: JSON, or (a cascade's cheap answer that passed) replayed as a stream."""
+        if req.stream:
+            first, events = completion_events(answered.completion)
+            opened = OpenStream(answered.backend, first, events, answered.attempts, float("inf"))
+            return self._relay(ctx, UpstreamCall(req, {}), route, opened, policy, lk)
         c, backend = answered.completion, answered.backend
         priced = price(fill_usage(c.usage, req, c.message.content or ""), backend, self.baseline)
-        ctx.backend, ctx.attempts, ctx.priced = backend, answered.attempts, priced
+        ctx.backend, ctx.priced = backend, priced
+        ctx.attempts = [*ctx.attempts, *answered.attempts]
         # 6. store
         self._remember(policy, lk, CachedAnswer(c.message, c.finish_reason, priced.usage, backend.name,
                                                 backend.provider, route.tier, lk.prompt if lk else "",
                                                 int(time.time())))
         # 7. account
         smr = self._done(ctx, 200)
-        return Answer(self._served(ctx, route, backend, priced, smr), c.message, c.finish_reason)
+        return Answer(self._served(ctx, route, backend, ctx.priced, smr), c.message, c.finish_reason)
 
     # ------------------------------------------------------------------ steps
     async def _lookup(self, ctx: RequestContext, preq: PathRequest,
@@ -246,11 +275,11 @@ class RequestPath:
             return StreamAnswer(served, replay_sse(a, req, served.id, served.created, smr))
         return Answer(served, a.message, a.finish_reason)
 
-    async def _stream(self, ctx: RequestContext, call: UpstreamCall, route: Route, policy: CachePolicy,
-                      lk: Lookup | None) -> StreamAnswer:
-        opened = await self.caller.open_stream(call, route.chain)
+    def _relay(self, ctx: RequestContext, call: UpstreamCall, route: Route, opened: OpenStream,
+               policy: CachePolicy, lk: Lookup | None) -> StreamAnswer:
         backend = opened.backend
-        ctx.backend, ctx.attempts, ctx.ttft_ms = backend, opened.attempts, ctx.elapsed_ms()
+        ctx.backend, ctx.ttft_ms = backend, ctx.elapsed_ms()
+        ctx.attempts = [*ctx.attempts, *opened.attempts]
         served = self._served(ctx, route, backend, None, explain(ctx, self.router.cutoffs))
 
         def on_done(summary: StreamSummary) -> None:
@@ -267,7 +296,7 @@ class RequestPath:
                         backend.provider, route.tier, lk.prompt if lk else "", served.created))
 
         return StreamAnswer(served, to_sse(opened, call.request, served.id, served.created, self.baseline, on_done,
-                                           served.smr))
+                                           served.smr, ctx.first_priced))
 
     def _remember(self, policy: CachePolicy, lk: Lookup | None, answer: CachedAnswer) -> None:
         if self.cache is not None and lk is not None and policy.store and not answer.message.tool_calls:

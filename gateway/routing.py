@@ -3,6 +3,10 @@
     model "auto"        -> the classifier pipeline scores the conversation; its tier's chain
     model "smr/<tier>"  -> that tier's chain (as does the X-SMR-Force-Tier header)
     model "<backend>"   -> that backend alone
+
+Shadow mode (`routing.shadow`) serves `auto` on the strongest tier and everything else as named, and
+`would_route` says what `auto` would have chosen. A cascade tier's answer may go once to the tier above
+(`escalation`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ TIER_ALIASES = {f"smr/{t}": t for t in TIERS}
 
 
 class Route(msgspec.Struct, frozen=True):
-    mode: Literal["auto", "forced", "direct", "cache"]
+    mode: Literal["auto", "forced", "direct", "cache", "shadow"]
     tier: str | None
     chain: tuple[Backend, ...]
     classifier: str
@@ -78,6 +82,8 @@ class Router:
         self.conversations = ConversationPolicy(r.follow_up_tokens, r.follow_up_decay, r.sticky_margin,
                                                 r.conversation_lookback)
         self.budget_steps = sorted(r.budget_downgrade)
+        self.shadow = r.shadow
+        self.cascade = frozenset(settings.tiers.cascade)
         by_name = {b.name: b for b in settings.backends}
         limit = settings.routing.max_attempts
         self.chains: dict[str, tuple[Backend, ...]] = {
@@ -85,13 +91,38 @@ class Router:
         self.direct = by_name
 
     async def route(self, req: ChatCompletionRequest, force_tier: str | None = None, embedding: object = None,
-                    embedded_text: str | None = None, budget_used: float = 0.0) -> Route:
+                    embedded_text: str | None = None, budget_used: float = 0.0, as_asked: bool = False) -> Route:
         """`budget_used`: the largest share of the caller's budgets spent or held; `auto` shifts down by
-        routing.budget_downgrade's steps as it nears 1."""
-        route = await self._choose(req, force_tier, embedding, embedded_text)
+        routing.budget_downgrade's steps as it nears 1. `as_asked` (shadow mode): `auto` is not routed but
+        served by the strongest tier."""
+        if as_asked and force_tier is None and (req.model or self.default_model) == "auto":
+            route = Route("shadow", TIERS[-1], self.chains[TIERS[-1]], "shadow")  # routing off: the strongest
+        else:
+            route = await self._choose(req, force_tier, embedding, embedded_text)
         if route.mode == "auto" and budget_used > 0:
             route = self._downgrade(route, budget_used)
         return self._fit(route, Needs.of(req))
+
+    async def would_route(self, req: ChatCompletionRequest, embedding: object = None,
+                          embedded_text: str | None = None) -> Route | None:
+        """What `auto` would choose for this request, whatever it names (shadow mode); None when no
+        backend could serve it."""
+        try:
+            return self._fit(await self._auto(req, embedding, embedded_text), Needs.of(req))
+        except InvalidRequest:
+            return None
+
+    def escalation(self, route: Route, req: ChatCompletionRequest) -> Route | None:
+        """The route a cascade tier's failed answer goes to: the nearest tier above with a backend that
+        can serve the request. None when `route` does not cascade."""
+        if route.mode != "auto" or route.tier not in self.cascade:
+            return None
+        needs = Needs.of(req)
+        for tier in TIERS[TIERS.index(route.tier) + 1:]:  # type: ignore[arg-type]
+            chain = tuple(b for b in self.chains[tier] if lacks(b, needs) is None)
+            if chain:
+                return msgspec.structs.replace(route, tier=tier, chain=chain)
+        return None
 
     def _downgrade(self, route: Route, used: float) -> Route:
         shift = max((s for share, s in self.budget_steps if used >= share), default=0)
@@ -134,10 +165,7 @@ class Router:
             return Route("forced", tier, self.chains[tier], "forced")
         model = req.model or self.default_model
         if model == "auto":
-            decision = await decide_in_conversation(self.pipeline, conversation(req, embedding, embedded_text),
-                                                    self.conversations)
-            return Route("auto", decision.tier, self.chains[decision.tier], decision.classifier, decision.score,
-                         decision.reasons)
+            return await self._auto(req, embedding, embedded_text)
         if model in TIER_ALIASES:
             tier = TIER_ALIASES[model]
             return Route("forced", tier, self.chains[tier], "forced")
@@ -146,3 +174,9 @@ class Router:
             raise ModelNotFound(f"The model '{model}' does not exist. Use 'auto', one of "
                                 f"{', '.join(TIER_ALIASES)}, or a model listed by GET /v1/models.", param="model")
         return Route("direct", None, (backend,), "direct")
+
+    async def _auto(self, req: ChatCompletionRequest, embedding: object, embedded_text: str | None) -> Route:
+        decision = await decide_in_conversation(self.pipeline, conversation(req, embedding, embedded_text),
+                                                self.conversations)
+        return Route("auto", decision.tier, self.chains[decision.tier], decision.classifier, decision.score,
+                     decision.reasons)

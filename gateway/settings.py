@@ -93,6 +93,9 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     llm_base_url: str = "http://127.0.0.1:11434"
     llm_model: str = "granite4:350m"
     llm_timeout_s: float = 2.0
+    # The `embedding` classifier's head (a JSON file from `smr train --from-logs --write`); default: the
+    # head shipped in the package.
+    embedding_head: str | None = None
     # Most backends tried for one request (the chain is cut after this many).
     max_attempts: int = 3
     allow_n_greater_than_one: bool = False
@@ -109,12 +112,18 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Circuit breaker per backend: this many failures in a row take it out of its chains for the cool-down.
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
+    # Shadow mode: serve every request as asked (`auto` on the baseline model, a named model or tier as
+    # named) and log what routing would have chosen and cost: GET /v1/usage?view=shadow.
+    shadow: bool = False
 
 
 class TierSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     simple: list[str] = msgspec.field(default_factory=lambda: ["granite4:350m", "gemini-2.5-flash"])
     medium: list[str] = msgspec.field(default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-pro"])
     complex: list[str] = msgspec.field(default_factory=lambda: ["gemini-2.5-pro", "gemini-2.5-flash"])
+    # Cascade: `auto` answers from these tiers are checked (empty, refusal, cut by the length limit, invalid
+    # JSON for response_format, a tool call that fails its schema) and escalated once to the next tier.
+    cascade: list[str] = msgspec.field(default_factory=list)
 
     def chain(self, tier: str) -> list[str]:
         chain: list[str] = getattr(self, tier)
@@ -312,6 +321,10 @@ def validate(settings: Settings) -> Settings:
         for name in chain:
             if name not in names:
                 raise SettingsError(f"config: setting 'tiers.{tier}': unknown backend {name!r}")
+    for name in settings.tiers.cascade:
+        if name not in TIERS[:-1]:
+            raise SettingsError(f"config: setting 'tiers.cascade': {name!r} is not a tier with a tier above it "
+                                f"(one of {', '.join(TIERS[:-1])})")
     r = settings.routing
     lo, hi = r.cutoffs
     if not 0.0 <= lo <= hi <= 1.0:

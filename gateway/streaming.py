@@ -11,8 +11,8 @@ import msgspec
 from gateway.cache.base import CachedAnswer
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.fallback import OpenStream, aclose_events
-from gateway.pricing import Priced, fill_usage, price
-from gateway.providers.base import StreamEvent
+from gateway.pricing import Priced, fill_usage, price, with_first_call
+from gateway.providers.base import Completion, StreamEvent, tool_call_event
 from gateway.settings import Backend
 from gateway.wire import (
     ChatCompletionChunk,
@@ -52,9 +52,11 @@ async def to_sse(
     baseline: Backend,
     on_done: Callable[[StreamSummary], None] | None = None,
     smr: Explanation | None = None,
+    spent_before: Priced | None = None,
 ) -> AsyncIterator[bytes]:
     """The open upstream stream as OpenAI SSE bytes; `on_done` gets the summary exactly once, however
-    the stream ends (finished, failed mid-way, or the client went away)."""
+    the stream ends (finished, failed mid-way, or the client went away). `spent_before`: a cascade's
+    first call, counted in the final chunk's cost."""
     model = opened.backend.name
     loop = asyncio.get_running_loop()
     idle = opened.backend.timeouts.first_token_s
@@ -91,7 +93,7 @@ async def to_sse(
         filled = fill_usage(usage or Usage(estimated=True), req, summary.text)
         summary.priced = price(filled, opened.backend, baseline)
         if req.include_usage:
-            p = summary.priced
+            p = with_first_call(summary.priced, spent_before) if spent_before else summary.priced
             final = msgspec.structs.replace(smr, cost_usd=round(p.cost_usd, 10), savings_usd=round(p.savings_usd, 10),
                                             routing_savings_usd=round(p.routing_savings_usd, 10)) if smr else None
             yield sse(ExplainedChunk(chunk_id, created, model, [], usage_out(filled), smr=final))
@@ -126,3 +128,17 @@ async def replay_sse(answer: CachedAnswer, req: ChatCompletionRequest, chunk_id:
     if req.include_usage:
         yield sse(ExplainedChunk(chunk_id, created, model, [], usage_out(answer.usage), smr=smr))
     yield DONE
+
+
+def completion_events(c: Completion) -> tuple[StreamEvent, AsyncIterator[StreamEvent]]:
+    """A whole answer as stream events (the first, and the rest): a cascade's checked answer, streamed."""
+    events = [StreamEvent(delta=Delta(content=piece)) for piece in split_pieces(c.message.content or "", 8)]
+    if c.message.tool_calls:
+        events.append(tool_call_event(c.message.tool_calls, 0))
+    events.append(StreamEvent(finish_reason=c.finish_reason or "stop", usage=c.usage))
+
+    async def rest() -> AsyncIterator[StreamEvent]:
+        for ev in events[1:]:
+            yield ev
+
+    return events[0], rest()

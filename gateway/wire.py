@@ -171,6 +171,26 @@ class Choice(msgspec.Struct, frozen=True):
 
 
 # ---------------------------------------------------------------- the gateway's own
+class CascadeStep(msgspec.Struct, frozen=True):
+    """A cheap answer that failed its check and went to the next tier (both calls are priced)."""
+
+    from_tier: str
+    model: str          # the backend whose answer failed
+    reason: str         # empty | refusal | length | json: ... | tool_schema: ...
+    cost_usd: float     # what that first call cost (part of cost_usd)
+
+
+class ShadowDecision(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Shadow mode: what routing would have chosen for this request, priced on the answer's tokens."""
+
+    tier: str
+    model: str
+    classifier: str
+    score: float | None = None
+    cost_usd: float | None = None       # the routed model's price for these tokens
+    savings_usd: float | None = None    # the served answer's cost minus cost_usd
+
+
 class Explanation(msgspec.Struct, frozen=True, omit_defaults=True):
     """Why an answer came from where it did: the `smr` object of routed responses (gateway/explain.py)."""
 
@@ -191,6 +211,8 @@ class Explanation(msgspec.Struct, frozen=True, omit_defaults=True):
     savings_usd: float | None = None    # against always calling the baseline model: routing + cache
     routing_savings_usd: float | None = None  # the baseline model's cost minus the routed model's
     cache_savings_usd: float | None = None    # a cache hit: what the routed model would have cost again
+    cascade: CascadeStep | None = None  # the cheap answer that was checked and escalated
+    shadow: ShadowDecision | None = None  # shadow mode: what routing would have done
 
 
 class ChatCompletion(msgspec.Struct, frozen=True):
@@ -268,47 +290,10 @@ class CompleteResponse(msgspec.Struct, frozen=True):
     smr: Explanation | None = None
 
 
-# ------------------------------------------------------------- upstream-facing (OpenAI compatible)
-class UpstreamUsage(msgspec.Struct, frozen=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    prompt_tokens_details: dict[str, Any] | None = None
-
-
-class UpstreamChoice(msgspec.Struct, frozen=True):
-    message: ResponseMessage
-    index: int = 0
-    finish_reason: str | None = None
-
-
-class UpstreamCompletion(msgspec.Struct, frozen=True):
-    choices: list[UpstreamChoice]
-    id: str = ""
-    model: str = ""
-    created: int = 0
-    usage: UpstreamUsage | None = None
-    system_fingerprint: str | None = None
-
-
-class UpstreamChunkChoice(msgspec.Struct, frozen=True):
-    delta: Delta = Delta()
-    index: int = 0
-    finish_reason: str | None = None
-
-
-class UpstreamChunk(msgspec.Struct, frozen=True):
-    choices: list[UpstreamChunkChoice] = []
-    usage: UpstreamUsage | None = None
-    error: dict[str, Any] | None = None
-
-
 # ---------------------------------------------------------------- codecs, built once
 encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
 complete_request_decoder = msgspec.json.Decoder(CompleteRequest)
-upstream_completion_decoder = msgspec.json.Decoder(UpstreamCompletion)
-upstream_chunk_decoder = msgspec.json.Decoder(UpstreamChunk)
 
 
 def usage_out(u: Usage) -> UsageOut:

@@ -30,3 +30,35 @@ def tier_shares(scores: Sequence[float] | np.ndarray, cutoffs: Sequence[float]) 
     s = np.asarray(scores, dtype=float)
     lo, hi = cutoffs
     return float(np.mean(s < lo)), float(np.mean((s >= lo) & (s < hi))), float(np.mean(s >= hi))
+
+
+def held_out(ids: Sequence[str]) -> np.ndarray:
+    """A fixed half of a log, by a hash of each request id: True for the held-out half."""
+    import hashlib
+
+    return np.array([hashlib.sha256(i.encode()).digest()[0] % 2 == 1 for i in ids], dtype=bool)
+
+
+def cutoffs_for_strong_share(scores: Sequence[float] | np.ndarray, strong_share: float,
+                             current: Sequence[float]) -> tuple[float, float]:
+    """Cut-offs that send `strong_share` of the sample to complex, keeping the share simple gets now
+    (at most what is left); medium takes the rest."""
+    if not 0 <= strong_share <= 1:
+        raise ValueError("the strong-tier share must be between 0 and 1")
+    simple = min(tier_shares(scores, current)[0], 1 - strong_share)
+    return cutoffs_for_shares(scores, [simple, 1 - strong_share - simple, strong_share])
+
+
+def cutoffs_for_budget(scores: Sequence[float] | np.ndarray, tier_costs: np.ndarray, budget_usd: float,
+                       current: Sequence[float], step: float = 0.005) -> tuple[float, float] | None:
+    """The largest strong-tier share whose cost stays within `budget_usd`: `tier_costs[i, t]` is what
+    prompt i costs on tier t (simple, medium, complex). None when even no strong tier is over budget."""
+    s = np.asarray(scores, dtype=float)
+    best = None
+    for share in np.arange(0.0, 1.0 + step / 2, step):
+        cut = cutoffs_for_strong_share(s, min(float(share), 1.0), current)
+        tier = (s >= cut[0]).astype(int) + (s >= cut[1]).astype(int)
+        if float(tier_costs[np.arange(len(s)), tier].sum()) > budget_usd:
+            break
+        best = cut
+    return best

@@ -16,11 +16,14 @@ def _heuristic(options: Mapping[str, Any]) -> Classifier:
 
 
 def _embedding(options: Mapping[str, Any]) -> Classifier:
-    from router_core.classifiers.embedding import EmbeddingClassifier
+    from pathlib import Path
+
+    from router_core.classifiers.embedding import EmbeddingClassifier, load_head
     from router_core.embedder import Embedder
 
     embedder = options.get("embedder") or Embedder()
-    return EmbeddingClassifier(embedder)
+    head_path = options.get("head_path")
+    return EmbeddingClassifier(embedder, load_head(Path(head_path)) if head_path else None)
 
 
 def _llm(options: Mapping[str, Any]) -> Classifier:

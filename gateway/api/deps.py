@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -10,6 +13,9 @@ from litestar.handlers import BaseRouteHandler
 from gateway.auth import Principal
 from gateway.errors import InvalidRequest
 from gateway.gateway import Gateway
+from gateway.wire import decode_json_object
+
+T = TypeVar("T")
 
 
 def provide_gateway(state: State) -> Gateway:
@@ -43,3 +49,12 @@ def label_param(request: Request, name: str) -> str | None:
         raise InvalidRequest(f"'{name}' must be printable text of at most 200 characters", param=name,
                              code="invalid_value")
     return value
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """A JSON object body as `kind`; what does not fit is a 400 saying which field and why."""
+    raw = decode_json_object(body) if body else {}
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from msgspec import Meta
 
-from gateway.api.deps import admin_only, label_param
+from gateway.api.deps import admin_only, decode_body, label_param
 from gateway.db.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
@@ -17,9 +17,6 @@ from gateway.limits import RPM, TPM, USD, LimitSet, Period
 from gateway.openapi import with_body
 from gateway.wire import decode_json_object, encoder
 from router_core.types import Tier
-
-T = TypeVar("T")
-
 
 # Printable text only (no NUL or other control characters), of a sensible length.
 Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -63,18 +60,10 @@ def _created(new: NewKey) -> Response:
     return Response(encoder.encode(body), status_code=201, media_type="application/json")
 
 
-def _decode(body: bytes, kind: type[T]) -> T:
-    raw = decode_json_object(body) if body else {}
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
-
-
 @post("/v1/keys", status_code=201, guards=[admin_only], operation_class=with_body(KeyCreate))
 async def create_key(request: Request, gw: Gateway) -> Response:
     store = _store(gw)
-    body = _decode(await request.body(), KeyCreate)
+    body = decode_body(await request.body(), KeyCreate)
     if not body.name.strip() or not body.tenant.strip():
         raise InvalidRequest("'name' and 'tenant' must not be empty", param="name")
     expires = body.expires_at
@@ -128,7 +117,7 @@ async def revoke_key(gw: Gateway, key_id: str) -> Response:
       operation_class=with_body(RotateRequest))
 async def rotate_key(request: Request, gw: Gateway, key_id: str) -> Response:
     store = _store(gw)
-    body = _decode(await request.body(), RotateRequest)
+    body = decode_body(await request.body(), RotateRequest)
     grace = gw.settings.auth.rotation_grace_s if body.grace_s is None else body.grace_s
     new = await store.rotate(key_id, dt.timedelta(seconds=grace))
     if new is None:

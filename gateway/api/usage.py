@@ -1,4 +1,6 @@
-"""GET /v1/usage: requests, tokens, cost, savings and latency per group. A key sees its own tenant."""
+"""GET /v1/usage: requests, tokens, cost, savings and latency per group. A key sees its own tenant.
+
+`view=shadow`: requests served in shadow mode (routing.shadow), with what routing would have cost."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from litestar import Request, Response, get
 
 from gateway.api.deps import label_param
 from gateway.auth import Principal
-from gateway.db.usage import GROUP_SQL, UsageReport, usage
+from gateway.db.usage import GROUP_SQL, UsageReport, shadow_usage, usage
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.wire import encoder
@@ -34,8 +36,12 @@ async def get_usage(request: Request, gw: Gateway, principal: Principal) -> Resp
     if group_by not in GROUP_SQL:
         raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_SQL)}", param="group_by",
                              code="invalid_value")
+    view = q.get("view", "served")
+    if view not in ("served", "shadow"):
+        raise InvalidRequest("'view' must be 'served' or 'shadow'", param="view", code="invalid_value")
     start, end = parse_time(q.get("from"), "from"), parse_time(q.get("to"), "to")
     tenant = label_param(request, "tenant") if principal.admin else principal.tenant
-    groups = await usage(gw.pool, group_by, start, end, tenant)  # type: ignore[arg-type]
-    report = UsageReport(group_by=group_by, tenant=tenant, data=groups, from_=start, to=end)
+    query = shadow_usage if view == "shadow" else usage
+    groups = await query(gw.pool, group_by, start, end, tenant)  # type: ignore[operator, arg-type]
+    report = UsageReport(group_by=group_by, tenant=tenant, data=groups, from_=start, to=end, view=view)
     return Response(encoder.encode(report), media_type="application/json")

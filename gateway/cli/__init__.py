@@ -2,7 +2,8 @@
 
     serve.py    smr serve, smr demo
     admin.py    smr migrate, smr keys, smr usage, smr cache
-    router.py   smr train, smr classify, smr calibrate, smr eval
+    router.py   smr train, smr classify, smr calibrate, smr eval (scoring.py: what they share)
+    from_logs.py  smr calibrate --from-logs, smr train --from-logs
 """
 
 from __future__ import annotations

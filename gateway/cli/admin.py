@@ -15,7 +15,7 @@ from gateway.api.usage import parse_time
 from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore, NewKey
 from gateway.db.migrate import migrate, migrations_dir
-from gateway.db.usage import GROUP_SQL, usage
+from gateway.db.usage import GROUP_SQL, ShadowGroup, shadow_usage, usage
 from gateway.errors import GatewayError
 from gateway.lifespan import open_database
 from gateway.limits import LimitSet
@@ -95,6 +95,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
         except GatewayError as exc:
             print(exc.message)
             return 2
+        if args.view == "shadow":
+            shadow = await shadow_usage(pool, args.group_by, start, end, args.tenant)
+            print(table([msgspec.to_builtins(g) for g in shadow], list(ShadowGroup.__struct_fields__)))
+            return 0
         groups = await usage(pool, args.group_by, start, end, args.tenant)
         rows = [msgspec.to_builtins(g) for g in groups]
         print(table(rows, ["group", "requests", "prompt_tokens", "completion_tokens", "cost_usd",
@@ -177,4 +181,6 @@ def add_commands(sub: Any) -> None:
     u.add_argument("--from", dest="start")
     u.add_argument("--to", dest="end")
     u.add_argument("--tenant")
+    u.add_argument("--view", choices=["served", "shadow"], default="served",
+                   help="shadow: what routing would have cost for requests served in shadow mode")
     u.set_defaults(func=cmd_usage)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,18 +11,20 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from gateway.cli.scoring import embedder, score_all, write_cutoffs
 from gateway.errors import SettingsError
 from gateway.settings import load_settings
 from router_core.types import Conversation, Turn
 
 
-def _embedder() -> Any:
-    from router_core.embedder import Embedder
-
-    return Embedder().load()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.from_logs:
+        from gateway.cli.from_logs import train_from_logs
+
+        return train_from_logs(args)
+    if not args.data:
+        print("smr train needs data files or folders, or --from-logs", file=sys.stderr)
+        return 2
     from router_core.classifiers.embedding import HEAD_PATH
     from router_core.data import load
     from router_core.train import embed, train
@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("no examples found in " + ", ".join(args.data), file=sys.stderr)
         return 2
     print(f"{len(examples)} prompts in {len({e.group for e in examples})} groups; embedding ...", file=sys.stderr)
-    vectors = embed(examples, _embedder(), Path(args.cache_embeddings) if args.cache_embeddings else None)
+    vectors = embed(examples, embedder(), Path(args.cache_embeddings) if args.cache_embeddings else None)
     head, table = train(examples, vectors, args.folds)
     out = Path(args.output) if args.output else HEAD_PATH
     out.write_text(json.dumps(msgspec.to_builtins(head)) + "\n")
@@ -69,35 +69,6 @@ def read_prompts(path: str | None) -> list[Conversation]:
     return convs
 
 
-def score_all(name: str, convs: list[Conversation], settings: Any, batch: int = 64) -> list[float]:
-    """Scores in input order, batched, progress on stderr."""
-    from router_core.classifiers.embedding import EmbeddingClassifier, classifier_text
-    from router_core.registry import build_classifier
-
-    scores: list[float] = []
-    if name == "embedding":
-        clf = EmbeddingClassifier(_embedder())
-        for i in range(0, len(convs), batch):
-            scores += clf.score_batch([classifier_text(c) for c in convs[i:i + batch]])
-            print(f"\r{min(i + batch, len(convs))}/{len(convs)}", end="", file=sys.stderr)
-        print(file=sys.stderr)
-        return scores
-    options = {"cutoffs": settings.routing.cutoffs, "ollama_url": settings.routing.llm_base_url,
-               "model": settings.routing.llm_model}
-    clf_any = build_classifier(name, options)
-
-    async def run() -> list[float]:
-        out = []
-        for i, c in enumerate(convs):
-            out.append(await clf_any.score(c))
-            if i % 100 == 0:
-                print(f"\r{i + 1}/{len(convs)}", end="", file=sys.stderr)
-        print(file=sys.stderr)
-        return out
-
-    return asyncio.run(run())
-
-
 def cmd_classify(args: argparse.Namespace) -> int:
     from router_core.policy import tier_for
 
@@ -115,6 +86,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Cut-offs at the score quantiles that split the sample into the target tier shares."""
+    if args.from_logs:
+        from gateway.cli.from_logs import calibrate_from_logs
+
+        return calibrate_from_logs(args)
+    if not args.input:
+        print("smr calibrate needs --input (prompts as JSON lines) or --from-logs", file=sys.stderr)
+        return 2
     settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
     from router_core.calibrate import check_shares, cutoffs_for_shares, tier_shares
 
@@ -130,15 +108,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     achieved = tier_shares(scores, cut)
     print(f"cutoffs = {list(cut)}  (shares on this sample: simple {achieved[0]:.1%}, medium {achieved[1]:.1%}, "
           f"complex {achieved[2]:.1%})")
-    path = Path(args.write) if args.write else None
-    if path is not None:
-        text = path.read_text()
-        line = f"cutoffs = [{cut[0]}, {cut[1]}]"
-        new, n = re.subn(r"(?m)^cutoffs\s*=\s*\[[^\]]*\]", line, text)
-        if n == 0:
-            new = re.sub(r"(?m)^\[routing\]\s*$", "[routing]\n" + line, text, count=1)
-        path.write_text(new)
-        print(f"wrote routing.cutoffs to {path}", file=sys.stderr)
+    if args.write:
+        write_cutoffs(Path(args.write), cut)
     return 0
 
 
@@ -177,12 +148,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("from the request log (log.prompts = true)")
+    g.add_argument("--from-logs", action="store_true", help="read the request log of a time window")
+    g.add_argument("--since", help="ISO time: the window's start")
+    g.add_argument("--until", help="ISO time: the window's end")
+    g.add_argument("--tenant", help="only this tenant's requests")
+
+
 def add_commands(sub: Any) -> None:
     t = sub.add_parser("train", help="train the embedding classifier's head")
-    t.add_argument("data", nargs="+", help="files or folders: mmlu_*.csv, annotations.json, *.jsonl")
+    t.add_argument("data", nargs="*", help="files or folders: mmlu_*.csv, annotations.json, *.jsonl")
     t.add_argument("--folds", type=int, default=5)
     t.add_argument("--output", help="head JSON (default: the packaged embedding_head.json)")
     t.add_argument("--cache-embeddings", help="an .npy file to reuse embeddings between runs")
+    t.add_argument("--config")
+    t.add_argument("--write", help="--from-logs: write the refitted head here (default: only print the change)")
+    t.add_argument("--l2", type=float, default=1.0, help="--from-logs: how strongly the current head holds")
+    add_log_arguments(t)
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("classify", help="score prompts: JSON lines in, JSON lines out, same order")
@@ -195,9 +178,13 @@ def add_commands(sub: Any) -> None:
     ca = sub.add_parser("calibrate", help="set the cut-offs for target tier shares on a prompt sample")
     ca.add_argument("--config")
     ca.add_argument("--classifier")
-    ca.add_argument("--input", required=True)
+    ca.add_argument("--input")
     ca.add_argument("--shares", default="0.5,0.3,0.2")
     ca.add_argument("--write", help="the config file to write routing.cutoffs into")
+    ca.add_argument("--strong-share", type=float, help="--from-logs: this share of requests to the complex tier")
+    ca.add_argument("--budget-usd", type=float, help="--from-logs: the most the window may cost, routed")
+    ca.add_argument("--json", action="store_true", help="--from-logs: also print the result as one JSON line")
+    add_log_arguments(ca)
     ca.set_defaults(func=cmd_calibrate)
 
     e = sub.add_parser("eval", help="APGR, CPT and cost saving on prompts with cheap/strong outcomes")

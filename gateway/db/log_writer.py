@@ -60,6 +60,10 @@ class LogRow(msgspec.Struct, frozen=True):
     prompt: str | None = None
     explanation: str | None = None  # the response's `smr` object, as JSON
     cache_savings_usd: float = 0.0  # the part of savings_usd a cache hit saved (the rest: routing)
+    shadow_tier: str | None = None  # shadow mode: what routing would have chosen, and its price
+    shadow_backend: str | None = None
+    shadow_cost_usd: float | None = None
+    cascade_reason: str | None = None  # why a cheap answer went to the next tier
 
 
 COLUMNS = LogRow.__struct_fields__

@@ -39,14 +39,14 @@ class UsageGroup(msgspec.Struct, frozen=True):
 class UsageReport(msgspec.Struct, frozen=True):
     group_by: str
     tenant: str | None
-    data: list[UsageGroup]
+    data: list[UsageGroup] | list[ShadowGroup]
     object: str = "usage.report"
+    view: str = "served"  # or "shadow"
     from_: dt.datetime | None = msgspec.field(default=None, name="from")
     to: dt.datetime | None = None
 
 
-async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
-                tenant: str | None) -> list[UsageGroup]:
+def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | None) -> tuple[list[str], list[object]]:
     where: list[str] = ["true"]
     params: list[object] = []
     if start is not None:
@@ -58,6 +58,12 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
     if tenant is not None:
         where.append("tenant = %s")
         params.append(tenant)
+    return where, params
+
+
+async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
+                tenant: str | None) -> list[UsageGroup]:
+    where, params = _where(start, end, tenant)
     sql = f"""
         SELECT {GROUP_SQL[group_by]} AS "group", count(*) AS requests,
                coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
@@ -87,6 +93,44 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
             cache_hit_rate=round(float(r["cache_hit_rate"] or 0), 4),
             p50_latency_ms=round(float(r["p50_latency_ms"] or 0), 2),
             p95_latency_ms=round(float(r["p95_latency_ms"] or 0), 2), errors=int(r["errors"])))
+    return out
+
+
+# In the shadow view, tier and model are what routing would have chosen.
+SHADOW_GROUP_SQL = {**GROUP_SQL, "tier": "shadow_tier", "model": "shadow_backend"}
+
+
+class ShadowGroup(msgspec.Struct, frozen=True):
+    """Shadow mode: what requests cost as served, and what they would have cost routed."""
+
+    group: str
+    requests: int                 # requests served with a shadow decision (answered, not from the cache)
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float               # as served (the models named)
+    shadow_cost_usd: float        # the same tokens on the models routing would have chosen
+    shadow_savings_usd: float     # cost_usd - shadow_cost_usd: what switching routing on would save
+    shadow_savings_pct: float
+
+
+async def shadow_usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None,
+                       end: dt.datetime | None, tenant: str | None) -> list[ShadowGroup]:
+    where, params = _where(start, end, tenant)
+    sql = f"""
+        SELECT {SHADOW_GROUP_SQL[group_by]} AS "group", count(*) AS requests,
+               coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+               coalesce(sum(completion_tokens), 0) AS completion_tokens,
+               coalesce(sum(cost_usd), 0) AS cost_usd, coalesce(sum(shadow_cost_usd), 0) AS shadow_cost_usd
+        FROM request_log WHERE shadow_cost_usd IS NOT NULL AND {' AND '.join(where)} GROUP BY 1 ORDER BY 1"""
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql, params)  # type: ignore[arg-type]
+        rows = await cur.fetchall()
+    out = []
+    for r in rows:
+        cost, shadow = float(r["cost_usd"]), float(r["shadow_cost_usd"])
+        out.append(ShadowGroup(r["group"], r["requests"], int(r["prompt_tokens"]), int(r["completion_tokens"]),
+                               cost, shadow, cost - shadow, round(100 * (cost - shadow) / cost, 3) if cost else 0.0))
     return out
 
 

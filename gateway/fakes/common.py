@@ -32,6 +32,10 @@ class Behaviour(msgspec.Struct, omit_defaults=True):
     pieces: int = 4                  # how many pieces a streamed answer is split into
     reply: str | None = None         # fixed reply text instead of the generated one
     omit_usage: bool = False         # report no token usage (as some OpenAI-compatible servers do)
+    # The OpenAI fake only: answer with this finish_reason ("length": cut short), and tool calls with
+    # these raw arguments instead of ones that fit the tool's schema.
+    finish_reason: str | None = None
+    tool_arguments: str | None = None
 
 
 class Stats(msgspec.Struct):

@@ -43,8 +43,10 @@ class FakeOpenAI(FakeServer):
         elif tools and body.get("tool_choice") != "none":
             fn = tools[0]["function"]
             args = fake_arguments(fn.get("parameters"), _text(last.get("content")))
+            raw = self.behaviour.tool_arguments
+            arguments = _enc.encode(args).decode() if raw is None else raw
             calls = [{"id": "call_fake_1", "type": "function",
-                      "function": {"name": fn["name"], "arguments": _enc.encode(args).decode()}}]
+                      "function": {"name": fn["name"], "arguments": arguments}}]
             text = None
         else:
             text = reply_text(self.label, body.get("model", "?"), _text(last.get("content")))
@@ -61,7 +63,7 @@ class FakeOpenAI(FakeServer):
         usage: dict[str, int] | None = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
         if self.behaviour.omit_usage:
             usage = None
-        finish = "tool_calls" if calls else "stop"
+        finish = self.behaviour.finish_reason or ("tool_calls" if calls else "stop")
         if not body.get("stream"):
             msg: dict[str, Any] = {"role": "assistant", "content": text}
             if calls:

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from gateway.errors import UpstreamConnectError, UpstreamError
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, tool_call_event
 from gateway.settings import Backend
-from gateway.wire import Delta, ResponseMessage, Usage, split_pieces
+from gateway.wire import Delta, ResponseMessage, ToolCall, Usage, split_pieces
 
 
 @dataclass
@@ -30,6 +30,8 @@ class Reply:
     delay_s: float = 0.0                # wait before answering, and between streamed events
     fail_after: int | None = None       # a stream raises `error` after this many content events
     error: UpstreamError | None = None  # default: the connection broke
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None          # OpenAI's refusal field
 
 
 class FakeProvider:
@@ -48,8 +50,8 @@ class FakeProvider:
         reply = self.handler(call)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
-        return Completion(ResponseMessage(content=reply.text), reply.finish_reason,
-                          reply.usage or Usage(estimated=True))
+        return Completion(ResponseMessage(content=reply.text, tool_calls=reply.tool_calls, refusal=reply.refusal),
+                          reply.finish_reason, reply.usage or Usage(estimated=True))
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
         self.calls.append(call)
@@ -61,6 +63,8 @@ class FakeProvider:
                 if reply.fail_after is not None and i >= reply.fail_after:
                     raise reply.error or UpstreamConnectError("connection reset", backend=self.backend.name)
                 yield StreamEvent(delta=Delta(content=piece))
+            if reply.tool_calls:
+                yield tool_call_event(reply.tool_calls, 0)
             yield StreamEvent(finish_reason=reply.finish_reason, usage=reply.usage)
         finally:
             self.streams_closed += 1

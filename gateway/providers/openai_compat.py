@@ -30,14 +30,9 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.providers.base import Completion, StreamEvent, UpstreamCall
+from gateway.providers.openai_wire import UpstreamUsage, upstream_chunk_decoder, upstream_completion_decoder
 from gateway.settings import Backend
-from gateway.wire import (
-    UpstreamUsage,
-    Usage,
-    encoder,
-    upstream_chunk_decoder,
-    upstream_completion_decoder,
-)
+from gateway.wire import Usage, encoder
 
 OPENAI_URL = "https://api.openai.com/v1"
 _NOT_FORWARDED = frozenset({"model", "stream", "stream_options"})

@@ -42,14 +42,16 @@ class Rows(list[LogRow]):
 class Harness:
     def __init__(self, handlers: dict[str, Callable[[UpstreamCall], Reply]] | None = None,
                  cache: bool = True, tenant_limits: dict[str, LimitSet] | None = None,
-                 capabilities: dict[str, Capabilities] | None = None) -> None:
+                 capabilities: dict[str, Capabilities] | None = None, cascade: list[str] | None = None,
+                 shadow: bool = False) -> None:
         caps = capabilities or {}
         backends = [Backend(name=n, provider="openai", model=n, base_url="http://unused", input_price=p,
                             output_price=2 * p, capabilities=caps.get(n, Capabilities()))
                     for n, p in (("cheap", 0.1), ("backup", 0.5), ("strong", 2.0))]
         base = parse_settings({
-            "tiers": {"simple": ["cheap", "backup"], "medium": ["backup"], "complex": ["strong", "backup"]},
-            "routing": {"baseline": "strong"}, "auth": {"enabled": False}, "log": {"requests": False},
+            "tiers": {"simple": ["cheap", "backup"], "medium": ["backup"], "complex": ["strong", "backup"],
+                      "cascade": cascade or []},
+            "routing": {"baseline": "strong", "shadow": shadow}, "auth": {"enabled": False}, "log": {"requests": False},
             "cache": {"semantic": False}})
         self.settings: Settings = validate(msgspec.structs.replace(base, backends=backends))
         handlers = handlers or {}

@@ -1,0 +1,154 @@
+"""`smr calibrate --from-logs` and `smr train --from-logs`: tuning the router on one's own traffic.
+
+Both read the request log of a time window (prompts are there only with log.prompts = true) and split
+it into two fixed halves by request id: they fit on one half and report on the other, so what they print
+is what to expect on traffic they have not seen. Nothing is written without --write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from gateway.api.usage import parse_time
+from gateway.cli.admin import with_pool
+from gateway.cli.scoring import embedder, score_all, write_cutoffs
+from gateway.db.feedback import FeedbackStore, LoggedPrompt, RatedRequest
+from gateway.errors import GatewayError
+from gateway.prompt_log import conversation_of
+from gateway.settings import AuthSettings, Settings, read_settings, validate
+from router_core.calibrate import cutoffs_for_budget, cutoffs_for_strong_share, held_out, tier_shares
+from router_core.types import TIERS
+
+
+def offline_settings(config: str | None) -> Settings:
+    """The settings with the environment (DATABASE_URL ...); no admin key needed to read the log."""
+    return validate(msgspec.structs.replace(read_settings(config), auth=AuthSettings(enabled=False)))
+
+
+def _window(args: argparse.Namespace) -> tuple[Any, Any]:
+    try:
+        return parse_time(args.since, "since"), parse_time(args.until, "until")
+    except GatewayError as exc:
+        raise SystemExit(f"smr: {exc.message}") from None
+
+
+def _read(settings: Settings, args: argparse.Namespace, rated: bool) -> list[Any]:
+    since, until = _window(args)
+
+    async def run(pool: Any) -> list[Any]:
+        store = FeedbackStore(pool)
+        if rated:
+            return await store.rated(since, until, args.tenant)
+        return await store.prompts(since, until, args.tenant)
+
+    out: list[Any] = []
+
+    async def keep(pool: Any) -> int:
+        out.extend(await run(pool))
+        return 0
+
+    asyncio.run(with_pool(settings, keep))
+    return out
+
+
+def _shares(label: str, s: tuple[float, float, float]) -> str:
+    return f"{label}: simple {s[0]:.1%}  medium {s[1]:.1%}  complex {s[2]:.1%}"
+
+
+def tier_costs(rows: list[LoggedPrompt], settings: Settings) -> np.ndarray:
+    """What each logged request's tokens cost on each tier's first backend."""
+    out = np.zeros((len(rows), len(TIERS)))
+    for t, tier in enumerate(TIERS):
+        b = settings.backend(settings.tiers.chain(tier)[0])
+        assert b is not None
+        out[:, t] = [(r.prompt_tokens * b.input_price + r.completion_tokens * b.output_price) / 1e6 for r in rows]
+    return out
+
+
+def calibrate_from_logs(args: argparse.Namespace) -> int:
+    settings = offline_settings(args.config)
+    if (args.strong_share is None) == (args.budget_usd is None):
+        print("smr calibrate --from-logs needs one target: --strong-share S or --budget-usd X", file=sys.stderr)
+        return 2
+    rows: list[LoggedPrompt] = _read(settings, args, rated=False)
+    if len(rows) < 20:
+        print(f"only {len(rows)} logged prompts in this window: calibrating needs log.prompts = true and traffic",
+              file=sys.stderr)
+        return 2
+    name = args.classifier or settings.routing.classifiers[0]
+    scores = np.array(score_all(name, [conversation_of(r.prompt) for r in rows], settings))
+    test = held_out([r.request_id for r in rows])
+    fit = ~test
+    current = settings.routing.cutoffs
+    if args.strong_share is not None:
+        cut = cutoffs_for_strong_share(scores[fit], args.strong_share, current)
+        target = f"target complex {args.strong_share:.1%}"
+    else:
+        costs = tier_costs(rows, settings)
+        # The budget is for the whole window; each half is about half of it.
+        found = cutoffs_for_budget(scores[fit], costs[fit], args.budget_usd * fit.sum() / len(rows), current)
+        if found is None:
+            print(f"even with no request on the complex tier this window costs more than ${args.budget_usd}",
+                  file=sys.stderr)
+            return 1
+        cut = found
+        tier = (scores >= cut[0]).astype(int) + (scores >= cut[1]).astype(int)
+        spent = costs[np.arange(len(rows)), tier]
+        target = (f"budget ${args.budget_usd:.4f}; estimated cost of the window ${spent.sum():.4f} "
+                  f"(held-out half ${spent[test].sum():.4f} x {len(rows) / max(1, test.sum()):.2f})")
+    result = {"prompts": len(rows), "fitted": int(fit.sum()), "held_out": int(test.sum()), "classifier": name,
+              "cutoffs": list(cut), "fitted_shares": tier_shares(scores[fit], cut),
+              "held_out_shares": tier_shares(scores[test], cut)}
+    print(f"{len(rows)} logged prompts scored with {name}: fitted on {fit.sum()}, held out {test.sum()}")
+    print(f"cutoffs = [{cut[0]}, {cut[1]}]  ({target})")
+    print(_shares("fitted half  ", result["fitted_shares"]))  # type: ignore[arg-type]
+    print(_shares("held-out half", result["held_out_shares"]))  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(result))
+    if args.write:
+        write_cutoffs(Path(args.write), cut)
+    return 0
+
+
+def train_from_logs(args: argparse.Namespace) -> int:
+    from router_core.classifiers.embedding import HEAD_PATH, classifier_text, load_head
+    from router_core.feedback import auc, label, refit
+
+    settings = offline_settings(args.config)
+    rows: list[RatedRequest] = _read(settings, args, rated=True)
+    labelled = [(r, y) for r in rows if (y := label(r.tier, r.rating)) is not None]
+    ys = np.array([y for _, y in labelled])
+    test = held_out([r.request_id for r, _ in labelled])
+    if len(labelled) < 20 or len(set(ys[~test])) < 2 or len(set(ys[test])) < 2:
+        print(f"{len(rows)} rated requests with logged prompts, {len(labelled)} usable as labels: need at least 20, "
+              "with good and bad ratings in both halves (POST /v1/feedback, log.prompts = true)", file=sys.stderr)
+        return 2
+    head_path = Path(settings.routing.embedding_head) if settings.routing.embedding_head else HEAD_PATH
+    head = load_head(head_path)
+    texts = [classifier_text(conversation_of(r.prompt)) for r, _ in labelled]
+    vectors = embedder().encode_batch(texts)
+    x = np.array([head.design(v, t) for v, t in zip(vectors, texts, strict=True)])
+    before = auc(x[test] @ np.asarray(head.weights) + head.bias, ys[test])
+    fitted = refit(head, x[~test], ys[~test], args.l2)
+    after = auc(x[test] @ np.asarray(fitted.weights) + fitted.bias, ys[test])
+    print(f"{len(labelled)} rated requests ({int(ys.sum())} needed a stronger model): fitted on {int((~test).sum())}, "
+          f"held out {int(test.sum())}")
+    print(f"held-out AUC (ranks the requests that needed a stronger model first): {before:.3f} now, "
+          f"{after:.3f} refitted ({after - before:+.3f})")
+    if not args.write:
+        print("nothing written (add --write PATH to write the refitted head)")
+        return 0
+    final = refit(head, x, ys, args.l2)  # on every rated request
+    out = Path(args.write)
+    out.write_text(json.dumps(msgspec.to_builtins(final)) + "\n")
+    print(f"wrote {out}; use it with routing.embedding_head = \"{out}\" (and 'embedding' in routing.classifiers)")
+    return 0
+

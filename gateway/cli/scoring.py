@@ -1,0 +1,59 @@
+"""What the router's offline tools share: an encoder, scoring conversations with a named classifier, and
+writing routing.cutoffs into a config file."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from router_core.types import Conversation
+
+
+def embedder() -> Any:
+    from router_core.embedder import Embedder
+
+    return Embedder().load()
+
+
+def score_all(name: str, convs: list[Conversation], settings: Any, batch: int = 64) -> list[float]:
+    """Scores in input order, batched, progress on stderr."""
+    from router_core.classifiers.embedding import EmbeddingClassifier, classifier_text, load_head
+    from router_core.registry import build_classifier
+
+    scores: list[float] = []
+    if name == "embedding":
+        head = settings.routing.embedding_head
+        clf = EmbeddingClassifier(embedder(), load_head(Path(head)) if head else None)
+        for i in range(0, len(convs), batch):
+            scores += clf.score_batch([classifier_text(c) for c in convs[i:i + batch]])
+            print(f"\r{min(i + batch, len(convs))}/{len(convs)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        return scores
+    options = {"cutoffs": settings.routing.cutoffs, "ollama_url": settings.routing.llm_base_url,
+               "model": settings.routing.llm_model}
+    clf_any = build_classifier(name, options)
+
+    async def run() -> list[float]:
+        out = []
+        for i, c in enumerate(convs):
+            out.append(await clf_any.score(c))
+            if i % 100 == 0:
+                print(f"\r{i + 1}/{len(convs)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
+        return out
+
+    return asyncio.run(run())
+
+
+def write_cutoffs(path: Path, cut: tuple[float, float]) -> None:
+    """Set routing.cutoffs in a TOML config file, keeping the rest of it as it is."""
+    text = path.read_text()
+    line = f"cutoffs = [{cut[0]}, {cut[1]}]"
+    new, n = re.subn(r"(?m)^cutoffs\s*=\s*\[[^\]]*\]", line, text)
+    if n == 0:
+        new = re.sub(r"(?m)^\[routing\]\s*$", "[routing]\n" + line, text, count=1)
+    path.write_text(new)
+    print(f"wrote routing.cutoffs to {path}", file=sys.stderr)

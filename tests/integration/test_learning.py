@@ -1,0 +1,118 @@
+"""Learning from one's own traffic (issue 14): `smr calibrate --from-logs` reaches its target strong-tier
+share on the held-out half of a log, or stays within a dollar budget; `smr train --from-logs` prints the
+held-out change of a head refitted on rated requests, and writes only when asked.
+
+The log is real prompts (../shared/data) written into the request log as the gateway writes them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "router_outcomes"
+
+
+def prompts(name: str, limit: int | None = None, source: str | None = None) -> list[str]:
+    rows = [json.loads(line) for line in (SHARED / name).read_text().split("\n") if line]
+    return [r["prompt"] for r in rows if source is None or r["source"] == source][:limit]
+
+
+def write_log(pg_url: str, tenant: str, items: list[tuple[str, str, int]]) -> list[str]:
+    """Rows as the gateway logs them with log.prompts on: (prompt, tier, rating or 0 for none)."""
+    import asyncio
+
+    from gateway.db.migrate import migrate, migrations_dir
+
+    asyncio.run(migrate(pg_url, migrations_dir(None)))
+    ids = ["req_" + secrets.token_hex(12) for _ in items]
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(pg_url) as conn:
+        conn.cursor().executemany(
+            "INSERT INTO request_log (request_id, ts, endpoint, cache_status, latency_ms, http_status, tenant, "
+            "requested_model, tier, prompt, prompt_tokens, completion_tokens) "
+            "VALUES (%s, %s, '/v1/chat/completions', 'miss', 10, 200, %s, 'auto', %s, %s, %s, 300)",
+            [(i, now, tenant, tier, f"user: {p}", max(1, len(p) // 4)) for i, (p, tier, _) in zip(ids, items,
+                                                                                                strict=True)])
+        conn.cursor().executemany(
+            "INSERT INTO feedback (request_id, tenant, rating) VALUES (%s, %s, %s)",
+            [(i, tenant, r) for i, (_, _, r) in zip(ids, items, strict=True) if r])
+    return ids
+
+
+def smr(pg_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": pg_url, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def log_tenant(pg_url: str) -> str:
+    tenant = "calib-" + secrets.token_hex(3)
+    texts = (prompts("alpaca_eval_per_prompt.jsonl") + prompts("arena_hard_v01_per_prompt.jsonl")
+             + prompts("arena_bench_v1_per_prompt.jsonl") + prompts("llmrouter_dcrouter_per_prompt.jsonl"))
+    write_log(pg_url, tenant, [(p, "medium", 0) for p in texts])
+    return tenant
+
+
+@pytest.mark.parametrize("share", [0.2, 0.35])
+def test_calibration_hits_its_strong_share_on_the_held_out_half(pg_url: str, log_tenant: str, share: float,
+                                                                tmp_path: Path) -> None:
+    config = tmp_path / "smr.toml"
+    config.write_text("[routing]\ncutoffs = [0.35, 0.62]\n")
+    out = smr(pg_url, "calibrate", "--config", str(config), "--from-logs", "--tenant", log_tenant,
+              "--strong-share", str(share), "--json", "--write", str(config))
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["prompts"] > 6000 and abs(result["held_out"] - result["fitted"]) < 0.1 * result["prompts"]
+    assert abs(result["held_out_shares"][2] - share) <= 0.02, result  # within 2 points on unseen traffic
+    assert "held-out half" in out.stdout
+    lo, hi = result["cutoffs"]
+    assert f"cutoffs = [{lo}, {hi}]" in config.read_text()
+
+
+def test_calibration_to_a_dollar_budget(pg_url: str, log_tenant: str) -> None:
+    # The default tiers: complex (gemini-2.5-pro) costs the most; a budget between all-medium and
+    # all-complex gets a strong share in between, and its estimate stays within the budget.
+    out = smr(pg_url, "calibrate", "--from-logs", "--tenant", log_tenant, "--budget-usd", "3.0", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    spent = float(out.stdout.split("estimated cost of the window $")[1].split()[0])
+    assert 0 < result["held_out_shares"][2] < 1 and spent <= 3.0 * 1.1
+    tight = smr(pg_url, "calibrate", "--from-logs", "--tenant", log_tenant, "--budget-usd", "0.0001")
+    assert tight.returncode == 1 and "costs more than" in tight.stderr
+
+
+def test_calibration_needs_a_log_with_prompts(pg_url: str) -> None:
+    out = smr(pg_url, "calibrate", "--from-logs", "--tenant", "nobody-" + secrets.token_hex(3), "--strong-share",
+              "0.2")
+    assert out.returncode == 2 and "log.prompts" in out.stderr
+
+
+def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: str, tmp_path: Path) -> None:
+    tenant = "train-" + secrets.token_hex(3)
+    # The cheap tier failed these (rated bad) and handled those (rated good).
+    hard = prompts("llmrouter_dcrouter_per_prompt.jsonl", 120, "llmrouter/math")
+    easy = prompts("llmrouter_dcrouter_per_prompt.jsonl", 120, "llmrouter/commonsense_qa")
+    write_log(pg_url, tenant, [(p, "simple", -1) for p in hard] + [(p, "simple", 1) for p in easy])
+    head = tmp_path / "head.json"
+    dry = smr(pg_url, "train", "--from-logs", "--tenant", tenant)
+    assert dry.returncode == 0, dry.stderr
+    assert "held-out AUC" in dry.stdout and "nothing written" in dry.stdout and not head.exists()
+    before, after = (float(x) for x in dry.stdout.split("held-out AUC")[1].split(":")[1].split()[0:3:2])
+    assert after > before  # the ratings taught it something it did not know
+    wrote = smr(pg_url, "train", "--from-logs", "--tenant", tenant, "--write", str(head))
+    assert wrote.returncode == 0 and head.exists()
+    from router_core.classifiers.embedding import load_head
+
+    assert load_head(head).trained_on[-1] == "feedback:240"
+    few = smr(pg_url, "train", "--from-logs", "--tenant", "nobody-" + secrets.token_hex(3))
+    assert few.returncode == 2 and "need at least 20" in few.stderr
