@@ -246,8 +246,8 @@ def test_budget_aware_downgrade_through_redis(two: tuple[str, str], redis_stack:
     k = new_key(a, budget_usd=1.0)
     r = redis.Redis.from_url(redis_stack.url)
     r.hset(f"smr:budget:key:{k['id']}:total", mapping={"spent": "0.9", "reserved": "0"})  # 90 % spent
-    got = httpx.post(a + "/v1/chat/completions", headers={"Authorization": f"Bearer {k['key']}"}, timeout=20, json={
-        "model": "auto", "max_tokens": 20,
-        "messages": [{"role": "user", "content": "Design a fault-tolerant distributed database with consensus"}]})
-    assert got.status_code == 200 and got.headers["x-smr-tier"] == "medium"  # complex, one tier lower
-    assert got.json()["smr"]["reasons"][0].startswith("budget: 90%")
+    client = openai.OpenAI(base_url=a + "/v1", api_key=k["key"], max_retries=0, timeout=20)
+    got = client.chat.completions.with_raw_response.create(model="auto", max_tokens=20, messages=[
+        {"role": "user", "content": "Design a fault-tolerant distributed database with consensus"}])
+    assert got.headers["x-smr-tier"] == "medium"  # complex, one tier lower
+    assert got.parse().smr["reasons"][0].startswith("budget: 90%")  # type: ignore[attr-defined]
