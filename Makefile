@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test lint bench bench-smoke clean
+.PHONY: demo serve test lint bench bench-smoke clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/smr serve
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (Playwright never downloads one); installed here when missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get install -y -qq chromium >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) || \
+		echo "could not install chromium (apt-get install -y chromium): the browser tests will fail"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

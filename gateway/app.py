@@ -19,13 +19,14 @@ from gateway.api.health import health
 from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key, update_key_limits
 from gateway.api.metrics import metrics
 from gateway.api.models import list_models
-from gateway.api.requests import get_request
+from gateway.api.pages import dashboard, index, playground, static
+from gateway.api.requests import get_request, list_requests
 from gateway.api.route import dry_run
 from gateway.api.tenants import get_tenant_limits, put_tenant_limits
 from gateway.api.usage import get_usage
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
 from gateway.lifespan import lifespan
-from gateway.openapi import add_body_schemas, openapi_config
+from gateway.openapi import add_body_schemas, openapi_config, openapi_json
 from gateway.settings import Settings
 from router_core import ClassifierPipeline, build_classifier
 from router_core.embedder import Embedder
@@ -105,7 +106,7 @@ def create_app(settings: Settings) -> Litestar:
     embedder = build_embedder(settings)
     handlers = [chat_completions, complete, list_models, health, create_key, list_keys, revoke_key, rotate_key,
                 update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache, metrics, get_request,
-                dry_run, post_feedback]
+                dry_run, post_feedback, list_requests, index, dashboard, playground, static, openapi_json]
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgspec
-from litestar import Litestar
+from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
@@ -39,7 +39,7 @@ def with_body(struct: type[msgspec.Struct]) -> type[Operation]:
 
 
 def openapi_config() -> OpenAPIConfig:
-    return OpenAPIConfig(title="Smart Model Router", version=__version__, path="/",
+    return OpenAPIConfig(title="Smart Model Router", version=__version__, path="/openapi",
                          render_plugins=[JsonRenderPlugin(path="/openapi.json")])
 
 
@@ -56,3 +56,10 @@ def add_body_schemas(app: Litestar) -> None:
     if schema.components.schemas is None:
         schema.components.schemas = {}
     schema.components.schemas.update(components)
+
+
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_json(request: Request) -> Response:
+    """The schema at the conventional path (Litestar's own pages live under /openapi; / is the dashboard)."""
+    return Response(msgspec.json.encode(request.app.openapi_schema.to_schema()),
+                    media_type="application/vnd.oai.openapi+json")

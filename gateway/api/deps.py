@@ -51,6 +51,20 @@ def label_param(request: Request, name: str) -> str | None:
     return value
 
 
+def key_param(request: Request) -> str | None:
+    """The `key` query parameter: an API key's id (a UUID, as GET /v1/keys lists them)."""
+    import uuid
+
+    value = request.query_params.get("key")
+    if value is None or value == "":
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidRequest("'key' must be a key id (a UUID, as GET /v1/keys lists them)", param="key",
+                             code="invalid_value") from None
+
+
 def decode_body(body: bytes, kind: type[T]) -> T:
     """A JSON object body as `kind`; what does not fit is a 400 saying which field and why."""
     raw = decode_json_object(body) if body else {}

@@ -8,7 +8,7 @@ import datetime as dt
 
 from litestar import Request, Response, get
 
-from gateway.api.deps import label_param
+from gateway.api.deps import key_param, label_param
 from gateway.auth import Principal
 from gateway.db.usage import GROUP_SQL, UsageReport, shadow_usage, usage
 from gateway.errors import InvalidRequest, PermissionDenied
@@ -42,6 +42,6 @@ async def get_usage(request: Request, gw: Gateway, principal: Principal) -> Resp
     start, end = parse_time(q.get("from"), "from"), parse_time(q.get("to"), "to")
     tenant = label_param(request, "tenant") if principal.admin else principal.tenant
     query = shadow_usage if view == "shadow" else usage
-    groups = await query(gw.pool, group_by, start, end, tenant)  # type: ignore[operator, arg-type]
+    groups = await query(gw.pool, group_by, start, end, tenant, key_param(request))  # type: ignore[operator, arg-type]
     report = UsageReport(group_by=group_by, tenant=tenant, data=groups, from_=start, to=end, view=view)
     return Response(encoder.encode(report), media_type="application/json")

@@ -9,8 +9,10 @@ import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-GroupBy = Literal["day", "model", "tier", "key", "tenant"]
+GroupBy = Literal["all", "hour", "day", "model", "tier", "key", "tenant"]
 GROUP_SQL: dict[str, str] = {
+    "all": "'all'",
+    "hour": "to_char(date_trunc('hour', ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00')",
     "day": "to_char(date_trunc('day', ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
     "model": "coalesce(backend, '(none)')",
     "tier": "coalesce(tier, 'direct')",
@@ -34,6 +36,7 @@ class UsageGroup(msgspec.Struct, frozen=True):
     p50_latency_ms: float
     p95_latency_ms: float
     errors: int
+    fallbacks: int = 0            # requests answered after another backend of the chain failed
 
 
 class UsageReport(msgspec.Struct, frozen=True):
@@ -46,7 +49,8 @@ class UsageReport(msgspec.Struct, frozen=True):
     to: dt.datetime | None = None
 
 
-def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | None) -> tuple[list[str], list[object]]:
+def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | None,
+           key: str | None = None) -> tuple[list[str], list[object]]:
     where: list[str] = ["true"]
     params: list[object] = []
     if start is not None:
@@ -58,12 +62,15 @@ def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | Non
     if tenant is not None:
         where.append("tenant = %s")
         params.append(tenant)
+    if key is not None:
+        where.append("key_id = %s::uuid")
+        params.append(key)
     return where, params
 
 
 async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
-                tenant: str | None) -> list[UsageGroup]:
-    where, params = _where(start, end, tenant)
+                tenant: str | None, key: str | None = None) -> list[UsageGroup]:
+    where, params = _where(start, end, tenant, key)
     sql = f"""
         SELECT {GROUP_SQL[group_by]} AS "group", count(*) AS requests,
                coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
@@ -74,7 +81,8 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
                avg(CASE WHEN cache_status LIKE 'hit%%' THEN 1.0 ELSE 0.0 END) AS cache_hit_rate,
                percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_latency_ms,
                percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_latency_ms,
-               count(*) FILTER (WHERE http_status >= 400) AS errors
+               count(*) FILTER (WHERE http_status >= 400) AS errors,
+               count(*) FILTER (WHERE attempts > 1 AND http_status < 400) AS fallbacks
         FROM request_log WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1"""
     async with pool.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
@@ -92,7 +100,8 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
             savings_pct=round(100 * float(r["savings_usd"]) / base, 3) if base else 0.0,
             cache_hit_rate=round(float(r["cache_hit_rate"] or 0), 4),
             p50_latency_ms=round(float(r["p50_latency_ms"] or 0), 2),
-            p95_latency_ms=round(float(r["p95_latency_ms"] or 0), 2), errors=int(r["errors"])))
+            p95_latency_ms=round(float(r["p95_latency_ms"] or 0), 2), errors=int(r["errors"]),
+            fallbacks=int(r["fallbacks"])))
     return out
 
 
@@ -114,8 +123,8 @@ class ShadowGroup(msgspec.Struct, frozen=True):
 
 
 async def shadow_usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None,
-                       end: dt.datetime | None, tenant: str | None) -> list[ShadowGroup]:
-    where, params = _where(start, end, tenant)
+                       end: dt.datetime | None, tenant: str | None, key: str | None = None) -> list[ShadowGroup]:
+    where, params = _where(start, end, tenant, key)
     sql = f"""
         SELECT {SHADOW_GROUP_SQL[group_by]} AS "group", count(*) AS requests,
                coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
@@ -162,3 +171,33 @@ async def logged_request(pool: AsyncConnectionPool, request_id: str, tenant: str
         await cur.execute(sql, params)  # type: ignore[arg-type]
         row = await cur.fetchone()
     return msgspec.convert(row, LoggedRequest) if row else None
+
+
+class RecentRequest(msgspec.Struct, frozen=True):
+    """A line of the dashboard's recent requests (GET /v1/requests)."""
+
+    id: str
+    created: dt.datetime
+    endpoint: str
+    status: int
+    tier: str | None
+    model: str | None
+    classifier: str | None
+    score: float | None
+    cost_usd: float
+    savings_usd: float
+    cache: str
+    latency_ms: float
+    tenant: str | None
+
+
+async def recent_requests(pool: AsyncConnectionPool, start: dt.datetime | None, end: dt.datetime | None,
+                          tenant: str | None, key: str | None, limit: int) -> list[RecentRequest]:
+    where, params = _where(start, end, tenant, key)
+    sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, tier, backend AS model, "
+           "classifier, score, cost_usd, savings_usd, cache_status AS cache, latency_ms, tenant FROM request_log "
+           f"WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT %s")
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql, [*params, limit])  # type: ignore[arg-type]
+        return [msgspec.convert(r, RecentRequest) for r in await cur.fetchall()]

@@ -1,0 +1,140 @@
+// The dashboard: reads /v1/usage and /v1/requests with the signed-in key and draws them (plain SVG).
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
+  const COLORS = { cost: "#c8553d", baseline_cost: "#8a93a6", savings: "#2a9d8f" };
+
+  function query(extra) {
+    const p = new URLSearchParams(extra);
+    const hours = Number($("range").value);
+    if (hours) p.set("from", new Date(Date.now() - hours * 3600e3).toISOString());
+    if ($("tenant").value.trim()) p.set("tenant", $("tenant").value.trim());
+    if ($("key").value.trim()) p.set("key", $("key").value.trim());
+    return p.toString();
+  }
+
+  function card(label, value) {
+    return SMR.el("div", { class: "card" }, SMR.el("div", { class: "label", text: label }),
+                  SMR.el("div", { class: "value", text: value }));
+  }
+
+  function drawTimeline(svg, groups) {
+    svg.replaceChildren();
+    const W = 600, H = 200, P = 28, L = 70;  // L: room for the axis label
+    const series = ["baseline_cost", "cost", "savings"];
+    const values = groups.map((g) => ({ baseline_cost: g.baseline_cost_usd, cost: g.cost_usd, savings: g.savings_usd }));
+    const max = Math.max(1e-12, ...values.flatMap((v) => series.map((s) => v[s])));
+    const x = (i) => L + (groups.length > 1 ? (i * (W - L - P)) / (groups.length - 1) : (W - L - P) / 2);
+    const y = (v) => H - P - (Math.max(0, v) / max) * (H - 2 * P);
+    const axis = document.createElementNS(SVG, "path");
+    axis.setAttribute("d", `M${L} ${P} V${H - P} H${W - P}`);
+    axis.setAttribute("stroke", "#c4c9d4"); axis.setAttribute("fill", "none");
+    svg.append(axis);
+    const label = (text, lx, ly, anchor) => {
+      const t = document.createElementNS(SVG, "text");
+      t.setAttribute("x", lx); t.setAttribute("y", ly); t.setAttribute("font-size", "10");
+      t.setAttribute("fill", "#5c6577"); t.setAttribute("text-anchor", anchor); t.textContent = text;
+      svg.append(t);
+    };
+    label(SMR.usd(max), L - 4, P + 3, "end");
+    label("$0", L - 4, H - P + 3, "end");
+    if (groups.length) { label(groups[0].group, L, H - 8, "start"); label(groups[groups.length - 1].group, W - P, H - 8, "end"); }
+    for (const s of series) {
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("points", values.map((v, i) => `${x(i).toFixed(1)},${y(v[s]).toFixed(1)}`).join(" "));
+      line.setAttribute("fill", "none"); line.setAttribute("stroke", COLORS[s]); line.setAttribute("stroke-width", "2");
+      line.setAttribute("data-series", s);
+      svg.append(line);
+      values.forEach((v, i) => {
+        const dot = document.createElementNS(SVG, "circle");
+        dot.setAttribute("cx", x(i).toFixed(1)); dot.setAttribute("cy", y(v[s]).toFixed(1)); dot.setAttribute("r", "2.5");
+        dot.setAttribute("fill", COLORS[s]);
+        const title = document.createElementNS(SVG, "title");
+        title.textContent = `${groups[i].group} ${s}: ${SMR.usd(v[s])}`;
+        dot.append(title); svg.append(dot);
+      });
+    }
+  }
+
+  function drawShares(box, groups) {
+    box.replaceChildren();
+    const requests = groups.reduce((a, g) => a + g.requests, 0) || 1;
+    const spend = groups.reduce((a, g) => a + g.cost_usd, 0) || 1;
+    for (const g of groups) {
+      const share = SMR.el("div", { class: "fill share" });
+      share.style.width = (100 * g.requests / requests).toFixed(1) + "%";
+      const cost = SMR.el("div", { class: "fill spend" });
+      cost.style.width = (100 * g.cost_usd / spend).toFixed(1) + "%";
+      box.append(SMR.el("div", { class: "bar", "data-group": g.group },
+        SMR.el("span", { class: "name", text: g.group, title: g.group }),
+        SMR.el("span", { class: "track" }, share, cost),
+        SMR.el("span", { text: `${SMR.pct(g.requests / requests)} / ${SMR.pct(g.cost_usd / spend)}` })));
+    }
+    if (!groups.length) box.append(SMR.el("div", { class: "muted", text: "no requests in this range" }));
+  }
+
+  function drawRecent(tbody, rows) {
+    tbody.replaceChildren();
+    for (const r of rows) {
+      const tier = r.tier || (r.status >= 400 ? "none" : "direct");
+      tbody.append(SMR.el("tr", { "data-id": r.id },
+        SMR.el("td", { text: r.created.replace("T", " ").slice(0, 19) }),
+        SMR.el("td", { text: r.tenant || "" }),
+        SMR.el("td", {}, SMR.el("span", { class: "tier tier-" + tier, text: tier })),
+        SMR.el("td", { class: "num", text: r.score == null ? "" : r.score.toFixed(3) }),
+        SMR.el("td", { text: r.classifier || "" }),
+        SMR.el("td", { text: r.model || "" }),
+        SMR.el("td", { class: "num", text: SMR.usd(r.cost_usd) }),
+        SMR.el("td", { class: "num", text: SMR.usd(r.savings_usd) }),
+        SMR.el("td", { text: r.cache }),
+        SMR.el("td", { class: "num", text: Math.round(r.latency_ms) + " ms" }),
+        SMR.el("td", { class: "num", text: String(r.status) }),
+        SMR.el("td", { class: "muted", text: r.id })));
+    }
+  }
+
+  async function load() {
+    const error = $("error");
+    error.hidden = true;
+    if (!SMR.getKey()) {
+      $("who").textContent = "not signed in";
+      $("cards").replaceChildren(); return;
+    }
+    try {
+      const hours = Number($("range").value);
+      const bucket = hours && hours <= 48 ? "hour" : "day";
+      const [total, time, tiers, models, recent] = await Promise.all([
+        SMR.json("/v1/usage?" + query({ group_by: "all" })),
+        SMR.json("/v1/usage?" + query({ group_by: bucket })), SMR.json("/v1/usage?" + query({ group_by: "tier" })),
+        SMR.json("/v1/usage?" + query({ group_by: "model" })), SMR.json("/v1/requests?" + query({ limit: "50" }))]);
+      $("who").textContent = time.tenant ? "tenant: " + time.tenant : "admin: all tenants";
+      const t = total.data[0] || { requests: 0, cost_usd: 0, baseline_cost_usd: 0, savings_usd: 0,
+        routing_savings_usd: 0, cache_savings_usd: 0, cache_hit_rate: 0, p50_latency_ms: 0, p95_latency_ms: 0,
+        errors: 0, fallbacks: 0 };
+      $("cards").replaceChildren(
+        card("requests", String(t.requests)), card("spend", SMR.usd(t.cost_usd)),
+        card("baseline spend", SMR.usd(t.baseline_cost_usd)), card("savings", SMR.usd(t.savings_usd)),
+        card("routing savings", SMR.usd(t.routing_savings_usd)), card("cache savings", SMR.usd(t.cache_savings_usd)),
+        card("cache-hit rate", SMR.pct(t.cache_hit_rate)),
+        card("latency p50 / p95", `${Math.round(t.p50_latency_ms)} / ${Math.round(t.p95_latency_ms)} ms`),
+        card("errors", String(t.errors)), card("fallbacks", String(t.fallbacks)));
+      $("cards").dataset.requests = String(t.requests);
+      drawTimeline($("timeline"), time.data);
+      drawShares($("tiers"), tiers.data);
+      drawShares($("models"), models.data);
+      drawRecent($("recent").querySelector("tbody"), recent.data);
+      document.body.dataset.loaded = String(Date.now());
+    } catch (e) {
+      error.textContent = e.message; error.hidden = false;
+      if (e.status === 401) $("who").textContent = "key refused";
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    SMR.signin($("signin"), load);
+    for (const id of ["range", "refresh"]) $(id).addEventListener(id === "range" ? "change" : "click", load);
+    for (const id of ["tenant", "key"]) $(id).addEventListener("change", load);
+    load();
+  });
+})();
