@@ -7,7 +7,6 @@ process and the request log (Postgres, written off the request path by `LogWrite
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import time
 from typing import Protocol
 
@@ -17,6 +16,7 @@ from gateway.db.log_writer import LogRow
 from gateway.errors import Attempt, GatewayError
 from gateway.metrics import Metrics
 from gateway.pricing import Priced
+from gateway.request_ids import new_request_id
 from gateway.routing import Route
 from gateway.settings import Backend
 from gateway.wire import CascadeStep
@@ -30,6 +30,7 @@ class RequestContext:
         "backend",
         "cache",
         "cascade",
+        "client_request_id",
         "endpoint",
         "explanation",
         "first_priced",
@@ -49,8 +50,10 @@ class RequestContext:
         "ttft_ms",
     )
 
-    def __init__(self, endpoint: str, principal: Principal | None = None) -> None:
-        self.request_id = "req_" + secrets.token_hex(12)
+    def __init__(self, endpoint: str, principal: Principal | None = None, request_id: str | None = None,
+                 client_request_id: str | None = None) -> None:
+        self.request_id = request_id or new_request_id()
+        self.client_request_id = client_request_id
         self.endpoint = endpoint
         self.ts = dt.datetime.now(dt.UTC)
         self.started = time.perf_counter()
@@ -99,6 +102,7 @@ class RequestContext:
             shadow_backend=self.shadow.chain[0].name if self.shadow and self.shadow_priced else None,
             shadow_cost_usd=self.shadow_priced.cost_usd if self.shadow_priced else None,
             cascade_reason=self.cascade.reason if self.cascade else None,
+            client_request_id=self.client_request_id,
         )
 
 
@@ -108,10 +112,17 @@ class RequestLog(Protocol):
     def record(self, row: LogRow) -> None: ...
 
 
+class AccessLine(Protocol):
+    """The per-request log line (`gateway.logs.AccessLog`)."""
+
+    def record(self, row: LogRow, key_prefix: str | None) -> None: ...
+
+
 class Accounting:
-    def __init__(self, metrics: Metrics, log: RequestLog | None) -> None:
+    def __init__(self, metrics: Metrics, log: RequestLog | None, access: AccessLine | None = None) -> None:
         self.metrics = metrics
         self.log = log
+        self.access = access
 
     def record(self, ctx: RequestContext, status: int, error: GatewayError | None = None) -> None:
         """Count a finished request once; a second call for the same request is ignored."""
@@ -123,5 +134,10 @@ class Accounting:
                              ctx.elapsed_ms() / 1000, p.usage.prompt_tokens if p else 0,
                              p.usage.completion_tokens if p else 0, p.cost_usd if p else 0.0,
                              p.savings_usd if p else 0.0)
+        if self.log is None and self.access is None:
+            return
+        row = ctx.row(status, error)
         if self.log is not None:
-            self.log.record(ctx.row(status, error))
+            self.log.record(row)
+        if self.access is not None:
+            self.access.record(row, ctx.principal.key_prefix if ctx.principal else None)

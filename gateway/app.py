@@ -27,6 +27,7 @@ from gateway.api.usage import get_usage
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
 from gateway.lifespan import lifespan
 from gateway.openapi import add_body_schemas, openapi_config, openapi_json
+from gateway.request_ids import add_request_id, ids
 from gateway.settings import Settings
 from router_core import ClassifierPipeline, build_classifier
 from router_core.embedder import Embedder
@@ -46,7 +47,8 @@ def _log_failure(request: Request, err: GatewayError) -> None:
     gw = request.app.state.get("gateway")
     if endpoint is None or gw is None:
         return
-    gw.path.accounting.record(RequestContext(endpoint, request.state.get("principal")), err.status, err)
+    ctx = RequestContext(endpoint, request.state.get("principal"), *ids(request.scope))
+    gw.path.accounting.record(ctx, err.status, err)
 
 
 def _gateway_error(request: Request, exc: GatewayError) -> Response:
@@ -119,6 +121,8 @@ def create_app(settings: Settings) -> Litestar:
             Exception: _internal_error,
         },
         request_max_body_size=settings.server.max_body_bytes,
+        before_send=[add_request_id],
+        logging_config=None,  # logging is the process's (gateway.logs.configure, from the CLI), not Litestar's
         openapi_config=openapi_config(),
         on_startup=[add_body_schemas],
         debug=False,

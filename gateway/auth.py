@@ -22,6 +22,7 @@ class Principal(msgspec.Struct, frozen=True):
     tenant: str
     key_id: str | None = None
     admin: bool = False
+    key_prefix: str | None = None  # the first characters of the key, for logs (never the key)
     limits: LimitSet = NO_LIMITS  # the key's own; the tenant's are looked up on admission
 
     @property
@@ -89,7 +90,7 @@ class Authenticator:
         why = record.usable(dt.datetime.now(dt.UTC))
         if why is not None:
             raise AuthenticationFailed(f"API key {record.prefix}... is {why}", code=f"key_{why}")
-        return Principal(tenant=record.tenant, key_id=record.id, limits=record.limits)
+        return Principal(tenant=record.tenant, key_id=record.id, limits=record.limits, key_prefix=record.prefix)
 
     def require_admin(self, authorization: str | None, x_api_key: str | None) -> None:
         if self._admin_hash is None:

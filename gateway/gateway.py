@@ -17,6 +17,7 @@ from gateway.db.limits import SpendLog, TenantLimitsStore
 from gateway.db.log_writer import LogWriter
 from gateway.fallback import ChainCaller
 from gateway.limiter import Counters, MemoryCounters
+from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.providers.registry import Providers
 from gateway.request_path import RequestPath
@@ -45,8 +46,9 @@ class Gateway:
                                    SpendLog(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
         r = settings.routing
         self.breakers = Breakers(r.breaker_failures, r.breaker_cooldown_s)
+        access = AccessLog(settings.log) if settings.log.access else None
         self.path = RequestPath(settings, self.router, ChainCaller(providers, self.breakers), cache, self.admission,
-                                Accounting(self.metrics, writer))
+                                Accounting(self.metrics, writer, access))
         self.started_at = time.time()
         self.simulated = any(b.simulated for b in settings.backends)
 

@@ -58,6 +58,8 @@ class PathRequest(msgspec.Struct, frozen=True):
     force_tier: str | None = None
     cache_control: str | None = None
     smr_cache: str | None = None
+    request_id: str | None = None  # ours (gateway.request_ids), and the client's x-request-id if it sent one
+    client_request_id: str | None = None
 
 
 class Served(msgspec.Struct, frozen=True):
@@ -127,7 +129,7 @@ class RequestPath:
 
     async def serve(self, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
-        ctx = RequestContext(preq.endpoint, principal)
+        ctx = RequestContext(preq.endpoint, principal, preq.request_id, preq.client_request_id)
         ctx.requested_model, ctx.stream = req.model, req.stream
         if self.log_prompts:
             ctx.prompt = logged_prompt(req)

@@ -32,8 +32,6 @@ def served_headers(s: Served) -> dict[str, str]:
         headers["x-smr-cache-similarity"] = f"{s.similarity:.4f}"
     if s.headers:
         headers.update(s.headers)
-    if s.smr is not None:
-        headers["x-request-id"] = s.smr.request_id
     return headers
 
 

@@ -8,6 +8,7 @@ from gateway.api.answers import JSON, served_headers, sse_response, unless_disco
 from gateway.auth import Principal
 from gateway.gateway import Gateway
 from gateway.openapi import with_body
+from gateway.request_ids import ids
 from gateway.request_path import PathRequest, StreamAnswer
 from gateway.wire import ChatCompletion, ChatCompletionRequest, Choice, encoder, parse_chat_request, usage_out
 
@@ -18,8 +19,9 @@ ENDPOINT = "/v1/chat/completions"
 async def chat_completions(request: Request, gw: Gateway, principal: Principal) -> Response:
     parsed = parse_chat_request(await request.body())
     h = request.headers
+    rid, cid = ids(request.scope)
     preq = PathRequest(ENDPOINT, parsed.request, parsed.raw, h.get("x-smr-force-tier"), h.get("cache-control"),
-                       h.get("x-smr-cache"))
+                       h.get("x-smr-cache"), rid, cid)
     answer = await unless_disconnected(request, gw.path.serve(preq, principal))
     if isinstance(answer, StreamAnswer):
         return sse_response(answer)

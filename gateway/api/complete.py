@@ -9,6 +9,7 @@ from gateway.api.answers import JSON, served_headers, unless_disconnected
 from gateway.auth import Principal
 from gateway.gateway import Gateway
 from gateway.openapi import with_body
+from gateway.request_ids import ids
 from gateway.request_path import Answer, PathRequest
 from gateway.wire import (
     ChatCompletionRequest,
@@ -29,8 +30,9 @@ async def complete(request: Request, gw: Gateway, principal: Principal) -> Respo
     messages.append(Message("user", body.prompt))
     req = ChatCompletionRequest(messages=messages, max_tokens=body.max_tokens, temperature=body.temperature)
     h = request.headers
+    rid, cid = ids(request.scope)
     preq = PathRequest(ENDPOINT, req, msgspec.to_builtins(req), body.force_tier, h.get("cache-control"),
-                       h.get("x-smr-cache"))
+                       h.get("x-smr-cache"), rid, cid)
     answer = await unless_disconnected(request, gw.path.serve(preq, principal))
     assert isinstance(answer, Answer) and answer.served.priced is not None
     s, priced = answer.served, answer.served.priced

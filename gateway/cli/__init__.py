@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from gateway.cli import admin, router, serve
 from gateway.errors import SettingsError
-from gateway.settings import read_settings
+from gateway.logs import configure
+from gateway.settings import LogSettings, read_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,20 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _log_level(config: str | None) -> str:
-    """log.level from the settings (SMR_LOG_LEVEL overrides it); INFO when they cannot be read yet."""
+def _log_settings(config: str | None) -> LogSettings:
+    """The log section of the settings (SMR_LOG_LEVEL, SMR_LOG_FORMAT override it); the defaults when the
+    settings cannot be read yet (the command then says why)."""
     try:
-        return read_settings(config).log.level
+        return read_settings(config).log
     except SettingsError:
-        return "INFO"
+        return LogSettings()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=_log_level(getattr(args, "config", None)),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2", "httpcore", "google_genai", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure(_log_settings(getattr(args, "config", None)))
     try:
         result: int = args.func(args)
         return result

@@ -41,6 +41,7 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> None:
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_level=settings.log.level.lower(),
+        log_config=None,  # uvicorn's loggers go through ours (gateway.logs): JSON lines when log.format = json
         **uvicorn_options(),
     )
 

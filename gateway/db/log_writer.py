@@ -64,6 +64,7 @@ class LogRow(msgspec.Struct, frozen=True):
     shadow_backend: str | None = None
     shadow_cost_usd: float | None = None
     cascade_reason: str | None = None  # why a cheap answer went to the next tier
+    client_request_id: str | None = None  # the client's x-request-id, when it sent one
 
 
 COLUMNS = LogRow.__struct_fields__

@@ -155,17 +155,20 @@ class LoggedRequest(msgspec.Struct, frozen=True):
     tenant: str | None
     smr: dict[str, Any] | None
     error_type: str | None = None
+    client_request_id: str | None = None  # the client's x-request-id, when it sent one
     object: str = "request"
 
 
 async def logged_request(pool: AsyncConnectionPool, request_id: str, tenant: str | None) -> LoggedRequest | None:
     """The request with this id, if it is `tenant`'s (None: any tenant's, for the admin)."""
     sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, latency_ms, stream, tenant, "
-           "explanation AS smr, error_type FROM request_log WHERE request_id = %s")
-    params: tuple[object, ...] = (request_id,)
+           "explanation AS smr, error_type, client_request_id FROM request_log "
+           "WHERE (request_id = %s OR client_request_id = %s)")
+    params: tuple[object, ...] = (request_id, request_id)
     if tenant is not None:
         sql += " AND tenant = %s"
         params += (tenant,)
+    sql += " ORDER BY ts DESC LIMIT 1"  # a client's id may repeat: the latest
     async with pool.connection() as conn:
         cur = conn.cursor(row_factory=dict_row)
         await cur.execute(sql, params)  # type: ignore[arg-type]

