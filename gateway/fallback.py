@@ -29,6 +29,7 @@ from gateway.errors import (
 from gateway.providers.base import Completion, StreamEvent, UpstreamCall
 from gateway.providers.registry import Providers
 from gateway.settings import Backend
+from gateway.tracing import NO_TRACING, Tracer
 
 
 class Answered(msgspec.Struct, frozen=True):
@@ -65,9 +66,10 @@ async def aclose_events(events: AsyncIterator[StreamEvent]) -> None:
 
 
 class ChainCaller:
-    def __init__(self, providers: Providers, breakers: Breakers | None = None) -> None:
+    def __init__(self, providers: Providers, breakers: Breakers | None = None, tracer: Tracer = NO_TRACING) -> None:
         self.providers = providers
         self.breakers = breakers or Breakers()
+        self.tracer = tracer
 
     def _unavailable(self, backend: Backend) -> Attempt | None:
         reason = self.providers[backend.name].unavailable_reason()
@@ -90,21 +92,26 @@ class ChainCaller:
             if skip is not None:
                 attempts.append(skip)
                 continue
-            try:
-                async with asyncio.timeout(backend.timeouts.total_s):
-                    completion = await self.providers[backend.name].complete(call)
-            except TimeoutError:
-                self._failed(backend, attempts, f"timed out after {backend.timeouts.total_s}s", UpstreamTimeout.status)
-                continue
-            except UpstreamError as exc:
-                if is_client_error(exc):
+            with self.tracer.span("smr.upstream", backend=backend.name, provider=backend.provider) as span:
+                try:
+                    async with asyncio.timeout(backend.timeouts.total_s):
+                        completion = await self.providers[backend.name].complete(call)
+                except TimeoutError:
+                    self._failed(backend, attempts, f"timed out after {backend.timeouts.total_s}s",
+                                 UpstreamTimeout.status)
+                    span.set_attribute("smr.outcome", "timeout")
+                    continue
+                except UpstreamError as exc:
+                    span.set_attribute("smr.outcome", f"error {exc.upstream_status or exc.status}")
+                    if is_client_error(exc):
+                        self.breakers.release(backend.name)
+                        raise _give_up(exc) from None
+                    self._failed(backend, attempts, exc.message, exc.status)
+                    continue
+                except BaseException:
                     self.breakers.release(backend.name)
-                    raise _give_up(exc) from None
-                self._failed(backend, attempts, exc.message, exc.status)
-                continue
-            except BaseException:
-                self.breakers.release(backend.name)
-                raise
+                    raise
+                span.set_attribute("smr.outcome", "answered")
             self.breakers.success(backend.name)
             return Answered(backend, completion, attempts)
         raise AllBackendsFailed(attempts, _failure_status(attempts))
@@ -120,25 +127,30 @@ class ChainCaller:
             t = backend.timeouts
             deadline = loop.time() + t.total_s
             events = aiter(self.providers[backend.name].stream(call))
-            try:
-                async with asyncio.timeout(min(t.first_token_s, t.total_s)):
-                    first = await anext(events)
-            except TimeoutError:
-                self._failed(backend, attempts, f"no first token within {t.first_token_s}s", UpstreamTimeout.status)
-            except StopAsyncIteration:
-                self._failed(backend, attempts, "empty stream", UpstreamProtocolError.status)
-            except UpstreamError as exc:
-                await aclose_events(events)
-                if is_client_error(exc):
+            with self.tracer.span("smr.upstream", backend=backend.name, provider=backend.provider,
+                                  stream=True) as span:  # until the first event: the rest is the relay's
+                try:
+                    async with asyncio.timeout(min(t.first_token_s, t.total_s)):
+                        first = await anext(events)
+                except TimeoutError:
+                    self._failed(backend, attempts, f"no first token within {t.first_token_s}s",
+                                 UpstreamTimeout.status)
+                except StopAsyncIteration:
+                    self._failed(backend, attempts, "empty stream", UpstreamProtocolError.status)
+                except UpstreamError as exc:
+                    await aclose_events(events)
+                    if is_client_error(exc):
+                        self.breakers.release(backend.name)
+                        raise _give_up(exc) from None
+                    self._failed(backend, attempts, exc.message, exc.status)
+                except BaseException:  # cancelled while waiting for the first event: close the upstream call
                     self.breakers.release(backend.name)
-                    raise _give_up(exc) from None
-                self._failed(backend, attempts, exc.message, exc.status)
-            except BaseException:  # cancelled while waiting for the first event: close the upstream call
-                self.breakers.release(backend.name)
-                await aclose_events(events)
-                raise
-            else:
-                self.breakers.success(backend.name)
-                return OpenStream(backend, first, events, attempts, deadline)
+                    await aclose_events(events)
+                    raise
+                else:
+                    span.set_attribute("smr.outcome", "first event")
+                    self.breakers.success(backend.name)
+                    return OpenStream(backend, first, events, attempts, deadline)
+                span.set_attribute("smr.outcome", attempts[-1].error[:200])
             await aclose_events(events)
         raise AllBackendsFailed(attempts, _failure_status(attempts))

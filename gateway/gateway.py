@@ -23,13 +23,15 @@ from gateway.providers.registry import Providers
 from gateway.request_path import RequestPath
 from gateway.routing import Router
 from gateway.settings import Settings
+from gateway.tracing import NO_TRACING, Tracer
 from router_core import ClassifierPipeline
 
 
 class Gateway:
     def __init__(self, settings: Settings, pipeline: ClassifierPipeline, providers: Providers,
                  auth: Authenticator, pool: AsyncConnectionPool | None = None, writer: LogWriter | None = None,
-                 cache: ResponseCache | None = None, counters: Counters | None = None) -> None:
+                 cache: ResponseCache | None = None, counters: Counters | None = None,
+                 tracer: Tracer = NO_TRACING) -> None:
         self.settings = settings
         self.pipeline = pipeline
         self.providers = providers
@@ -47,8 +49,9 @@ class Gateway:
         r = settings.routing
         self.breakers = Breakers(r.breaker_failures, r.breaker_cooldown_s)
         access = AccessLog(settings.log) if settings.log.access else None
-        self.path = RequestPath(settings, self.router, ChainCaller(providers, self.breakers), cache, self.admission,
-                                Accounting(self.metrics, writer, access))
+        self.tracer = tracer
+        self.path = RequestPath(settings, self.router, ChainCaller(providers, self.breakers, tracer), cache,
+                                self.admission, Accounting(self.metrics, writer, access), tracer)
         self.started_at = time.time()
         self.simulated = any(b.simulated for b in settings.backends)
 

@@ -29,6 +29,7 @@ from gateway.gateway import Gateway
 from gateway.limiter import Counters, MemoryCounters, RedisCounters
 from gateway.providers.registry import Providers
 from gateway.settings import Settings
+from gateway.tracing import build_tracer
 from router_core import ClassifierPipeline
 from router_core.embedder import Embedder
 
@@ -123,7 +124,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         providers = Providers.for_backends(settings.backends)
         stack.push_async_callback(pipeline.aclose)
         stack.push_async_callback(providers.aclose)
-        gw = Gateway(settings, pipeline, providers, auth, pool, writer, cache, counters)
+        tracer = build_tracer(settings.tracing)
+        stack.push_async_callback(asyncio.to_thread, tracer.shutdown)  # flushes the last spans, off the loop
+        if settings.tracing.otlp_endpoint:
+            log.info("tracing: OpenTelemetry spans to %s", settings.tracing.otlp_endpoint)
+        gw = Gateway(settings, pipeline, providers, auth, pool, writer, cache, counters, tracer)
         stack.push_async_callback(gw.admission.drain)
         app.state.gateway = gw
         for p in providers:

@@ -41,6 +41,7 @@ from gateway.providers.base import UpstreamCall
 from gateway.routing import Route, Router
 from gateway.settings import Backend, Settings
 from gateway.streaming import StreamSummary, completion_events, replay_sse, to_sse
+from gateway.tracing import NO_TRACING, Tracer
 from gateway.wire import CascadeStep, ChatCompletionRequest, Explanation, ResponseMessage, Usage
 
 log = logging.getLogger("gateway")
@@ -115,7 +116,7 @@ ASSUMED_ANSWER_TOKENS = 256
 
 class RequestPath:
     def __init__(self, settings: Settings, router: Router, caller: ChainCaller, cache: ResponseCache | None,
-                 admission: Admission, accounting: Accounting) -> None:
+                 admission: Admission, accounting: Accounting, tracer: Tracer = NO_TRACING) -> None:
         self.settings = settings
         self.router = router
         self.caller = caller
@@ -126,6 +127,7 @@ class RequestPath:
         assert baseline is not None
         self.baseline = baseline
         self.log_prompts = settings.log.prompts
+        self.tracer = tracer
 
     async def serve(self, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
@@ -133,6 +135,22 @@ class RequestPath:
         ctx.requested_model, ctx.stream = req.model, req.stream
         if self.log_prompts:
             ctx.prompt = logged_prompt(req)
+        with self.tracer.span("smr.request", endpoint=preq.endpoint, request_id=ctx.request_id,
+                              stream=req.stream) as span:
+            try:
+                answer = await self._serve_accounted(ctx, preq, principal)
+            except GatewayError as exc:
+                span.set_attribute("http.status_code", exc.status)
+                raise
+            s = answer.served
+            for key, value in (("smr.tier", s.tier), ("smr.model", s.backend), ("smr.cache", s.cache)):
+                if value is not None:
+                    span.set_attribute(key, value)
+            return answer
+
+    async def _serve_accounted(self, ctx: RequestContext, preq: PathRequest,
+                               principal: Principal) -> Answer | StreamAnswer:
+        """`_serve`, with every way it can end accounted for exactly once."""
         try:
             return await self._serve(ctx, preq, principal)
         except GatewayError as exc:
@@ -186,15 +204,24 @@ class RequestPath:
         # 1. admit
         ticket = ctx.ticket = await self.admission.admit(principal, req)
         # 2. cache
-        policy, lk = await self._lookup(ctx, preq, principal)
+        with self.tracer.span("smr.cache.lookup") as span:
+            policy, lk = await self._lookup(ctx, preq, principal)
+            span.set_attribute("smr.cache", ctx.cache)
         if lk is not None and lk.hit is not None:
             return self._from_cache(ctx, req, lk.hit)
         # 3. route (auto shifts down as a budget nears its end)
         used = 0.0
         if preq.force_tier is None and (req.model or self.router.default_model) == "auto":
             used = await self.admission.budget_used(ticket)
-        route = await self.router.route(req, preq.force_tier, lk.vector if lk else None, lk.prompt if lk else None,
-                                        budget_used=used, as_asked=self.router.shadow)
+        with self.tracer.span("smr.classify", model=req.model or self.router.default_model) as span:
+            route = await self.router.route(req, preq.force_tier, lk.vector if lk else None,
+                                            lk.prompt if lk else None, budget_used=used, as_asked=self.router.shadow)
+            span.set_attribute("smr.route", route.mode)
+            span.set_attribute("smr.classifier", route.classifier)
+            if route.tier is not None:
+                span.set_attribute("smr.tier", route.tier)
+            if route.score is not None:
+                span.set_attribute("smr.score", route.score)
         ctx.route = route
         if self.router.shadow:  # shadow mode: served as asked; what routing would have done is logged
             ctx.shadow = await self.router.would_route(req, lk.vector if lk else None, lk.prompt if lk else None)
