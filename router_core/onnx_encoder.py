@@ -95,6 +95,11 @@ def export_stem(model_path: Path) -> str:
     return f"{model_path.name}-{hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]}"
 
 
+def export_path(model_path: Path, cache_dir: Path) -> Path:
+    """Where the ONNX export of this model folder is (or will be) kept."""
+    return cache_dir / f"{export_stem(model_path)}-{_fingerprint(model_path)}.onnx"
+
+
 def prune(folder: Path, stem: str, keep: Path) -> None:
     """Remove earlier exports of the same model folder (`stem`; another fingerprint: the package was
     upgraded), ~90 MB each. A process still running one keeps it open; Linux frees it when it ends."""
@@ -119,7 +124,7 @@ class OnnxEncoder:
 
         self.pooling = _pooling(model_path)
         stem = export_stem(model_path)
-        self.onnx_path = cache_dir / f"{stem}-{_fingerprint(model_path)}.onnx"
+        self.onnx_path = export_path(model_path, cache_dir)
         if not self.onnx_path.exists():
             export(model_path, self.onnx_path)
             prune(cache_dir, stem, keep=self.onnx_path)

@@ -4,6 +4,7 @@
     admin.py    smr migrate, smr keys, smr usage, smr cache
     router.py   smr train, smr classify, smr calibrate, smr eval (scoring.py: what they share)
     from_logs.py  smr calibrate --from-logs, smr train --from-logs
+    doctor.py   smr doctor
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import admin, router, serve
+from gateway.cli import admin, doctor, router, serve
 from gateway.errors import SettingsError
 from gateway.logs import configure
 from gateway.settings import LogSettings, read_settings
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_commands(sub)
     admin.add_commands(sub)
     router.add_commands(sub)
+    doctor.add_commands(sub)
     return parser
 
 

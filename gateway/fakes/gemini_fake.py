@@ -27,6 +27,15 @@ class FakeGemini(FakeServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/{version}/models/{target}", self.dispatch)
+        app.router.add_get("/{version}/models", self.models)
+
+    async def models(self, request: web.Request) -> web.Response:
+        """models.list, as the Gemini API answers it (a key is required, as there)."""
+        if not (request.headers.get("x-goog-api-key") or request.query.get("key")):
+            return self.error_response(403, "Method doesn't allow unregistered callers (no API key).")
+        return web.json_response({"models": [
+            {"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": ["generateContent"]}
+            for m in ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite")]})
 
     def error_response(self, status: int, message: str) -> web.Response:
         return web.json_response({"error": {"code": status, "message": message,

@@ -27,8 +27,9 @@ class FakeOpenAI(FakeServer):
         app.router.add_get("/v1/models", self.models)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model",
-                                                              "created": 0, "owned_by": "fake"}]})
+        return web.json_response({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "fake"}
+            for m in ("fake-model", "gpt-4o-mini", "gpt-4o")]})
 
     def answer(self, body: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]], int, int]:
         messages = body.get("messages") or []

