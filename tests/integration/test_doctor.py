@@ -87,7 +87,8 @@ def test_a_broken_setup_names_each_problem_and_its_fix(fakes: ThreadedFakes, pg_
     expected = [
         ("FAIL database:", "9999_future.sql", "fix: smr migrate"),
         ("FAIL redis: cannot reach", "", "fix: check REDIS_URL"),
-        ("FAIL backend local: reachable, but model 'granite4:999m' is not listed", "", "fix: ollama pull granite4:999m"),
+        ("FAIL backend local: reachable, but model 'granite4:999m' is not listed", "",
+         "fix: ollama pull granite4:999m"),
         ("FAIL backend flash: no API key (GOOGLE_API_KEY is not set)", "", "fix: export GOOGLE_API_KEY=..."),
     ]
     for problem, detail, fix in expected:
