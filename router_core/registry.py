@@ -26,6 +26,12 @@ def _embedding(options: Mapping[str, Any]) -> Classifier:
     return EmbeddingClassifier(embedder, load_head(Path(head_path)) if head_path else None)
 
 
+def _difficulty(options: Mapping[str, Any]) -> Classifier:
+    from router_core.classifiers.difficulty import DifficultyClassifier
+
+    return DifficultyClassifier()
+
+
 def _llm(options: Mapping[str, Any]) -> Classifier:
     from router_core.classifiers.ollama_llm import OllamaLLMClassifier
 
@@ -37,6 +43,7 @@ def _llm(options: Mapping[str, Any]) -> Classifier:
 CLASSIFIERS: dict[str, ClassifierFactory] = {
     "heuristic": _heuristic,
     "embedding": _embedding,
+    "difficulty": _difficulty,
     "llm": _llm,
 }
 

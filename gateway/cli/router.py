@@ -18,6 +18,11 @@ from router_core.types import Conversation, Turn
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.difficulty:
+        from gateway.cli.difficulty import cmd_train_difficulty
+
+        args.data = args.data[0] if args.data else "../shared/data"
+        return cmd_train_difficulty(args)
     if args.from_logs:
         from gateway.cli.from_logs import train_from_logs
 
@@ -114,6 +119,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.leave_source_out:
+        from gateway.cli.difficulty import cmd_eval_sources
+
+        args.data = args.data or "../shared/data"
+        return cmd_eval_sources(args)
+    if not args.data:
+        print("smr eval needs --data (a file of prompts with cheap/strong outcomes)", file=sys.stderr)
+        return 2
     from router_core.data import load
     from router_core.evals.metrics import curve, report
     from router_core.evals.plot import write_curve_png
@@ -190,6 +203,9 @@ def add_commands(sub: Any) -> None:
     e = sub.add_parser("eval", help="APGR, CPT and cost saving on prompts with cheap/strong outcomes")
     e.add_argument("--config")
     e.add_argument("--classifier")
-    e.add_argument("--data", required=True)
+    e.add_argument("--data", help="prompts with outcomes; with --leave-source-out the shared data folder")
     e.add_argument("--png", help="write the cost-quality curve here")
     e.set_defaults(func=cmd_eval)
+    from gateway.cli.difficulty import add_arguments as add_difficulty
+
+    add_difficulty(t, e)

@@ -1,0 +1,158 @@
+"""`smr eval --leave-source-out` and `smr train --difficulty`: the difficulty model, cross-validated by
+holding out whole sources, and the shipped head written with its provenance.
+
+    smr eval --leave-source-out --data ../shared/data [--embedding static|minilm]
+    smr train --difficulty --data ../shared/data [--write]
+
+Both choose the target (rasch, share, gap), the ridge penalty and the length boost on the held-out
+sources (first: no source below random; then the mean margin over prompt length, chat and benchmark
+sources weighted alike) and print one row per held-out source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from router_core.difficulty import HEAD_PATH, HeldOut, leave_source_out, summary, train_head
+from router_core.outcomes import NON_COMMERCIAL, Outcomes, load_all
+
+TARGETS = ("rasch", "share", "gap")
+ALPHAS = (3.0, 30.0, 300.0)
+BOOSTS = (0.0, 0.25, 0.5)
+COMMAND = "smr train --difficulty --data ../shared/data --write"
+
+
+def embed(rows: Sequence[Outcomes], kind: str, cache: Path | None) -> np.ndarray:
+    from router_core.classifiers.embedding import classifier_text  # noqa: F401  (the same text as serving)
+
+    if cache is not None and cache.exists():
+        v = np.load(cache)
+        if len(v) == len(rows):
+            return np.asarray(v)
+    texts = [r.prompt for r in rows]
+    if kind == "static":
+        from router_core.static_embed import StaticEmbedder
+
+        vectors = StaticEmbedder().embed_batch(texts)
+    else:
+        from router_core.embedder import Embedder
+
+        e = Embedder().load()
+        vectors = np.vstack([e.encode_batch(texts[i:i + 256]) for i in range(0, len(texts), 256)])
+    if cache is not None:
+        np.save(cache, vectors)
+    return vectors
+
+
+def rank(s: dict[str, float]) -> tuple[float, float]:
+    margin = ((s.get("apgr_chat", 0) - s.get("apgr_length_chat", 0))
+              + (s.get("apgr_bench", 0) - s.get("apgr_length_bench", 0))) / 2
+    return (1.0 if s["worst_apgr"] >= 0.5 else 0.0), margin
+
+
+def search(rows: Sequence[Outcomes], vectors: np.ndarray, permissive_only: bool,
+           log: Any = sys.stderr) -> tuple[dict[str, Any], list[HeldOut], list[str]]:
+    results: dict[tuple[str, float, float], tuple[dict[str, float], list[HeldOut]]] = {}
+    for target, alpha, boost in itertools.product(TARGETS, ALPHAS, BOOSTS):
+        held = leave_source_out(rows, vectors, alpha, boost, target, permissive_only)
+        results[(target, alpha, boost)] = (summary(held), held)
+        print(f"target {target:<5} alpha {alpha:<6} boost {boost:<4}: {summary(held)}", file=log, flush=True)
+    best = max(results, key=lambda k: rank(results[k][0]))
+    lines = ["| target | ridge alpha | length boost | APGR chat | APGR bench | worst source |",
+             "|---|---|---|---|---|---|"]
+    for (t, a, b), (s, _) in results.items():
+        lines.append(f"| {t} | {a} | {b} | {s.get('apgr_chat', 0):.3f} | {s.get('apgr_bench', 0):.3f} | "
+                     f"{s['worst_apgr']:.3f} |")
+    chosen = {"target": best[0], "alpha": best[1], "boost": best[2], **results[best][0]}
+    return chosen, results[best][1], lines
+
+
+def table(held: Sequence[HeldOut]) -> str:
+    f = lambda x: "" if x is None else f"{x:.3f}"  # noqa: E731
+    p = lambda x: "" if x is None else f"{x:.1%}"  # noqa: E731
+    lines = ["| held-out source | kind | prompts | model pairs | APGR router | APGR length | APGR random | "
+             "saving at 95 % router | saving at 95 % length |", "|---|---|---|---|---|---|---|---|---|"]
+    for h in held:
+        if h.spearman is not None:
+            lines.append(f"| {h.source} | {h.kind} | {h.prompts} | (no outcomes) | Spearman with steps "
+                         f"{h.spearman:.3f} | {h.spearman_length:.3f} | 0 | | |")
+            continue
+        lines.append(f"| {h.source} | {h.kind} | {h.prompts} | {h.pairs} | {f(h.apgr)} | {f(h.apgr_length)} | 0.500 | "
+                     f"{p(h.saving_95)} | {p(h.saving_95_length)} |")
+    s = summary(held)
+    lines.append(f"| **mean, chat sources** | | | | **{s.get('apgr_chat', 0):.3f}** | "
+                 f"{s.get('apgr_length_chat', 0):.3f} | 0.500 | | |")
+    lines.append(f"| **mean, benchmark sources** | | | | **{s.get('apgr_bench', 0):.3f}** | "
+                 f"{s.get('apgr_length_bench', 0):.3f} | 0.500 | | |")
+    return "\n".join(lines)
+
+
+def _rows(args: argparse.Namespace) -> list[Outcomes]:
+    rows = load_all(Path(args.data))
+    print(f"{len(rows)} prompts from {len({r.source for r in rows})} sources", file=sys.stderr)
+    return rows
+
+
+def cmd_eval_sources(args: argparse.Namespace) -> int:
+    rows = _rows(args)
+    vectors = embed(rows, args.embedding, Path(args.cache_embeddings) if args.cache_embeddings else None)
+    permissive = not args.all_licences
+    chosen, held, grid = search(rows, vectors, permissive)
+    print(f"Leave-source-out, {args.embedding} embedding, trained on "
+          f"{'permissively licensed sources only' if permissive else 'every source'}; chosen: target "
+          f"{chosen['target']}, alpha {chosen['alpha']}, length boost {chosen['boost']}\n")
+    print(table(held))
+    if args.grid:
+        print("\n" + "\n".join(grid))
+    return 0
+
+
+def cmd_train_difficulty(args: argparse.Namespace) -> int:
+    from gateway.cli.from_logs import offline_settings
+
+    rows = _rows(args)
+    vectors = embed(rows, "static", Path(args.cache_embeddings) if args.cache_embeddings else None)
+    chosen, held, grid = search(rows, vectors, permissive_only=True)
+    cutoffs = offline_settings(args.config).routing.cutoffs
+    head = train_head(rows, vectors, chosen["alpha"], chosen["boost"], chosen["target"], cutoffs)
+    cv = {k: float(v) for k, v in chosen.items() if isinstance(v, float) and k not in ("alpha", "boost")}
+    head = msgspec.structs.replace(head, cv=cv)
+    print(table(held))
+    if not args.write:
+        print("nothing written (add --write)", file=sys.stderr)
+        return 0
+    out = Path(args.output) if args.output else HEAD_PATH
+    out.write_text(json.dumps(msgspec.to_builtins(head)) + "\n")
+    excluded = sorted({r.source for r in rows if r.licence == NON_COMMERCIAL})
+    out.with_suffix(".md").write_text(
+        "# Difficulty head: provenance\n\nWritten by:\n\n```\n" + COMMAND + "\n```\n\n"
+        f"Trained on {len(head.trained_on)} sources, all permissively licensed ({', '.join(head.licences)}): "
+        + ", ".join(head.trained_on) + ".\n\nNot trained on (evaluation only, CC BY-NC 4.0 data): "
+        + ", ".join(excluded) + ".\n\n"
+        f"Target: {head.target} difficulty per source (z-scored). Ridge alpha {head.alpha}, length boost "
+        f"{head.length_boost}. Embedding: router_core/classifiers/static_minilm (model2vec distilled from "
+        "MiniLM, `python -m bench.studies.distill_static`). Logistic map: the configured cut-offs split the "
+        "training prompts 50 / 30 / 20.\n\nLeave-source-out cross-validation (each source held out whole; "
+        "APGR averaged over cheap/strong model pairs of the held-out source):\n\n" + table(held)
+        + "\n\nThe grid the settings were chosen on:\n\n" + "\n".join(grid) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
+def add_arguments(train: argparse.ArgumentParser, ev: argparse.ArgumentParser) -> None:
+    train.add_argument("--difficulty", action="store_true", help="train the difficulty head on --data (a folder)")
+    ev.add_argument("--leave-source-out", action="store_true", help="cross-validate the difficulty model, "
+                    "each source of --data (the shared data folder) held out whole")
+    ev.add_argument("--embedding", choices=["static", "minilm"], default="static")
+    ev.add_argument("--all-licences", action="store_true", help="also train on non-commercial sources")
+    ev.add_argument("--grid", action="store_true", help="print every setting tried")
+    ev.add_argument("--cache-embeddings", help="an .npy file to reuse embeddings between runs")

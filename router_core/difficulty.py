@@ -1,0 +1,252 @@
+"""The difficulty model: how likely a cheap model is to fail a conversation, learned from many models'
+outcomes on ~20,000 prompts of five kinds of traffic (`router_core.outcomes`).
+
+Target: per source, an item-response fit of every model's outcome on every prompt (`irt.rasch`: each
+prompt's difficulty), z-scored within the source so sources share one scale (GSM8K, which has no model
+outcomes, uses its solutions' number of calculation steps). Features: a static embedding of the user
+turns (`static_embed`), length and structure (`features.structure`), task-type flags and the number of
+turns. Head: ridge regression, plus a boost of the length weight (shrinkage towards the length
+baseline, which transfers across kinds of traffic). The score is the prediction through a logistic
+map fitted so the configured cut-offs split the training prompts 50 / 30 / 20.
+
+Evaluation (`leave_source_out`): each source is held out whole, the head fitted on the others; on the
+held-out source the router's APGR is averaged over several cheap/strong model pairs (weaker third vs
+stronger third of its models) and compared with prompt length's and random routing's (0.5).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from router_core.evals.metrics import report
+from router_core.features import STRUCTURE_FEATURES, structure
+from router_core.irt import rasch, zscore
+from router_core.outcomes import NON_COMMERCIAL, Outcomes
+
+HEAD_PATH = Path(__file__).resolve().parent / "classifiers" / "difficulty_head.json"
+TASKS: dict[str, re.Pattern[str]] = {
+    "maths": re.compile(r"\d\s*[-+*/^=]\s*\d|\b(calculate|solve|equation|integral|derivative|probability|"
+                        r"how many|how much|percent|sum of|prove)\b", re.I),
+    "code": re.compile(r"```|\b(def|function|class|python|javascript|sql|code|compile|bug|regex|api|script)\b",
+                       re.I),
+    "reasoning": re.compile(r"\b(why|explain|reason|logic|puzzle|step by step|infer|deduce|compare|analy[sz]e)\b",
+                            re.I),
+    "writing": re.compile(r"\b(write|essay|story|poem|email|letter|blog|article|rewrite|draft|lyrics)\b", re.I),
+    "extraction": re.compile(r"\b(extract|summari[sz]e|list all|classify|categori[sz]e|from the (text|passage))\b",
+                             re.I),
+    "chit-chat": re.compile(r"^\W*(hi|hello|hey|thanks|thank you|good (morning|night)|how are you)\b", re.I),
+}
+EXTRA_FEATURES = (*STRUCTURE_FEATURES, *(f"task:{t}" for t in TASKS), "turns")
+SHARES = (0.5, 0.3, 0.2)
+CHEAP_COST = (200 * 0.30 + 300 * 2.50) / 1e6   # a typical prompt on Gemini Flash ...
+STRONG_COST = (200 * 1.25 + 300 * 10.0) / 1e6  # ... and on Gemini Pro
+
+
+def extra_features(text: str, turns: int = 1) -> list[float]:
+    return [*structure(text), *(1.0 if p.search(text) else 0.0 for p in TASKS.values()), math.log1p(turns)]
+
+
+class DifficultyHead(msgspec.Struct, frozen=True):
+    weights: list[float]           # one per embedding dimension, then one per extra feature
+    bias: float
+    feature_names: list[str]       # EXTRA_FEATURES when trained
+    feature_mean: list[float]
+    feature_std: list[float]
+    scale: float = 1.0             # score = sigmoid(scale * prediction + shift)
+    shift: float = 0.0
+    alpha: float = 10.0
+    length_boost: float = 0.0
+    target: str = "rasch"
+    trained_on: list[str] = []
+    licences: list[str] = []
+    cv: dict[str, float] = {}
+
+    def design(self, vector: np.ndarray, extra: Sequence[float]) -> np.ndarray:
+        z = (np.asarray(extra, dtype=np.float64) - self.feature_mean) / self.feature_std
+        return np.concatenate([np.asarray(vector, dtype=np.float64), z])
+
+    def prediction(self, x: np.ndarray) -> np.ndarray | float:
+        return x @ np.asarray(self.weights) + self.bias
+
+    def score(self, x: np.ndarray) -> np.ndarray | float:
+        z = self.scale * self.prediction(x) + self.shift
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def load_head(path: Path = HEAD_PATH) -> DifficultyHead:
+    head = msgspec.json.decode(path.read_bytes(), type=DifficultyHead)
+    if tuple(head.feature_names) != EXTRA_FEATURES:
+        raise ValueError(f"{path}: trained on features {head.feature_names}; this version computes "
+                         f"{list(EXTRA_FEATURES)}: retrain it (smr train --difficulty)")
+    return head
+
+
+# ----------------------------------------------------------------------------- targets
+def quality_matrix(rows: Sequence[Outcomes]) -> tuple[np.ndarray, list[str]]:
+    models = sorted({m for r in rows for m in r.quality})
+    q = np.full((len(rows), len(models)), np.nan)
+    index = {m: i for i, m in enumerate(models)}
+    for i, r in enumerate(rows):
+        for m, v in r.quality.items():
+            q[i, index[m]] = v
+    return q, models
+
+
+def source_target(rows: Sequence[Outcomes], kind: str = "rasch") -> np.ndarray:
+    """One source's difficulty per prompt, z-scored: `rasch` (item-response difficulty), `share`
+    (1 - the models' mean quality) or `gap` (the strongest model's quality minus the weakest's)."""
+    if rows[0].proxy is not None:
+        return zscore(np.array([r.proxy or 0.0 for r in rows]))
+    q, _ = quality_matrix(rows)
+    if kind == "rasch":
+        b, _ = rasch(q)
+        return zscore(b)
+    if kind == "share":
+        return zscore(1 - np.nanmean(q, axis=1))
+    means = np.nanmean(q, axis=0)
+    return zscore(np.nan_to_num(q[:, int(np.nanargmax(means))] - q[:, int(np.nanargmin(means))]))
+
+
+def targets(rows: Sequence[Outcomes], kind: str = "rasch") -> np.ndarray:
+    y = np.zeros(len(rows))
+    for source in sorted({r.source for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.source == source]
+        y[idx] = source_target([rows[i] for i in idx], kind)
+    return y
+
+
+# ----------------------------------------------------------------------------- fitting
+def design(extra: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean, std = extra.mean(axis=0), extra.std(axis=0)
+    std[std == 0] = 1.0
+    return np.hstack([vectors, (extra - mean) / std]), mean, std
+
+
+def fit(x: np.ndarray, y: np.ndarray, alpha: float, boost: float) -> tuple[np.ndarray, float]:
+    """Ridge weights and bias, then the length weight boosted (x's log_chars column is standardised)."""
+    xm, ym = x.mean(axis=0), y.mean()
+    xc = x - xm
+    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - ym))
+    w[x.shape[1] - len(EXTRA_FEATURES) + STRUCTURE_FEATURES.index("log_chars")] += boost
+    return w, float(ym - xm @ w)
+
+
+def logistic_map(pred: np.ndarray, cutoffs: Sequence[float], shares: Sequence[float] = SHARES) -> tuple[float, float]:
+    """(scale, shift) so that sigmoid(scale * pred + shift) puts shares[0] of `pred` below cutoffs[0] and
+    shares[0] + shares[1] below cutoffs[1]."""
+    q1, q2 = np.quantile(pred, shares[0]), np.quantile(pred, shares[0] + shares[1])
+    l1, l2 = (math.log(c / (1 - c)) for c in cutoffs)
+    scale = (l2 - l1) / (q2 - q1) if q2 > q1 else 1.0
+    return float(scale), float(l1 - scale * q1)
+
+
+# ----------------------------------------------------------------------------- evaluation
+class HeldOut(msgspec.Struct, frozen=True):
+    source: str
+    kind: str
+    prompts: int
+    pairs: int
+    apgr: float | None            # router, mean over the cheap/strong pairs
+    apgr_length: float | None
+    saving_95: float | None       # cost saving at 95 % of the strong model's quality, router
+    saving_95_length: float | None
+    spearman: float | None = None         # gsm8k: rank correlation with the calculation steps
+    spearman_length: float | None = None
+
+
+def model_pairs(rows: Sequence[Outcomes], most: int = 3) -> list[tuple[str, str]]:
+    """Cheap/strong pairs: models of the weaker third against models of the stronger third."""
+    q, models = quality_matrix(rows)
+    order = [models[i] for i in np.argsort(np.nanmean(q, axis=0))]
+    third = max(1, len(order) // 3)
+    weak, strong = order[:third], order[-third:]
+    pick = lambda xs: [xs[int(i)] for i in np.linspace(0, len(xs) - 1, min(most, len(xs)))]  # noqa: E731
+    return [(w, s) for w in dict.fromkeys(pick(weak)) for s in dict.fromkeys(pick(strong)) if w != s]
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    r = np.empty(len(x))
+    r[np.argsort(x, kind="stable")] = np.arange(len(x))
+    return r
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(_rank(a), _rank(b))[0, 1])
+
+
+def evaluate(rows: Sequence[Outcomes], scores: np.ndarray) -> HeldOut:
+    r0 = rows[0]
+    length = np.array([len(r.prompt) for r in rows], dtype=float)
+    if r0.proxy is not None:
+        steps = np.array([r.proxy or 0.0 for r in rows])
+        return HeldOut(r0.source, r0.kind, len(rows), 0, None, None, None, None, spearman(scores, steps),
+                       spearman(length, steps))
+    pairs = model_pairs(rows)
+    router, base, save_r, save_l = [], [], [], []
+    for weak, strong in pairs:
+        keep = [i for i, r in enumerate(rows) if weak in r.quality and strong in r.quality]
+        cheap = np.array([rows[i].quality[weak] for i in keep])
+        good = np.array([rows[i].quality[strong] for i in keep])
+        a = report(scores[keep], cheap, good, CHEAP_COST, STRONG_COST)
+        b = report(length[keep], cheap, good, CHEAP_COST, STRONG_COST)
+        router.append(a.apgr)
+        base.append(b.apgr)
+        save_r.append(a.cost_saving_at_95)
+        save_l.append(b.cost_saving_at_95)
+    mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+    return HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r), mean(save_l))
+
+
+def trainable(r: Outcomes, permissive_only: bool) -> bool:
+    return not (permissive_only and r.licence == NON_COMMERCIAL)
+
+
+def leave_source_out(rows: Sequence[Outcomes], vectors: np.ndarray, alpha: float, boost: float,
+                     target: str = "rasch", permissive_only: bool = True) -> list[HeldOut]:
+    """Each source held out whole; the head is fitted on the other (trainable) sources."""
+    extra = np.array([extra_features(r.prompt) for r in rows])
+    x, _, _ = design(extra, vectors)
+    y = targets(rows, target)
+    sources = np.array([r.source for r in rows])
+    usable = np.array([trainable(r, permissive_only) for r in rows])
+    out = []
+    for source in sorted(set(sources)):
+        held = sources == source
+        w, b = fit(x[usable & ~held], y[usable & ~held], alpha, boost)
+        idx = np.where(held)[0]
+        out.append(evaluate([rows[i] for i in idx], x[idx] @ w + b))
+    return out
+
+
+def summary(results: Sequence[HeldOut]) -> dict[str, float]:
+    """Mean APGR (router and length) over the chat and the benchmark sources, and the worst margin over
+    random."""
+    out: dict[str, float] = {}
+    for kind in ("chat", "bench"):
+        rs = [r for r in results if r.kind == kind and r.apgr is not None]
+        if rs:
+            out[f"apgr_{kind}"] = round(float(np.mean([r.apgr for r in rs])), 4)  # type: ignore[misc]
+            out[f"apgr_length_{kind}"] = round(float(np.mean([r.apgr_length for r in rs])), 4)  # type: ignore[misc]
+    scored = [r.apgr for r in results if r.apgr is not None]
+    out["worst_apgr"] = round(min(scored), 4) if scored else 0.0
+    return out
+
+
+def train_head(rows: Sequence[Outcomes], vectors: np.ndarray, alpha: float, boost: float, target: str,
+               cutoffs: Sequence[float], permissive_only: bool = True) -> DifficultyHead:
+    usable = np.array([trainable(r, permissive_only) for r in rows])
+    kept = [r for r, u in zip(rows, usable, strict=True) if u]
+    extra = np.array([extra_features(r.prompt) for r in kept])
+    x, mean, std = design(extra, vectors[usable])
+    w, b = fit(x, targets(kept, target), alpha, boost)
+    scale, shift = logistic_map(x @ w + b, cutoffs)
+    return DifficultyHead(weights=w.tolist(), bias=b, feature_names=list(EXTRA_FEATURES), feature_mean=mean.tolist(),
+                          feature_std=std.tolist(), scale=scale, shift=shift, alpha=alpha, length_boost=boost,
+                          target=target, trained_on=sorted({r.source for r in kept}),
+                          licences=sorted({r.licence for r in kept}))
