@@ -61,7 +61,8 @@ class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_model: str = "auto"
-    classifiers: list[str] = msgspec.field(default_factory=lambda: ["heuristic"])
+    # Tried in order, the first that answers decides: the learned difficulty model, then the rules.
+    classifiers: list[str] = msgspec.field(default_factory=lambda: ["difficulty", "heuristic"])
     # score < cutoffs[0] -> simple; < cutoffs[1] -> medium; else complex.
     cutoffs: tuple[float, float] = (0.35, 0.62)
     classifier_budget_s: float = 0.5

@@ -62,6 +62,7 @@ class DifficultyHead(msgspec.Struct, frozen=True):
     shift: float = 0.0
     alpha: float = 10.0
     length_boost: float = 0.0
+    balanced: bool = False         # each source weighed the same in the fit
     target: str = "rasch"
     trained_on: list[str] = []
     licences: list[str] = []
@@ -128,11 +129,22 @@ def design(extra: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.hstack([vectors, (extra - mean) / std]), mean, std
 
 
-def fit(x: np.ndarray, y: np.ndarray, alpha: float, boost: float) -> tuple[np.ndarray, float]:
-    """Ridge weights and bias, then the length weight boosted (x's log_chars column is standardised)."""
-    xm, ym = x.mean(axis=0), y.mean()
+def source_weights(sources: Sequence[str]) -> np.ndarray:
+    """Each source weighs the same in the fit, however many prompts it has (mean weight 1)."""
+    s = np.asarray(sources)
+    counts = {k: int((s == k).sum()) for k in set(s.tolist())}
+    w = np.array([1.0 / counts[k] for k in s.tolist()])
+    return w * len(w) / w.sum()
+
+
+def fit(x: np.ndarray, y: np.ndarray, alpha: float, boost: float,
+        weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(Weighted) ridge weights and bias, then the length weight boosted (x's log_chars column is
+    standardised)."""
+    sw = np.ones(len(y)) if weights is None else weights
+    xm, ym = (sw @ x) / sw.sum(), float(sw @ y / sw.sum())
     xc = x - xm
-    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - ym))
+    w = np.linalg.solve(xc.T @ (xc * sw[:, None]) + alpha * np.eye(x.shape[1]), xc.T @ (sw * (y - ym)))
     w[x.shape[1] - len(EXTRA_FEATURES) + STRUCTURE_FEATURES.index("log_chars")] += boost
     return w, float(ym - xm @ w)
 
@@ -208,7 +220,7 @@ def trainable(r: Outcomes, permissive_only: bool) -> bool:
 
 
 def leave_source_out(rows: Sequence[Outcomes], vectors: np.ndarray, alpha: float, boost: float,
-                     target: str = "rasch", permissive_only: bool = True) -> list[HeldOut]:
+                     target: str = "rasch", permissive_only: bool = True, balance: bool = True) -> list[HeldOut]:
     """Each source held out whole; the head is fitted on the other (trainable) sources."""
     extra = np.array([extra_features(r.prompt) for r in rows])
     x, _, _ = design(extra, vectors)
@@ -218,7 +230,8 @@ def leave_source_out(rows: Sequence[Outcomes], vectors: np.ndarray, alpha: float
     out = []
     for source in sorted(set(sources)):
         held = sources == source
-        w, b = fit(x[usable & ~held], y[usable & ~held], alpha, boost)
+        train = usable & ~held
+        w, b = fit(x[train], y[train], alpha, boost, source_weights(sources[train]) if balance else None)
         idx = np.where(held)[0]
         out.append(evaluate([rows[i] for i in idx], x[idx] @ w + b))
     return out
@@ -239,14 +252,16 @@ def summary(results: Sequence[HeldOut]) -> dict[str, float]:
 
 
 def train_head(rows: Sequence[Outcomes], vectors: np.ndarray, alpha: float, boost: float, target: str,
-               cutoffs: Sequence[float], permissive_only: bool = True) -> DifficultyHead:
+               cutoffs: Sequence[float], permissive_only: bool = True, balance: bool = True) -> DifficultyHead:
     usable = np.array([trainable(r, permissive_only) for r in rows])
     kept = [r for r, u in zip(rows, usable, strict=True) if u]
     extra = np.array([extra_features(r.prompt) for r in kept])
     x, mean, std = design(extra, vectors[usable])
-    w, b = fit(x, targets(kept, target), alpha, boost)
+    weights = source_weights([r.source for r in kept]) if balance else None
+    w, b = fit(x, targets(kept, target), alpha, boost, weights)
     scale, shift = logistic_map(x @ w + b, cutoffs)
     return DifficultyHead(weights=w.tolist(), bias=b, feature_names=list(EXTRA_FEATURES), feature_mean=mean.tolist(),
                           feature_std=std.tolist(), scale=scale, shift=shift, alpha=alpha, length_boost=boost,
+                          balanced=balance,
                           target=target, trained_on=sorted({r.source for r in kept}),
                           licences=sorted({r.licence for r in kept}))

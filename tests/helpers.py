@@ -61,9 +61,11 @@ def make_settings(fakes: FakeUpstreams, extra_backends: list[Backend] | None = N
                   **sections: Any) -> Settings:
     """Settings for a test gateway in front of the fakes. Without `db_url`: no auth, no request log."""
     backends = backends_for(fakes) + (extra_backends or [])
+    # The tests' prompts were chosen for the rule-based classifier's tiers (its rules are readable).
+    routing = {"baseline": "pro", "classifiers": ["heuristic"], **sections.pop("routing", {})}
     data: dict[str, Any] = {
         "tiers": tiers or {"simple": ["local"], "medium": ["flash"], "complex": ["pro"]},
-        "routing": {"baseline": "pro"},
+        "routing": routing,
         "auth": {"enabled": False},
         "log": {"requests": db_url is not None, "flush_interval_s": 0.05,
                 "spill_dir": tempfile.mkdtemp(prefix="smr-spill-")},

@@ -26,8 +26,9 @@ from router_core.difficulty import HEAD_PATH, HeldOut, leave_source_out, summary
 from router_core.outcomes import NON_COMMERCIAL, Outcomes, load_all
 
 TARGETS = ("rasch", "share", "gap")
-ALPHAS = (3.0, 30.0, 300.0)
-BOOSTS = (0.0, 0.25, 0.5)
+ALPHAS = (10.0, 100.0)
+BOOSTS = (0.0, 0.25)   # rank-combining with prompt length: a boost of the length weight
+BALANCE = (False, True)  # each source weighs the same in the fit, or each prompt
 COMMAND = "smr train --difficulty --data ../shared/data --write"
 
 
@@ -61,38 +62,57 @@ def rank(s: dict[str, float]) -> tuple[float, float]:
 
 def search(rows: Sequence[Outcomes], vectors: np.ndarray, permissive_only: bool,
            log: Any = sys.stderr) -> tuple[dict[str, Any], list[HeldOut], list[str]]:
-    results: dict[tuple[str, float, float], tuple[dict[str, float], list[HeldOut]]] = {}
-    for target, alpha, boost in itertools.product(TARGETS, ALPHAS, BOOSTS):
-        held = leave_source_out(rows, vectors, alpha, boost, target, permissive_only)
-        results[(target, alpha, boost)] = (summary(held), held)
-        print(f"target {target:<5} alpha {alpha:<6} boost {boost:<4}: {summary(held)}", file=log, flush=True)
+    results: dict[tuple[str, float, float, bool], tuple[dict[str, float], list[HeldOut]]] = {}
+    for target, alpha, boost, balance in itertools.product(TARGETS, ALPHAS, BOOSTS, BALANCE):
+        held = leave_source_out(rows, vectors, alpha, boost, target, permissive_only, balance)
+        results[(target, alpha, boost, balance)] = (summary(held), held)
+        print(f"target {target:<5} alpha {alpha:<6} boost {boost:<4} balance {balance!s:<5}: {summary(held)}",
+              file=log, flush=True)
     best = max(results, key=lambda k: rank(results[k][0]))
-    lines = ["| target | ridge alpha | length boost | APGR chat | APGR bench | worst source |",
-             "|---|---|---|---|---|---|"]
-    for (t, a, b), (s, _) in results.items():
-        lines.append(f"| {t} | {a} | {b} | {s.get('apgr_chat', 0):.3f} | {s.get('apgr_bench', 0):.3f} | "
-                     f"{s['worst_apgr']:.3f} |")
-    chosen = {"target": best[0], "alpha": best[1], "boost": best[2], **results[best][0]}
+    lines = ["| target | ridge alpha | length boost | sources weigh alike | APGR chat | APGR bench | worst source |",
+             "|---|---|---|---|---|---|---|"]
+    for (t, a, b, bal), (s, _) in results.items():
+        lines.append(f"| {t} | {a} | {b} | {'yes' if bal else 'no'} | {s.get('apgr_chat', 0):.3f} | "
+                     f"{s.get('apgr_bench', 0):.3f} | {s['worst_apgr']:.3f} |")
+    chosen = {"target": best[0], "alpha": best[1], "boost": best[2], "balance": best[3], **results[best][0]}
     return chosen, results[best][1], lines
 
 
-def table(held: Sequence[HeldOut]) -> str:
+def heuristic_results(rows: Sequence[Outcomes]) -> dict[str, HeldOut]:
+    """The rule-based classifier on every source (it is not trained, so nothing is held out)."""
+    from router_core.classifiers.heuristic import HeuristicClassifier
+    from router_core.difficulty import evaluate
+    from router_core.types import Conversation, Turn
+
+    h = HeuristicClassifier()
+    out = {}
+    for source in sorted({r.source for r in rows}):
+        part = [r for r in rows if r.source == source]
+        out[source] = evaluate(part, np.array([h.score_now(Conversation((Turn("user", r.prompt),))) for r in part]))
+    return out
+
+
+def table(held: Sequence[HeldOut], heuristic: dict[str, HeldOut] | None = None) -> str:
     f = lambda x: "" if x is None else f"{x:.3f}"  # noqa: E731
     p = lambda x: "" if x is None else f"{x:.1%}"  # noqa: E731
-    lines = ["| held-out source | kind | prompts | model pairs | APGR router | APGR length | APGR random | "
-             "saving at 95 % router | saving at 95 % length |", "|---|---|---|---|---|---|---|---|---|"]
+    heur = heuristic or {}
+    lines = ["| held-out source | kind | prompts | model pairs | APGR router | APGR length | APGR heuristic | "
+             "APGR random | saving at 95 % router | saving at 95 % length |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for h in held:
+        other = heur.get(h.source)
         if h.spearman is not None:
             lines.append(f"| {h.source} | {h.kind} | {h.prompts} | (no outcomes) | Spearman with steps "
-                         f"{h.spearman:.3f} | {h.spearman_length:.3f} | 0 | | |")
+                         f"{h.spearman:.3f} | {h.spearman_length:.3f} | {f(other.spearman if other else None)} "
+                         "| 0 | | |")
             continue
-        lines.append(f"| {h.source} | {h.kind} | {h.prompts} | {h.pairs} | {f(h.apgr)} | {f(h.apgr_length)} | 0.500 | "
-                     f"{p(h.saving_95)} | {p(h.saving_95_length)} |")
+        lines.append(f"| {h.source} | {h.kind} | {h.prompts} | {h.pairs} | {f(h.apgr)} | {f(h.apgr_length)} | "
+                     f"{f(other.apgr if other else None)} | 0.500 | {p(h.saving_95)} | {p(h.saving_95_length)} |")
     s = summary(held)
-    lines.append(f"| **mean, chat sources** | | | | **{s.get('apgr_chat', 0):.3f}** | "
-                 f"{s.get('apgr_length_chat', 0):.3f} | 0.500 | | |")
-    lines.append(f"| **mean, benchmark sources** | | | | **{s.get('apgr_bench', 0):.3f}** | "
-                 f"{s.get('apgr_length_bench', 0):.3f} | 0.500 | | |")
+    hs = summary(list(heur.values())) if heur else {}
+    for kind, label in (("chat", "chat sources"), ("bench", "benchmark sources")):
+        lines.append(f"| **mean, {label}** | | | | **{s.get(f'apgr_{kind}', 0):.3f}** | "
+                     f"{s.get(f'apgr_length_{kind}', 0):.3f} | {hs.get(f'apgr_{kind}', 0):.3f} | 0.500 | | |")
     return "\n".join(lines)
 
 
@@ -109,8 +129,9 @@ def cmd_eval_sources(args: argparse.Namespace) -> int:
     chosen, held, grid = search(rows, vectors, permissive)
     print(f"Leave-source-out, {args.embedding} embedding, trained on "
           f"{'permissively licensed sources only' if permissive else 'every source'}; chosen: target "
-          f"{chosen['target']}, alpha {chosen['alpha']}, length boost {chosen['boost']}\n")
-    print(table(held))
+          f"{chosen['target']}, alpha {chosen['alpha']}, length boost {chosen['boost']}, sources weigh alike: "
+          f"{chosen['balance']}\n")
+    print(table(held, heuristic_results(rows)))
     if args.grid:
         print("\n" + "\n".join(grid))
     return 0
@@ -123,14 +144,16 @@ def cmd_train_difficulty(args: argparse.Namespace) -> int:
     vectors = embed(rows, "static", Path(args.cache_embeddings) if args.cache_embeddings else None)
     chosen, held, grid = search(rows, vectors, permissive_only=True)
     cutoffs = offline_settings(args.config).routing.cutoffs
-    head = train_head(rows, vectors, chosen["alpha"], chosen["boost"], chosen["target"], cutoffs)
+    head = train_head(rows, vectors, chosen["alpha"], chosen["boost"], chosen["target"], cutoffs,
+                      balance=chosen["balance"])
     cv = {k: float(v) for k, v in chosen.items() if isinstance(v, float) and k not in ("alpha", "boost")}
     head = msgspec.structs.replace(head, cv=cv)
-    print(table(held))
+    heuristic = heuristic_results(rows)
+    print(table(held, heuristic))
     if not args.write:
         print("nothing written (add --write)", file=sys.stderr)
         return 0
-    out = Path(args.output) if args.output else HEAD_PATH
+    out = HEAD_PATH if args.write == "(packaged)" else Path(args.write)
     out.write_text(json.dumps(msgspec.to_builtins(head)) + "\n")
     excluded = sorted({r.source for r in rows if r.licence == NON_COMMERCIAL})
     out.with_suffix(".md").write_text(
@@ -142,7 +165,8 @@ def cmd_train_difficulty(args: argparse.Namespace) -> int:
         f"{head.length_boost}. Embedding: router_core/classifiers/static_minilm (model2vec distilled from "
         "MiniLM, `python -m bench.studies.distill_static`). Logistic map: the configured cut-offs split the "
         "training prompts 50 / 30 / 20.\n\nLeave-source-out cross-validation (each source held out whole; "
-        "APGR averaged over cheap/strong model pairs of the held-out source):\n\n" + table(held)
+        "APGR averaged over cheap/strong model pairs of the held-out source; the heuristic is not trained and "
+        "is scored on each source as it is):\n\n" + table(held, heuristic)
         + "\n\nThe grid the settings were chosen on:\n\n" + "\n".join(grid) + "\n")
     print(f"wrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
     return 0

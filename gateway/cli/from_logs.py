@@ -143,7 +143,7 @@ def train_from_logs(args: argparse.Namespace) -> int:
           f"held out {int(test.sum())}")
     print(f"held-out AUC (ranks the requests that needed a stronger model first): {before:.3f} now, "
           f"{after:.3f} refitted ({after - before:+.3f})")
-    if not args.write:
+    if not args.write or args.write == "(packaged)":
         print("nothing written (add --write PATH to write the refitted head)")
         return 0
     final = refit(head, x, ys, args.l2)  # on every rated request

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from gateway.cli.scoring import embedder, score_all, write_cutoffs
 from gateway.errors import SettingsError
 from gateway.settings import load_settings
 from router_core.types import Conversation, Turn
+
+WRITE_DEFAULT = "(packaged)"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -78,15 +81,38 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from router_core.policy import tier_for
 
     settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
-    name = args.classifier or settings.routing.classifiers[0]
     convs = read_prompts(args.input)
-    scores = score_all(name, convs, settings)
+    if args.classifier:
+        scores = score_all(args.classifier, convs, settings)
+        names = [args.classifier] * len(scores)
+    else:  # the configured pipeline, as the gateway runs it: the first classifier that answers decides
+        scores, names = decide_all(convs, settings)
     out = open(args.output, "w") if args.output else sys.stdout
     with out:
-        for s in scores:
+        for s, name in zip(scores, names, strict=True):
             out.write(json.dumps({"score": round(s, 6), "tier": tier_for(s, settings.routing.cutoffs),
                                   "classifier": name}) + "\n")
     return 0
+
+
+def decide_all(convs: list[Conversation], settings: Any) -> tuple[list[float], list[str]]:
+    from gateway.app import build_embedder, build_pipeline
+
+    embedder = build_embedder(settings) if "embedding" in settings.routing.classifiers else None
+    if embedder is not None:
+        embedder.load()
+    pipeline = build_pipeline(settings, embedder)
+
+    async def run() -> list[Any]:
+        try:
+            return [await pipeline.decide(c) for c in convs]
+        finally:
+            await pipeline.aclose()
+            if embedder is not None:
+                await embedder.aclose()
+
+    decisions = asyncio.run(run())
+    return [d.score for d in decisions], [d.classifier for d in decisions]
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -176,7 +202,9 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--output", help="head JSON (default: the packaged embedding_head.json)")
     t.add_argument("--cache-embeddings", help="an .npy file to reuse embeddings between runs")
     t.add_argument("--config")
-    t.add_argument("--write", help="--from-logs: write the refitted head here (default: only print the change)")
+    t.add_argument("--write", nargs="?", const=WRITE_DEFAULT,
+                   help="write the head: --from-logs: to this path (required); --difficulty: to this path, "
+                        "or the packaged one when no path is given (default: only print)")
     t.add_argument("--l2", type=float, default=1.0, help="--from-logs: how strongly the current head holds")
     add_log_arguments(t)
     t.set_defaults(func=cmd_train)

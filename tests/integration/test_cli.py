@@ -99,8 +99,10 @@ def test_demo_on_embedded_postgres_is_labelled_simulated_and_routes(tmp_path: Pa
         assert h["simulated"] is True and all(p["simulated"] for p in h["providers"].values())
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
         chunks = list(client.chat.completions.create(
-            model="auto", stream=True, messages=[{"role": "user", "content": "Design a banking API"}]))
+            model="smr/complex", stream=True, messages=[{"role": "user", "content": "Design a banking API"}]))
         assert chunks[0].model == "gemini-2.5-pro"
+        routed = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+        assert routed.smr["classifier"] == "difficulty"  # type: ignore[attr-defined]  # config.toml's default
     out = proc.stdout.read() if proc.stdout else ""
     assert "SIMULATED" in out
     # The embedded servers' own output is in files under the data folder, not on the console.
