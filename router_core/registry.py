@@ -33,11 +33,14 @@ def _difficulty(options: Mapping[str, Any]) -> Classifier:
 
 
 def _llm(options: Mapping[str, Any]) -> Classifier:
-    from router_core.classifiers.ollama_llm import OllamaLLMClassifier
+    from router_core.classifiers.ollama_llm import OllamaLLMClassifier, OpenAICompatLLMClassifier
 
-    return OllamaLLMClassifier(options.get("ollama_url", "http://127.0.0.1:11434"),
-                               options.get("model", "granite4:350m"), tuple(options.get("cutoffs", (0.35, 0.62))),
-                               float(options.get("timeout_s", 2.0)))
+    url = options.get("ollama_url", "http://127.0.0.1:11434")
+    args = (url, options.get("model", "granite4:350m"), tuple(options.get("cutoffs", (0.35, 0.62))),
+            float(options.get("timeout_s", 2.0)))
+    if url.rstrip("/").endswith("/v1"):
+        return OpenAICompatLLMClassifier(*args, api_key=options.get("api_key"))
+    return OllamaLLMClassifier(*args)
 
 
 CLASSIFIERS: dict[str, ClassifierFactory] = {

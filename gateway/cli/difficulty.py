@@ -122,7 +122,35 @@ def _rows(args: argparse.Namespace) -> list[Outcomes]:
     return rows
 
 
+def cmd_eval_fixed(args: argparse.Namespace) -> int:
+    """A classifier as configured (nothing trained): scored on up to --per-source prompts of every source.
+    For `llm`, --llm-base-url / --llm-model point it at any Ollama or OpenAI-compatible (/v1) server."""
+    from gateway.cli.from_logs import offline_settings
+    from gateway.cli.scoring import score_all
+    from router_core.difficulty import evaluate
+    from router_core.types import Conversation, Turn
+
+    settings = offline_settings(args.config)
+    routing = settings.routing
+    if args.llm_base_url or args.llm_model:
+        routing = msgspec.structs.replace(routing, llm_base_url=args.llm_base_url or routing.llm_base_url,
+                                          llm_model=args.llm_model or routing.llm_model)
+        settings = msgspec.structs.replace(settings, routing=routing)
+    rows = _rows(args)
+    held = []
+    for source in sorted({r.source for r in rows}):
+        part = [r for r in rows if r.source == source][: args.per_source]
+        scores = score_all(args.classifier, [Conversation((Turn("user", r.prompt),)) for r in part], settings)
+        held.append(evaluate(part, np.array(scores)))
+    where = f" at {routing.llm_base_url} ({routing.llm_model})" if args.classifier == "llm" else ""
+    print(f"{args.classifier}{where}, as configured (not trained here), up to {args.per_source} prompts per source\n")
+    print(table(held))
+    return 0
+
+
 def cmd_eval_sources(args: argparse.Namespace) -> int:
+    if args.classifier:
+        return cmd_eval_fixed(args)
     rows = _rows(args)
     vectors = embed(rows, args.embedding, Path(args.cache_embeddings) if args.cache_embeddings else None)
     permissive = not args.all_licences
@@ -180,3 +208,6 @@ def add_arguments(train: argparse.ArgumentParser, ev: argparse.ArgumentParser) -
     ev.add_argument("--all-licences", action="store_true", help="also train on non-commercial sources")
     ev.add_argument("--grid", action="store_true", help="print every setting tried")
     ev.add_argument("--cache-embeddings", help="an .npy file to reuse embeddings between runs")
+    ev.add_argument("--per-source", type=int, default=200, help="with --classifier: prompts scored per source")
+    ev.add_argument("--llm-base-url", help="the llm classifier's server: Ollama, or OpenAI-compatible ending in /v1")
+    ev.add_argument("--llm-model", help="the llm classifier's model (default: routing.llm_model)")

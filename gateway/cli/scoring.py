@@ -32,18 +32,29 @@ def score_all(name: str, convs: list[Conversation], settings: Any, batch: int = 
             print(f"\r{min(i + batch, len(convs))}/{len(convs)}", end="", file=sys.stderr)
         print(file=sys.stderr)
         return scores
+    from router_core.classifiers.base import ClassifierError
+
     options = {"cutoffs": settings.routing.cutoffs, "ollama_url": settings.routing.llm_base_url,
-               "model": settings.routing.llm_model}
+               "model": settings.routing.llm_model, "timeout_s": settings.routing.llm_timeout_s}
     clf_any = build_classifier(name, options)
 
     async def run() -> list[float]:
-        out = []
-        for i, c in enumerate(convs):
-            out.append(await clf_any.score(c))
-            if i % 100 == 0:
-                print(f"\r{i + 1}/{len(convs)}", end="", file=sys.stderr)
-        print(file=sys.stderr)
-        return out
+        out, failed = [], 0
+        try:
+            for i, c in enumerate(convs):
+                try:
+                    out.append(await clf_any.score(c))
+                except ClassifierError:  # no answer (the gateway would fall through): the middle score
+                    failed += 1
+                    out.append(float("nan"))
+                if i % 100 == 0:
+                    print(f"\r{i + 1}/{len(convs)}", end="", file=sys.stderr)
+        finally:
+            close = getattr(clf_any, "aclose", None)
+            if close is not None:
+                await close()
+        print(f"\r{len(convs)} scored, {failed} without an answer" if failed else "", file=sys.stderr)
+        return [0.5 if s != s else s for s in out]
 
     return asyncio.run(run())
 

@@ -1,7 +1,9 @@
 """The `llm` classifier: a small model on Ollama (Granite 4.0 Nano by default) names the tier.
 
 The answer must be exactly SIMPLE, MEDIUM or COMPLEX (case and a final full stop aside); anything
-else, an error or a timeout raises, and the pipeline falls through to the next classifier.
+else, an error or a timeout raises, and the pipeline falls through to the next classifier. A base URL
+ending in `/v1` is taken for an OpenAI-compatible server (vLLM, llama.cpp, Ollama's own /v1, ...) and
+asked through its chat completions API instead.
 """
 
 from __future__ import annotations
@@ -53,3 +55,30 @@ class OllamaLLMClassifier:
 
     async def aclose(self) -> None:
         await self.client._client.aclose()
+
+
+class OpenAICompatLLMClassifier(OllamaLLMClassifier):
+    """The same question to an OpenAI-compatible chat completions endpoint (`base_url` ends in /v1)."""
+
+    def __init__(self, base_url: str, model: str, cutoffs: tuple[float, float], timeout_s: float = 2.0,
+                 api_key: str | None = None) -> None:
+        self.model = model
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)), headers=headers)
+        lo, hi = cutoffs
+        self.scores = {"SIMPLE": lo / 2, "MEDIUM": (lo + hi) / 2, "COMPLEX": (hi + 1) / 2}
+
+    async def score(self, conv: Conversation) -> float:
+        body = {"model": self.model, "temperature": 0, "max_tokens": 4, "stream": False,
+                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": conv.last_user[:4000]}]}
+        try:
+            r = await self.http.post(self.url, json=body)
+            r.raise_for_status()
+            answer = r.json()["choices"][0]["message"]["content"]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ClassifierError(f"openai-compatible: {type(exc).__name__}: {exc}") from None
+        return self.scores[parse(answer or "")]
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

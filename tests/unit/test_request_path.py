@@ -51,7 +51,8 @@ class Harness:
         base = parse_settings({
             "tiers": {"simple": ["cheap", "backup"], "medium": ["backup"], "complex": ["strong", "backup"],
                       "cascade": cascade or []},
-            "routing": {"baseline": "strong", "shadow": shadow, "classifiers": ["heuristic"]}, "auth": {"enabled": False}, "log": {"requests": False},
+            "routing": {"baseline": "strong", "shadow": shadow, "classifiers": ["heuristic"]},
+            "auth": {"enabled": False}, "log": {"requests": False},
             "cache": {"semantic": False}})
         self.settings: Settings = validate(msgspec.structs.replace(base, backends=backends))
         handlers = handlers or {}
