@@ -8,6 +8,7 @@ from bench.classifier_load import HEADER, PROMPT, SHORT, row
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import FakeUpstreams
 from router_core.classifiers.base import Classifier
+from router_core.classifiers.difficulty import DifficultyClassifier
 from router_core.classifiers.embedding import EmbeddingClassifier
 from router_core.classifiers.heuristic import HeuristicClassifier
 from router_core.classifiers.ollama_llm import OllamaLLMClassifier
@@ -22,8 +23,11 @@ async def _run(smoke: bool) -> list[str]:
     embedder = Embedder().load()  # auto: ONNX Runtime on CPU, torch on CUDA
     other = Embedder(backend="torch").load() if embedder.backend == "onnx" and not smoke else None
     on = f"{embedder.backend}, {embedder.device}"
+    difficulty = DifficultyClassifier()
     classifiers: list[tuple[str, Classifier, str]] = [
         ("heuristic", HeuristicClassifier(), PROMPT),
+        ("difficulty (static embedding + head, the default), 200 tokens", difficulty, PROMPT),
+        ("difficulty (static embedding + head, the default), 20 tokens", difficulty, SHORT),
         (f"embedding (MiniLM + head, {on}), 200 tokens", EmbeddingClassifier(embedder), PROMPT),
         (f"embedding (MiniLM + head, {on}), 20 tokens", EmbeddingClassifier(embedder), SHORT),
         ("llm (fake Ollama, no model time)", OllamaLLMClassifier(fakes.ollama_url, "granite4:350m", (0.35, 0.62)),

@@ -24,7 +24,7 @@ def test_bench_smoke_produces_the_tables() -> None:
     sections = {s.split("\n", 1)[0].split(" (")[0]: s for s in out.stdout.split("## ")[1:]}
     overhead = [r for r in table(sections["Gateway overhead"]) if len(r) == 10]
     assert {"direct", "passthrough (75-line Litestar + aiohttp)", "(b) gateway, forced tier",
-            "(c) gateway, auto, heuristic", "(d) gateway, auto, embedding classifier",
+            "(c) gateway, auto, default classifier (difficulty)", "(d) gateway, auto, embedding classifier",
             "(b) with the request log off"} <= {r[0] for r in overhead}
     for r in overhead:  # every row measured real requests, without errors
         assert float(r[3].replace(",", "")) > 0 and r[-1] == "0", r
@@ -43,7 +43,8 @@ def test_bench_smoke_produces_the_tables() -> None:
     cache = table(sections["Cache through HTTP"])
     assert [r[0] for r in cache] == ["miss", "exact hit", "semantic hit"] and all(r[-1] == "0" for r in cache)
     clf = table(sections["Classifiers"])
-    assert [r[0].split(" (")[0] for r in clf] == ["heuristic", "embedding", "embedding", "llm"]
+    assert [r[0].split(" (")[0] for r in clf] == ["heuristic", "difficulty", "difficulty", "embedding", "embedding",
+                                                  "llm"]
     assert all(float(r[1]) > 0 for r in clf)
 
 

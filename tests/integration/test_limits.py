@@ -38,6 +38,7 @@ flush_interval_s = 0.05
 spill_dir = "{spill}"
 [routing]
 baseline = "big"
+classifiers = ["heuristic"]  # the downgrade test's prompt was picked by the heuristic's rules
 [tiers]
 simple = ["local"]
 medium = ["local"]
