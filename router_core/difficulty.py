@@ -48,8 +48,12 @@ CHEAP_COST = (200 * 0.30 + 300 * 2.50) / 1e6   # a typical prompt on Gemini Flas
 STRONG_COST = (200 * 1.25 + 300 * 10.0) / 1e6  # ... and on Gemini Pro
 
 
+def task_flags(text: str) -> list[float]:
+    return [1.0 if p.search(text) else 0.0 for p in TASKS.values()]
+
+
 def extra_features(text: str, turns: int = 1) -> list[float]:
-    return [*structure(text), *(1.0 if p.search(text) else 0.0 for p in TASKS.values()), math.log1p(turns)]
+    return [*structure(text), *task_flags(text), math.log1p(turns)]
 
 
 class DifficultyHead(msgspec.Struct, frozen=True):
