@@ -9,6 +9,7 @@ together (a second turn with its first), and the number of turns is a feature.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,26 +31,36 @@ class DifficultyClassifier:
         self.head = head or load_head()
         self.embedder = embedder or StaticEmbedder()
         self._pending: list[tuple[Conversation, asyncio.Future[float]]] = []
-        names = list(self.head.feature_names)
-        self._extra_at = len(self.head.weights) - len(names)
-        self._names = names
+        # The head as arrays, once: a decision is then two dot products (it runs inline, per request).
+        w = np.asarray(self.head.weights, dtype=np.float64)
+        n = len(self.head.feature_names)
+        self._w_text, self._w_extra = w[:-n], w[-n:]
+        self._mean = np.asarray(self.head.feature_mean, dtype=np.float64)
+        self._std = np.asarray(self.head.feature_std, dtype=np.float64)
+        self._names = list(self.head.feature_names)
 
-    def _design(self, conv: Conversation) -> np.ndarray:
+    def _parts(self, conv: Conversation) -> tuple[float, np.ndarray]:
+        """The embedding's share of the prediction, and each named feature's."""
         text = classifier_text(conv)
-        return self.head.design(self.embedder.embed(text), extra_features(text, user_turns(conv)))
+        z = (np.asarray(extra_features(text, user_turns(conv))) - self._mean) / self._std
+        return float(self.embedder.embed(text) @ self._w_text), z * self._w_extra
+
+    def _score(self, prediction: float) -> float:
+        t = self.head.scale * prediction + self.head.shift
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, t))))
 
     def score_now(self, conv: Conversation) -> float:
-        return float(self.head.score(self._design(conv)))
+        text_part, extra = self._parts(conv)
+        return self._score(text_part + float(extra.sum()) + self.head.bias)
 
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
         """The score, and what moved the prediction most: the embedding (what the text is about) and the
         named features, each with its signed share of the prediction in the head's units."""
-        x = self._design(conv)
-        w = np.asarray(self.head.weights)
-        parts = [("what the text is about", float(x[:self._extra_at] @ w[:self._extra_at]))]
-        parts += [(name, float(x[self._extra_at + i] * w[self._extra_at + i])) for i, name in enumerate(self._names)]
+        text_part, extra = self._parts(conv)
+        parts = [("what the text is about", text_part), *zip(self._names, extra.tolist(), strict=True)]
         moved = sorted((p for p in parts if abs(p[1]) >= 0.02), key=lambda p: -abs(p[1]))[:top]
-        return float(self.head.score(x)), tuple(f"{name} ({c:+.2f})" for name, c in moved)
+        score = self._score(text_part + float(extra.sum()) + self.head.bias)
+        return score, tuple(f"{name} ({c:+.2f})" for name, c in moved)
 
     async def score(self, conv: Conversation) -> float:
         """Concurrent callers share one batch: the requests that arrive before the loop's next turn are
