@@ -32,8 +32,8 @@ class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 @post("/v1/feedback", status_code=200, operation_class=with_body(FeedbackRequest))
 async def post_feedback(request: Request, gw: Gateway, principal: Principal) -> Response:
-    if gw.pool is None:
-        raise PermissionDenied("feedback needs the database, which is disabled")
+    if gw.pool is None or not gw.settings.log.requests:
+        raise PermissionDenied("feedback needs the request log (log.requests), which is off")
     body = decode_body(await request.body(), FeedbackRequest)
     store = FeedbackStore(gw.pool)
     tenant = None if principal.admin else principal.tenant
