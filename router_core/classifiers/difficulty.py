@@ -86,8 +86,11 @@ class DifficultyClassifier:
                 f.set_result(s)
 
     def score_batch(self, convs: Sequence[Conversation]) -> list[float]:
+        if not convs:
+            return []
         texts = [classifier_text(c) for c in convs]
-        vectors = self.embedder.embed_batch(texts)
-        x = np.stack([self.head.design(v, extra_features(t, user_turns(c)))
-                      for v, t, c in zip(vectors, texts, convs, strict=True)])
-        return [float(s) for s in np.atleast_1d(self.head.score(x))]
+        extra = np.array([extra_features(t, user_turns(c)) for t, c in zip(texts, convs, strict=True)])
+        pred = (self.embedder.embed_batch(texts) @ self._w_text + ((extra - self._mean) / self._std) @ self._w_extra
+                + self.head.bias)
+        z = np.clip(self.head.scale * pred + self.head.shift, -60.0, 60.0)
+        return (1.0 / (1.0 + np.exp(-z))).tolist()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
@@ -50,7 +51,7 @@ def test_multi_turn_scoring_counts_the_earlier_turns() -> None:
     follow = Conversation((Turn("user", "go on"),))
     chat = Conversation((Turn("user", task), Turn("assistant", "Base case ..."), Turn("user", "go on")))
     assert c.score_now(chat) > c.score_now(follow)
-    assert c.score_batch([follow, chat]) == [c.score_now(follow), c.score_now(chat)]
+    assert c.score_batch([follow, chat]) == pytest.approx([c.score_now(follow), c.score_now(chat)], abs=1e-12)
     score, reasons = c.score_with_reasons(chat)
     assert score == c.score_now(chat) and reasons
 
