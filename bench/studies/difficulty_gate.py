@@ -1,0 +1,54 @@
+"""A task-type gate for the difficulty router, measured and not shipped (issue 15):
+
+    python -m bench.studies.difficulty_gate [--data ../shared/data]
+
+Two heads, one fitted on chat sources and one on benchmark sources, mixed by a logistic gate that
+predicts chat vs benchmark from the same features, then averaged with the pooled head; evaluated
+leave-source-out exactly as `smr eval --leave-source-out` (permissive training data, share target).
+2026-11-30: alpha 100 -> chat 0.537, benchmarks 0.509, 7 sources below random (the shipped head: 0.535,
+0.513, 7): within noise of the shipped head, for two more models; not shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from router_core.difficulty import design, evaluate, extra_features, fit, summary, targets, trainable
+from router_core.outcomes import load_all
+from router_core.static_embed import StaticEmbedder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data")
+    args = ap.parse_args()
+    rows = load_all(Path(args.data))
+    x, _, _ = design(np.array([extra_features(r.prompt) for r in rows]),
+                     StaticEmbedder().embed_batch([r.prompt for r in rows]))
+    y = targets(rows, "share")
+    sources = np.array([r.source for r in rows])
+    kinds = np.array([r.kind for r in rows])
+    usable = np.array([trainable(r, True) for r in rows])
+    for alpha in (30.0, 100.0):
+        out = []
+        for s in sorted(set(sources)):
+            held = sources == s
+            tr = usable & ~held
+            gate = LogisticRegression(C=1.0, max_iter=2000).fit(x[tr], (kinds[tr] == "chat").astype(int))
+            heads = {k: fit(x[tr & (kinds == k)], y[tr & (kinds == k)], alpha, 0.0) for k in ("chat", "bench")}
+            w_all, b_all = fit(x[tr], y[tr], alpha, 0.0)
+            idx = np.where(held)[0]
+            p = gate.predict_proba(x[idx])[:, 1]
+            gated = (p * (x[idx] @ heads["chat"][0] + heads["chat"][1])
+                     + (1 - p) * (x[idx] @ heads["bench"][0] + heads["bench"][1]))
+            out.append(evaluate([rows[i] for i in idx], 0.5 * gated + 0.5 * (x[idx] @ w_all + b_all)))
+        below = [h.source for h in out if h.apgr is not None and h.apgr < 0.5]
+        print(f"alpha {alpha}: {summary(out)}; {len(below)} sources below random: {', '.join(below)}")
+
+
+if __name__ == "__main__":
+    main()
