@@ -72,17 +72,6 @@ class DifficultyHead(msgspec.Struct, frozen=True):
     licences: list[str] = []
     cv: dict[str, float] = {}
 
-    def design(self, vector: np.ndarray, extra: Sequence[float]) -> np.ndarray:
-        z = (np.asarray(extra, dtype=np.float64) - self.feature_mean) / self.feature_std
-        return np.concatenate([np.asarray(vector, dtype=np.float64), z])
-
-    def prediction(self, x: np.ndarray) -> np.ndarray | float:
-        return x @ np.asarray(self.weights) + self.bias
-
-    def score(self, x: np.ndarray) -> np.ndarray | float:
-        z = self.scale * self.prediction(x) + self.shift
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
-
 
 def load_head(path: Path = HEAD_PATH) -> DifficultyHead:
     head = msgspec.json.decode(path.read_bytes(), type=DifficultyHead)

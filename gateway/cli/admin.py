@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from psycopg_pool import AsyncConnectionPool
@@ -21,8 +21,9 @@ from gateway.lifespan import open_database
 from gateway.limits import LimitSet
 from gateway.settings import Settings, load_settings
 
+T = TypeVar("T")
 
-async def with_pool(settings: Settings, fn: Callable[[AsyncConnectionPool], Awaitable[int]]) -> int:
+async def with_pool(settings: Settings, fn: Callable[[AsyncConnectionPool], Awaitable[T]]) -> T:
     url = await open_database(settings)
     async with AsyncConnectionPool(url, min_size=1, max_size=2, open=False) as pool:
         return await fn(pool)

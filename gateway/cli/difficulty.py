@@ -2,7 +2,7 @@
 holding out whole sources, and the shipped head written with its provenance.
 
     smr eval --leave-source-out --data ../shared/data [--embedding static|minilm]
-    smr train --difficulty --data ../shared/data [--write]
+    smr train --difficulty ../shared/data [--write]
 
 Both choose the target (rasch, share, gap), the ridge penalty and the length boost on the held-out
 sources (first: no source below random; then the mean margin over prompt length, chat and benchmark
@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from gateway.cli.scoring import WRITE_DEFAULT
 from router_core.difficulty import HEAD_PATH, HeldOut, leave_source_out, summary, train_head
 from router_core.outcomes import NON_COMMERCIAL, Outcomes, load_all
 
@@ -29,12 +30,10 @@ TARGETS = ("rasch", "share", "gap")
 ALPHAS = (10.0, 100.0)
 BOOSTS = (0.0, 0.25)   # rank-combining with prompt length: a boost of the length weight
 BALANCE = (False, True)  # each source weighs the same in the fit, or each prompt
-COMMAND = "smr train --difficulty --data ../shared/data --write"
+COMMAND = "smr train --difficulty ../shared/data --write"
 
 
 def embed(rows: Sequence[Outcomes], kind: str, cache: Path | None) -> np.ndarray:
-    from router_core.classifiers.embedding import classifier_text  # noqa: F401  (the same text as serving)
-
     if cache is not None and cache.exists():
         v = np.load(cache)
         if len(v) == len(rows):
@@ -181,7 +180,7 @@ def cmd_train_difficulty(args: argparse.Namespace) -> int:
     if not args.write:
         print("nothing written (add --write)", file=sys.stderr)
         return 0
-    out = HEAD_PATH if args.write == "(packaged)" else Path(args.write)
+    out = HEAD_PATH if args.write == WRITE_DEFAULT else Path(args.write)
     out.write_text(json.dumps(msgspec.to_builtins(head)) + "\n")
     excluded = sorted({r.source for r in rows if r.licence == NON_COMMERCIAL})
     out.with_suffix(".md").write_text(

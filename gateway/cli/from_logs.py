@@ -19,7 +19,7 @@ import numpy as np
 
 from gateway.api.usage import parse_time
 from gateway.cli.admin import with_pool
-from gateway.cli.scoring import embedder, score_all, write_cutoffs
+from gateway.cli.scoring import WRITE_DEFAULT, embedder, score_all, write_cutoffs
 from gateway.db.feedback import FeedbackStore, LoggedPrompt, RatedRequest
 from gateway.errors import GatewayError
 from gateway.prompt_log import conversation_of
@@ -43,20 +43,11 @@ def _window(args: argparse.Namespace) -> tuple[Any, Any]:
 def _read(settings: Settings, args: argparse.Namespace, rated: bool) -> list[Any]:
     since, until = _window(args)
 
-    async def run(pool: Any) -> list[Any]:
+    async def fetch(pool: Any) -> list[Any]:
         store = FeedbackStore(pool)
-        if rated:
-            return await store.rated(since, until, args.tenant)
-        return await store.prompts(since, until, args.tenant)
+        return await (store.rated if rated else store.prompts)(since, until, args.tenant)
 
-    out: list[Any] = []
-
-    async def keep(pool: Any) -> int:
-        out.extend(await run(pool))
-        return 0
-
-    asyncio.run(with_pool(settings, keep))
-    return out
+    return asyncio.run(with_pool(settings, fetch))
 
 
 def _shares(label: str, s: tuple[float, float, float]) -> str:
@@ -143,7 +134,7 @@ def train_from_logs(args: argparse.Namespace) -> int:
           f"held out {int(test.sum())}")
     print(f"held-out AUC (ranks the requests that needed a stronger model first): {before:.3f} now, "
           f"{after:.3f} refitted ({after - before:+.3f})")
-    if not args.write or args.write == "(packaged)":
+    if not args.write or args.write == WRITE_DEFAULT:
         print("nothing written (add --write PATH to write the refitted head)")
         return 0
     final = refit(head, x, ys, args.l2)  # on every rated request

@@ -12,12 +12,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from gateway.cli.scoring import embedder, score_all, write_cutoffs
+from gateway.cli.scoring import WRITE_DEFAULT, embedder, score_all, write_cutoffs
 from gateway.errors import SettingsError
 from gateway.settings import load_settings
 from router_core.types import Conversation, Turn
-
-WRITE_DEFAULT = "(packaged)"
 
 
 def cmd_train(args: argparse.Namespace) -> int:

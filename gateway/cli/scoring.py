@@ -11,6 +11,9 @@ from typing import Any
 
 from router_core.types import Conversation
 
+# `smr train --write` given without a path: the packaged head (`--difficulty`; `--from-logs` needs a path).
+WRITE_DEFAULT = "(packaged)"
+
 
 def embedder() -> Any:
     from router_core.embedder import Embedder

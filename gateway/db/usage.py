@@ -68,6 +68,13 @@ def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | Non
     return where, params
 
 
+async def _fetch(pool: AsyncConnectionPool, sql: str, params: list[object]) -> list[dict[str, Any]]:
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(sql, params)  # type: ignore[arg-type]
+        return await cur.fetchall()
+
+
 async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
                 tenant: str | None, key: str | None = None) -> list[UsageGroup]:
     where, params = _where(start, end, tenant, key)
@@ -84,10 +91,7 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
                count(*) FILTER (WHERE http_status >= 400) AS errors,
                count(*) FILTER (WHERE attempts > 1 AND http_status < 400) AS fallbacks
         FROM request_log WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1"""
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(sql, params)  # type: ignore[arg-type]
-        rows = await cur.fetchall()
+    rows = await _fetch(pool, sql, params)
     out = []
     for r in rows:
         base = float(r["baseline_cost_usd"])
@@ -131,10 +135,7 @@ async def shadow_usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.d
                coalesce(sum(completion_tokens), 0) AS completion_tokens,
                coalesce(sum(cost_usd), 0) AS cost_usd, coalesce(sum(shadow_cost_usd), 0) AS shadow_cost_usd
         FROM request_log WHERE shadow_cost_usd IS NOT NULL AND {' AND '.join(where)} GROUP BY 1 ORDER BY 1"""
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(sql, params)  # type: ignore[arg-type]
-        rows = await cur.fetchall()
+    rows = await _fetch(pool, sql, params)
     out = []
     for r in rows:
         cost, shadow = float(r["cost_usd"]), float(r["shadow_cost_usd"])
@@ -164,16 +165,13 @@ async def logged_request(pool: AsyncConnectionPool, request_id: str, tenant: str
     sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, latency_ms, stream, tenant, "
            "explanation AS smr, error_type, client_request_id FROM request_log "
            "WHERE (request_id = %s OR client_request_id = %s)")
-    params: tuple[object, ...] = (request_id, request_id)
+    params: list[object] = [request_id, request_id]
     if tenant is not None:
         sql += " AND tenant = %s"
-        params += (tenant,)
+        params.append(tenant)
     sql += " ORDER BY ts DESC LIMIT 1"  # a client's id may repeat: the latest
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(sql, params)  # type: ignore[arg-type]
-        row = await cur.fetchone()
-    return msgspec.convert(row, LoggedRequest) if row else None
+    rows = await _fetch(pool, sql, params)
+    return msgspec.convert(rows[0], LoggedRequest) if rows else None
 
 
 class RecentRequest(msgspec.Struct, frozen=True):
@@ -200,7 +198,4 @@ async def recent_requests(pool: AsyncConnectionPool, start: dt.datetime | None, 
     sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, tier, backend AS model, "
            "classifier, score, cost_usd, savings_usd, cache_status AS cache, latency_ms, tenant FROM request_log "
            f"WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT %s")
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(sql, [*params, limit])  # type: ignore[arg-type]
-        return [msgspec.convert(r, RecentRequest) for r in await cur.fetchall()]
+    return [msgspec.convert(r, RecentRequest) for r in await _fetch(pool, sql, [*params, limit])]
