@@ -34,7 +34,7 @@ async def _run(smoke: bool) -> list[str]:
          PROMPT),
     ]
     if other is not None:
-        classifiers[2:2] = [(f"embedding (MiniLM + head, torch, {other.device}), 200 tokens",
+        classifiers[3:3] = [(f"embedding (MiniLM + head, torch, {other.device}), 200 tokens",
                              EmbeddingClassifier(other), PROMPT),
                             (f"embedding (MiniLM + head, torch, {other.device}), 20 tokens",
                              EmbeddingClassifier(other), SHORT)]

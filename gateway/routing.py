@@ -32,7 +32,8 @@ class Route(msgspec.Struct, frozen=True):
     classifier: str
     score: float | None = None
     reasons: tuple[str, ...] = ()
-    # Backends (and tiers) passed over because the request needs what they lack, and why.
+    # Classifiers that did not decide (declined, failed, timed out), and backends (and tiers) passed over
+    # because the request needs what they lack, and why.
     skipped: tuple[str, ...] = ()
 
 
@@ -143,14 +144,15 @@ class Router:
         skipped = tuple(f"{name}: {w}" for name, w in why.items())
         capable = tuple(b for b in route.chain if b.name not in why)
         if capable:
-            return msgspec.structs.replace(route, chain=capable, skipped=skipped)
+            return msgspec.structs.replace(route, chain=capable, skipped=(*route.skipped, *skipped))
         if route.mode == "auto" and route.tier in TIERS:
             i = TIERS.index(route.tier)  # type: ignore[arg-type]
             for tier in (*TIERS[i + 1:], *reversed(TIERS[:i])):
                 chain = tuple(b for b in self.chains[tier] if lacks(b, needs) is None)
                 if chain:
                     return msgspec.structs.replace(route, tier=tier, chain=chain,
-                                                   skipped=(*skipped, f"tier {route.tier}: no backend can serve it"))
+                                                   skipped=(*route.skipped, *skipped,
+                                                            f"tier {route.tier}: no backend can serve it"))
         where = f"the {route.tier} tier" if route.mode != "direct" else f"the model {route.chain[0].name}"
         raise InvalidRequest(f"No backend of {where} can serve this request ({'; '.join(skipped)}); "
                              "use 'auto' or another model", param="messages", code="unsupported_request")
@@ -179,4 +181,4 @@ class Router:
         decision = await decide_in_conversation(self.pipeline, conversation(req, embedding, embedded_text),
                                                 self.conversations)
         return Route("auto", decision.tier, self.chains[decision.tier], decision.classifier, decision.score,
-                     decision.reasons)
+                     decision.reasons, tuple(f"classifier {s}" for s in decision.skipped))

@@ -206,7 +206,8 @@ class Explanation(msgspec.Struct, frozen=True, omit_defaults=True):
     reasons: list[str] | None = None    # what moved the score most (the heuristic), or the classifier's label
     similarity: float | None = None     # of a semantic cache hit
     fallbacks: list[str] | None = None  # backends tried before the one that answered, and why each failed
-    skipped: list[str] | None = None    # backends (and tiers) passed over, before any call: what they lack
+    skipped: list[str] | None = None    # classifiers that did not decide, and backends (and tiers) passed
+    #                                     over before any call for lacking what the request needs: why
     cost_usd: float | None = None       # on a stream, known when it ends (its last chunk, the log)
     savings_usd: float | None = None    # against always calling the baseline model: routing + cache
     routing_savings_usd: float | None = None  # the baseline model's cost minus the routed model's

@@ -1,12 +1,14 @@
 """The difficulty model: how likely a cheap model is to fail a conversation, learned from many models'
-outcomes on ~20,000 prompts of five kinds of traffic (`router_core.outcomes`).
+outcomes on 15,499 prompts of five kinds of traffic (`router_core.outcomes`).
 
-Target: per source, an item-response fit of every model's outcome on every prompt (`irt.rasch`: each
-prompt's difficulty), z-scored within the source so sources share one scale (GSM8K, which has no model
-outcomes, uses its solutions' number of calculation steps). Features: a static embedding of the user
-turns (`static_embed`), length and structure (`features.structure`), task-type flags and the number of
-turns. Head: ridge regression, plus a boost of the length weight (shrinkage towards the length
-baseline, which transfers across kinds of traffic). The score is the prediction through a logistic
+Targets, per source and z-scored within it so sources share one scale: an item-response fit of every
+model's outcome on every prompt (`irt.rasch`: each prompt's difficulty), the share of models that
+failed, the gap between the stronger and the weaker third of the source's models, or the mean of the
+last two (GSM8K, which has no model outcomes, uses its solutions' number of calculation steps).
+Features: a static embedding of the user turns (`static_embed`), length and structure, task-type flags
+and the number of turns, all read off the same token ids (`token_features`), clipped to the training
+range (`Scaling`). Head: weighted ridge regression (chat prompts may weigh more), plus a boost of the
+length weight (shrinkage towards the length baseline). The score is the prediction through a logistic
 map fitted so the configured cut-offs split the training prompts 50 / 30 / 20.
 
 Evaluation (`leave_source_out`): each source is held out whole, the head fitted on the others; on the
@@ -17,7 +19,6 @@ stronger third of its models) and compared with prompt length's and random routi
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,48 +26,60 @@ import msgspec
 import numpy as np
 
 from router_core.evals.metrics import report
-from router_core.features import STRUCTURE_FEATURES, structure
 from router_core.irt import rasch, zscore
 from router_core.outcomes import NON_COMMERCIAL, Outcomes
+from router_core.static_embed import StaticEmbedder
+from router_core.token_features import FEATURES, FLAGS, TokenFeatures
 
 HEAD_PATH = Path(__file__).resolve().parent / "classifiers" / "difficulty_head.json"
-TASKS: dict[str, re.Pattern[str]] = {
-    "maths": re.compile(r"\d\s*[-+*/^=]\s*\d|\b(calculate|solve|equation|integral|derivative|probability|"
-                        r"how many|how much|percent|sum of|prove)\b", re.I),
-    "code": re.compile(r"```|\b(def|function|class|python|javascript|sql|code|compile|bug|regex|api|script)\b",
-                       re.I),
-    "reasoning": re.compile(r"\b(why|explain|reason|logic|puzzle|step by step|infer|deduce|compare|analy[sz]e)\b",
-                            re.I),
-    "writing": re.compile(r"\b(write|essay|story|poem|email|letter|blog|article|rewrite|draft|lyrics)\b", re.I),
-    "extraction": re.compile(r"\b(extract|summari[sz]e|list all|classify|categori[sz]e|from the (text|passage))\b",
-                             re.I),
-    "chit-chat": re.compile(r"^\W*(hi|hello|hey|thanks|thank you|good (morning|night)|how are you)\b", re.I),
-}
-EXTRA_FEATURES = (*STRUCTURE_FEATURES, *(f"task:{t}" for t in TASKS), "turns")
+EXTRA_FEATURES = FEATURES
 SHARES = (0.5, 0.3, 0.2)
 CHEAP_COST = (200 * 0.30 + 300 * 2.50) / 1e6   # a typical prompt on Gemini Flash ...
 STRONG_COST = (200 * 1.25 + 300 * 10.0) / 1e6  # ... and on Gemini Pro
 
 
-def task_flags(text: str) -> list[float]:
-    return [1.0 if p.search(text) else 0.0 for p in TASKS.values()]
+def prompt_inputs(texts: Sequence[str], embedder: StaticEmbedder | None = None,
+                  turns: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The static embedding and the named features (EXTRA_FEATURES) of each text, from one tokenizing."""
+    e = embedder or StaticEmbedder()
+    tokens = e.tokenize(texts)
+    return e.pool(tokens), TokenFeatures(e.tokenizer).compute(texts, tokens, turns)
 
 
-def extra_features(text: str, turns: int = 1) -> list[float]:
-    return [*structure(text), *task_flags(text), math.log1p(turns)]
+class Scaling(msgspec.Struct, frozen=True):
+    """How the named features enter the head: clipped to the training prompts' range (0.5th to 99.5th
+    percentile: nothing is extrapolated, a two-character "hi" counts as the shortest prompts trained on),
+    then centred and scaled. Flags are scaled by 0.5 (a binary feature's largest spread), not by their
+    own spread, so a flag seen on a few training prompts cannot swing a score; a feature constant in
+    training (the number of turns: every training prompt is one turn) gets no say."""
+    mean: list[float]
+    std: list[float]
+    lo: list[float]
+    hi: list[float]
+
+    def apply(self, extra: np.ndarray) -> np.ndarray:
+        return (np.clip(extra, self.lo, self.hi) - np.asarray(self.mean)) / np.asarray(self.std)
+
+
+def scaling(extra: np.ndarray) -> Scaling:
+    lo, hi = np.percentile(extra, 0.5, axis=0), np.percentile(extra, 99.5, axis=0)
+    clipped = np.clip(extra, lo, hi)
+    mean, std = clipped.mean(axis=0), clipped.std(axis=0)
+    std[[i for i, f in enumerate(EXTRA_FEATURES) if f in FLAGS]] = 0.5
+    std[std < 1e-9] = 1.0   # constant in training: its centred column is zero, so ridge gives it no weight
+    return Scaling(mean.tolist(), std.tolist(), lo.tolist(), hi.tolist())
 
 
 class DifficultyHead(msgspec.Struct, frozen=True):
     weights: list[float]           # one per embedding dimension, then one per extra feature
     bias: float
     feature_names: list[str]       # EXTRA_FEATURES when trained
-    feature_mean: list[float]
-    feature_std: list[float]
+    scaling: Scaling
     scale: float = 1.0             # score = sigmoid(scale * prediction + shift)
     shift: float = 0.0
     alpha: float = 10.0
     length_boost: float = 0.0
-    balanced: bool = False         # each source weighed the same in the fit
+    chat_weight: float = 1.0       # each chat prompt's weight in the fit (benchmark prompts weigh 1)
     target: str = "rasch"
     trained_on: list[str] = []
     licences: list[str] = []
@@ -94,17 +107,21 @@ def quality_matrix(rows: Sequence[Outcomes]) -> tuple[np.ndarray, list[str]]:
 
 def source_target(rows: Sequence[Outcomes], kind: str = "rasch") -> np.ndarray:
     """One source's difficulty per prompt, z-scored: `rasch` (item-response difficulty), `share`
-    (1 - the models' mean quality) or `gap` (the strongest model's quality minus the weakest's)."""
+    (1 - the models' mean quality), `gap` (the stronger third of its models' mean quality minus the
+    weaker third's: what a cheap/strong pair loses by sending the prompt cheap) or `share+gap` (their mean)."""
     if rows[0].proxy is not None:
         return zscore(np.array([r.proxy or 0.0 for r in rows]))
     q, _ = quality_matrix(rows)
     if kind == "rasch":
         b, _ = rasch(q)
         return zscore(b)
+    share = zscore(1 - np.nanmean(q, axis=1))
     if kind == "share":
-        return zscore(1 - np.nanmean(q, axis=1))
-    means = np.nanmean(q, axis=0)
-    return zscore(np.nan_to_num(q[:, int(np.nanargmax(means))] - q[:, int(np.nanargmin(means))]))
+        return share
+    order = np.argsort(np.nanmean(q, axis=0))
+    third = max(1, len(order) // 3)
+    gap = zscore(np.nan_to_num(np.nanmean(q[:, order[-third:]], axis=1) - np.nanmean(q[:, order[:third]], axis=1)))
+    return gap if kind == "gap" else 0.5 * share + 0.5 * gap
 
 
 def targets(rows: Sequence[Outcomes], kind: str = "rasch") -> np.ndarray:
@@ -116,18 +133,15 @@ def targets(rows: Sequence[Outcomes], kind: str = "rasch") -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- fitting
-def design(extra: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mean, std = extra.mean(axis=0), extra.std(axis=0)
-    std[std == 0] = 1.0
-    return np.hstack([vectors, (extra - mean) / std]), mean, std
+def design(extra: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, Scaling]:
+    s = scaling(extra)
+    return np.hstack([vectors, s.apply(extra)]), s
 
 
-def source_weights(sources: Sequence[str]) -> np.ndarray:
-    """Each source weighs the same in the fit, however many prompts it has (mean weight 1)."""
-    s = np.asarray(sources)
-    counts = {k: int((s == k).sum()) for k in set(s.tolist())}
-    w = np.array([1.0 / counts[k] for k in s.tolist()])
-    return w * len(w) / w.sum()
+def kind_weights(kinds: Sequence[str], chat_weight: float) -> np.ndarray:
+    """Each chat prompt weighs `chat_weight` in the fit, each benchmark prompt 1 (chat, the main traffic,
+    is a small part of the training prompts)."""
+    return np.where(np.asarray(kinds) == "chat", chat_weight, 1.0)
 
 
 def fit(x: np.ndarray, y: np.ndarray, alpha: float, boost: float,
@@ -138,7 +152,7 @@ def fit(x: np.ndarray, y: np.ndarray, alpha: float, boost: float,
     xm, ym = (sw @ x) / sw.sum(), float(sw @ y / sw.sum())
     xc = x - xm
     w = np.linalg.solve(xc.T @ (xc * sw[:, None]) + alpha * np.eye(x.shape[1]), xc.T @ (sw * (y - ym)))
-    w[x.shape[1] - len(EXTRA_FEATURES) + STRUCTURE_FEATURES.index("log_chars")] += boost
+    w[x.shape[1] - len(EXTRA_FEATURES) + EXTRA_FEATURES.index("log_chars")] += boost
     return w, float(ym - xm @ w)
 
 
@@ -212,19 +226,20 @@ def trainable(r: Outcomes, permissive_only: bool) -> bool:
     return not (permissive_only and r.licence == NON_COMMERCIAL)
 
 
-def leave_source_out(rows: Sequence[Outcomes], vectors: np.ndarray, alpha: float, boost: float,
-                     target: str = "rasch", permissive_only: bool = True, balance: bool = True) -> list[HeldOut]:
-    """Each source held out whole; the head is fitted on the other (trainable) sources."""
-    extra = np.array([extra_features(r.prompt) for r in rows])
-    x, _, _ = design(extra, vectors)
+def leave_source_out(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray, alpha: float, boost: float,
+                     target: str = "rasch", permissive_only: bool = True, chat_weight: float = 1.0) -> list[HeldOut]:
+    """Each source held out whole; the head is fitted on the other (trainable) sources (`vectors` and
+    `extra`: `prompt_inputs` of the rows' prompts)."""
+    x, _ = design(extra, vectors)
     y = targets(rows, target)
     sources = np.array([r.source for r in rows])
+    kinds = np.array([r.kind for r in rows])
     usable = np.array([trainable(r, permissive_only) for r in rows])
     out = []
     for source in sorted(set(sources)):
         held = sources == source
         train = usable & ~held
-        w, b = fit(x[train], y[train], alpha, boost, source_weights(sources[train]) if balance else None)
+        w, b = fit(x[train], y[train], alpha, boost, kind_weights(kinds[train], chat_weight))
         idx = np.where(held)[0]
         out.append(evaluate([rows[i] for i in idx], x[idx] @ w + b))
     return out
@@ -244,17 +259,17 @@ def summary(results: Sequence[HeldOut]) -> dict[str, float]:
     return out
 
 
-def train_head(rows: Sequence[Outcomes], vectors: np.ndarray, alpha: float, boost: float, target: str,
-               cutoffs: Sequence[float], permissive_only: bool = True, balance: bool = True) -> DifficultyHead:
+def train_head(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray, alpha: float, boost: float,
+               target: str, cutoffs: Sequence[float], permissive_only: bool = True,
+               chat_weight: float = 1.0) -> DifficultyHead:
     usable = np.array([trainable(r, permissive_only) for r in rows])
     kept = [r for r, u in zip(rows, usable, strict=True) if u]
-    extra = np.array([extra_features(r.prompt) for r in kept])
-    x, mean, std = design(extra, vectors[usable])
-    weights = source_weights([r.source for r in kept]) if balance else None
+    x, features = design(extra[usable], vectors[usable])
+    weights = kind_weights([r.kind for r in kept], chat_weight)
     w, b = fit(x, targets(kept, target), alpha, boost, weights)
     scale, shift = logistic_map(x @ w + b, cutoffs)
-    return DifficultyHead(weights=w.tolist(), bias=b, feature_names=list(EXTRA_FEATURES), feature_mean=mean.tolist(),
-                          feature_std=std.tolist(), scale=scale, shift=shift, alpha=alpha, length_boost=boost,
-                          balanced=balance,
+    return DifficultyHead(weights=w.tolist(), bias=b, feature_names=list(EXTRA_FEATURES), scaling=features,
+                          scale=scale, shift=shift, alpha=alpha, length_boost=boost,
+                          chat_weight=chat_weight,
                           target=target, trained_on=sorted({r.source for r in kept}),
                           licences=sorted({r.licence for r in kept}))

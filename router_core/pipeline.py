@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Sequence
 
-from router_core.classifiers.base import Classifier, SyncClassifier
+from router_core.classifiers.base import Abstain, Classifier, SyncClassifier
 from router_core.policy import tier_for
 from router_core.types import Conversation, Decision
 
@@ -35,6 +35,7 @@ class ClassifierPipeline:
 
     async def decide(self, conv: Conversation) -> Decision:
         skipped: list[str] = []
+        failed = False
         for c in self.classifiers:
             reasons: tuple[str, ...] | None = None
             try:
@@ -47,14 +48,20 @@ class ClassifierPipeline:
                     score = await asyncio.wait_for(c.score(conv), self.budget_s)
             except TimeoutError:
                 skipped.append(f"{c.name}: timeout after {self.budget_s}s")
+                failed = True
+                continue
+            except Abstain as exc:
+                skipped.append(f"{c.name}: declined: {exc}")
                 continue
             except Exception as exc:  # any classifier failure falls through to the next one
                 skipped.append(f"{c.name}: {type(exc).__name__}: {exc}")
+                failed = True
                 continue
             if not isinstance(score, float | int) or math.isnan(score) or not 0.0 <= score <= 1.0:
                 skipped.append(f"{c.name}: score out of range: {score!r}")
+                failed = True
                 continue
-            if skipped:
+            if failed:
                 log.warning("classifier fallback: %s", "; ".join(skipped))
             if reasons is None:
                 explain = getattr(c, "reasons", None)

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from router_core.difficulty import design, evaluate, extra_features, fit, summary, targets, trainable
+from router_core.difficulty import design, evaluate, fit, prompt_inputs, summary, targets, trainable
 from router_core.outcomes import load_all
-from router_core.static_embed import StaticEmbedder
 
 
 def main() -> None:
@@ -27,8 +26,8 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     args = ap.parse_args()
     rows = load_all(Path(args.data))
-    x, _, _ = design(np.array([extra_features(r.prompt) for r in rows]),
-                     StaticEmbedder().embed_batch([r.prompt for r in rows]))
+    vectors, extra = prompt_inputs([r.prompt for r in rows])
+    x, _ = design(extra, vectors)
     y = targets(rows, "share")
     sources = np.array([r.source for r in rows])
     kinds = np.array([r.kind for r in rows])

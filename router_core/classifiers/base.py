@@ -13,6 +13,11 @@ class ClassifierError(Exception):
     """The classifier could not score this conversation; the pipeline falls through to the next."""
 
 
+class Abstain(ClassifierError):
+    """The classifier declines a conversation outside what it knows (not a failure: nothing is logged
+    as a warning); the pipeline asks the next one."""
+
+
 @runtime_checkable
 class Classifier(Protocol):
     name: str

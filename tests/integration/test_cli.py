@@ -101,8 +101,14 @@ def test_demo_on_embedded_postgres_is_labelled_simulated_and_routes(tmp_path: Pa
         chunks = list(client.chat.completions.create(
             model="smr/complex", stream=True, messages=[{"role": "user", "content": "Design a banking API"}]))
         assert chunks[0].model == "gemini-2.5-pro"
-        routed = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+        routed = client.chat.completions.create(model="auto", messages=[
+            {"role": "user", "content": "Write a short poem about the sea at night."}])
         assert routed.smr["classifier"] == "difficulty"  # type: ignore[attr-defined]  # config.toml's default
+        # "hi" is shorter than anything the difficulty head was trained on: it declines, the heuristic answers.
+        reply = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+        hi = reply.smr  # type: ignore[attr-defined]
+        assert hi["classifier"] == "heuristic" and hi["tier"] == "simple"
+        assert hi["skipped"] and hi["skipped"][0].startswith("classifier difficulty: declined: shorter than")
     out = proc.stdout.read() if proc.stdout else ""
     assert "SIMULATED" in out
     # The embedded servers' own output is in files under the data folder, not on the console.

@@ -40,7 +40,9 @@ def test_classify_without_a_classifier_runs_the_configured_pipeline(tmp_path: Pa
     out = smr("classify", "--config", str(ROOT / "config.toml"), "--input", str(src))
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [r["classifier"] for r in rows] == ["difficulty"] * 3
+    # Alone, "hi" and "yes, do it" are shorter than any prompt the head was trained on: it declines and
+    # the heuristic answers; in context the conversation is long enough for the head.
+    assert [r["classifier"] for r in rows] == ["heuristic", "heuristic", "difficulty"]
     alone, in_context = rows[1]["score"], rows[2]["score"]
     assert in_context > alone  # the second turn is scored with the first
 
@@ -48,12 +50,34 @@ def test_classify_without_a_classifier_runs_the_configured_pipeline(tmp_path: Pa
 def test_multi_turn_scoring_counts_the_earlier_turns() -> None:
     c = DifficultyClassifier()
     task = "Prove that the sum of the first n odd numbers is n squared, by induction, with every step."
-    follow = Conversation((Turn("user", "go on"),))
-    chat = Conversation((Turn("user", task), Turn("assistant", "Base case ..."), Turn("user", "go on")))
-    assert c.score_now(chat) > c.score_now(follow)
-    assert c.score_batch([follow, chat]) == pytest.approx([c.score_now(follow), c.score_now(chat)], abs=1e-12)
+    follow = "Now do the same for the even numbers, please."
+    chat = Conversation((Turn("user", task), Turn("assistant", "Base case ..."), Turn("user", follow)))
+    joined = Conversation((Turn("user", f"{task}\n{follow}"),))
+    alone = Conversation((Turn("user", follow),))
+    assert c.score_now(chat) == pytest.approx(c.score_now(joined), abs=1e-12) != c.score_now(alone)
+    assert c.score_batch([alone, chat]) == pytest.approx([c.score_now(alone), c.score_now(chat)], abs=1e-12)
     score, reasons = c.score_with_reasons(chat)
     assert score == c.score_now(chat) and reasons
+
+
+@pytest.mark.parametrize("text", ["hi", "go on", "thanks!", "What is 2+2?"])
+def test_the_head_declines_what_is_shorter_than_anything_it_was_trained_on(text: str) -> None:
+    import asyncio
+
+    from router_core.classifiers.base import Abstain
+    from router_core.classifiers.heuristic import HeuristicClassifier
+    from router_core.pipeline import ClassifierPipeline
+
+    c = DifficultyClassifier()
+    conv = Conversation((Turn("user", text),))
+    assert len(text) < c.shortest
+    with pytest.raises(Abstain):
+        c.score_now(conv)
+    with pytest.raises(Abstain):
+        asyncio.run(c.score(conv))
+    decision = asyncio.run(ClassifierPipeline([c, HeuristicClassifier()], (0.35, 0.62)).decide(conv))
+    assert decision.classifier == "heuristic" and decision.tier == "simple"
+    assert decision.skipped and "declined" in decision.skipped[0]
 
 
 def test_the_shipped_head_is_trained_on_permissive_data_and_says_so() -> None:
@@ -84,3 +108,26 @@ def test_eval_runs_the_llm_classifier_against_ollama_or_an_openai_compatible_ser
         assert f"llm at {url} ({model})" in out.stdout and "| arena-hard | chat | 3 |" in out.stdout
     assert fakes.ollama.stats.requests >= 60 and fakes.openai.stats.requests >= 60
     assert fakes.openai.stats.last_path.endswith("/v1/chat/completions")
+
+
+def test_the_tokenizer_shortcut_gives_the_tokenizers_ids_on_every_shared_prompt() -> None:
+    from router_core.static_embed import MAX_CHARS, MAX_TOKENS, StaticEmbedder
+
+    e = StaticEmbedder()
+    texts = [r.prompt for r in load_all(DATA)]
+    reference = [enc.ids[:MAX_TOKENS] for enc in e.tokenizer.encode_batch([t[:MAX_CHARS] for t in texts],
+                                                                         add_special_tokens=False)]
+    assert e.token_ids(texts) == reference
+
+
+def test_one_text_and_a_batch_give_the_same_features_and_embedding_on_every_shared_prompt() -> None:
+    from router_core.static_embed import StaticEmbedder
+    from router_core.token_features import TokenFeatures
+
+    e = StaticEmbedder()
+    f = TokenFeatures(e.tokenizer)
+    texts = [r.prompt for r in load_all(DATA)]
+    tokens = e.tokenize(texts)
+    ids = e.token_ids(texts)
+    assert np.array_equal(np.array([f.one(t, i) for t, i in zip(texts, ids, strict=True)]), f.compute(texts, tokens))
+    assert np.allclose(np.array([e.pool_one(i) for i in ids]), e.pool(tokens), atol=1e-6)

@@ -10,11 +10,11 @@ import pytest
 from router_core.difficulty import (
     EXTRA_FEATURES,
     evaluate,
-    extra_features,
     fit,
     leave_source_out,
     logistic_map,
     model_pairs,
+    prompt_inputs,
     spearman,
     targets,
 )
@@ -70,7 +70,8 @@ def test_leave_source_out_learns_what_transfers_and_holds_sources_out() -> None:
         prompts = [("prove it " if h else "greet me ") + f"{i:03d}" for i, h in enumerate(hard)]  # one length
         rows += rows_for(source, q, prompts)
         vectors.append(np.where(hard[:, None], 1.0, -1.0) * np.ones((150, 4)) + rng.normal(0, 0.5, (150, 4)))
-    held = leave_source_out(rows, np.vstack(vectors), alpha=1.0, boost=0.0)
+    held = leave_source_out(rows, np.vstack(vectors), prompt_inputs([r.prompt for r in rows])[1], alpha=1.0,
+                            boost=0.0)
     assert [h.source for h in held] == ["s1", "s2", "s3"]
     # Perfect routing reaches about 0.67 here (a hard prompt's gap is 0.64, an easy one's 0.11); prompt
     # length, the same for all, is no better than random.
@@ -98,7 +99,8 @@ def test_logistic_map_puts_the_cut_offs_at_the_shares() -> None:
 
 
 def test_features_and_fit_shapes() -> None:
-    assert len(extra_features("Solve 2 + 2 = ? in python", 2)) == len(EXTRA_FEATURES)
+    vectors, extra = prompt_inputs(["Solve 2 + 2 = ? in python", ""], turns=[2, 1])
+    assert extra.shape == (2, len(EXTRA_FEATURES)) and vectors.shape[0] == 2 and not vectors[1].any()
     x = np.random.default_rng(1).normal(size=(100, 4 + len(EXTRA_FEATURES)))
     w, _ = fit(x, x[:, 0] * 2, alpha=0.1, boost=0.0)
     assert w[0] == pytest.approx(2, abs=0.05)

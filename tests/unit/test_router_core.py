@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 
 import pytest
 
 from router_core import ClassifierPipeline, Conversation, tier_for
-from router_core.classifiers.base import ClassifierError
+from router_core.classifiers.base import Abstain, ClassifierError
 from router_core.classifiers.heuristic import HeuristicClassifier, heuristic_score
 from router_core.features import extract
 
@@ -99,3 +100,20 @@ async def test_pipeline_first_answer_wins() -> None:
 async def test_pipeline_all_fail_uses_fallback_tier() -> None:
     d = await ClassifierPipeline([Broken()], (0.35, 0.62), fallback_tier="complex").decide(conv("hi"))
     assert d.tier == "complex" and d.classifier == "none"
+
+
+class Declines:
+    name = "declines"
+
+    async def score(self, c: Conversation) -> float:
+        raise Abstain("too short")
+
+
+async def test_a_declining_classifier_is_noted_but_not_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="router_core.pipeline")
+    d = await ClassifierPipeline([Declines(), HeuristicClassifier()], (0.35, 0.62)).decide(conv("hi"))
+    assert d.classifier == "heuristic" and d.skipped == ("declines: declined: too short",)
+    assert not caplog.records
+    d = await ClassifierPipeline([Broken(), Declines(), HeuristicClassifier()], (0.35, 0.62)).decide(conv("hi"))
+    assert d.classifier == "heuristic" and len(d.skipped) == 2
+    assert [r.getMessage() for r in caplog.records] == [f"classifier fallback: {'; '.join(d.skipped)}"]
