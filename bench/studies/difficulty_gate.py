@@ -11,23 +11,15 @@ leave-source-out exactly as `smr eval --leave-source-out` (permissive training d
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from router_core.difficulty import design, evaluate, fit, prompt_inputs, summary, targets, trainable
-from router_core.outcomes import load_all
+from bench.studies.outcome_design import rows_and_design
+from router_core.difficulty import evaluate, fit, summary, targets, trainable
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="../shared/data")
-    args = ap.parse_args()
-    rows = load_all(Path(args.data))
-    vectors, extra = prompt_inputs([r.prompt for r in rows])
-    x, _ = design(extra, vectors)
+    rows, x = rows_and_design(__doc__ or "")
     y = targets(rows, "share")
     sources = np.array([r.source for r in rows])
     kinds = np.array([r.kind for r in rows])

@@ -12,35 +12,18 @@ Fits come from per-source sufficient statistics, so the 32 x 231 fits take secon
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
+from bench.studies.outcome_design import rows_and_design
 from gateway.cli.difficulty import ALPHAS, BOOSTS, CHAT_WEIGHTS, TARGETS, rank
-from router_core.difficulty import (
-    EXTRA_FEATURES,
-    HeldOut,
-    design,
-    evaluate,
-    kind_weights,
-    prompt_inputs,
-    summary,
-    targets,
-    trainable,
-)
-from router_core.outcomes import load_all
+from router_core.difficulty import EXTRA_FEATURES, HeldOut, evaluate, kind_weights, summary, targets, trainable
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="../shared/data")
-    args = ap.parse_args()
-    rows = load_all(Path(args.data))
-    vectors, extra = prompt_inputs([r.prompt for r in rows])
-    x, _ = design(extra, vectors)
+    rows, x = rows_and_design(__doc__ or "")
     sources = np.array([r.source for r in rows])
     names = sorted(set(sources.tolist()))
     usable = np.array([trainable(r, True) for r in rows])

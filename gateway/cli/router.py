@@ -83,17 +83,21 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.classifier:
         scores = score_all(args.classifier, convs, settings)
         names = [args.classifier] * len(scores)
+        skipped: list[tuple[str, ...]] = [()] * len(scores)
     else:  # the configured pipeline, as the gateway runs it: the first classifier that answers decides
-        scores, names = decide_all(convs, settings)
+        scores, names, skipped = decide_all(convs, settings)
     out = open(args.output, "w") if args.output else sys.stdout
     with out:
-        for s, name in zip(scores, names, strict=True):
-            out.write(json.dumps({"score": round(s, 6), "tier": tier_for(s, settings.routing.cutoffs),
-                                  "classifier": name}) + "\n")
+        for s, name, passed in zip(scores, names, skipped, strict=True):
+            row: dict[str, Any] = {"score": round(s, 6), "tier": tier_for(s, settings.routing.cutoffs),
+                                   "classifier": name}
+            if passed:   # the classifiers before it that did not decide, and why
+                row["skipped"] = list(passed)
+            out.write(json.dumps(row) + "\n")
     return 0
 
 
-def decide_all(convs: list[Conversation], settings: Any) -> tuple[list[float], list[str]]:
+def decide_all(convs: list[Conversation], settings: Any) -> tuple[list[float], list[str], list[tuple[str, ...]]]:
     from gateway.app import build_embedder, build_pipeline
 
     embedder = build_embedder(settings) if "embedding" in settings.routing.classifiers else None
@@ -110,7 +114,7 @@ def decide_all(convs: list[Conversation], settings: Any) -> tuple[list[float], l
                 await embedder.aclose()
 
     decisions = asyncio.run(run())
-    return [d.score for d in decisions], [d.classifier for d in decisions]
+    return [d.score for d in decisions], [d.classifier for d in decisions], [d.skipped for d in decisions]
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

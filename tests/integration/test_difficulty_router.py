@@ -43,6 +43,7 @@ def test_classify_without_a_classifier_runs_the_configured_pipeline(tmp_path: Pa
     # Alone, "hi" and "yes, do it" are shorter than any prompt the head was trained on: it declines and
     # the heuristic answers; in context the conversation is long enough for the head.
     assert [r["classifier"] for r in rows] == ["heuristic", "heuristic", "difficulty"]
+    assert rows[0]["skipped"][0].startswith("difficulty: declined: shorter than") and "skipped" not in rows[2]
     alone, in_context = rows[1]["score"], rows[2]["score"]
     assert in_context > alone  # the second turn is scored with the first
 

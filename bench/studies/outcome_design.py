@@ -1,0 +1,22 @@
+"""What the difficulty studies start from: the shared outcome rows (`--data`, default ../shared/data) and
+their design matrix, exactly as `smr eval --leave-source-out` builds it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from router_core.difficulty import design, prompt_inputs
+from router_core.outcomes import Outcomes, load_all
+
+
+def rows_and_design(description: str) -> tuple[list[Outcomes], np.ndarray]:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data", default="../shared/data")
+    args = ap.parse_args()
+    rows = load_all(Path(args.data))
+    vectors, extra = prompt_inputs([r.prompt for r in rows])
+    x, _ = design(extra, vectors)
+    return rows, x
