@@ -154,8 +154,8 @@ class TokenFeatures:
     def compute(self, texts: Sequence[str], tokens: Tokens, turns: Sequence[int] | None = None) -> np.ndarray:
         """One row of FEATURES per text (`tokens` is `StaticEmbedder.tokenize(texts)`)."""
         n = len(texts)
-        a, starts = tokens.ids, tokens.starts
-        full = np.flatnonzero(tokens.counts > 0)
+        a, starts, sizes = tokens.ids, tokens.starts, tokens.counts
+        full = np.flatnonzero(sizes > 0)
         task = np.zeros(n, dtype=np.int64)
         counts = np.zeros((n, self._counts.shape[1]))
         chit_chat = np.zeros(n, dtype=bool)
@@ -167,8 +167,8 @@ class TokenFeatures:
             if len(words):
                 first = words[np.minimum(np.searchsorted(words, starts[:-1]), len(words) - 1)]
                 chit_chat = (first >= starts[:-1]) & (first < starts[1:]) & ((flags[first] & _GREETING_BIT) > 0)
-        sizes, bits, counted, chat = tokens.counts.tolist(), task.tolist(), counts.tolist(), chit_chat.tolist()
-        return np.array([_row(t, sizes[i], bits[i], counted[i], chat[i], 1 if turns is None else turns[i])
+        lengths, bits, counted, chat = sizes.tolist(), task.tolist(), counts.tolist(), chit_chat.tolist()
+        return np.array([_row(t, lengths[i], bits[i], counted[i], chat[i], 1 if turns is None else turns[i])
                          for i, t in enumerate(texts)]).reshape(n, len(FEATURES))
 
 

@@ -42,29 +42,35 @@ class DifficultyClassifier:
         n = len(self.head.feature_names)
         self._w_text, self._w_extra = w[:-n], w[-n:]
         self._names = list(self.head.feature_names)
-        sc = self.head.scaling
-        self._one_scaling = (np.asarray(sc.lo), np.asarray(sc.hi), np.asarray(sc.mean),
-                             self._w_extra / np.asarray(sc.std))
+        sc = self.head.scaling   # `Scaling.apply` times the weights, its arrays made once
+        self._lo, self._hi, self._mean = np.asarray(sc.lo), np.asarray(sc.hi), np.asarray(sc.mean)
+        self._per_unit = self._w_extra / np.asarray(sc.std)
         # Shorter than anything it was trained on (greetings, "go on" alone): the head declines, the
         # pipeline's next classifier (the heuristic, built for those) answers.
         self.shortest = math.floor(math.expm1(self.head.scaling.lo[self._names.index("log_chars")]))
+
+    def _decline_if_short(self, text: str) -> None:
+        if len(text) < self.shortest:
+            raise Abstain(f"shorter than the {self.shortest} characters of the shortest prompts it was trained on")
+
+    def _shares(self, extra: np.ndarray) -> np.ndarray:
+        """Each named feature's share of the prediction (one row or many)."""
+        return (np.clip(extra, self._lo, self._hi) - self._mean) * self._per_unit
 
     def _parts(self, convs: Sequence[Conversation]) -> tuple[np.ndarray, np.ndarray]:
         """Per conversation, the embedding's share of the prediction and each named feature's."""
         texts = [classifier_text(c) for c in convs]
         tokens = self.embedder.tokenize(texts)
         extra = self.features.compute(texts, tokens, [user_turns(c) for c in convs])
-        return self.embedder.pool(tokens) @ self._w_text, self.head.scaling.apply(extra) * self._w_extra
+        return self.embedder.pool(tokens) @ self._w_text, self._shares(extra)
 
     def _parts_one(self, conv: Conversation) -> tuple[float, np.ndarray]:
         """`_parts` for one conversation, on the one-text paths (no batch bookkeeping)."""
         text = classifier_text(conv)
-        if len(text) < self.shortest:
-            raise Abstain(f"shorter than the {self.shortest} characters of the shortest prompts it was trained on")
+        self._decline_if_short(text)
         ids = self.embedder.token_ids([text])[0]
         extra = self.features.one(text, ids, user_turns(conv))
-        lo, hi, mean, weight = self._one_scaling   # `Scaling.apply` times the weights, its arrays made once
-        return float(self.embedder.pool_one(ids) @ self._w_text), (np.clip(extra, lo, hi) - mean) * weight
+        return float(self.embedder.pool_one(ids) @ self._w_text), self._shares(extra)
 
     def _scores(self, text_part: np.ndarray, extra: np.ndarray) -> np.ndarray:
         t = self.head.scale * (text_part + extra.sum(axis=1) + self.head.bias) + self.head.shift
@@ -92,8 +98,7 @@ class DifficultyClassifier:
     async def score(self, conv: Conversation) -> float:
         """Concurrent callers share one batch: the requests that arrive before the loop's next turn are
         scored together (`score_batch`)."""
-        if len(classifier_text(conv)) < self.shortest:
-            return self.score_now(conv)   # declines, as score_now says
+        self._decline_if_short(classifier_text(conv))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         self._pending.append((conv, future))
