@@ -8,7 +8,7 @@ from bench.classifier_load import HEADER, PROMPT, SHORT, row
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import FakeUpstreams
 from router_core.classifiers.base import Classifier
-from router_core.classifiers.difficulty import DifficultyClassifier
+from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
 from router_core.classifiers.embedding import EmbeddingClassifier
 from router_core.classifiers.heuristic import HeuristicClassifier
 from router_core.classifiers.ollama_llm import OllamaLLMClassifier
@@ -28,13 +28,15 @@ async def _run(smoke: bool) -> list[str]:
         ("heuristic", HeuristicClassifier(), PROMPT),
         ("difficulty (static embedding + head, the default), 200 tokens", difficulty, PROMPT),
         ("difficulty (static embedding + head, the default), 20 tokens", difficulty, SHORT),
+        (f"difficulty on MiniLM (the transformer path, the default on a GPU; {on}), 200 tokens",
+         EncoderDifficultyClassifier(embedder), PROMPT),
         (f"embedding (MiniLM + head, {on}), 200 tokens", EmbeddingClassifier(embedder), PROMPT),
         (f"embedding (MiniLM + head, {on}), 20 tokens", EmbeddingClassifier(embedder), SHORT),
         ("llm (fake Ollama, no model time)", OllamaLLMClassifier(fakes.ollama_url, "granite4:350m", (0.35, 0.62)),
          PROMPT),
     ]
     if other is not None:
-        classifiers[3:3] = [(f"embedding (MiniLM + head, torch, {other.device}), 200 tokens",
+        classifiers[4:4] = [(f"embedding (MiniLM + head, torch, {other.device}), 200 tokens",
                              EmbeddingClassifier(other), PROMPT),
                             (f"embedding (MiniLM + head, torch, {other.device}), 20 tokens",
                              EmbeddingClassifier(other), SHORT)]

@@ -1,5 +1,7 @@
-"""The embedding classifier on a GPU: latency and throughput in fp32 (what `auto` runs on CUDA) and
-fp16, and a check that the GPU gives the CPU's vectors and the committed head's scores.
+"""The MiniLM classifiers on a GPU (the embedding classifier, and the difficulty classifier's transformer
+path, which `routing.difficulty_embedding = "auto"` picks there): latency and throughput in fp32 (what
+`auto` runs on CUDA) and fp16, beside the static difficulty path (CPU, the default elsewhere), and a
+check that the GPU gives the CPU's vectors and the committed head's scores.
 
     python -m bench.gpu [--model PATH] [--reference REF.npz] [--out FILE]
 
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.classifier_load import HEADER, PROMPT, SHORT, row
+from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
 from router_core.classifiers.embedding import EmbeddingClassifier, classifier_text
 from router_core.embedder import Embedder
 from router_core.types import Conversation
@@ -59,6 +62,8 @@ async def measure_all(model: Path | None, reference: dict[str, np.ndarray] | Non
     lines = [f"Device: {name}; backend {embedder.backend} on {embedder.device}; torch {torch.__version__}", ""]
     rows = list(HEADER)
     clf = EmbeddingClassifier(embedder)
+    difficulty = EncoderDifficultyClassifier(embedder)
+    rows.append(await row("difficulty (static embedding + head, cpu), 200 tokens", DifficultyClassifier(), PROMPT, n))
     notes: list[str] = []
     for precision in ("fp32", "fp16"):
         if precision == "fp16":
@@ -67,10 +72,11 @@ async def measure_all(model: Path | None, reference: dict[str, np.ndarray] | Non
             embedder._model.half()  # the bench's own variant: the gateway runs fp32
         if reference is not None:
             notes += check(embedder, reference, f"{embedder.device} {precision}")
+        on = f"{embedder.backend}, {embedder.device} {precision}"
         for label, prompt in (("200 tokens", PROMPT), ("20 tokens", SHORT)):
-            rows.append(await row(f"embedding (MiniLM + head, {embedder.backend}, {embedder.device} {precision}), "
-                                  f"{label}", clf, prompt, n))
-            print(rows[-1], file=sys.stderr, flush=True)
+            for name, c in ((f"difficulty on MiniLM ({on})", difficulty), (f"embedding (MiniLM + head, {on})", clf)):
+                rows.append(await row(f"{name}, {label}", c, prompt, n))
+                print(rows[-1], file=sys.stderr, flush=True)
     await embedder.aclose()
     return [*lines, *rows, "", *notes]
 

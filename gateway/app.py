@@ -30,7 +30,8 @@ from gateway.openapi import add_body_schemas, openapi_config, openapi_json
 from gateway.request_ids import add_request_id, ids
 from gateway.settings import Settings
 from router_core import ClassifierPipeline, build_classifier
-from router_core.embedder import Embedder
+from router_core.embedder import Embedder, pick_device
+from router_core.registry import difficulty_embedding
 
 log = logging.getLogger("gateway")
 
@@ -81,10 +82,23 @@ def _internal_error(request: Request, exc: Exception) -> Response:
     return Response(content=err.to_json(), status_code=500, media_type=JSON)
 
 
+def difficulty_reads(settings: Settings) -> str:
+    """The difficulty classifier's embedding, `auto` resolved: minilm where the encoder's device is a GPU."""
+    requested = settings.routing.difficulty_embedding
+    return difficulty_embedding(requested, pick_device(settings.cache.device) if requested == "auto" else "")
+
+
+def routing_needs_encoder(settings: Settings) -> bool:
+    """Whether a configured classifier reads the transformer encoder (the embedding classifier, or the
+    difficulty classifier on minilm)."""
+    names = settings.routing.classifiers
+    return "embedding" in names or ("difficulty" in names and difficulty_reads(settings) == "minilm")
+
+
 def build_embedder(settings: Settings) -> Embedder | None:
-    """One encoder for the semantic cache and the embedding classifier (loaded in the lifespan)."""
+    """One encoder for the semantic cache and the classifiers that read it (loaded in the lifespan)."""
     c = settings.cache
-    if (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers:
+    if (c.enabled and c.semantic) or routing_needs_encoder(settings):
         return Embedder(c.embedding_model, c.device, window_s=c.embedding_batch_window_s,
                         max_batch=c.embedding_max_batch, backend=c.embedding_backend,
                         max_batch_tokens=c.embedding_max_batch_tokens, cache_dir=settings.paths.model_cache_dir)
@@ -94,7 +108,8 @@ def build_embedder(settings: Settings) -> Embedder | None:
 def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierPipeline:
     r = settings.routing
     options = {"embedder": embedder, "cutoffs": r.cutoffs, "ollama_url": r.llm_base_url, "model": r.llm_model,
-               "timeout_s": r.llm_timeout_s, "head_path": r.embedding_head}
+               "timeout_s": r.llm_timeout_s, "head_path": r.embedding_head,
+               "difficulty_embedding": difficulty_reads(settings) if "difficulty" in r.classifiers else "static"}
     try:
         classifiers = [build_classifier(name, options) for name in r.classifiers]
     except KeyError as exc:

@@ -74,6 +74,10 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # The `embedding` classifier's head (a JSON file from `smr train --from-logs --write`); default: the
     # head shipped in the package.
     embedding_head: str | None = None
+    # What the `difficulty` classifier reads: "static" (a static embedding, all CPU, under 2 ms), "minilm"
+    # (the transformer path: MiniLM on the embedding device with its own head) or "auto" (minilm where the
+    # embedding device resolves to a GPU, static elsewhere).
+    difficulty_embedding: Literal["auto", "static", "minilm"] = "auto"
     # Most backends tried for one request (the chain is cut after this many).
     max_attempts: int = 3
     allow_n_greater_than_one: bool = False

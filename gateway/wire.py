@@ -302,7 +302,7 @@ def usage_out(u: Usage) -> UsageOut:
     return UsageOut(u.prompt_tokens, u.completion_tokens, u.total_tokens, details)
 
 
-def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
+def validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
     text = str(exc).replace("`", "")
     param = None
     if " - at $." in text:
@@ -342,7 +342,7 @@ def parse_chat_request(body: bytes) -> ParsedChat:
     try:
         req = msgspec.convert(raw, ChatCompletionRequest)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise validation_error(exc) from None
     except RecursionError:
         raise _too_deep() from None
     if not req.messages:
@@ -357,7 +357,7 @@ def parse_complete_request(body: bytes) -> CompleteRequest:
     try:
         req = complete_request_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise validation_error(exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:

@@ -25,13 +25,17 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from router_core.evals.metrics import report
+from router_core.evals.metrics import apgr, curve, report
 from router_core.irt import rasch, zscore
 from router_core.outcomes import NON_COMMERCIAL, Outcomes
 from router_core.static_embed import StaticEmbedder
 from router_core.token_features import FEATURES, FLAGS, TokenFeatures
 
 HEAD_PATH = Path(__file__).resolve().parent / "classifiers" / "difficulty_head.json"
+# The head for each embedding the text part can read: the static one (CPU, the default) and MiniLM itself
+# (the transformer path, the default where a GPU is present).
+HEAD_PATHS = {"static": HEAD_PATH, "minilm": HEAD_PATH.with_name("difficulty_head_minilm.json")}
+EMBEDDINGS = tuple(HEAD_PATHS)
 EXTRA_FEATURES = FEATURES
 SHARES = (0.5, 0.3, 0.2)
 CHEAP_COST = (200 * 0.30 + 300 * 2.50) / 1e6   # a typical prompt on Gemini Flash ...
@@ -81,6 +85,7 @@ class DifficultyHead(msgspec.Struct, frozen=True):
     length_boost: float = 0.0
     chat_weight: float = 1.0       # each chat prompt's weight in the fit (benchmark prompts weigh 1)
     target: str = "rasch"
+    embedding: str = "static"      # what the text part reads: "static" (static_embed) or "minilm" (Embedder)
     trained_on: list[str] = []
     licences: list[str] = []
     cv: dict[str, float] = {}
@@ -88,6 +93,8 @@ class DifficultyHead(msgspec.Struct, frozen=True):
 
 def load_head(path: Path = HEAD_PATH) -> DifficultyHead:
     head = msgspec.json.decode(path.read_bytes(), type=DifficultyHead)
+    if head.embedding not in EMBEDDINGS:
+        raise ValueError(f"{path}: embedding {head.embedding!r} is none of {', '.join(EMBEDDINGS)}")
     if tuple(head.feature_names) != EXTRA_FEATURES:
         raise ValueError(f"{path}: trained on features {head.feature_names}; this version computes "
                          f"{list(EXTRA_FEATURES)}: retrain it (smr train --difficulty)")
@@ -177,6 +184,13 @@ class HeldOut(msgspec.Struct, frozen=True):
     saving_95_length: float | None
     spearman: float | None = None         # gsm8k: rank correlation with the calculation steps
     spearman_length: float | None = None
+    apgr_low: float | None = None         # the router's APGR, 90 % bootstrap interval over the source's prompts
+    apgr_high: float | None = None
+
+    @property
+    def surely_below_random(self) -> bool:
+        """Below random by more than resampling the source's prompts explains (its interval under 0.5)."""
+        return self.apgr_high is not None and self.apgr_high < 0.5
 
 
 def model_pairs(rows: Sequence[Outcomes], most: int = 3) -> list[tuple[str, str]]:
@@ -199,7 +213,32 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(_rank(a), _rank(b))[0, 1])
 
 
-def evaluate(rows: Sequence[Outcomes], scores: np.ndarray) -> HeldOut:
+def apgr_interval(scores: np.ndarray, cheap: Sequence[np.ndarray], good: Sequence[np.ndarray],
+                  keep: Sequence[np.ndarray], resamples: int, seed: int = 0) -> tuple[float, float]:
+    """The 5th and 95th percentile of the pair-averaged APGR when the source's prompts are drawn again
+    with replacement (the same draw for every pair): how much of a source's figure is which prompts it
+    happens to hold. `keep[p]`: the prompts pair p has outcomes for; `cheap[p]`/`good[p]`: theirs."""
+    rng = np.random.default_rng(seed)
+    n = len(scores)
+    position = [np.full(n, -1) for _ in keep]
+    for p, k in zip(position, keep, strict=True):
+        p[k] = np.arange(len(k))
+    values = []
+    for _ in range(resamples):
+        draw = rng.integers(0, n, n)
+        per_pair = []
+        for pos, c, g in zip(position, cheap, good, strict=True):
+            at = pos[draw][pos[draw] >= 0]
+            if len(at):
+                per_pair.append(apgr(curve(scores[draw][pos[draw] >= 0], c[at], g[at])))
+        values.append(float(np.mean(per_pair)))
+    low, high = np.percentile(values, [5, 95])
+    return float(low), float(high)
+
+
+def evaluate(rows: Sequence[Outcomes], scores: np.ndarray, resamples: int = 0) -> HeldOut:
+    """The router's (`scores`) and prompt length's APGR on one source, averaged over its model pairs;
+    with `resamples`, also the router's 90 % bootstrap interval."""
     r0 = rows[0]
     length = np.array([len(r.prompt) for r in rows], dtype=float)
     if r0.proxy is not None:
@@ -208,8 +247,9 @@ def evaluate(rows: Sequence[Outcomes], scores: np.ndarray) -> HeldOut:
                        spearman(length, steps))
     pairs = model_pairs(rows)
     router, base, save_r, save_l = [], [], [], []
+    kept, cheaps, goods = [], [], []
     for weak, strong in pairs:
-        keep = [i for i, r in enumerate(rows) if weak in r.quality and strong in r.quality]
+        keep = np.array([i for i, r in enumerate(rows) if weak in r.quality and strong in r.quality], dtype=int)
         cheap = np.array([rows[i].quality[weak] for i in keep])
         good = np.array([rows[i].quality[strong] for i in keep])
         a = report(scores[keep], cheap, good, CHEAP_COST, STRONG_COST)
@@ -218,8 +258,13 @@ def evaluate(rows: Sequence[Outcomes], scores: np.ndarray) -> HeldOut:
         base.append(b.apgr)
         save_r.append(a.cost_saving_at_95)
         save_l.append(b.cost_saving_at_95)
+        kept.append(keep)
+        cheaps.append(cheap)
+        goods.append(good)
     mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
-    return HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r), mean(save_l))
+    low, high = apgr_interval(scores, cheaps, goods, kept, resamples) if resamples and pairs else (None, None)
+    return HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r), mean(save_l),
+                   apgr_low=low, apgr_high=high)
 
 
 def trainable(r: Outcomes, permissive_only: bool) -> bool:
@@ -227,9 +272,10 @@ def trainable(r: Outcomes, permissive_only: bool) -> bool:
 
 
 def leave_source_out(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray, alpha: float, boost: float,
-                     target: str = "rasch", permissive_only: bool = True, chat_weight: float = 1.0) -> list[HeldOut]:
+                     target: str = "rasch", permissive_only: bool = True, chat_weight: float = 1.0,
+                     resamples: int = 0) -> list[HeldOut]:
     """Each source held out whole; the head is fitted on the other (trainable) sources (`vectors` and
-    `extra`: `prompt_inputs` of the rows' prompts)."""
+    `extra`: `prompt_inputs` of the rows' prompts). `resamples`: bootstrap intervals of each source's APGR."""
     x, _ = design(extra, vectors)
     y = targets(rows, target)
     sources = np.array([r.source for r in rows])
@@ -241,7 +287,7 @@ def leave_source_out(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.nd
         train = usable & ~held
         w, b = fit(x[train], y[train], alpha, boost, kind_weights(kinds[train], chat_weight))
         idx = np.where(held)[0]
-        out.append(evaluate([rows[i] for i in idx], x[idx] @ w + b))
+        out.append(evaluate([rows[i] for i in idx], x[idx] @ w + b, resamples))
     return out
 
 
@@ -261,7 +307,7 @@ def summary(results: Sequence[HeldOut]) -> dict[str, float]:
 
 def train_head(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray, alpha: float, boost: float,
                target: str, cutoffs: Sequence[float], permissive_only: bool = True,
-               chat_weight: float = 1.0) -> DifficultyHead:
+               chat_weight: float = 1.0, embedding: str = "static") -> DifficultyHead:
     usable = np.array([trainable(r, permissive_only) for r in rows])
     kept = [r for r, u in zip(rows, usable, strict=True) if u]
     x, features = design(extra[usable], vectors[usable])
@@ -270,6 +316,6 @@ def train_head(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray,
     scale, shift = logistic_map(x @ w + b, cutoffs)
     return DifficultyHead(weights=w.tolist(), bias=b, feature_names=list(EXTRA_FEATURES), scaling=features,
                           scale=scale, shift=shift, alpha=alpha, length_boost=boost,
-                          chat_weight=chat_weight,
+                          chat_weight=chat_weight, embedding=embedding,
                           target=target, trained_on=sorted({r.source for r in kept}),
                           licences=sorted({r.licence for r in kept}))

@@ -74,6 +74,7 @@ class Embedder:
         self._model: Any = None
         self._onnx: Any = None
         self._queue: asyncio.Queue[Pending] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None   # the batcher's (a queue serves one loop)
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
         self.batches = 0
@@ -129,21 +130,22 @@ class Embedder:
 
     # ------------------------------------------------------------ async, micro-batched
     async def embed(self, text: str) -> np.ndarray:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._loop is not loop:  # first call, or the batcher's loop has gone
+            self._loop, self._queue = loop, asyncio.Queue()
             self._worker = asyncio.create_task(self._run(), name="embedder-batcher")
-        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[np.ndarray] = loop.create_future()
         await self._queue.put((text, fut))
         return await fut
 
     async def _run(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
+        queue, loop = self._queue, asyncio.get_running_loop()
         busy = False
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
             deadline = loop.time() + (self.window_s if busy else 0.0)
             while len(batch) < self.max_batch:
                 timeout = deadline - loop.time()
@@ -151,7 +153,7 @@ class Embedder:
                     break
                 try:
                     async with asyncio.timeout(timeout):
-                        batch.append(await self._queue.get())
+                        batch.append(await queue.get())
                 except TimeoutError:
                     break
             busy = len(batch) > 1
@@ -179,7 +181,7 @@ class Embedder:
                 f.set_result(v)
 
     async def aclose(self) -> None:
-        if self._worker is not None:
+        if self._worker is not None and self._loop is asyncio.get_running_loop():
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker

@@ -40,8 +40,11 @@ class ClassifierPipeline:
             reasons: tuple[str, ...] | None = None
             try:
                 both = getattr(c, "score_with_reasons", None)
-                if both is not None:  # the score and why, in one pass (the heuristic)
+                later = getattr(c, "score_explained", None)
+                if both is not None:  # the score and why, in one pass (the heuristic, the static difficulty head)
                     score, reasons = both(conv)
+                elif later is not None:  # the same, awaited (the difficulty head on a transformer encoder)
+                    score, reasons = await asyncio.wait_for(later(conv), self.budget_s)
                 elif isinstance(c, SyncClassifier):
                     score = c.score_now(conv)
                 else:

@@ -26,10 +26,26 @@ def _embedding(options: Mapping[str, Any]) -> Classifier:
     return EmbeddingClassifier(embedder, load_head(Path(head_path)) if head_path else None)
 
 
-def _difficulty(options: Mapping[str, Any]) -> Classifier:
-    from router_core.classifiers.difficulty import DifficultyClassifier
+def difficulty_embedding(requested: str, device: str) -> str:
+    """What the `difficulty` classifier reads: `auto` is MiniLM (the transformer path) where the encoder
+    runs on a GPU, the static embedding (all CPU, under 2 ms) elsewhere."""
+    if requested != "auto":
+        return requested
+    return "minilm" if device.startswith("cuda") else "static"
 
-    return DifficultyClassifier()
+
+def _difficulty(options: Mapping[str, Any]) -> Classifier:
+    from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
+
+    kind = options.get("difficulty_embedding", "static")
+    if kind == "static":
+        return DifficultyClassifier()
+    if kind != "minilm":
+        raise ValueError(f"difficulty_embedding must be static or minilm, not {kind!r}")
+    encoder = options.get("embedder")
+    if encoder is None:
+        raise ValueError("the difficulty classifier on minilm needs the shared embedder")
+    return EncoderDifficultyClassifier(encoder)
 
 
 def _llm(options: Mapping[str, Any]) -> Classifier:

@@ -13,7 +13,7 @@ from litestar.handlers import BaseRouteHandler
 from gateway.auth import Principal
 from gateway.errors import InvalidRequest
 from gateway.gateway import Gateway
-from gateway.wire import decode_json_object
+from gateway.wire import decode_json_object, validation_error
 
 T = TypeVar("T")
 
@@ -71,4 +71,4 @@ def decode_body(body: bytes, kind: type[T]) -> T:
     try:
         return msgspec.convert(raw, kind)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
+        raise validation_error(exc) from None

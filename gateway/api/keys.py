@@ -15,7 +15,7 @@ from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.limits import RPM, TPM, USD, LimitSet, Period
 from gateway.openapi import with_body
-from gateway.wire import decode_json_object, encoder
+from gateway.wire import decode_json_object, encoder, validation_error
 from router_core.types import Tier
 
 # Printable text only (no NUL or other control characters), of a sensible length.
@@ -86,7 +86,7 @@ async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Respo
     try:
         checked = msgspec.convert({k: v for k, v in raw.items() if v is not None}, LimitSet)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
+        raise validation_error(exc) from None
     changes = {f: (getattr(checked, f) if raw[f] is not None else None) for f in raw}
     if changes.get("budget_period", "") is None:
         changes["budget_period"] = "total"

@@ -14,7 +14,7 @@ from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.limits import NO_LIMITS, LimitSet
 from gateway.openapi import with_body
-from gateway.wire import decode_json_object, encoder
+from gateway.wire import decode_json_object, encoder, validation_error
 
 
 class TenantLimits(msgspec.Struct, frozen=True):
@@ -40,7 +40,7 @@ async def put_tenant_limits(request: Request, gw: Gateway, tenant: str) -> Respo
     try:
         limits = msgspec.convert({k: v for k, v in raw.items() if v is not None}, LimitSet)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(str(exc).replace("`", ""), code="invalid_value") from None
+        raise validation_error(exc) from None
     await store.put(tenant, limits)
     gw.admission.forget_tenant(tenant)
     return Response(encoder.encode(TenantLimits(tenant, limits)), media_type="application/json")

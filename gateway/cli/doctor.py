@@ -173,9 +173,11 @@ async def check_backends(settings: Settings) -> list[Finding]:
 
 def check_models(settings: Settings, fix: bool) -> list[Finding]:
     c = settings.cache
-    needed = (c.enabled and c.semantic) or "embedding" in settings.routing.classifiers
+    from gateway.app import routing_needs_encoder
+
+    needed = (c.enabled and c.semantic) or routing_needs_encoder(settings)
     if not needed:
-        return [ok("models", "no embedding model needed (semantic cache and embedding classifier off)")]
+        return [ok("models", "no embedding model needed (semantic cache off, no classifier reads MiniLM)")]
     from router_core.embedder import default_cache_dir, default_model_path, pick_device
 
     try:

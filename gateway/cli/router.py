@@ -98,9 +98,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def decide_all(convs: list[Conversation], settings: Any) -> tuple[list[float], list[str], list[tuple[str, ...]]]:
-    from gateway.app import build_embedder, build_pipeline
+    from gateway.app import build_embedder, build_pipeline, routing_needs_encoder
 
-    embedder = build_embedder(settings) if "embedding" in settings.routing.classifiers else None
+    embedder = build_embedder(settings) if routing_needs_encoder(settings) else None
     if embedder is not None:
         embedder.load()
     pipeline = build_pipeline(settings, embedder)

@@ -1,12 +1,17 @@
-"""The `difficulty` classifier: the learned difficulty model (`router_core.difficulty`) on a static
-embedding of the conversation's user turns, all on the CPU in well under 2 ms.
+"""The `difficulty` classifier: the learned difficulty model (`router_core.difficulty`) on an embedding of
+the conversation's user turns plus named features read off its token ids.
 
-Scores one conversation at a time (`score_now`, no task scheduled: a path of sets and dicts, no array
-bookkeeping) or many at once (`score_batch`: the embedding and the features of the whole batch are a
-few numpy operations over its token ids). The whole conversation counts: its last three user turns are
-scored together (a second turn with its first), and the number of turns is a feature. A conversation
-shorter than the shortest prompts the head was trained on is declined (`Abstain`): the pipeline's next
-classifier answers.
+Two paths, one head format. `DifficultyClassifier`, the default on CPU, reads a static embedding: all
+on the CPU in well under 2 ms, one conversation at a time (`score_now`, no task scheduled: a path of
+sets and dicts, no array bookkeeping) or many at once (`score_batch`: the embedding and the features of
+the whole batch are a few numpy operations over its token ids). `EncoderDifficultyClassifier`, the
+transformer path and the default where a GPU is present, reads MiniLM's own sentence embedding from
+the shared `Embedder` (micro-batched off the event loop; the semantic cache's embedding of the same
+text is reused) with its own head (`difficulty_head_minilm.json`).
+
+The whole conversation counts: its last three user turns are scored together (a second turn with its
+first), and the number of turns is a feature. A conversation shorter than the shortest prompts the head
+was trained on is declined (`Abstain`): the pipeline's next classifier answers.
 """
 
 from __future__ import annotations
@@ -14,40 +19,51 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from router_core.classifiers.base import Abstain
 from router_core.classifiers.embedding import classifier_text
-from router_core.difficulty import DifficultyHead, load_head
+from router_core.difficulty import HEAD_PATHS, DifficultyHead, load_head
 from router_core.static_embed import StaticEmbedder
 from router_core.token_features import TokenFeatures
 from router_core.types import Conversation
+
+if TYPE_CHECKING:
+    from router_core.embedder import Embedder
 
 
 def user_turns(conv: Conversation) -> int:
     return max(1, sum(1 for t in conv.turns if t.role == "user"))
 
 
-class DifficultyClassifier:
+class _Head:
+    """The head as arrays, once (a decision is then two dot products), the named features' tokenizer,
+    and what both paths share: each feature's share of the prediction, the score, the reasons line and
+    the short-prompt decline."""
+
     name = "difficulty"
 
-    def __init__(self, head: DifficultyHead | None = None, embedder: StaticEmbedder | None = None) -> None:
-        self.head = head or load_head()
-        self.embedder = embedder or StaticEmbedder()
+    def __init__(self, head: DifficultyHead, embedder: StaticEmbedder | None) -> None:
+        self.head = head
+        self.embedder = embedder or StaticEmbedder()   # its tokenizer is MiniLM's: the features read its ids
         self.features = TokenFeatures(self.embedder.tokenizer)
-        self._pending: list[tuple[Conversation, asyncio.Future[float]]] = []
-        # The head as arrays, once: a decision is then two dot products (it runs inline, per request).
-        w = np.asarray(self.head.weights, dtype=np.float64)
-        n = len(self.head.feature_names)
+        w = np.asarray(head.weights, dtype=np.float64)
+        n = len(head.feature_names)
         self._w_text, self._w_extra = w[:-n], w[-n:]
-        self._names = list(self.head.feature_names)
-        sc = self.head.scaling   # `Scaling.apply` times the weights, its arrays made once
+        self._names = list(head.feature_names)
+        sc = head.scaling   # `Scaling.apply` times the weights, its arrays made once
         self._lo, self._hi, self._mean = np.asarray(sc.lo), np.asarray(sc.hi), np.asarray(sc.mean)
         self._per_unit = self._w_extra / np.asarray(sc.std)
         # Shorter than anything it was trained on (greetings, "go on" alone): the head declines, the
         # pipeline's next classifier (the heuristic, built for those) answers.
-        self.shortest = math.floor(math.expm1(self.head.scaling.lo[self._names.index("log_chars")]))
+        self.shortest = math.floor(math.expm1(head.scaling.lo[self._names.index("log_chars")]))
+
+    @property
+    def label(self) -> str:
+        """The name with what it reads (start-up log): the paths answer under one name."""
+        return f"{self.name} (on the {self.head.embedding} embedding)"
 
     def _decline_if_short(self, text: str) -> None:
         if len(text) < self.shortest:
@@ -56,6 +72,35 @@ class DifficultyClassifier:
     def _shares(self, extra: np.ndarray) -> np.ndarray:
         """Each named feature's share of the prediction (one row or many)."""
         return (np.clip(extra, self._lo, self._hi) - self._mean) * self._per_unit
+
+    def _extra_one(self, text: str, conv: Conversation) -> np.ndarray:
+        return self._shares(self.features.one(text, self.embedder.token_ids([text])[0], user_turns(conv)))
+
+    def _scores(self, text_part: np.ndarray, extra: np.ndarray) -> np.ndarray:
+        t = self.head.scale * (text_part + extra.sum(axis=1) + self.head.bias) + self.head.shift
+        return 1.0 / (1.0 + np.exp(-np.clip(t, -60.0, 60.0)))
+
+    def _score_one(self, text_part: float, extra: np.ndarray) -> float:
+        t = self.head.scale * (text_part + float(extra.sum()) + self.head.bias) + self.head.shift
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, t))))
+
+    def _explained(self, text_part: float, extra: np.ndarray, top: int) -> tuple[float, tuple[str, ...]]:
+        """The score, and what moved the prediction most: the embedding (what the text is about) and the
+        named features, each with its signed share of the prediction in the head's units."""
+        parts = [("what the text is about", text_part), *zip(self._names, extra.tolist(), strict=True)]
+        moved = sorted((p for p in parts if abs(p[1]) >= 0.02), key=lambda p: -abs(p[1]))[:top]
+        return self._score_one(text_part, extra), tuple(f"{name} ({c:+.2f})" for name, c in moved)
+
+
+class DifficultyClassifier(_Head):
+    """The static path: everything on the CPU, inline (the default without a GPU)."""
+
+    def __init__(self, head: DifficultyHead | None = None, embedder: StaticEmbedder | None = None) -> None:
+        head = head or load_head()
+        if head.embedding != "static":
+            raise ValueError(f"a head trained on the {head.embedding} embedding needs EncoderDifficultyClassifier")
+        super().__init__(head, embedder)
+        self._pending: list[tuple[Conversation, asyncio.Future[float]]] = []
 
     def _parts(self, convs: Sequence[Conversation]) -> tuple[np.ndarray, np.ndarray]:
         """Per conversation, the embedding's share of the prediction and each named feature's."""
@@ -72,14 +117,6 @@ class DifficultyClassifier:
         extra = self.features.one(text, ids, user_turns(conv))
         return float(self.embedder.pool_one(ids) @ self._w_text), self._shares(extra)
 
-    def _scores(self, text_part: np.ndarray, extra: np.ndarray) -> np.ndarray:
-        t = self.head.scale * (text_part + extra.sum(axis=1) + self.head.bias) + self.head.shift
-        return 1.0 / (1.0 + np.exp(-np.clip(t, -60.0, 60.0)))
-
-    def _score_one(self, text_part: float, extra: np.ndarray) -> float:
-        t = self.head.scale * (text_part + float(extra.sum()) + self.head.bias) + self.head.shift
-        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, t))))
-
     def score_now(self, conv: Conversation) -> float:
         return self._score_one(*self._parts_one(conv))
 
@@ -88,12 +125,7 @@ class DifficultyClassifier:
         return self._scores(*self._parts(convs)).tolist() if convs else []
 
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
-        """The score, and what moved the prediction most: the embedding (what the text is about) and the
-        named features, each with its signed share of the prediction in the head's units."""
-        text_part, extra = self._parts_one(conv)
-        parts = [("what the text is about", text_part), *zip(self._names, extra.tolist(), strict=True)]
-        moved = sorted((p for p in parts if abs(p[1]) >= 0.02), key=lambda p: -abs(p[1]))[:top]
-        return self._score_one(text_part, extra), tuple(f"{name} ({c:+.2f})" for name, c in moved)
+        return self._explained(*self._parts_one(conv), top)
 
     async def score(self, conv: Conversation) -> float:
         """Concurrent callers share one batch: the requests that arrive before the loop's next turn are
@@ -118,3 +150,39 @@ class DifficultyClassifier:
         for (_, f), s in zip(batch, scores, strict=True):
             if not f.done():
                 f.set_result(s)
+
+
+class EncoderDifficultyClassifier(_Head):
+    """The transformer path: MiniLM's sentence embedding (from the shared, loaded `Embedder`, on the GPU
+    where one is present) with the head trained on it; the named features as on the static path."""
+
+    def __init__(self, encoder: Embedder, head: DifficultyHead | None = None,
+                 embedder: StaticEmbedder | None = None) -> None:
+        head = head or load_head(HEAD_PATHS["minilm"])
+        if head.embedding != "minilm":
+            raise ValueError(f"a head trained on the {head.embedding} embedding needs DifficultyClassifier")
+        super().__init__(head, embedder)
+        self.encoder = encoder
+
+    async def _vector(self, conv: Conversation, text: str) -> np.ndarray:
+        if conv.embedding is not None and conv.embedded_text == text:  # the semantic cache's, same text
+            return np.asarray(conv.embedding, dtype=np.float64)
+        return np.asarray(await self.encoder.embed(text), dtype=np.float64)
+
+    async def score_explained(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
+        text = classifier_text(conv)
+        self._decline_if_short(text)
+        vector = await self._vector(conv, text)
+        return self._explained(float(vector @ self._w_text), self._extra_one(text, conv), top)
+
+    async def score(self, conv: Conversation) -> float:
+        return (await self.score_explained(conv))[0]
+
+    def score_batch(self, convs: Sequence[Conversation]) -> list[float]:
+        """Blocking, for offline use (none declined): one encoder call for the batch."""
+        if not convs:
+            return []
+        texts = [classifier_text(c) for c in convs]
+        text_part = np.asarray(self.encoder.encode_batch(texts), dtype=np.float64) @ self._w_text
+        extra = self.features.compute(texts, self.embedder.tokenize(texts), [user_turns(c) for c in convs])
+        return self._scores(text_part, self._shares(extra)).tolist()

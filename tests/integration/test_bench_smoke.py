@@ -43,8 +43,8 @@ def test_bench_smoke_produces_the_tables() -> None:
     cache = table(sections["Cache through HTTP"])
     assert [r[0] for r in cache] == ["miss", "exact hit", "semantic hit"] and all(r[-1] == "0" for r in cache)
     clf = table(sections["Classifiers"])
-    assert [r[0].split(" (")[0] for r in clf] == ["heuristic", "difficulty", "difficulty", "embedding", "embedding",
-                                                  "llm"]
+    assert [r[0].split(" (")[0] for r in clf] == ["heuristic", "difficulty", "difficulty", "difficulty on MiniLM",
+                                                  "embedding", "embedding", "llm"]
     assert all(float(r[1]) > 0 for r in clf)
 
 
@@ -58,7 +58,10 @@ def test_gpu_bench_runs_and_checks_against_a_cpu_reference(tmp_path: Path) -> No
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = table(out.stdout)
-    assert [r[0].rsplit(", ", 1)[-1] for r in rows] == ["200 tokens", "20 tokens"]
+    assert [r[0] for r in rows] == ["difficulty (static embedding + head, cpu), 200 tokens",
+                                    *(f"{name}, {size} tokens" for size in (200, 20)
+                                      for name in ("difficulty on MiniLM (onnx, cpu fp32)",
+                                                   "embedding (MiniLM + head, onnx, cpu fp32)"))]
     assert all(float(r[1]) > 0 and float(r[5].replace(",", "")) > 0 for r in rows)
     assert "cosine to the CPU vectors min 1.0000" in out.stdout and "(max difference 0.00000)" in out.stdout
 

@@ -159,6 +159,25 @@ def test_patch_and_tenant_limits_apply_to_both_processes(two: tuple[str, str]) -
     assert httpx.put(a + "/v1/tenants/x/limits", json={}, headers={"Authorization": "Bearer nope"}).status_code == 403
 
 
+def test_token_limits_up_to_the_documented_maximum_are_stored_as_given(two: tuple[str, str]) -> None:
+    # A tokens-per-minute limit past 2**31 - 1 (the API takes up to 10**12) was a 500 from Postgres
+    # ("integer out of range"), found by the OpenAPI fuzz test.
+    a, b = two
+    k = new_key(a, rate_limit_tpm=2**31)
+    assert k["rate_limit_tpm"] == 2**31
+    r = httpx.patch(a + f"/v1/keys/{k['id']}", json={"rate_limit_tpm": 10**12}, headers=H)
+    assert r.status_code == 200 and r.json()["rate_limit_tpm"] == 10**12
+    r = httpx.put(b + f"/v1/tenants/{k['tenant']}/limits", json={"rate_limit_tpm": 10**12 - 1}, headers=H)
+    assert r.status_code == 200 and r.json()["limits"]["rate_limit_tpm"] == 10**12 - 1
+    assert httpx.get(a + f"/v1/tenants/{k['tenant']}/limits", headers=H).json()["limits"]["rate_limit_tpm"] == \
+        10**12 - 1
+    time.sleep(0.3)  # the key cache
+    ok = chat(b, k["key"])
+    assert ok.status_code == 200 and ok.headers["x-ratelimit-limit-tokens"] == str(10**12 - 1)
+    over = httpx.post(a + "/v1/keys", json={"name": "app", "rate_limit_tpm": 10**12 + 1}, headers=H)
+    assert over.status_code == 400 and over.json()["error"]["param"]
+
+
 def test_spend_is_rebuilt_from_the_request_log_when_redis_loses_it(two: tuple[str, str], pg_url: str,
                                                                   redis_stack: EmbeddedRedis) -> None:
     import psycopg

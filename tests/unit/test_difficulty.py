@@ -105,3 +105,25 @@ def test_features_and_fit_shapes() -> None:
     w, _ = fit(x, x[:, 0] * 2, alpha=0.1, boost=0.0)
     assert w[0] == pytest.approx(2, abs=0.05)
     assert mmlu_group("astronomy") == "stem" and mmlu_group("nutrition") == "other"
+
+
+def test_the_bootstrap_interval_says_whether_a_source_is_below_random_beyond_its_prompts_noise() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.random(400)  # how likely the cheap model fails each prompt; the strong one never does
+    q = np.column_stack([(rng.random(400) > b).astype(float), np.ones(400)])
+    rows = rows_for("s", q, [f"p{i}" for i in range(400)])
+    informed, backwards = evaluate(rows, b, 300), evaluate(rows, -b, 300)
+    for h in (informed, backwards):
+        assert h.apgr_low is not None and h.apgr_high is not None
+        assert h.apgr_low < h.apgr < h.apgr_high  # type: ignore[operator]
+    assert informed.apgr_low > 0.5 and not informed.surely_below_random  # type: ignore[operator]
+    assert backwards.apgr_high < 0.5 and backwards.surely_below_random  # type: ignore[operator]
+    # Blind scores are random routing: a 90 % interval holds 0.5 about nine times in ten, and falls wholly
+    # below it about one time in twenty.
+    blind = [evaluate(rows, rng.random(400), 200) for _ in range(60)]
+    holds = sum(h.apgr_low < 0.5 < h.apgr_high for h in blind)  # type: ignore[operator]
+    assert 45 <= holds and sum(h.surely_below_random for h in blind) <= 8
+    # Fewer prompts, wider interval; without resamples, none.
+    few = evaluate(rows[:60], b[:60], 300)
+    assert few.apgr_high - few.apgr_low > informed.apgr_high - informed.apgr_low  # type: ignore[operator]
+    assert evaluate(rows, b).apgr_low is None and not evaluate(rows, -b).surely_below_random
