@@ -108,14 +108,17 @@ def build_embedder(settings: Settings) -> Embedder | None:
 def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierPipeline:
     r = settings.routing
     options = {"embedder": embedder, "cutoffs": r.cutoffs, "ollama_url": r.llm_base_url, "model": r.llm_model,
-               "timeout_s": r.llm_timeout_s, "head_path": r.embedding_head,
+               "timeout_s": r.llm_timeout_s, "head_path": r.embedding_head, "difficulty_head": r.difficulty_head,
                "difficulty_embedding": difficulty_reads(settings) if "difficulty" in r.classifiers else "static"}
-    try:
-        classifiers = [build_classifier(name, options) for name in r.classifiers]
-    except KeyError as exc:
-        raise SettingsError(f"config: setting 'routing.classifiers': {exc.args[0]}") from None
-    except (OSError, ValueError) as exc:  # the embedding head file: missing, unreadable or not a head
-        raise SettingsError(f"config: setting 'routing.embedding_head': {exc}") from None
+    classifiers = []
+    for name in r.classifiers:
+        try:
+            classifiers.append(build_classifier(name, options))
+        except KeyError as exc:
+            raise SettingsError(f"config: setting 'routing.classifiers': {exc.args[0]}") from None
+        except (OSError, ValueError) as exc:  # its head file: missing, unreadable, not a head, or another kind's
+            setting = {"embedding": "embedding_head", "difficulty": "difficulty_head"}.get(name, "classifiers")
+            raise SettingsError(f"config: setting 'routing.{setting}': {exc}") from None
     return ClassifierPipeline(classifiers, r.cutoffs, r.classifier_budget_s)
 
 

@@ -78,6 +78,9 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # (the transformer path: MiniLM on the embedding device with its own head) or "auto" (minilm where the
     # embedding device resolves to a GPU, static elsewhere).
     difficulty_embedding: Literal["auto", "static", "minilm"] = "auto"
+    # The `difficulty` classifier's head (a JSON file from `smr train --from-logs --write`, trained on the
+    # embedding it reads); default: the packaged head of that embedding.
+    difficulty_head: str | None = None
     # Most backends tried for one request (the chain is cut after this many).
     max_attempts: int = 3
     allow_n_greater_than_one: bool = False

@@ -101,6 +101,11 @@ def load_head(path: Path = HEAD_PATH) -> DifficultyHead:
     return head
 
 
+def difficulty_logits(head: DifficultyHead, x: np.ndarray) -> np.ndarray:
+    """The score's logit for rows of the head's design (text vector, then the scaled named features)."""
+    return head.scale * (x @ np.asarray(head.weights) + head.bias) + head.shift
+
+
 # ----------------------------------------------------------------------------- targets
 def quality_matrix(rows: Sequence[Outcomes]) -> tuple[np.ndarray, list[str]]:
     models = sorted({m for r in rows for m in r.quality})

@@ -1,5 +1,6 @@
-"""Learning from ratings (`smr train --from-logs`), pure: labels from rated requests, and a head refitted
-on them as a correction to the current head (so a few hundred ratings nudge it rather than replace it).
+"""Learning from ratings (`smr train --from-logs`), pure: labels from rated requests, and a head (the
+difficulty head or the embedding head) refitted on them as a correction to the current head (so a few
+hundred ratings nudge it rather than replace it).
 
 Label: 1 = "needed a stronger model than it got" (a bad rating), 0 = "the cheap tier was enough" (a good
 rating on simple or medium). A good rating on the complex tier says nothing about a cheaper one: skipped.
@@ -11,6 +12,7 @@ import msgspec
 import numpy as np
 
 from router_core.classifiers.embedding import Head
+from router_core.difficulty import DifficultyHead, difficulty_logits
 
 
 def label(tier: str | None, rating: int) -> int | None:
@@ -36,13 +38,11 @@ def auc(scores: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def refit(head: Head, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> Head:
-    """The head plus a correction fitted on `x` (rows of head.design) and labels `y`: logistic loss with
-    an L2 penalty on the correction, so the current weights are the prior."""
+def correction(base: np.ndarray, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, float]:
+    """A linear correction (dw, db) to logits `base` fitted on rows `x` and labels `y`: logistic loss with
+    an L2 penalty on dw, so the current head is the prior."""
     from scipy.optimize import minimize
 
-    w0 = np.asarray(head.weights, dtype=float)
-    base = x @ w0 + head.bias
     n, d = x.shape
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -54,6 +54,22 @@ def refit(head: Head, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> Head:
         return nll, np.concatenate([x.T @ g / n + l2 * dw / n, [g.mean()]])
 
     fit = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-    dw, db = fit.x[:d], float(fit.x[d])
+    return fit.x[:d], float(fit.x[d])
+
+
+def refit(head: Head, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> Head:
+    """The embedding head plus a correction fitted on `x` (rows of head.design) and labels `y`."""
+    w0 = np.asarray(head.weights, dtype=float)
+    dw, db = correction(x @ w0 + head.bias, x, y, l2)
     return msgspec.structs.replace(head, weights=(w0 + dw).tolist(), bias=head.bias + db,
-                                   trained_on=[*head.trained_on, f"feedback:{n}"])
+                                   trained_on=[*head.trained_on, f"feedback:{len(y)}"])
+
+
+def refit_difficulty(head: DifficultyHead, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> DifficultyHead:
+    """The difficulty head plus a correction fitted on `x` (rows of `DifficultyClassifier.design`) and labels
+    `y`, in the score's logit space (scale * (x.w + bias) + shift); the logistic map is kept, so the
+    configured cut-offs keep their meaning."""
+    w0 = np.asarray(head.weights, dtype=float)
+    dw, db = correction(difficulty_logits(head, x), x, y, l2)
+    return msgspec.structs.replace(head, weights=(w0 + dw / head.scale).tolist(), bias=head.bias + db / head.scale,
+                                   trained_on=[*head.trained_on, f"feedback:{len(y)}"])

@@ -35,17 +35,25 @@ def difficulty_embedding(requested: str, device: str) -> str:
 
 
 def _difficulty(options: Mapping[str, Any]) -> Classifier:
+    from pathlib import Path
+
     from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
+    from router_core.difficulty import HEAD_PATHS, load_head
 
     kind = options.get("difficulty_embedding", "static")
-    if kind == "static":
-        return DifficultyClassifier()
-    if kind != "minilm":
+    if kind not in HEAD_PATHS:
         raise ValueError(f"difficulty_embedding must be static or minilm, not {kind!r}")
+    given = options.get("difficulty_head")
+    head = load_head(Path(given) if given else HEAD_PATHS[kind])
+    if head.embedding != kind:
+        raise ValueError(f"the difficulty head {given} was trained on the {head.embedding} embedding, and the "
+                         f"classifier reads {kind} (routing.difficulty_embedding)")
+    if kind == "static":
+        return DifficultyClassifier(head)
     encoder = options.get("embedder")
     if encoder is None:
         raise ValueError("the difficulty classifier on minilm needs the shared embedder")
-    return EncoderDifficultyClassifier(encoder)
+    return EncoderDifficultyClassifier(encoder, head)
 
 
 def _llm(options: Mapping[str, Any]) -> Classifier:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from gateway.errors import GatewayError
 from gateway.prompt_log import conversation_of
 from gateway.settings import AuthSettings, Settings, read_settings, validate
 from router_core.calibrate import cutoffs_for_budget, cutoffs_for_strong_share, held_out, tier_shares
+from router_core.feedback import auc
 from router_core.types import TIERS
 
 
@@ -109,11 +111,21 @@ def calibrate_from_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAINABLE = ("difficulty", "embedding")   # the classifiers with a head `smr train --from-logs` refits
+
+
 def train_from_logs(args: argparse.Namespace) -> int:
-    from router_core.classifiers.embedding import HEAD_PATH, classifier_text, load_head
-    from router_core.feedback import auc, label, refit
+    """Refit the head of `--classifier` (default: the first trainable one of routing.classifiers) on rated
+    requests, as a correction to the head it uses now; print the held-out AUC before and after."""
+    from router_core.difficulty import difficulty_logits
+    from router_core.feedback import label, refit, refit_difficulty
 
     settings = offline_settings(args.config)
+    name = args.classifier or next((n for n in settings.routing.classifiers if n in TRAINABLE), None)
+    if name not in TRAINABLE:
+        print(f"smr train --from-logs refits the head of {' or '.join(TRAINABLE)}; "
+              f"{'--classifier is ' + repr(name) if name else 'routing.classifiers has neither'}", file=sys.stderr)
+        return 2
     rows: list[RatedRequest] = _read(settings, args, rated=True)
     labelled = [(r, y) for r in rows if (y := label(r.tier, r.rating)) is not None]
     ys = np.array([y for _, y in labelled])
@@ -122,24 +134,47 @@ def train_from_logs(args: argparse.Namespace) -> int:
         print(f"{len(rows)} rated requests with logged prompts, {len(labelled)} usable as labels: need at least 20, "
               "with good and bad ratings in both halves (POST /v1/feedback, log.prompts = true)", file=sys.stderr)
         return 2
-    head_path = Path(settings.routing.embedding_head) if settings.routing.embedding_head else HEAD_PATH
-    head = load_head(head_path)
-    texts = [classifier_text(conversation_of(r.prompt)) for r, _ in labelled]
-    vectors = embedder().encode_batch(texts)
-    x = np.array([head.design(v, t) for v, t in zip(vectors, texts, strict=True)])
-    before = auc(x[test] @ np.asarray(head.weights) + head.bias, ys[test])
-    fitted = refit(head, x[~test], ys[~test], args.l2)
-    after = auc(x[test] @ np.asarray(fitted.weights) + fitted.bias, ys[test])
-    print(f"{len(labelled)} rated requests ({int(ys.sum())} needed a stronger model): fitted on {int((~test).sum())}, "
-          f"held out {int(test.sum())}")
+    convs = [conversation_of(r.prompt) for r, _ in labelled]
+    head: Any
+    refit_head: Callable[..., Any]
+    if name == "difficulty":
+        head, x = _difficulty_design(settings, convs)
+        logits, refit_head = (lambda h: difficulty_logits(h, x)), refit_difficulty
+    else:
+        head, x = _embedding_design(settings, convs)
+        logits, refit_head = (lambda h: x @ np.asarray(h.weights) + h.bias), refit
+    fitted = refit_head(head, x[~test], ys[~test], args.l2)
+    before, after = auc(logits(head)[test], ys[test]), auc(logits(fitted)[test], ys[test])
+    print(f"{len(labelled)} rated requests ({int(ys.sum())} needed a stronger model), {name} head: fitted on "
+          f"{int((~test).sum())}, held out {int(test.sum())}")
     print(f"held-out AUC (ranks the requests that needed a stronger model first): {before:.3f} now, "
           f"{after:.3f} refitted ({after - before:+.3f})")
     if not args.write or args.write == WRITE_DEFAULT:
         print("nothing written (add --write PATH to write the refitted head)")
         return 0
-    final = refit(head, x, ys, args.l2)  # on every rated request
     out = Path(args.write)
-    out.write_text(json.dumps(msgspec.to_builtins(final)) + "\n")
-    print(f"wrote {out}; use it with routing.embedding_head = \"{out}\" (and 'embedding' in routing.classifiers)")
+    out.write_text(json.dumps(msgspec.to_builtins(refit_head(head, x, ys, args.l2))) + "\n")  # on every rating
+    print(f"wrote {out}; use it with routing.{name}_head = \"{out}\"")
     return 0
 
+
+def _difficulty_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:
+    """The difficulty head the configuration uses (its file, the embedding it reads) and its design rows."""
+    from gateway.app import difficulty_reads
+    from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
+    from router_core.difficulty import HEAD_PATHS, load_head
+
+    kind = difficulty_reads(settings)
+    given = settings.routing.difficulty_head
+    head = load_head(Path(given) if given else HEAD_PATHS[kind])
+    clf = DifficultyClassifier(head) if kind == "static" else EncoderDifficultyClassifier(embedder(), head)
+    return head, clf.design(convs)
+
+
+def _embedding_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:
+    from router_core.classifiers.embedding import HEAD_PATH, classifier_text, load_head
+
+    head = load_head(Path(settings.routing.embedding_head) if settings.routing.embedding_head else HEAD_PATH)
+    texts = [classifier_text(c) for c in convs]
+    vectors = embedder().encode_batch(texts)
+    return head, np.array([head.design(v, t) for v, t in zip(vectors, texts, strict=True)])

@@ -198,7 +198,8 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    t = sub.add_parser("train", help="train the embedding classifier's head")
+    t = sub.add_parser("train", help="train a classifier's head: the embedding head on data files, the difficulty "
+                                     "head (--difficulty), or either from rated requests (--from-logs)")
     t.add_argument("data", nargs="*", help="files or folders: mmlu_*.csv, annotations.json, *.jsonl")
     t.add_argument("--folds", type=int, default=5)
     t.add_argument("--output", help="head JSON (default: the packaged embedding_head.json)")
@@ -208,6 +209,8 @@ def add_commands(sub: Any) -> None:
                    help="write the head: --from-logs: to this path (required); --difficulty: to this path, "
                         "or the packaged one when no path is given (default: only print)")
     t.add_argument("--l2", type=float, default=1.0, help="--from-logs: how strongly the current head holds")
+    t.add_argument("--classifier", choices=["difficulty", "embedding"],
+                   help="--from-logs: whose head to refit (default: the first of routing.classifiers that has one)")
     add_log_arguments(t)
     t.set_defaults(func=cmd_train)
 

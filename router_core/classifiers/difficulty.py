@@ -26,7 +26,7 @@ import numpy as np
 from router_core.classifiers.base import Abstain
 from router_core.classifiers.embedding import classifier_text
 from router_core.difficulty import HEAD_PATHS, DifficultyHead, load_head
-from router_core.static_embed import StaticEmbedder
+from router_core.static_embed import StaticEmbedder, Tokens
 from router_core.token_features import TokenFeatures
 from router_core.types import Conversation
 
@@ -73,6 +73,17 @@ class _Head:
         """Each named feature's share of the prediction (one row or many)."""
         return (np.clip(extra, self._lo, self._hi) - self._mean) * self._per_unit
 
+    def design(self, convs: Sequence[Conversation]) -> np.ndarray:
+        """The rows the head's weights multiply (the text vector, then the scaled named features), to refit
+        it on rated requests (`smr train --from-logs`; `difficulty_logits` of them are the scores' logits)."""
+        texts = [classifier_text(c) for c in convs]
+        tokens = self.embedder.tokenize(texts)
+        extra = self.head.scaling.apply(self.features.compute(texts, tokens, [user_turns(c) for c in convs]))
+        return np.hstack([self._text_vectors(texts, tokens), extra])
+
+    def _text_vectors(self, texts: list[str], tokens: Tokens) -> np.ndarray:
+        raise NotImplementedError
+
     def _extra_one(self, text: str, conv: Conversation) -> np.ndarray:
         return self._shares(self.features.one(text, self.embedder.token_ids([text])[0], user_turns(conv)))
 
@@ -101,6 +112,9 @@ class DifficultyClassifier(_Head):
             raise ValueError(f"a head trained on the {head.embedding} embedding needs EncoderDifficultyClassifier")
         super().__init__(head, embedder)
         self._pending: list[tuple[Conversation, asyncio.Future[float]]] = []
+
+    def _text_vectors(self, texts: list[str], tokens: Tokens) -> np.ndarray:
+        return self.embedder.pool(tokens)
 
     def _parts(self, convs: Sequence[Conversation]) -> tuple[np.ndarray, np.ndarray]:
         """Per conversation, the embedding's share of the prediction and each named feature's."""
@@ -164,6 +178,9 @@ class EncoderDifficultyClassifier(_Head):
         super().__init__(head, embedder)
         self.encoder = encoder
 
+    def _text_vectors(self, texts: list[str], tokens: Tokens) -> np.ndarray:
+        return np.asarray(self.encoder.encode_batch(texts), dtype=np.float64)
+
     async def _vector(self, conv: Conversation, text: str) -> np.ndarray:
         if conv.embedding is not None and conv.embedded_text == text:  # the semantic cache's, same text
             return np.asarray(conv.embedding, dtype=np.float64)
@@ -183,6 +200,6 @@ class EncoderDifficultyClassifier(_Head):
         if not convs:
             return []
         texts = [classifier_text(c) for c in convs]
-        text_part = np.asarray(self.encoder.encode_batch(texts), dtype=np.float64) @ self._w_text
-        extra = self.features.compute(texts, self.embedder.tokenize(texts), [user_turns(c) for c in convs])
-        return self._scores(text_part, self._shares(extra)).tolist()
+        tokens = self.embedder.tokenize(texts)
+        extra = self.features.compute(texts, tokens, [user_turns(c) for c in convs])
+        return self._scores(self._text_vectors(texts, tokens) @ self._w_text, self._shares(extra)).tolist()

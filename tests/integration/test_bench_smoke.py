@@ -108,3 +108,15 @@ def test_reliability_bench_smoke_mode() -> None:
     assert outage[4] == "0" and outage[5] == outage[3]  # no error; every request's row written
     (soak,) = sections["soak"]
     assert soak[2] == "0"
+
+
+def test_the_difficulty_studies_run_on_the_shared_data() -> None:
+    # The two that take seconds (difficulty_nested takes minutes): every source gets its row.
+    data = str(ROOT.parent / "shared" / "data")
+    for study, rows_expected in (("difficulty_per_source", 3 * 3), ("difficulty_feedback", 22)):
+        out = subprocess.run([sys.executable, "-m", f"bench.studies.{study}", "--data", data], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        rows = table(out.stdout)
+        assert len(rows) == rows_expected, out.stdout
+        assert all(0.0 < float(cell) < 1.0 for r in rows for cell in r[2:5] if cell.replace(".", "").isdigit())

@@ -16,7 +16,7 @@ import pytest
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
 from router_core.classifiers.difficulty import DifficultyClassifier
-from router_core.difficulty import HEAD_PATH, load_head
+from router_core.difficulty import HEAD_PATH, difficulty_logits, load_head
 from router_core.outcomes import NON_COMMERCIAL, load_all
 from router_core.types import Conversation, Turn
 from tests.integration.test_cli import CLEAN_ENV, ROOT
@@ -57,6 +57,8 @@ def test_multi_turn_scoring_counts_the_earlier_turns() -> None:
     alone = Conversation((Turn("user", follow),))
     assert c.score_now(chat) == pytest.approx(c.score_now(joined), abs=1e-12) != c.score_now(alone)
     assert c.score_batch([alone, chat]) == pytest.approx([c.score_now(alone), c.score_now(chat)], abs=1e-12)
+    logits = difficulty_logits(c.head, c.design([alone, chat]))  # the rows a refit on ratings uses
+    assert 1 / (1 + np.exp(-logits)) == pytest.approx([c.score_now(alone), c.score_now(chat)], abs=1e-9)
     score, reasons = c.score_with_reasons(chat)
     assert score == c.score_now(chat) and reasons
 

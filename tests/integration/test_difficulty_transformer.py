@@ -20,7 +20,7 @@ from gateway.fakes.server import ThreadedFakes
 from gateway.settings import parse_settings, validate
 from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
 from router_core.classifiers.heuristic import HeuristicClassifier
-from router_core.difficulty import HEAD_PATHS, load_head
+from router_core.difficulty import HEAD_PATHS, difficulty_logits, load_head
 from router_core.embedder import Embedder
 from router_core.outcomes import NON_COMMERCIAL, load_all
 from router_core.pipeline import ClassifierPipeline
@@ -66,6 +66,18 @@ def test_auto_reads_minilm_where_the_encoder_is_on_a_gpu_and_the_static_embeddin
         settings_with({"difficulty_embedding": "bert"})
 
 
+def test_a_head_for_the_other_embedding_is_refused_at_start_up_naming_the_setting() -> None:
+    from gateway.errors import SettingsError
+
+    minilm_head = str(HEAD_PATHS["minilm"])
+    with pytest.raises(SettingsError, match=r"routing\.difficulty_head.*trained on the minilm embedding"):
+        build_pipeline(settings_with({"difficulty_embedding": "static", "difficulty_head": minilm_head}), None)
+    with pytest.raises(SettingsError, match=r"routing\.difficulty_head"):
+        build_pipeline(settings_with({"difficulty_head": "/nonexistent/head.json"}), None)
+    chosen = build_pipeline(settings_with({"difficulty_head": str(HEAD_PATHS["static"])}), None).classifiers[0]
+    assert isinstance(chosen, DifficultyClassifier) and chosen.head == load_head()
+
+
 def test_the_shipped_minilm_head_is_trained_on_permissive_data_and_ahead_of_length() -> None:
     head = load_head(HEAD_PATHS["minilm"])
     assert head.embedding == "minilm" and len(head.weights) == 384 + len(head.feature_names)
@@ -100,6 +112,9 @@ def test_the_transformer_path_scores_one_at_a_time_as_in_a_batch_and_declines_sh
 
     scores, reasons, short = asyncio.run(run())
     assert c.score_batch([alone, chat, maths]) == pytest.approx(scores, abs=1e-5)
+    # The rows `smr train --from-logs` refits the head on give the same scores.
+    assert 1 / (1 + np.exp(-difficulty_logits(c.head, c.design([alone, chat, maths])))) == pytest.approx(scores,
+                                                                                                         abs=1e-5)
     assert all(0.0 < s < 1.0 for s in scores) and scores[0] != scores[1]  # the second turn is scored with its first
     assert reasons and reasons[0].split(" (")[0] in ("what the text is about", *c.head.feature_names)
     assert short.classifier == "heuristic" and "declined" in short.skipped[0]  # type: ignore[attr-defined]

@@ -100,23 +100,48 @@ def test_calibration_needs_a_log_with_prompts(pg_url: str) -> None:
     assert out.returncode == 2 and "log.prompts" in out.stderr
 
 
-def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("classifier", ["difficulty", "embedding"])
+def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: str, tmp_path: Path,
+                                                                       classifier: str) -> None:
+    # Without --classifier it refits the configured pipeline's first learned classifier: the default
+    # `difficulty`, so ratings reach the classifier that routes.
     tenant = "train-" + secrets.token_hex(3)
     # The cheap tier failed these (rated bad) and handled those (rated good).
-    hard = prompts("llmrouter_dcrouter_per_prompt.jsonl", 120, "llmrouter/math")
-    easy = prompts("llmrouter_dcrouter_per_prompt.jsonl", 120, "llmrouter/commonsense_qa")
-    write_log(pg_url, tenant, [(p, "simple", -1) for p in hard] + [(p, "simple", 1) for p in easy])
+    hard = prompts("llmrouter_dcrouter_per_prompt.jsonl", 140, "llmrouter/math")
+    easy = prompts("llmrouter_dcrouter_per_prompt.jsonl", 140, "llmrouter/commonsense_qa")
+    write_log(pg_url, tenant, [(p, "simple", -1) for p in hard[:120]] + [(p, "simple", 1) for p in easy[:120]])
     head = tmp_path / "head.json"
-    dry = smr(pg_url, "train", "--from-logs", "--tenant", tenant)
+    which = [] if classifier == "difficulty" else ["--classifier", classifier]
+    dry = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which)
     assert dry.returncode == 0, dry.stderr
     print(dry.stdout)
-    assert "held-out AUC" in dry.stdout and "nothing written" in dry.stdout and not head.exists()
+    assert f"{classifier} head" in dry.stdout and "nothing written" in dry.stdout and not head.exists()
     before, after = (float(x) for x in dry.stdout.split("held-out AUC")[1].split(":")[1].split()[0:3:2])
     assert after > before  # the ratings taught it something it did not know
-    wrote = smr(pg_url, "train", "--from-logs", "--tenant", tenant, "--write", str(head))
-    assert wrote.returncode == 0 and head.exists()
-    from router_core.classifiers.embedding import load_head
+    wrote = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which, "--write", str(head))
+    assert wrote.returncode == 0 and head.exists() and f"routing.{classifier}_head" in wrote.stdout
+    if classifier == "embedding":
+        from router_core.classifiers.embedding import load_head
 
-    assert load_head(head).trained_on[-1] == "feedback:240"
+        assert load_head(head).trained_on[-1] == "feedback:240"
+        return
+    from router_core.difficulty import load_head as load_difficulty_head
+
+    assert load_difficulty_head(head).trained_on[-1] == "feedback:240"
+    # The written head, set in the configuration, is the one that scores: on prompts it was not refitted
+    # on, it now sets the kind that was rated bad further apart from the kind rated good.
+    src = tmp_path / "unseen.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in hard[120:] + easy[120:]))
+    config = tmp_path / "refitted.toml"
+    config.write_text(f'[routing]\nclassifiers = ["difficulty", "heuristic"]\ndifficulty_head = "{head}"\n')
+    gaps = []
+    for cfg in (str(Path(__file__).resolve().parents[2] / "config.toml"), str(config)):
+        out = smr(pg_url, "classify", "--config", cfg, "--input", str(src))
+        assert out.returncode == 0, out.stderr
+        scored = [json.loads(line) for line in out.stdout.splitlines()]
+        assert {r["classifier"] for r in scored} == {"difficulty"}
+        scores = [r["score"] for r in scored]
+        gaps.append(sum(scores[:20]) / 20 - sum(scores[20:]) / 20)
+    assert gaps[1] > gaps[0]
     few = smr(pg_url, "train", "--from-logs", "--tenant", "nobody-" + secrets.token_hex(3))
     assert few.returncode == 2 and "need at least 20" in few.stderr

@@ -127,3 +127,22 @@ def test_the_bootstrap_interval_says_whether_a_source_is_below_random_beyond_its
     few = evaluate(rows[:60], b[:60], 300)
     assert few.apgr_high - few.apgr_low > informed.apgr_high - informed.apgr_low  # type: ignore[operator]
     assert evaluate(rows, b).apgr_low is None and not evaluate(rows, -b).surely_below_random
+
+
+def test_a_refit_on_ratings_corrects_the_difficulty_heads_logits_and_keeps_its_map() -> None:
+    from router_core.difficulty import DifficultyHead, Scaling, difficulty_logits
+    from router_core.feedback import auc, refit_difficulty
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 6))
+    y = (x[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(float)  # what the ratings say: the first column
+    flat = Scaling([0.0], [1.0], [-1.0], [1.0])
+    head = DifficultyHead(weights=[0.0, 0.0, 0.0, 0.0, 0.0, 1.0], bias=0.2, feature_names=["f"], scaling=flat,
+                          scale=2.5, shift=-0.4, trained_on=["shared"])
+    fitted = refit_difficulty(head, x[:200], y[:200], l2=1.0)
+    assert (fitted.scale, fitted.shift, fitted.scaling) == (head.scale, head.shift, head.scaling)
+    assert fitted.trained_on == ["shared", "feedback:200"]
+    before, after = auc(difficulty_logits(head, x[200:]), y[200:]), auc(difficulty_logits(fitted, x[200:]), y[200:])
+    assert before < 0.6 < 0.9 < after  # held out: the correction learned the rated signal
+    stiff = refit_difficulty(head, x[:200], y[:200], l2=1e6)  # a strong prior barely moves it
+    assert np.abs(np.array(stiff.weights) - head.weights).max() < 0.01
