@@ -137,11 +137,14 @@ def train_from_logs(args: argparse.Namespace) -> int:
     convs = [conversation_of(r.prompt) for r, _ in labelled]
     head: Any
     refit_head: Callable[..., Any]
+    try:
+        head, x = (_difficulty_design if name == "difficulty" else _embedding_design)(settings, convs)
+    except (OSError, ValueError) as exc:  # the configured head: missing, unreadable or for the other embedding
+        print(f"smr: routing.{name}_head: {exc}", file=sys.stderr)
+        return 2
     if name == "difficulty":
-        head, x = _difficulty_design(settings, convs)
         logits, refit_head = (lambda h: difficulty_logits(h, x)), refit_difficulty
     else:
-        head, x = _embedding_design(settings, convs)
         logits, refit_head = (lambda h: x @ np.asarray(h.weights) + h.bias), refit
     fitted = refit_head(head, x[~test], ys[~test], args.l2)
     before, after = auc(logits(head)[test], ys[test]), auc(logits(fitted)[test], ys[test])
@@ -159,16 +162,16 @@ def train_from_logs(args: argparse.Namespace) -> int:
 
 
 def _difficulty_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:
-    """The difficulty head the configuration uses (its file, the embedding it reads) and its design rows."""
+    """The difficulty classifier as the gateway builds it (its head file, the embedding it reads), its head
+    and its design rows."""
     from gateway.app import difficulty_reads
-    from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
-    from router_core.difficulty import HEAD_PATHS, load_head
+    from router_core.registry import build_classifier
 
     kind = difficulty_reads(settings)
-    given = settings.routing.difficulty_head
-    head = load_head(Path(given) if given else HEAD_PATHS[kind])
-    clf = DifficultyClassifier(head) if kind == "static" else EncoderDifficultyClassifier(embedder(), head)
-    return head, clf.design(convs)
+    options = {"difficulty_embedding": kind, "difficulty_head": settings.routing.difficulty_head,
+               "embedder": embedder() if kind == "minilm" else None}
+    clf: Any = build_classifier("difficulty", options)
+    return clf.head, clf.design(convs)
 
 
 def _embedding_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:

@@ -143,5 +143,11 @@ def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: s
         scores = [r["score"] for r in scored]
         gaps.append(sum(scores[:20]) / 20 - sum(scores[20:]) / 20)
     assert gaps[1] > gaps[0]
+    # A configured head the classifier cannot read is named, not a traceback.
+    from router_core.difficulty import HEAD_PATHS
+
+    config.write_text(f'[routing]\ndifficulty_embedding = "static"\ndifficulty_head = "{HEAD_PATHS["minilm"]}"\n')
+    wrong = smr(pg_url, "train", "--from-logs", "--tenant", tenant, "--config", str(config))
+    assert wrong.returncode == 2 and "routing.difficulty_head" in wrong.stderr and "Traceback" not in wrong.stderr
     few = smr(pg_url, "train", "--from-logs", "--tenant", "nobody-" + secrets.token_hex(3))
     assert few.returncode == 2 and "need at least 20" in few.stderr
