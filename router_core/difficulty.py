@@ -191,6 +191,7 @@ class HeldOut(msgspec.Struct, frozen=True):
     spearman_length: float | None = None
     apgr_low: float | None = None         # the router's APGR, 90 % bootstrap interval over the source's prompts
     apgr_high: float | None = None
+    margin_draws: list[float] = []        # the router's APGR minus length's, per bootstrap draw
 
     @property
     def surely_below_random(self) -> bool:
@@ -218,32 +219,46 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(_rank(a), _rank(b))[0, 1])
 
 
-def apgr_interval(scores: np.ndarray, cheap: Sequence[np.ndarray], good: Sequence[np.ndarray],
-                  keep: Sequence[np.ndarray], resamples: int, seed: int = 0) -> tuple[float, float]:
-    """The 5th and 95th percentile of the pair-averaged APGR when the source's prompts are drawn again
-    with replacement (the same draw for every pair): how much of a source's figure is which prompts it
-    happens to hold. `keep[p]`: the prompts pair p has outcomes for; `cheap[p]`/`good[p]`: theirs."""
+def bootstrap_apgr(score_sets: Sequence[np.ndarray], cheap: Sequence[np.ndarray], good: Sequence[np.ndarray],
+                   keep: Sequence[np.ndarray], resamples: int, seed: int = 0) -> np.ndarray:
+    """The pair-averaged APGR of each of `score_sets` (rows) when the source's prompts are drawn again with
+    replacement `resamples` times (columns; the same draw for every score set and every pair): how much of
+    a source's figure is which prompts it happens to hold. `keep[p]`: the prompts pair p has outcomes for;
+    `cheap[p]`/`good[p]`: theirs."""
     rng = np.random.default_rng(seed)
-    n = len(scores)
+    n = len(score_sets[0])
     position = [np.full(n, -1) for _ in keep]
     for p, k in zip(position, keep, strict=True):
         p[k] = np.arange(len(k))
-    values = []
-    for _ in range(resamples):
+    out = np.zeros((len(score_sets), resamples))
+    for j in range(resamples):
         draw = rng.integers(0, n, n)
-        per_pair = []
-        for pos, c, g in zip(position, cheap, good, strict=True):
-            at = pos[draw][pos[draw] >= 0]
-            if len(at):
-                per_pair.append(apgr(curve(scores[draw][pos[draw] >= 0], c[at], g[at])))
-        values.append(float(np.mean(per_pair)))
-    low, high = np.percentile(values, [5, 95])
+        for i, scores in enumerate(score_sets):
+            per_pair = []
+            for pos, c, g in zip(position, cheap, good, strict=True):
+                has = pos[draw] >= 0
+                if has.any():
+                    per_pair.append(apgr(curve(scores[draw][has], c[pos[draw][has]], g[pos[draw][has]])))
+            out[i, j] = float(np.mean(per_pair))
+    return out
+
+
+def interval(draws: np.ndarray) -> tuple[float, float]:
+    """The 90 % interval (5th to 95th percentile) of bootstrap draws."""
+    low, high = np.percentile(draws, [5, 95])
     return float(low), float(high)
+
+
+def margin_interval(results: Sequence[HeldOut], kind: str) -> tuple[float, float] | None:
+    """90 % interval of the mean margin over prompt length across the sources of `kind` (each source's
+    draws are independent of the others', so the mean of the k-th draws is one draw of the mean)."""
+    draws = [r.margin_draws for r in results if r.kind == kind and r.margin_draws]
+    return interval(np.mean(np.array(draws), axis=0)) if draws else None
 
 
 def evaluate(rows: Sequence[Outcomes], scores: np.ndarray, resamples: int = 0) -> HeldOut:
     """The router's (`scores`) and prompt length's APGR on one source, averaged over its model pairs;
-    with `resamples`, also the router's 90 % bootstrap interval."""
+    with `resamples`, also the router's 90 % bootstrap interval and its margin over length per draw."""
     r0 = rows[0]
     length = np.array([len(r.prompt) for r in rows], dtype=float)
     if r0.proxy is not None:
@@ -267,9 +282,13 @@ def evaluate(rows: Sequence[Outcomes], scores: np.ndarray, resamples: int = 0) -
         cheaps.append(cheap)
         goods.append(good)
     mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
-    low, high = apgr_interval(scores, cheaps, goods, kept, resamples) if resamples and pairs else (None, None)
+    if not (resamples and pairs):
+        return HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r),
+                       mean(save_l))
+    draws = bootstrap_apgr([scores, length], cheaps, goods, kept, resamples)
+    low, high = interval(draws[0])
     return HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r), mean(save_l),
-                   apgr_low=low, apgr_high=high)
+                   apgr_low=low, apgr_high=high, margin_draws=(draws[0] - draws[1]).tolist())
 
 
 def trainable(r: Outcomes, permissive_only: bool) -> bool:

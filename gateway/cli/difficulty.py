@@ -26,7 +26,15 @@ import msgspec
 import numpy as np
 
 from gateway.cli.scoring import WRITE_DEFAULT
-from router_core.difficulty import EMBEDDINGS, HEAD_PATHS, HeldOut, leave_source_out, summary, train_head
+from router_core.difficulty import (
+    EMBEDDINGS,
+    HEAD_PATHS,
+    HeldOut,
+    leave_source_out,
+    margin_interval,
+    summary,
+    train_head,
+)
 from router_core.outcomes import NON_COMMERCIAL, Outcomes, load_all
 
 TARGETS = ("rasch", "share", "gap", "share+gap")
@@ -128,6 +136,12 @@ def table(held: Sequence[HeldOut], heuristic: dict[str, HeldOut] | None = None) 
     for kind, label in (("chat", "chat sources"), ("bench", "benchmark sources")):
         lines.append(f"| **mean, {label}** | | | | **{s.get(f'apgr_{kind}', 0):.3f}** | | "
                      f"{s.get(f'apgr_length_{kind}', 0):.3f} | {hs.get(f'apgr_{kind}', 0):.3f} | 0.500 | | |")
+    for kind, label in (("chat", "chat"), ("bench", "benchmark")):
+        margin = margin_interval(held, kind)
+        if margin is not None:
+            lines.append(f"\nMean margin over prompt length, {label} sources: "
+                         f"{s.get(f'apgr_{kind}', 0) - s.get(f'apgr_length_{kind}', 0):+.3f} "
+                         f"(90 % bootstrap interval {margin[0]:+.3f} to {margin[1]:+.3f}).")
     below = [h for h in held if h.apgr is not None and h.apgr < 0.5]
     surely = [h.source for h in below if h.surely_below_random]
     lines.append(f"\nSources below random: {len(below)} of {sum(1 for h in held if h.apgr is not None)}; "

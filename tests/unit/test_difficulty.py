@@ -118,6 +118,12 @@ def test_the_bootstrap_interval_says_whether_a_source_is_below_random_beyond_its
         assert h.apgr_low < h.apgr < h.apgr_high  # type: ignore[operator]
     assert informed.apgr_low > 0.5 and not informed.surely_below_random  # type: ignore[operator]
     assert backwards.apgr_high < 0.5 and backwards.surely_below_random  # type: ignore[operator]
+    # The margin over prompt length (unrelated to the answer here) has its interval on the right side of 0.
+    from router_core.difficulty import margin_interval
+
+    ahead, behind = margin_interval([informed], "bench"), margin_interval([backwards], "bench")
+    assert ahead is not None and behind is not None and ahead[0] > 0 > behind[1]
+    assert margin_interval([informed], "chat") is None
     # Blind scores are random routing: a 90 % interval holds 0.5 about nine times in ten, and falls wholly
     # below it about one time in twenty.
     blind = [evaluate(rows, rng.random(400), 200) for _ in range(60)]
