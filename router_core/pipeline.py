@@ -33,6 +33,11 @@ class ClassifierPipeline:
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.classifiers)
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The names with what each reads, where a classifier says (`difficulty (on the minilm embedding)`)."""
+        return tuple(getattr(c, "label", c.name) for c in self.classifiers)
+
     async def decide(self, conv: Conversation) -> Decision:
         skipped: list[str] = []
         failed = False

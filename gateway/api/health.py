@@ -39,6 +39,7 @@ class Health(msgspec.Struct):
     uptime_s: float
     simulated: bool
     classifiers: list[str]
+    classifiers_detail: list[str]  # with what each reads: "difficulty (on the minilm embedding)" where a GPU chose it
     providers: dict[str, ProviderHealth]
     dependencies: dict[str, str]
     request_log: dict[str, object] | None
@@ -130,6 +131,7 @@ async def health(gw: Gateway) -> Response:
         uptime_s=round(time.time() - gw.started_at, 1),
         simulated=gw.simulated,
         classifiers=list(gw.pipeline.names),
+        classifiers_detail=list(gw.pipeline.labels),
         providers=providers,
         dependencies=deps,
         request_log=writer,

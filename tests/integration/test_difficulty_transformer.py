@@ -153,6 +153,7 @@ def test_the_gateway_routes_with_the_transformer_path_when_configured(fakes: Thr
         assert r.headers["x-smr-classifier"] == "difficulty"
         health = httpx.get(gw.url + "/health").json()
         assert health["classifiers"] == ["difficulty", "heuristic"]
+        assert health["classifiers_detail"] == ["difficulty (on the minilm embedding)", "heuristic"]
     assert "routing: classifiers difficulty (on the minilm embedding), heuristic" in caplog.text
     # The score is the transformer path's, not the static one's.
     conv = Conversation((Turn("user", TASK),))
