@@ -233,13 +233,12 @@ def bootstrap_apgr(score_sets: Sequence[np.ndarray], cheap: Sequence[np.ndarray]
     out = np.zeros((len(score_sets), resamples))
     for j in range(resamples):
         draw = rng.integers(0, n, n)
+        # Per pair: the drawn prompts it has outcomes for, and where those outcomes sit in its arrays.
+        drawn = [(draw[at >= 0], at[at >= 0], c, g) for at, c, g in
+                 ((pos[draw], c, g) for pos, c, g in zip(position, cheap, good, strict=True))]
         for i, scores in enumerate(score_sets):
-            per_pair = []
-            for pos, c, g in zip(position, cheap, good, strict=True):
-                has = pos[draw] >= 0
-                if has.any():
-                    per_pair.append(apgr(curve(scores[draw][has], c[pos[draw][has]], g[pos[draw][has]])))
-            out[i, j] = float(np.mean(per_pair))
+            out[i, j] = float(np.mean([apgr(curve(scores[rows], c[at], g[at])) for rows, at, c, g in drawn
+                                       if len(rows)]))
     return out
 
 
@@ -282,13 +281,12 @@ def evaluate(rows: Sequence[Outcomes], scores: np.ndarray, resamples: int = 0) -
         cheaps.append(cheap)
         goods.append(good)
     mean = lambda xs: float(np.mean(xs)) if xs else None  # noqa: E731
+    held = HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r), mean(save_l))
     if not (resamples and pairs):
-        return HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r),
-                       mean(save_l))
+        return held
     draws = bootstrap_apgr([scores, length], cheaps, goods, kept, resamples)
     low, high = interval(draws[0])
-    return HeldOut(r0.source, r0.kind, len(rows), len(pairs), mean(router), mean(base), mean(save_r), mean(save_l),
-                   apgr_low=low, apgr_high=high, margin_draws=(draws[0] - draws[1]).tolist())
+    return msgspec.structs.replace(held, apgr_low=low, apgr_high=high, margin_draws=(draws[0] - draws[1]).tolist())
 
 
 def trainable(r: Outcomes, permissive_only: bool) -> bool:

@@ -44,10 +44,7 @@ def _difficulty(options: Mapping[str, Any]) -> Classifier:
     if kind not in HEAD_PATHS:
         raise ValueError(f"difficulty_embedding must be static or minilm, not {kind!r}")
     given = options.get("difficulty_head")
-    head = load_head(Path(given) if given else HEAD_PATHS[kind])
-    if head.embedding != kind:
-        raise ValueError(f"the difficulty head {given} was trained on the {head.embedding} embedding, and the "
-                         f"classifier reads {kind} (routing.difficulty_embedding)")
+    head = load_head(Path(given) if given else HEAD_PATHS[kind])   # the classifier checks what it was trained on
     if kind == "static":
         return DifficultyClassifier(head)
     encoder = options.get("embedder")

@@ -111,19 +111,20 @@ def calibrate_from_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAINABLE = ("difficulty", "embedding")   # the classifiers with a head `smr train --from-logs` refits
-
-
 def train_from_logs(args: argparse.Namespace) -> int:
     """Refit the head of `--classifier` (default: the first trainable one of routing.classifiers) on rated
     requests, as a correction to the head it uses now; print the held-out AUC before and after."""
     from router_core.difficulty import difficulty_logits
     from router_core.feedback import label, refit, refit_difficulty
 
+    heads: dict[str, tuple[Callable[..., Any], ...]] = {   # design rows, logits, refit
+        "difficulty": (_difficulty_design, difficulty_logits, refit_difficulty),
+        "embedding": (_embedding_design, _embedding_logits, refit)}
+
     settings = offline_settings(args.config)
-    name = args.classifier or next((n for n in settings.routing.classifiers if n in TRAINABLE), None)
-    if name not in TRAINABLE:
-        print(f"smr train --from-logs refits the head of {' or '.join(TRAINABLE)}; "
+    name = args.classifier or next((n for n in settings.routing.classifiers if n in heads), None)
+    if name not in heads:
+        print(f"smr train --from-logs refits the head of {' or '.join(heads)}; "
               f"{'--classifier is ' + repr(name) if name else 'routing.classifiers has neither'}", file=sys.stderr)
         return 2
     rows: list[RatedRequest] = _read(settings, args, rated=True)
@@ -134,20 +135,14 @@ def train_from_logs(args: argparse.Namespace) -> int:
         print(f"{len(rows)} rated requests with logged prompts, {len(labelled)} usable as labels: need at least 20, "
               "with good and bad ratings in both halves (POST /v1/feedback, log.prompts = true)", file=sys.stderr)
         return 2
-    convs = [conversation_of(r.prompt) for r, _ in labelled]
-    head: Any
-    refit_head: Callable[..., Any]
+    design, logits, refit_head = heads[name]
     try:
-        head, x = (_difficulty_design if name == "difficulty" else _embedding_design)(settings, convs)
+        head, x = design(settings, [conversation_of(r.prompt) for r, _ in labelled])
     except (OSError, ValueError) as exc:  # the configured head: missing, unreadable or for the other embedding
         print(f"smr: routing.{name}_head: {exc}", file=sys.stderr)
         return 2
-    if name == "difficulty":
-        logits, refit_head = (lambda h: difficulty_logits(h, x)), refit_difficulty
-    else:
-        logits, refit_head = (lambda h: x @ np.asarray(h.weights) + h.bias), refit
     fitted = refit_head(head, x[~test], ys[~test], args.l2)
-    before, after = auc(logits(head)[test], ys[test]), auc(logits(fitted)[test], ys[test])
+    before, after = auc(logits(head, x)[test], ys[test]), auc(logits(fitted, x)[test], ys[test])
     print(f"{len(labelled)} rated requests ({int(ys.sum())} needed a stronger model), {name} head: fitted on "
           f"{int((~test).sum())}, held out {int(test.sum())}")
     print(f"held-out AUC (ranks the requests that needed a stronger model first): {before:.3f} now, "
@@ -172,6 +167,10 @@ def _difficulty_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.nd
                "embedder": embedder() if kind == "minilm" else None}
     clf: Any = build_classifier("difficulty", options)
     return clf.head, clf.design(convs)
+
+
+def _embedding_logits(head: Any, x: np.ndarray) -> np.ndarray:
+    return np.asarray(x @ np.asarray(head.weights) + head.bias)
 
 
 def _embedding_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:

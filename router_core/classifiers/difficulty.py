@@ -44,8 +44,14 @@ class _Head:
     the short-prompt decline."""
 
     name = "difficulty"
+    reads = ""   # the embedding its text part reads: a head must have been trained on it
 
     def __init__(self, head: DifficultyHead, embedder: StaticEmbedder | None) -> None:
+        if head.embedding != self.reads:
+            other = "EncoderDifficultyClassifier" if head.embedding == "minilm" else "DifficultyClassifier"
+            raise ValueError(f"the head was trained on the {head.embedding} embedding, and {type(self).__name__} "
+                             f"reads the {self.reads} one ({other} reads {head.embedding}; "
+                             "routing.difficulty_embedding chooses)")
         self.head = head
         self.embedder = embedder or StaticEmbedder()   # its tokenizer is MiniLM's: the features read its ids
         self.features = TokenFeatures(self.embedder.tokenizer)
@@ -73,16 +79,30 @@ class _Head:
         """Each named feature's share of the prediction (one row or many)."""
         return (np.clip(extra, self._lo, self._hi) - self._mean) * self._per_unit
 
-    def design(self, convs: Sequence[Conversation]) -> np.ndarray:
-        """The rows the head's weights multiply (the text vector, then the scaled named features), to refit
-        it on rated requests (`smr train --from-logs`; `difficulty_logits` of them are the scores' logits)."""
+    def _batch(self, convs: Sequence[Conversation]) -> tuple[list[str], Tokens, np.ndarray]:
+        """The conversations' texts, their tokens (one tokenizing) and their named features, unscaled."""
         texts = [classifier_text(c) for c in convs]
         tokens = self.embedder.tokenize(texts)
-        extra = self.head.scaling.apply(self.features.compute(texts, tokens, [user_turns(c) for c in convs]))
-        return np.hstack([self._text_vectors(texts, tokens), extra])
+        return texts, tokens, self.features.compute(texts, tokens, [user_turns(c) for c in convs])
 
     def _text_vectors(self, texts: list[str], tokens: Tokens) -> np.ndarray:
         raise NotImplementedError
+
+    def _parts(self, convs: Sequence[Conversation]) -> tuple[np.ndarray, np.ndarray]:
+        """Per conversation, the embedding's share of the prediction and each named feature's."""
+        texts, tokens, extra = self._batch(convs)
+        return self._text_vectors(texts, tokens) @ self._w_text, self._shares(extra)
+
+    def score_batch(self, convs: Sequence[Conversation]) -> list[float]:
+        """The head's scores, none declined (offline evaluation and training; blocking on the encoder path,
+        one encoder call for the batch)."""
+        return self._scores(*self._parts(convs)).tolist() if convs else []
+
+    def design(self, convs: Sequence[Conversation]) -> np.ndarray:
+        """The rows the head's weights multiply (the text vector, then the scaled named features), to refit
+        it on rated requests (`smr train --from-logs`; `difficulty_logits` of them are the scores' logits)."""
+        texts, tokens, extra = self._batch(convs)
+        return np.hstack([self._text_vectors(texts, tokens), self.head.scaling.apply(extra)])
 
     def _extra_one(self, text: str, conv: Conversation) -> np.ndarray:
         return self._shares(self.features.one(text, self.embedder.token_ids([text])[0], user_turns(conv)))
@@ -106,22 +126,14 @@ class _Head:
 class DifficultyClassifier(_Head):
     """The static path: everything on the CPU, inline (the default without a GPU)."""
 
+    reads = "static"
+
     def __init__(self, head: DifficultyHead | None = None, embedder: StaticEmbedder | None = None) -> None:
-        head = head or load_head()
-        if head.embedding != "static":
-            raise ValueError(f"a head trained on the {head.embedding} embedding needs EncoderDifficultyClassifier")
-        super().__init__(head, embedder)
+        super().__init__(head or load_head(), embedder)
         self._pending: list[tuple[Conversation, asyncio.Future[float]]] = []
 
     def _text_vectors(self, texts: list[str], tokens: Tokens) -> np.ndarray:
         return self.embedder.pool(tokens)
-
-    def _parts(self, convs: Sequence[Conversation]) -> tuple[np.ndarray, np.ndarray]:
-        """Per conversation, the embedding's share of the prediction and each named feature's."""
-        texts = [classifier_text(c) for c in convs]
-        tokens = self.embedder.tokenize(texts)
-        extra = self.features.compute(texts, tokens, [user_turns(c) for c in convs])
-        return self.embedder.pool(tokens) @ self._w_text, self._shares(extra)
 
     def _parts_one(self, conv: Conversation) -> tuple[float, np.ndarray]:
         """`_parts` for one conversation, on the one-text paths (no batch bookkeeping)."""
@@ -133,10 +145,6 @@ class DifficultyClassifier(_Head):
 
     def score_now(self, conv: Conversation) -> float:
         return self._score_one(*self._parts_one(conv))
-
-    def score_batch(self, convs: Sequence[Conversation]) -> list[float]:
-        """The head's scores, none declined (offline evaluation and training)."""
-        return self._scores(*self._parts(convs)).tolist() if convs else []
 
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
         return self._explained(*self._parts_one(conv), top)
@@ -170,12 +178,11 @@ class EncoderDifficultyClassifier(_Head):
     """The transformer path: MiniLM's sentence embedding (from the shared, loaded `Embedder`, on the GPU
     where one is present) with the head trained on it; the named features as on the static path."""
 
+    reads = "minilm"
+
     def __init__(self, encoder: Embedder, head: DifficultyHead | None = None,
                  embedder: StaticEmbedder | None = None) -> None:
-        head = head or load_head(HEAD_PATHS["minilm"])
-        if head.embedding != "minilm":
-            raise ValueError(f"a head trained on the {head.embedding} embedding needs DifficultyClassifier")
-        super().__init__(head, embedder)
+        super().__init__(head or load_head(HEAD_PATHS["minilm"]), embedder)
         self.encoder = encoder
 
     def _text_vectors(self, texts: list[str], tokens: Tokens) -> np.ndarray:
@@ -194,12 +201,3 @@ class EncoderDifficultyClassifier(_Head):
 
     async def score(self, conv: Conversation) -> float:
         return (await self.score_explained(conv))[0]
-
-    def score_batch(self, convs: Sequence[Conversation]) -> list[float]:
-        """Blocking, for offline use (none declined): one encoder call for the batch."""
-        if not convs:
-            return []
-        texts = [classifier_text(c) for c in convs]
-        tokens = self.embedder.tokenize(texts)
-        extra = self.features.compute(texts, tokens, [user_turns(c) for c in convs])
-        return self._scores(self._text_vectors(texts, tokens) @ self._w_text, self._shares(extra)).tolist()
