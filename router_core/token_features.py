@@ -173,6 +173,28 @@ class TokenFeatures:
 
 
 _LOGGED = [f.startswith("log_") or f == "turns" for f in FEATURES]
+# What each feature is, in words (a routed answer's `smr.reasons`).
+_LABELS = {"log_chars": "length", "log_question_chars": "question", "log_options_chars":
+           "answer options", "log_chars_per_token": "characters per token", "log_digits": "digits",
+           "log_math_symbols": "maths symbols", "log_lines": "line breaks", "has_question_mark": "question mark",
+           "log_negations": "negations (not, except, ...)", "log_roman_items": "Roman-numeral items",
+           "turns": "user turns"}
+_CHARS = frozenset({"log_chars", "log_question_chars", "log_options_chars"})
+
+
+def describe(name: str, value: float) -> str:
+    """A feature and this prompt's value of it, in words: `answer options: none`, `length: 74 chars`,
+    `task code: yes` (`value` as FEATURES holds it, logged or not)."""
+    if name.startswith("task:"):
+        return f"task {name[5:]}: {'yes' if value else 'no'}"
+    if name in FLAGS:
+        return f"{_LABELS.get(name, name)}: {'yes' if value else 'no'}"
+    raw = math.expm1(value) if _LOGGED[FEATURES.index(name)] else value
+    if name == "log_chars_per_token":
+        return f"{_LABELS[name]}: {raw:.1f}"
+    if name in _CHARS:
+        return f"{_LABELS[name]}: {round(raw)} chars" if round(raw) else f"{_LABELS[name]}: none"
+    return f"{_LABELS.get(name, name)}: {round(raw)}"
 
 
 def _row(text: str, n_tokens: int, task: int, counts: Sequence[float], chit_chat: bool, turns: int) -> list[float]:

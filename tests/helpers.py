@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
 import time
@@ -16,6 +17,8 @@ from gateway.server import uvicorn_options
 from gateway.settings import Backend, Settings, Timeouts, parse_settings, validate
 
 FAST = Timeouts(connect_s=1.0, first_token_s=2.0, total_s=4.0)
+# A difficulty classifier's reason: what moved the score, in words, with the prompt's value and its signed share.
+REASON = re.compile(r"(what the text is about|[a-zA-Z][\w ,.()-]*: (none|yes|no|[\d.]+( chars)?)) \([+-]\d\.\d\d\)")
 
 
 class GatewayThread:

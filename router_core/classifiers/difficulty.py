@@ -27,7 +27,7 @@ from router_core.classifiers.base import Abstain
 from router_core.classifiers.embedding import classifier_text
 from router_core.difficulty import HEAD_PATHS, DifficultyHead, load_head
 from router_core.static_embed import StaticEmbedder, Tokens
-from router_core.token_features import TokenFeatures
+from router_core.token_features import TokenFeatures, describe
 from router_core.types import Conversation
 
 if TYPE_CHECKING:
@@ -105,7 +105,8 @@ class _Head:
         return np.hstack([self._text_vectors(texts, tokens), self.head.scaling.apply(extra)])
 
     def _extra_one(self, text: str, conv: Conversation) -> np.ndarray:
-        return self._shares(self.features.one(text, self.embedder.token_ids([text])[0], user_turns(conv)))
+        """The conversation's named features, unscaled (`_shares` of them enter the score)."""
+        return self.features.one(text, self.embedder.token_ids([text])[0], user_turns(conv))
 
     def _scores(self, text_part: np.ndarray, extra: np.ndarray) -> np.ndarray:
         t = self.head.scale * (text_part + extra.sum(axis=1) + self.head.bias) + self.head.shift
@@ -117,10 +118,14 @@ class _Head:
 
     def _explained(self, text_part: float, extra: np.ndarray, top: int) -> tuple[float, tuple[str, ...]]:
         """The score, and what moved the prediction most: the embedding (what the text is about) and the
-        named features, each with its signed share of the prediction in the head's units."""
-        parts = [("what the text is about", text_part), *zip(self._names, extra.tolist(), strict=True)]
+        named features (`extra`, unscaled), each with this prompt's value in words and its signed share of
+        the prediction in the head's units, against the average prompt trained on: `answer options: none
+        (-0.13)`."""
+        shares = self._shares(extra)
+        parts = [(-1, text_part), *enumerate(shares.tolist())]
         moved = sorted((p for p in parts if abs(p[1]) >= 0.02), key=lambda p: -abs(p[1]))[:top]
-        return self._score_one(text_part, extra), tuple(f"{name} ({c:+.2f})" for name, c in moved)
+        what = lambda i: "what the text is about" if i < 0 else describe(self._names[i], float(extra[i]))  # noqa: E731
+        return self._score_one(text_part, shares), tuple(f"{what(i)} ({c:+.2f})" for i, c in moved)
 
 
 class DifficultyClassifier(_Head):
@@ -136,15 +141,16 @@ class DifficultyClassifier(_Head):
         return self.embedder.pool(tokens)
 
     def _parts_one(self, conv: Conversation) -> tuple[float, np.ndarray]:
-        """`_parts` for one conversation, on the one-text paths (no batch bookkeeping)."""
+        """The embedding's share of the prediction and the named features (unscaled) for one conversation,
+        on the one-text paths (no batch bookkeeping)."""
         text = classifier_text(conv)
         self._decline_if_short(text)
         ids = self.embedder.token_ids([text])[0]
-        extra = self.features.one(text, ids, user_turns(conv))
-        return float(self.embedder.pool_one(ids) @ self._w_text), self._shares(extra)
+        return float(self.embedder.pool_one(ids) @ self._w_text), self.features.one(text, ids, user_turns(conv))
 
     def score_now(self, conv: Conversation) -> float:
-        return self._score_one(*self._parts_one(conv))
+        text_part, extra = self._parts_one(conv)
+        return self._score_one(text_part, self._shares(extra))
 
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
         return self._explained(*self._parts_one(conv), top)

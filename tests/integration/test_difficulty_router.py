@@ -19,6 +19,7 @@ from router_core.classifiers.difficulty import DifficultyClassifier
 from router_core.difficulty import HEAD_PATH, difficulty_logits, load_head
 from router_core.outcomes import NON_COMMERCIAL, load_all
 from router_core.types import Conversation, Turn
+from tests.helpers import REASON
 from tests.integration.test_cli import CLEAN_ENV, ROOT
 
 DATA = ROOT.parent / "shared" / "data"
@@ -61,6 +62,18 @@ def test_multi_turn_scoring_counts_the_earlier_turns() -> None:
     assert 1 / (1 + np.exp(-logits)) == pytest.approx([c.score_now(alone), c.score_now(chat)], abs=1e-9)
     score, reasons = c.score_with_reasons(chat)
     assert score == c.score_now(chat) and reasons
+
+
+def test_the_reasons_say_in_words_what_moved_the_score() -> None:
+    c = DifficultyClassifier()
+    code = Conversation((Turn("user", "Explain Python decorators with an example of caching a function's results"),))
+    quiz = Conversation((Turn("user", "Which of these is a mammal?\nA) shark\nB) dolphin\nC) trout\nD) eel"),))
+    (_, said), (_, quizzed) = c.score_with_reasons(code), c.score_with_reasons(quiz)
+    assert all(REASON.fullmatch(r) for r in (*said, *quizzed)), (said, quizzed)
+    # No internal feature names: a chat prompt has no answer options, and that is how it reads.
+    assert not any(name in r for r in (*said, *quizzed) for name in c.head.feature_names)
+    assert said[0].startswith("answer options: none (-") and any(r.startswith("task code: yes (+") for r in said)
+    assert any(r.startswith(f"length: {len(code.turns[0].text)} chars (") for r in said)
 
 
 @pytest.mark.parametrize("text", ["hi", "go on", "thanks!", "What is 2+2?"])

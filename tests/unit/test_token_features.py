@@ -9,7 +9,7 @@ import pytest
 
 from router_core import static_embed
 from router_core.static_embed import MAX_TOKENS, StaticEmbedder
-from router_core.token_features import FEATURES, TokenFeatures
+from router_core.token_features import FEATURES, TokenFeatures, describe
 
 TEXTS = [
     "Solve 2 + 2 = ? in Python, step by step.",
@@ -87,6 +87,23 @@ def test_each_feature_means_what_it_says(embedder: StaticEmbedder) -> None:
     assert f[TEXTS[0]]["turns"] == pytest.approx(np.log1p(1))
     assert features(embedder, ["Well, hello there"])[0]["task:chit-chat"] == 0   # a greeting only as the opening
     assert features(embedder, ["hi"], [3])[0]["turns"] == pytest.approx(np.log1p(3))
+
+
+def test_each_feature_reads_in_words_with_the_prompts_value(embedder: StaticEmbedder) -> None:
+    mc = features(embedder, [TEXTS[7]], [2])[0]
+    said = {name: describe(name, v) for name, v in mc.items()}
+    question = len("Which of these is NOT true?")
+    assert said["log_chars"] == f"length: {len(TEXTS[7])} chars"
+    assert said["log_question_chars"] == f"question: {question} chars"
+    assert said["log_options_chars"] == f"answer options: {len(TEXTS[7]) - question} chars"
+    assert said["log_negations"] == "negations (not, except, ...): 1"
+    assert said["log_roman_items"] == "Roman-numeral items: 3"
+    assert said["has_question_mark"] == "question mark: yes" and said["task:code"] == "task code: no"
+    assert said["turns"] == "user turns: 2" and said["log_lines"] == "line breaks: 4"
+    chat = features(embedder, [TEXTS[0]])[0]
+    assert describe("log_options_chars", chat["log_options_chars"]) == "answer options: none"
+    assert describe("task:maths", chat["task:maths"]) == "task maths: yes"
+    assert describe("log_chars_per_token", np.log1p(4.25)) == "characters per token: 4.2"
 
 
 def test_a_batch_gives_each_text_its_features_alone(embedder: StaticEmbedder) -> None:
