@@ -1,6 +1,7 @@
 """Learning from ratings (`smr train --from-logs`), pure: labels from rated requests, and a head (the
 difficulty head or the embedding head) refitted on them as a correction to the current head (so a few
-hundred ratings nudge it rather than replace it).
+hundred ratings nudge it rather than replace it). The refitted head drops the cross-validated figures of
+the head it started from: they described that head.
 
 Label: 1 = "needed a stronger model than it got" (a bad rating), 0 = "the cheap tier was enough" (a good
 rating on simple or medium). A good rating on the complex tier says nothing about a cheaper one: skipped.
@@ -62,7 +63,7 @@ def refit(head: Head, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> Head:
     w0 = np.asarray(head.weights, dtype=float)
     dw, db = correction(x @ w0 + head.bias, x, y, l2)
     return msgspec.structs.replace(head, weights=(w0 + dw).tolist(), bias=head.bias + db,
-                                   trained_on=[*head.trained_on, f"feedback:{len(y)}"])
+                                   trained_on=[*head.trained_on, f"feedback:{len(y)}"], cv={})
 
 
 def refit_difficulty(head: DifficultyHead, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> DifficultyHead:
@@ -72,4 +73,4 @@ def refit_difficulty(head: DifficultyHead, x: np.ndarray, y: np.ndarray, l2: flo
     w0 = np.asarray(head.weights, dtype=float)
     dw, db = correction(difficulty_logits(head, x), x, y, l2)
     return msgspec.structs.replace(head, weights=(w0 + dw / head.scale).tolist(), bias=head.bias + db / head.scale,
-                                   trained_on=[*head.trained_on, f"feedback:{len(y)}"])
+                                   trained_on=[*head.trained_on, f"feedback:{len(y)}"], cv={})

@@ -120,6 +120,10 @@ def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: s
     assert after > before  # the ratings taught it something it did not know
     wrote = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which, "--write", str(head))
     assert wrote.returncode == 0 and head.exists() and f"routing.{classifier}_head" in wrote.stdout
+    # The written head carries its own figures (what the refit did on the held-out ratings), not the
+    # cross-validated ones of the packaged head it started from, which no longer describe it.
+    assert json.loads(head.read_text())["cv"] == {"ratings": 240, "held_out_auc_before": round(before, 3),
+                                                  "held_out_auc_refitted": round(after, 3)}
     if classifier == "embedding":
         from router_core.classifiers.embedding import load_head
 
