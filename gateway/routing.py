@@ -145,6 +145,7 @@ class Router:
         capable = tuple(b for b in route.chain if b.name not in why)
         if capable:
             return msgspec.structs.replace(route, chain=capable, skipped=(*route.skipped, *skipped))
+        where = f"the model {route.chain[0].name}" if route.mode == "direct" else f"the {route.tier} tier"
         if route.mode == "auto" and route.tier in TIERS:
             i = TIERS.index(route.tier)  # type: ignore[arg-type]
             for tier in (*TIERS[i + 1:], *reversed(TIERS[:i])):
@@ -153,9 +154,13 @@ class Router:
                     return msgspec.structs.replace(route, tier=tier, chain=chain,
                                                    skipped=(*route.skipped, *skipped,
                                                             f"tier {route.tier}: no backend can serve it"))
-        where = f"the {route.tier} tier" if route.mode != "direct" else f"the model {route.chain[0].name}"
-        raise InvalidRequest(f"No backend of {where} can serve this request ({'; '.join(skipped)}); "
-                             "use 'auto' or another model", param="messages", code="unsupported_request")
+            # Every tier tried: each backend's reason, once.
+            where = "any tier"
+            why = {b.name: w for t in TIERS for b in self.chains[t] if (w := lacks(b, needs)) is not None}
+        way_out = "; use 'auto' or another model" if route.mode in ("forced", "direct") else ""
+        raise InvalidRequest(f"No backend of {where} can serve this request "
+                             f"({'; '.join(f'{n}: {w}' for n, w in why.items())}){way_out}",
+                             param="messages", code="unsupported_request")
 
     async def _choose(self, req: ChatCompletionRequest, force_tier: str | None, embedding: object,
                       embedded_text: str | None) -> Route:

@@ -342,6 +342,23 @@ async def test_auto_moves_to_the_nearest_tier_that_can_serve_it_and_a_forced_tie
     assert all(not f.calls for name, f in h.fakes.items() if name != "strong")
 
 
+async def test_auto_that_no_tier_can_serve_is_a_400_that_names_every_backend_and_does_not_suggest_auto() -> None:
+    small = Capabilities(context_window=50)
+    h = Harness(cache=False, capabilities={"cheap": small, "backup": small, "strong": small})
+    for model in ("auto", "smr/simple"):
+        with pytest.raises(InvalidRequest) as err:
+            await h.serve(model, max_tokens=100)
+        assert err.value.code == "unsupported_request" and err.value.param == "messages"
+        said = err.value.message
+        if model == "auto":   # every tier was tried: the message names them all, and 'auto' is no way out
+            assert said.startswith("No backend of any tier can serve this request")
+            assert all(f"{b}: context window 50" in said for b in ("cheap", "backup", "strong")), said
+            assert "'auto'" not in said
+        else:
+            assert said.startswith("No backend of the simple tier") and "use 'auto' or another model" in said
+    assert all(not f.calls for f in h.fakes.values())
+
+
 async def test_a_prompt_past_the_context_window_skips_the_backend() -> None:
     h = Harness(cache=False, capabilities={"cheap": Capabilities(context_window=50)})
     answer = await h.serve(max_tokens=100)
