@@ -12,10 +12,15 @@ from router_core.difficulty import design, prompt_inputs
 from router_core.outcomes import Outcomes, load_all
 
 
-def rows_and_design(description: str) -> tuple[list[Outcomes], np.ndarray]:
+def parser(description: str) -> argparse.ArgumentParser:
+    """The studies' command line: `--data`; a study adds its own flags."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--data", default="../shared/data")
-    args = ap.parse_args()
+    return ap
+
+
+def rows_and_design(description: str, args: argparse.Namespace | None = None) -> tuple[list[Outcomes], np.ndarray]:
+    args = args or parser(description).parse_args()
     rows = load_all(Path(args.data))
     vectors, extra = prompt_inputs([r.prompt for r in rows])
     x, _ = design(extra, vectors)

@@ -114,7 +114,7 @@ def test_the_difficulty_studies_run_on_the_shared_data() -> None:
     # The ones that take seconds (difficulty_nested takes minutes): every source gets its row.
     data = str(ROOT.parent / "shared" / "data")
     for study, rows_expected in (("difficulty_per_source", 3 * 3), ("difficulty_feedback", 22),
-                                 ("difficulty_neighbours", 1 + 3 * 3 + 3 * 2)):
+                                 ("difficulty_alternatives", 1 + 3 * 3 + 3 * 2)):
         out = subprocess.run([sys.executable, "-m", f"bench.studies.{study}", "--data", data], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]

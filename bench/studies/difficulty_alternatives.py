@@ -1,7 +1,7 @@
-"""Two more ways to order prompts inside a source, measured and not shipped (issue 15: "no source below
+"""Other ways to order prompts inside a source, measured and not shipped (issue 15: "no source below
 random"):
 
-    python -m bench.studies.difficulty_neighbours [--data ../shared/data]
+    python -m bench.studies.difficulty_alternatives [--data ../shared/data] [--trees]
 
 - Neighbours (RouteLLM's similarity-weighted ranking, in spirit): a prompt's score is the mean target of
   its k nearest training prompts by cosine on the text vector (chat prompts weighing 4, as in the fit),
@@ -10,13 +10,17 @@ random"):
   so a prompt every model fails (gpqa here: the nine models answer 0-24 % of its questions) is no better
   sent strong than cheap. A second ridge head predicts the raw share of models that fail (not z-scored,
   so sources keep their level); where it exceeds c, the score is lowered by lam per 0.1 above c.
+- `--trees` (two minutes more): gradient-boosted trees (depth 2-3, 200 rounds) on the named features, with
+  the text vector's first 16 principal components or without, alone or added to the ridge head: can
+  interactions the linear head cannot express (digits in a graduate science question) order a source?
 Evaluated leave-source-out exactly as `smr eval --leave-source-out` (permissive training data, the
 shipped head's target, alpha and chat weight). Seconds.
 2026-11-30, fifth round (the shipped head: chat 0.566, benchmarks 0.512, 7 below random): neighbours
 alone 0.560-0.565 / 0.499-0.515, 5-8 below; added to the head 0.571-0.575 / 0.506-0.515, 5-9 below
 (gpqa 0.423-0.443 in all six); the ceiling 0.519-0.567 / 0.512-0.521, 5-7 below: the steepest one
 (c=0.6, lam=3) lifts gpqa above 0.5 but drops chat to 0.519 and vicuna below random, and mbpp and
-mmlu/other stay below in every row. None reaches no source below random.
+mmlu/other stay below in every row. Trees: 0.521-0.556 / 0.497-0.508, 8-10 below: they learn what
+differs between the training sources and it does not carry. None reaches no source below random.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.ensemble import HistGradientBoostingRegressor
 
-from bench.studies.outcome_design import rows_and_design
+from bench.studies.outcome_design import parser, rows_and_design
 from router_core.difficulty import (
     EXTRA_FEATURES,
     evaluate,
@@ -46,7 +52,10 @@ def zscore(a: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    rows, x = rows_and_design(__doc__ or "")
+    ap = parser(__doc__ or "")
+    ap.add_argument("--trees", action="store_true", help="also gradient-boosted trees (two minutes more)")
+    args = ap.parse_args()
+    rows, x = rows_and_design(__doc__ or "", args)
     shipped = load_head()
     y = targets(rows, shipped.target)
     sources = np.array([r.source for r in rows])
@@ -79,6 +88,16 @@ def main() -> None:
 
     head, share = ridge(y), ridge(failed)
 
+    def trees(cols: np.ndarray, depth: int) -> Scorer:
+        def score(idx: np.ndarray, train: np.ndarray) -> np.ndarray:
+            m = HistGradientBoostingRegressor(max_depth=depth, max_iter=200, learning_rate=0.05, min_samples_leaf=100,
+                                              l2_regularization=1.0, random_state=0)
+            return np.asarray(m.fit(cols[train], y[train], sample_weight=weight[train]).predict(cols[idx]))
+        return score
+
+    def plus_head(other: Scorer) -> Scorer:
+        return lambda idx, train: zscore(head(idx, train)) + zscore(other(idx, train))
+
     def with_neighbours(k: int, lam: float) -> Scorer:
         near = neighbours(k)
         return lambda idx, train: zscore(head(idx, train)) + lam * zscore(near(idx, train))
@@ -92,6 +111,13 @@ def main() -> None:
         variants += [("head + neighbours", f"k={k}, weight {lam}", with_neighbours(k, lam)) for lam in (0.5, 1.0)]
     for c in (0.6, 0.7, 0.8):
         variants += [("head with a ceiling", f"c={c}, lam={lam}", with_ceiling(c, lam)) for lam in (1.0, 3.0)]
+    if args.trees:
+        named = x[:, text.shape[1]:]
+        with_pcs = np.hstack([named, PCA(16, random_state=0).fit_transform(text)])
+        variants += [("trees", "named features, depth 3", trees(named, 3)),
+                     ("trees", "named features and 16 PCs, depth 3", trees(with_pcs, 3)),
+                     ("head + trees", "named features and 16 PCs, depth 3", plus_head(trees(with_pcs, 3))),
+                     ("head + trees", "named features, depth 2", plus_head(trees(named, 2)))]
 
     print("| variant | setting | APGR chat | APGR bench | worst source | sources below random | which |")
     print("|---|---|---|---|---|---|---|")
