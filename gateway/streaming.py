@@ -55,8 +55,11 @@ async def to_sse(
     spent_before: Priced | None = None,
 ) -> AsyncIterator[bytes]:
     """The open upstream stream as OpenAI SSE bytes; `on_done` gets the summary exactly once, however
-    the stream ends (finished, failed mid-way, or the client went away). `spent_before`: a cascade's
-    first call, counted in the final chunk's cost."""
+    the stream ends (finished, failed mid-way, or the client went away), priced in every case: a stream
+    cut short is priced on the upstream's usage if it sent one, else estimated from the prompt and the
+    text relayed so far (a lower bound: the upstream may have generated a little more), so leaving a
+    stream early does not make it free. `spent_before`: a cascade's first call, counted in the final
+    chunk's cost."""
     model = opened.backend.name
     loop = asyncio.get_running_loop()
     idle = opened.backend.timeouts.first_token_s
@@ -112,6 +115,10 @@ async def to_sse(
         try:
             await aclose_events(opened.events)
         finally:
+            if summary.priced is None:  # cut short (client gone, upstream broke): what was generated is paid for
+                summary.text = "".join(texts)
+                summary.priced = price(fill_usage(usage or Usage(estimated=True), req, summary.text),
+                                       opened.backend, baseline)
             if on_done is not None:
                 on_done(summary)
 

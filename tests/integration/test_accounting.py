@@ -327,6 +327,53 @@ def test_rows_are_flushed_on_shutdown(fakes: ThreadedFakes, pg_url: str) -> None
     assert after - before >= 7
 
 
+async def test_client_gone_as_a_stream_starts_is_logged_charged_and_closes_the_upstream(fakes: ThreadedFakes,
+                                                                                         pg_url: str) -> None:
+    """The client hangs up after the gateway has its first token but before the stream is sent (the ASGI
+    server reports the disconnect as the response starts): one row, 499, charged for what was generated,
+    and the upstream stream closed, not left running to its end."""
+    import json
+
+    from litestar.testing import AsyncTestClient
+
+    from gateway.app import create_app
+    from gateway.fakes.common import Behaviour
+
+    fakes.gemini.behaviour = Behaviour(pieces=50, chunk_delay_ms=50)
+    body = json.dumps({"model": "smr/medium", "stream": True,
+                       "messages": [{"role": "user", "content": "leaving as it starts"}]}).encode()
+    responding = asyncio.Event()
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+    sent: list[str] = []
+
+    async def receive() -> dict[str, object]:
+        if (first := next(messages, None)) is not None:
+            return first
+        await responding.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(str(message["type"]))
+        if message["type"] == "http.response.start":
+            responding.set()
+
+    app = create_app(make_settings(fakes, db_url=pg_url))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80), "state": {},
+             "headers": [(b"content-type", b"application/json"), (b"x-request-id", b"leaves-as-it-starts")]}
+    async with AsyncTestClient(app):  # the app's lifespan: its pool, log writer and upstream clients
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        deadline = time.time() + 5
+        while fakes.gemini.stats.streams_cancelled == 0 and time.time() < deadline:  # noqa: ASYNC110 (another thread's)
+            await asyncio.sleep(0.05)
+    assert sent[0] == "http.response.start" and fakes.gemini.stats.streams_cancelled == 1
+    assert fakes.gemini.stats.streams_completed == 0
+    got = rows(pg_url, "SELECT http_status, completion_tokens, cost_usd FROM request_log "
+                       "WHERE client_request_id = 'leaves-as-it-starts'")
+    assert len(got) == 1 and got[0][0] == 499 and got[0][1] > 0 and got[0][2] > 0, got  # type: ignore[operator]
+
+
 def test_client_gone_before_a_json_answer_cancels_the_call_and_logs_499(
         fakes: ThreadedFakes, secured: GatewayThread, pg_url: str) -> None:
     """A non-streaming client that hangs up stops the upstream call; its one row says 499, not 200."""

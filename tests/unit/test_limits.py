@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 
 import pytest
 
@@ -12,7 +13,7 @@ from gateway.auth import Principal
 from gateway.errors import BudgetExceeded, PermissionDenied, RateLimited
 from gateway.fakes.provider import Reply
 from gateway.limits import LimitSet, RateCheck, RateState, period_id, ratelimit_headers, worst_case_cost
-from gateway.request_path import Answer
+from gateway.request_path import Answer, StreamAnswer
 from gateway.settings import Backend
 from router_core.features import estimate_tokens
 from tests.unit.test_request_path import Harness
@@ -163,3 +164,29 @@ async def test_auto_shifts_down_as_a_budget_nears_its_end_before_it_refuses() ->
     assert tiers == ["complex", "medium", "simple"]
     forced = await h.serve("smr/complex", principal=p, max_tokens=10)  # a forced tier is served as asked
     assert forced.served.tier == "complex"
+
+
+@pytest.mark.parametrize("ending", ["client left", "upstream broke"])
+async def test_a_stream_cut_short_is_charged_for_what_was_generated(ending: str) -> None:
+    """Leaving a stream before its end must not make it free: the tokens already relayed (and the prompt)
+    are estimated, logged, and settled on the budget and the tokens-per-minute limit."""
+    text = " ".join(f"word{i}" for i in range(400))
+    reply = Reply(text, pieces=40, delay_s=0.001, usage=None, fail_after=20 if ending == "upstream broke" else None)
+    h = Harness({"cheap": lambda call: reply}, cache=False)
+    limited = key(budget_usd=1.0, rate_limit_tpm=1_000_000)
+    answer = await h.serve(stream=True, principal=limited, max_tokens=2000)
+    assert isinstance(answer, StreamAnswer)
+    chunks, got = aiter(answer.chunks), []
+    for _ in range(21):
+        got.append(await anext(chunks))
+    await chunks.aclose()  # type: ignore[attr-defined]
+    await h.admission.drain()
+    (row,) = h.rows
+    assert row.http_status == (499 if ending == "client left" else 502)
+    relayed = "".join(json.loads(c[6:])["choices"][0]["delta"].get("content") or "" for c in got if b'"choices"' in c)
+    assert row.usage_estimated and row.completion_tokens >= estimate_tokens(relayed) > 50
+    assert row.prompt_tokens > 0 and row.cost_usd > 0
+    ((spent, reserved),) = h.counters._budgets.values()
+    assert spent == pytest.approx(row.cost_usd) and reserved == pytest.approx(0.0, abs=1e-12)
+    used = (await h.counters.take([RateCheck("key", "key-1", "tokens", 1_000_000, 0)])).states[0].used
+    assert used >= row.prompt_tokens + row.completion_tokens
