@@ -19,7 +19,7 @@ shipped head's target, alpha and chat weight). Seconds.
 alone 0.560-0.565 / 0.499-0.515, 5-8 below; added to the head 0.571-0.575 / 0.506-0.515, 5-9 below
 (gpqa 0.423-0.443 in all six); the ceiling 0.519-0.567 / 0.512-0.521, 5-7 below: the steepest one
 (c=0.6, lam=3) lifts gpqa above 0.5 but drops chat to 0.519 and vicuna below random, and mbpp and
-mmlu/other stay below in every row. Trees: 0.521-0.556 / 0.497-0.508, 8-10 below: they learn what
+mmlu/other stay below in every ceiling row. Trees: 0.521-0.556 / 0.497-0.508, 8-10 below: they learn what
 differs between the training sources and it does not carry. None reaches no source below random.
 """
 

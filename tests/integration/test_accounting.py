@@ -340,6 +340,8 @@ async def test_client_gone_as_a_stream_starts_is_logged_charged_and_closes_the_u
     from gateway.fakes.common import Behaviour
 
     fakes.gemini.behaviour = Behaviour(pieces=50, chunk_delay_ms=50)
+    stats = fakes.gemini.stats
+    cancelled, completed = stats.streams_cancelled, stats.streams_completed   # the other tests' streams
     body = json.dumps({"model": "smr/medium", "stream": True,
                        "messages": [{"role": "user", "content": "leaving as it starts"}]}).encode()
     responding = asyncio.Event()
@@ -362,15 +364,20 @@ async def test_client_gone_as_a_stream_starts_is_logged_charged_and_closes_the_u
              "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
              "root_path": "", "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80), "state": {},
              "headers": [(b"content-type", b"application/json"), (b"x-request-id", b"leaves-as-it-starts")]}
-    async with AsyncTestClient(app):  # the app's lifespan: its pool, log writer and upstream clients
+    query = ("SELECT http_status, completion_tokens, cost_usd FROM request_log "
+             "WHERE client_request_id = 'leaves-as-it-starts'")
+    async with AsyncTestClient(app) as client:  # the app's lifespan: its pool, log writer and upstream clients
         await app(scope, receive, send)  # type: ignore[arg-type]
-        deadline = time.time() + 5
-        while fakes.gemini.stats.streams_cancelled == 0 and time.time() < deadline:  # noqa: ASYNC110 (another thread's)
+        # Accounted by the time the response is over: the server starts reading the stream before it
+        # notices the client is gone (cancellation lands at an await), so its ending runs.
+        metrics = (await client.get("/metrics")).text
+        assert 'smr_requests_total{endpoint="/v1/chat/completions",status="499"' in metrics, metrics
+        deadline = time.time() + 10   # the row is written by the app's log writer, on this event loop
+        while not (got := rows(pg_url, query)) or stats.streams_cancelled == cancelled:
+            assert time.time() < deadline, (got, stats)
             await asyncio.sleep(0.05)
-    assert sent[0] == "http.response.start" and fakes.gemini.stats.streams_cancelled == 1
-    assert fakes.gemini.stats.streams_completed == 0
-    got = rows(pg_url, "SELECT http_status, completion_tokens, cost_usd FROM request_log "
-                       "WHERE client_request_id = 'leaves-as-it-starts'")
+    assert sent[0] == "http.response.start" and stats.streams_cancelled == cancelled + 1
+    assert stats.streams_completed == completed
     assert len(got) == 1 and got[0][0] == 499 and got[0][1] > 0 and got[0][2] > 0, got  # type: ignore[operator]
 
 
