@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import msgspec
+import psycopg
 import uvicorn
 
 from gateway.app import create_app
@@ -78,3 +79,18 @@ def make_settings(fakes: FakeUpstreams, extra_backends: list[Backend] | None = N
     }
     base = parse_settings(data)
     return validate(msgspec.structs.replace(base, backends=backends))
+
+
+# The request log, read back (the tests' own connection).
+def rows(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as c:
+        return c.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def wait_for_rows(url: str, where: str, n: int, params: tuple[object, ...] = (), timeout: float = 10) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if rows(url, f"SELECT count(*) FROM request_log WHERE {where}", params)[0][0] >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} log rows where {where}")
