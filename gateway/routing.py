@@ -11,6 +11,7 @@ Shadow mode (`routing.shadow`) serves `auto` on the strongest tier and everythin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
@@ -67,6 +68,11 @@ def lacks(backend: Backend, needs: Needs) -> str | None:
     if needs.tokens > c.context_window:
         return f"context window {c.context_window} < ~{needs.tokens} tokens"
     return None
+
+
+def unable(backends: Iterable[Backend], needs: Needs) -> dict[str, str]:
+    """Each of `backends` that cannot serve a request with these needs, by name, with why."""
+    return {b.name: w for b in backends if (w := lacks(b, needs)) is not None}
 
 
 def conversation(req: ChatCompletionRequest, embedding: object = None,
@@ -138,7 +144,7 @@ class Router:
     def _fit(self, route: Route, needs: Needs) -> Route:
         """The route without the backends this request cannot use. `auto` moves to the nearest tier (up
         first) that has one; a forced tier or a named backend that cannot serve it is a 400."""
-        why = {b.name: w for b in route.chain if (w := lacks(b, needs)) is not None}
+        why = unable(route.chain, needs)
         if not why:
             return route
         skipped = tuple(f"{name}: {w}" for name, w in why.items())
@@ -156,7 +162,7 @@ class Router:
                                                             f"tier {route.tier}: no backend can serve it"))
             # Every tier tried: each backend's reason, once.
             where = "any tier"
-            why = {b.name: w for t in TIERS for b in self.chains[t] if (w := lacks(b, needs)) is not None}
+            why = unable((b for t in TIERS for b in self.chains[t]), needs)
         way_out = "; use 'auto' or another model" if route.mode in ("forced", "direct") else ""
         raise InvalidRequest(f"No backend of {where} can serve this request "
                              f"({'; '.join(f'{n}: {w}' for n, w in why.items())}){way_out}",

@@ -70,6 +70,13 @@ async def to_sse(
     def chunk(delta: Delta, finish: str | None = None) -> bytes:
         return sse(ChatCompletionChunk(chunk_id, created, model, [ChunkChoice(delta, 0, finish)]))
 
+    def priced_so_far() -> Priced:
+        """The text relayed so far and its usage (the upstream's, else estimated), priced into `summary`."""
+        summary.text = "".join(texts)
+        summary.priced = price(fill_usage(usage or Usage(estimated=True), req, summary.text), opened.backend,
+                               baseline)
+        return summary.priced
+
     try:
         ev: StreamEvent = opened.first
         delta = ev.delta or Delta()
@@ -92,14 +99,12 @@ async def to_sse(
         if summary.finish_reason is None:
             summary.finish_reason = "stop"
             yield chunk(Delta(), "stop")
-        summary.text = "".join(texts)
-        filled = fill_usage(usage or Usage(estimated=True), req, summary.text)
-        summary.priced = price(filled, opened.backend, baseline)
+        priced = priced_so_far()
         if req.include_usage:
-            p = with_first_call(summary.priced, spent_before) if spent_before else summary.priced
+            p = with_first_call(priced, spent_before) if spent_before else priced
             final = msgspec.structs.replace(smr, cost_usd=round(p.cost_usd, 10), savings_usd=round(p.savings_usd, 10),
                                             routing_savings_usd=round(p.routing_savings_usd, 10)) if smr else None
-            yield sse(ExplainedChunk(chunk_id, created, model, [], usage_out(filled), smr=final))
+            yield sse(ExplainedChunk(chunk_id, created, model, [], usage_out(priced.usage), smr=final))
         yield DONE
     except TimeoutError:
         summary.error = UpstreamTimeout(f"{model}: stream stalled or ran past its time limit", backend=model)
@@ -116,9 +121,7 @@ async def to_sse(
             await aclose_events(opened.events)
         finally:
             if summary.priced is None:  # cut short (client gone, upstream broke): what was generated is paid for
-                summary.text = "".join(texts)
-                summary.priced = price(fill_usage(usage or Usage(estimated=True), req, summary.text),
-                                       opened.backend, baseline)
+                priced_so_far()
             if on_done is not None:
                 on_done(summary)
 

@@ -60,9 +60,8 @@ def correction(base: np.ndarray, x: np.ndarray, y: np.ndarray, l2: float = 1.0) 
 
 def refit(head: Head, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> Head:
     """The embedding head plus a correction fitted on `x` (rows of head.design) and labels `y`."""
-    w0 = np.asarray(head.weights, dtype=float)
-    dw, db = correction(x @ w0 + head.bias, x, y, l2)
-    return msgspec.structs.replace(head, weights=(w0 + dw).tolist(), bias=head.bias + db,
+    dw, db = correction(head.logits(x), x, y, l2)
+    return msgspec.structs.replace(head, weights=(np.asarray(head.weights) + dw).tolist(), bias=head.bias + db,
                                    trained_on=[*head.trained_on, f"feedback:{len(y)}"], cv={})
 
 

@@ -114,12 +114,13 @@ def calibrate_from_logs(args: argparse.Namespace) -> int:
 def train_from_logs(args: argparse.Namespace) -> int:
     """Refit the head of `--classifier` (default: the first trainable one of routing.classifiers) on rated
     requests, as a correction to the head it uses now; print the held-out AUC before and after."""
+    from router_core.classifiers.embedding import Head
     from router_core.difficulty import difficulty_logits
     from router_core.feedback import label, refit, refit_difficulty
 
     heads: dict[str, tuple[Callable[..., Any], ...]] = {   # design rows, logits, refit
         "difficulty": (_difficulty_design, difficulty_logits, refit_difficulty),
-        "embedding": (_embedding_design, _embedding_logits, refit)}
+        "embedding": (_embedding_design, Head.logits, refit)}
 
     settings = offline_settings(args.config)
     name = args.classifier or next((n for n in settings.routing.classifiers if n in heads), None)
@@ -171,10 +172,6 @@ def _difficulty_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.nd
                "embedder": embedder() if kind == "minilm" else None}
     clf: Any = build_classifier("difficulty", options)
     return clf.head, clf.design(convs)
-
-
-def _embedding_logits(head: Any, x: np.ndarray) -> np.ndarray:
-    return np.asarray(x @ np.asarray(head.weights) + head.bias)
 
 
 def _embedding_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:

@@ -38,6 +38,10 @@ class Head(msgspec.Struct, frozen=True):
         extra = (np.asarray(structure(text)) - self.feature_mean) / self.feature_std
         return np.concatenate([np.asarray(vector, dtype=np.float64), extra])
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The logit of each row of `design` (refitting on ratings works on these rows)."""
+        return np.asarray(x @ np.asarray(self.weights) + self.bias)
+
     def logit(self, vector: np.ndarray, text: str) -> float:
         return float(np.dot(self.weights, self.design(vector, text)) + self.bias)
 
