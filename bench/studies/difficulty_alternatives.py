@@ -74,8 +74,12 @@ def main() -> None:
     def remembered(scorer: Scorer) -> Scorer:
         """Each held-out source is scored once per scorer (its training rows are the same every time)."""
         seen: dict[int, np.ndarray] = {}
-        return lambda idx, train: seen[int(idx[0])] if int(idx[0]) in seen else seen.setdefault(
-            int(idx[0]), scorer(idx, train))
+
+        def score(idx: np.ndarray, train: np.ndarray) -> np.ndarray:
+            if int(idx[0]) not in seen:
+                seen[int(idx[0])] = scorer(idx, train)
+            return seen[int(idx[0])]
+        return score
 
     def ridge(target: np.ndarray) -> Scorer:
         def score(idx: np.ndarray, train: np.ndarray) -> np.ndarray:
