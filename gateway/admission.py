@@ -2,11 +2,13 @@
 
 Three steps on the request path (`RequestPath.serve`), and a settlement when the request ends:
 
-    admit(principal, req)        request-level rules, then the key's and the tenant's rate limits
-                                 (requests and prompt tokens per minute), all taken atomically or none
+    admit(principal, req, raw)   request-level rules, then the key's and the tenant's rate limits
+                                 (requests and prompt tokens per minute), all taken atomically or none;
+                                 the prompt is every part a provider bills (`pricing.prompt_tokens`)
     check_route(ticket, tier)    the key's and the tenant's allowed tiers, before any call
     reserve(ticket, chain, req)  the worst-case cost against the key's and the tenant's budgets
-    settle(ticket, priced)       completion tokens onto the token limits; the reservation to the real cost
+    settle(ticket, priced)       completion tokens, and the prompt tokens the upstream reported past the
+                                 estimate, onto the token limits; the reservation to the real cost
 
 Counters live in Redis (`limiter.py`) so every gateway process enforces one limit. When Redis cannot
 be reached, `limits.rates_on_redis_error` / `limits.budgets_on_redis_error` choose: "open" serves the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
@@ -31,10 +34,12 @@ from gateway.limiter import Counters
 from gateway.limits import (
     NO_LIMITS,
     BudgetCheck,
+    Hold,
     LimitSet,
     RateCheck,
     RateState,
     budget_check,
+    hold_ttl_s,
     period_start,
     period_ttl_s,
     rate_checks,
@@ -43,6 +48,7 @@ from gateway.limits import (
 )
 from gateway.lookups import CachedLookup, SourceDown
 from gateway.pricing import Priced, prompt_tokens
+from gateway.replays import Replays
 from gateway.settings import Backend, LimitsSettings, RoutingSettings
 from gateway.wire import ChatCompletionRequest
 
@@ -70,7 +76,8 @@ class LimitStats(msgspec.Struct):
 class Ticket:
     """What admission took for one request, to settle when it ends (exactly once)."""
 
-    __slots__ = ("budgets", "checks", "principal", "reserved_usd", "settled", "states", "tenant_limits")
+    __slots__ = ("budgets", "checks", "hold", "principal", "prompt_estimate", "reserved_usd", "settled", "states",
+                 "tenant_limits")
 
     def __init__(self, principal: Principal, tenant_limits: LimitSet) -> None:
         self.principal = principal
@@ -79,7 +86,9 @@ class Ticket:
         self.states: list[RateState] = []
         self.budgets: list[BudgetCheck] = []
         self.reserved_usd = 0.0
+        self.hold: Hold | None = None  # also when Redis failed open: the spend is still settled, late
         self.settled = False
+        self.prompt_estimate: int | None = None  # every billed part of the prompt, once a limit needs it
 
     @property
     def headers(self) -> dict[str, str]:
@@ -99,20 +108,23 @@ class Admission:
         self.stats = LimitStats()
         self._tenant_cache: CachedLookup[str, LimitSet | None] = CachedLookup(cache_ttl_s)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.replays = Replays(counters.settle, self.cfg.redis_timeout_s) if counters is not None else None
 
     # ------------------------------------------------------------------ 1. admit
-    async def admit(self, principal: Principal, req: ChatCompletionRequest) -> Ticket:
+    async def admit(self, principal: Principal, req: ChatCompletionRequest,
+                    raw: dict[str, object] | None = None) -> Ticket:
+        """`raw`: the body as sent (OpenAI-compatible upstreams get, and bill, the fields `req` does not know)."""
         if req.n is not None and req.n > 1 and not self.allow_n:
             raise InvalidRequest("n > 1 is not supported by this gateway; send n = 1 or leave it out",
                                  param="n", code="unsupported_value")
         ticket = Ticket(principal, await self._tenant_limits(principal.tenant))
         tokens = 0
         key_limits, tenant_limits = principal.limits, ticket.tenant_limits
-        if key_limits.rate_limit_tpm is not None or tenant_limits.rate_limit_tpm is not None:
-            tokens = prompt_tokens(req)
+        if any(lim.rate_limit_tpm is not None or lim.budget_usd is not None for lim in (key_limits, tenant_limits)):
+            tokens = ticket.prompt_estimate = prompt_tokens(req, raw)
         checks = rate_checks("tenant", principal.tenant, tenant_limits, tokens)
-        if principal.key_id is not None:
-            checks = rate_checks("key", principal.key_id, key_limits, tokens) + checks
+        if principal.key_id is not None:  # a key's counters follow its lineage through rotations
+            checks = rate_checks("key", principal.lineage or principal.key_id, key_limits, tokens) + checks
         if not checks or self.counters is None:
             return ticket
         taken = await self._guarded(self.counters.take(checks), self.cfg.rates_on_redis_error, "rate limits")
@@ -149,7 +161,7 @@ class Admission:
     # ------------------------------------------------------------------ before routing: how near a budget
     def budgets(self, ticket: Ticket, now: dt.datetime) -> list[BudgetCheck]:
         p = ticket.principal
-        return [b for b in (budget_check("key", p.key_id, p.limits, now) if p.key_id else None,
+        return [b for b in (budget_check("key", p.lineage or p.key_id, p.limits, now) if p.key_id else None,
                             budget_check("tenant", p.tenant, ticket.tenant_limits, now)) if b is not None]
 
     async def budget_used(self, ticket: Ticket) -> float:
@@ -172,14 +184,16 @@ class Admission:
         budgets = self.budgets(ticket, now)
         if not budgets or self.counters is None:
             return
-        p = prompt_tokens(req)
+        p = prompt_tokens(req) if ticket.prompt_estimate is None else ticket.prompt_estimate
         amount = worst_case_cost(p, req.output_limit, chain) + worst_case_cost(p, req.output_limit, then)
         ttls = [period_ttl_s(b.period) or 0 for b in budgets]
+        hold = Hold(secrets.token_hex(8), amount, hold_ttl_s(chain + then))
         counters = self.counters
         for _ in range(len(budgets) + 1):
-            got = await self._guarded(counters.reserve(budgets, amount, ttls), self.cfg.budgets_on_redis_error,
+            got = await self._guarded(counters.reserve(budgets, hold, ttls), self.cfg.budgets_on_redis_error,
                                       "budgets")
-            if got is None:
+            if got is None:  # served open: its spend is still settled (replayed until Redis answers),
+                ticket.budgets, ticket.hold = budgets, hold  # which also frees a hold this call left late
                 return
             if got.missing is None:
                 break
@@ -196,7 +210,7 @@ class Admission:
                 f"This {b.scope}'s budget of ${b.budget_usd:.4f} ({b.period}) does not cover this request: "
                 f"${got.spent_usd:.6f} spent, ${got.reserved_usd:.6f} held by requests in flight, and this one "
                 f"may cost up to ${amount:.6f}. Lower max_tokens, use a cheaper model, or raise the budget.")
-        ticket.budgets, ticket.reserved_usd = budgets, amount
+        ticket.budgets, ticket.reserved_usd, ticket.hold = budgets, amount, hold
 
     # ------------------------------------------------------------------ 4. settle
     def settle(self, ticket: Ticket | None, priced: Priced | None, from_cache: bool = False) -> None:
@@ -205,6 +219,8 @@ class Admission:
             return
         ticket.settled = True
         tokens = 0 if priced is None or from_cache else priced.usage.completion_tokens
+        if tokens and priced is not None and not priced.usage.estimated and ticket.prompt_estimate is not None:
+            tokens += max(0, priced.usage.prompt_tokens - ticket.prompt_estimate)  # settled on what was billed
         token_checks = [c for c in ticket.checks if c.kind == "tokens"]
         if self.counters is None or not ((token_checks and tokens) or ticket.budgets):
             return
@@ -217,12 +233,16 @@ class Admission:
         assert self.counters is not None
         if token_checks and tokens:
             await self._guarded(self.counters.add_tokens(token_checks, tokens), "open", "rate limits")
-        if ticket.budgets:
-            await self._guarded(self.counters.settle(ticket.budgets, ticket.reserved_usd, cost), "open", "budgets")
+        if ticket.budgets and ticket.hold is not None and self.replays is not None:
+            if await self._guarded(self.counters.settle(ticket.budgets, ticket.hold, cost), "open", "budgets") is None:
+                self.replays.add(ticket.budgets, ticket.hold, cost)  # tried again until Redis answers
 
     async def drain(self) -> None:
+        """At shutdown: the settlements under way, then one last try of those waiting for Redis."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.replays is not None:
+            await self.replays.close()
 
     # ------------------------------------------------------------------ helpers
     async def _guarded(self, call: Awaitable[T], on_error: str, what: str) -> T | None:
@@ -259,6 +279,13 @@ class Admission:
     def forget_tenant(self, tenant: str) -> None:
         """After a change through this process's API, the new limits apply at once here."""
         self._tenant_cache.forget(tenant)
+
+    def on_change(self, kind: str, ident: str) -> None:
+        """A change announced by any gateway process (`gateway.changes`): "*" is anything."""
+        if kind == "tenant":
+            self.forget_tenant(ident)
+        elif kind == "*":
+            self._tenant_cache.forget_where(lambda _: True)
 
     async def _spent(self, b: BudgetCheck, now: dt.datetime) -> float:
         if self.spend is None:

@@ -11,6 +11,7 @@
      ├── BudgetExceeded        429  insufficient_quota / budget_exceeded
      ├── LimitsUnavailable     503  server_error / limits_unavailable (Redis down, limits set to fail closed)
      ├── AuthUnavailable       503  server_error / auth_unavailable (key store unreachable)
+     ├── DatabaseUnavailable   503  server_error / database_unavailable (Postgres away: keys, usage, requests)
      ├── UpstreamError         one backend failed (502/503/504); `retryable` drives fallback
      │    ├── BackendUnavailable     503  not configured (no API key, no URL)
      │    ├── UpstreamConnectError   502  connection refused / reset
@@ -129,6 +130,14 @@ class AuthUnavailable(GatewayError):
     status = 503
     type = "server_error"
     code = "auth_unavailable"
+
+
+class DatabaseUnavailable(GatewayError):
+    """Postgres cannot be reached (restarting, down, every pooled connection busy past the pool's wait)."""
+
+    status = 503
+    type = "server_error"
+    code = "database_unavailable"
 
 
 class UpstreamError(GatewayError):

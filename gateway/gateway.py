@@ -12,11 +12,12 @@ from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.breaker import Breakers
 from gateway.cache.service import ResponseCache
+from gateway.changes import ChangeFeed
 from gateway.db.keys import KeyStore
 from gateway.db.limits import SpendLog, TenantLimitsStore
 from gateway.db.log_writer import LogWriter
 from gateway.fallback import ChainCaller
-from gateway.limiter import Counters, MemoryCounters
+from gateway.limiter import Counters, MemoryCounters, RedisCounters
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
 from gateway.providers.registry import Providers
@@ -46,6 +47,11 @@ class Gateway:
         self.counters = counters or MemoryCounters()
         self.admission = Admission(settings.routing, settings.limits, self.counters, self.tenants,
                                    SpendLog(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
+        # Key and tenant changes reach every process sharing the Redis at once (the feed ends with the loop).
+        self.changes = ChangeFeed(self.counters.client if isinstance(self.counters, RedisCounters) else None)
+        self.changes.listen(auth.on_change)
+        self.changes.listen(self.admission.on_change)
+        self.changes.start()
         r = settings.routing
         self.breakers = Breakers(r.breaker_failures, r.breaker_cooldown_s)
         access = AccessLog(settings.log) if settings.log.access else None

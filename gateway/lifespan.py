@@ -4,6 +4,7 @@ lifespan, composing the `Gateway` from it, and closing it all in the exit stack'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from litestar import Litestar
-from psycopg_pool import AsyncConnectionPool
 from redis.exceptions import RedisError
 
+from gateway.admission import Admission
+from gateway.aio import within
 from gateway.auth import Authenticator
 from gateway.cache.base import ExactStore, VectorIndex
 from gateway.cache.embedded import EmbeddedRedis, EmbeddedRedisError
@@ -25,6 +27,7 @@ from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore
 from gateway.db.log_writer import LogWriter
 from gateway.db.migrate import migrate, migrations_dir
+from gateway.db.pool import Pool
 from gateway.gateway import Gateway
 from gateway.limiter import Counters, MemoryCounters, RedisCounters
 from gateway.providers.registry import Providers
@@ -90,16 +93,37 @@ async def open_cache(settings: Settings, stack: AsyncExitStack, client: aioredis
     return cache
 
 
+async def watch_limits_redis(admission: Admission, client: aioredis.Redis, every_s: float = 1.0) -> None:
+    """While the limit counters' Redis is marked unreachable, ping it every `every_s`: once it answers, the
+    limits, /health and /metrics count it as up again without waiting for a rate-limited request to find out."""
+    while True:
+        await asyncio.sleep(every_s)
+        if admission.stats.redis_up:
+            continue
+        try:
+            await within(client.ping(), max(admission.cfg.redis_timeout_s, 0.05))
+        except (RedisError, OSError, TimeoutError):
+            continue
+        admission.stats.redis_up = True
+        log.warning("limits: Redis answers again; rates and budgets are checked there again")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     pipeline: ClassifierPipeline = app.state.pipeline
     async with AsyncExitStack() as stack:
-        pool: AsyncConnectionPool | None = None
+        pool: Pool | None = None
         writer: LogWriter | None = None
         if settings.auth.enabled or settings.log.requests:
             url = await open_database(settings)
-            pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False, timeout=5)
+            pool = Pool(url, max_size=10, timeout=5)
             await pool.open()
             stack.push_async_callback(pool.close)
             if settings.log.requests:
@@ -131,6 +155,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             log.info("tracing: OpenTelemetry spans to %s", settings.tracing.otlp_endpoint)
         gw = Gateway(settings, pipeline, providers, auth, pool, writer, cache, counters, tracer)
         stack.push_async_callback(gw.admission.drain)
+        if client is not None:
+            watcher = asyncio.create_task(watch_limits_redis(gw.admission, client), name="limits-redis-watch")
+            stack.push_async_callback(_cancel, watcher)
         app.state.gateway = gw
         for p in providers:
             reason = p.unavailable_reason()

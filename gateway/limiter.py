@@ -8,10 +8,12 @@ within the last 60 s), which can let a bursty client past the limit across a min
 the previous minute's share. One call checks every counter a request draws on (key and tenant,
 requests and tokens) and takes from all of them or from none.
 
-Budgets hold `spent` and `reserved` per owner and period. A request reserves its worst-case cost
+Budgets hold `spent` and `reserved` per owner and period. A request holds its worst-case cost
 before its call, only if spent + reserved + that stays within the budget, so concurrent requests
-can never pass it together; the reservation is settled to the real cost when the call ends. A
-period whose spend Redis does not hold (lost, or never seen) is rebuilt from the request log first.
+can never pass it together; the hold is settled to the real cost when the call ends, once per hold
+(a retried settlement counts once). A hold lapses after the request's longest possible life
+(`limits.hold_ttl_s`: its chain's time limits and a margin), so one never settled stops counting.
+A period whose spend Redis does not hold (lost, or never seen) is rebuilt from the request log first.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from gateway.limits import WINDOW_MS, BudgetCheck, RateCheck, RateState
+from gateway.limits import WINDOW_MS, BudgetCheck, Hold, RateCheck, RateState
 
 _RATE = """
 local t = redis.call('TIME')
@@ -108,43 +110,80 @@ end
 return 1
 """
 
-_RESERVE = """
-local amount = tonumber(ARGV[1])
+# Holds live in `<budget>:holds`, a sorted set of "<id>|<amount>" by when they lapse; `reserved` is their sum.
+# Every budget script first drops the lapsed ones (a hold whose settlement never came), and `member` if given.
+_LAPSE = """
+local function lapse(k, now, member)
+  local hk = k .. ':holds'
+  local gone = redis.call('ZRANGEBYSCORE', hk, '-inf', now)
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', hk, '-inf', now) end
+  if member and redis.call('ZREM', hk, member) == 1 then gone[#gone + 1] = member end
+  if redis.call('EXISTS', k) == 0 then return end
+  local r = 0
+  if redis.call('ZCARD', hk) > 0 then
+    r = tonumber(redis.call('HGET', k, 'reserved') or '0')
+    for _, m in ipairs(gone) do r = r - tonumber(string.match(m, '|(.*)$')) end
+    if r < 1e-12 then r = 0 end
+  end
+  redis.call('HSET', k, 'reserved', tostring(r))
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+_RESERVE = _LAPSE + """
+local amount, member, hold_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 for i = 1, #KEYS do
+  lapse(KEYS[i], now)
   if redis.call('EXISTS', KEYS[i]) == 0 then return {-i, '0', '0'} end
 end
 for i = 1, #KEYS do
   local spent = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0')
   local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved') or '0')
-  if spent + reserved + amount > tonumber(ARGV[2 * i]) then return {i, tostring(spent), tostring(reserved)} end
+  if spent + reserved + amount > tonumber(ARGV[2 * i + 2]) then return {i, tostring(spent), tostring(reserved)} end
 end
 for i = 1, #KEYS do
+  local hk = KEYS[i] .. ':holds'
   redis.call('HINCRBYFLOAT', KEYS[i], 'reserved', amount)
-  local ttl = tonumber(ARGV[2 * i + 1])
+  redis.call('ZADD', hk, now + hold_ms, member)
+  if redis.call('PTTL', hk) < hold_ms then redis.call('PEXPIRE', hk, hold_ms) end
+  local ttl = tonumber(ARGV[2 * i + 3])
   if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
 end
 return {0, '0', '0'}
 """
 
-_SETTLE = """
+# Once per hold id (the mark lasts SETTLED_MARK_S): a settlement tried again after a timeout, whose first
+# try may still run late, counts once. A lapsed hold's spend still counts.
+_SETTLE = _LAPSE + """
+if redis.call('SET', ARGV[3], '1', 'NX', 'EX', tonumber(ARGV[4])) == false then return 0 end
 for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local r = tonumber(redis.call('HGET', KEYS[i], 'reserved') or '0') - tonumber(ARGV[1])
-    if r < 1e-12 then r = 0 end
-    redis.call('HSET', KEYS[i], 'reserved', tostring(r))
-    redis.call('HINCRBYFLOAT', KEYS[i], 'spent', ARGV[2])
-  end
+  lapse(KEYS[i], now, ARGV[1])
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('HINCRBYFLOAT', KEYS[i], 'spent', ARGV[2]) end
 end
 return 1
 """
 
-_INIT = """
-redis.call('HSETNX', KEYS[1], 'spent', ARGV[1])
-redis.call('HSETNX', KEYS[1], 'reserved', '0')
+# A period's spend rebuilt from the log; what is held is what the live holds add up to.
+_INIT = _LAPSE + """
+lapse(KEYS[1], now)
+if redis.call('HSETNX', KEYS[1], 'spent', ARGV[1]) == 1 then
+  local r = 0
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[1] .. ':holds', 0, -1)) do
+    r = r + tonumber(string.match(m, '|(.*)$'))
+  end
+  redis.call('HSET', KEYS[1], 'reserved', tostring(r))
+end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return 1
 """
+
+_USED = _LAPSE + """
+lapse(KEYS[1], now)
+return redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+"""
+SETTLED_MARK_S = 3600
 
 
 class Taken:
@@ -179,11 +218,13 @@ class Counters(Protocol):
 
     async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None: ...
 
-    async def reserve(self, budgets: list[BudgetCheck], amount: float, ttls: list[int]) -> Reserved: ...
+    async def reserve(self, budgets: list[BudgetCheck], hold: Hold, ttls: list[int]) -> Reserved: ...
 
     async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None: ...
 
-    async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None: ...
+    async def settle(self, budgets: list[BudgetCheck], hold: Hold, actual: float) -> bool:
+        """The hold released and `actual` spent, once per hold id; True when the store was reached."""
+        ...
 
     async def used(self, budget: BudgetCheck) -> float | None:
         """Spent plus held by requests in flight, or None when the period's spend is not known here."""
@@ -200,6 +241,7 @@ class RedisCounters:
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
         self._init = client.register_script(_INIT)
+        self._used = client.register_script(_USED)
 
     async def take(self, checks: list[RateCheck]) -> Taken:
         args: list[str | int] = [WINDOW_MS, secrets.token_hex(8)]
@@ -216,8 +258,8 @@ class RedisCounters:
         if bases and tokens > 0:
             await self._add(keys=[], args=[WINDOW_MS, tokens, *bases])
 
-    async def reserve(self, budgets: list[BudgetCheck], amount: float, ttls: list[int]) -> Reserved:
-        args: list[str | float | int] = [repr(amount)]
+    async def reserve(self, budgets: list[BudgetCheck], hold: Hold, ttls: list[int]) -> Reserved:
+        args: list[str | float | int] = [repr(hold.amount), hold.member, math.ceil(hold.ttl_s * 1000)]
         for b, ttl in zip(budgets, ttls, strict=True):
             args += [repr(b.budget_usd), ttl]
         out = await self._reserve(keys=[b.redis_key for b in budgets], args=args)
@@ -231,11 +273,14 @@ class RedisCounters:
     async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None:
         await self._init(keys=[budget.redis_key], args=[repr(spent), ttl])
 
-    async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None:
-        await self._settle(keys=[b.redis_key for b in budgets], args=[repr(reserved), repr(actual)])
+    async def settle(self, budgets: list[BudgetCheck], hold: Hold, actual: float) -> bool:
+        mark = f"smr:settled:{hold.id}"
+        await self._settle(keys=[b.redis_key for b in budgets],
+                           args=[hold.member, repr(actual), mark, SETTLED_MARK_S])
+        return True
 
     async def used(self, budget: BudgetCheck) -> float | None:
-        spent, reserved = await self.client.hmget(budget.redis_key, ["spent", "reserved"])
+        spent, reserved = await self._used(keys=[budget.redis_key], args=[])
         return None if spent is None else float(spent) + float(reserved or 0)
 
 
@@ -248,6 +293,7 @@ class MemoryCounters:
         self._counts: dict[str, tuple[float, int]] = {}  # "<base>:<window>" -> (expires, count)
         self._logs: dict[str, deque[int]] = {}           # requests: the last minute's times, ms
         self._budgets: dict[str, list[float]] = {}        # key -> [spent, reserved]
+        self._holds: dict[str, dict[str, tuple[float, float]]] = {}  # key -> hold -> (lapses at, amount)
 
     def _get(self, key: str, now: float) -> int:
         hit = self._counts.get(key)
@@ -312,28 +358,41 @@ class MemoryCounters:
             if c.kind == "tokens" and tokens > 0:
                 self._incr(f"{c.redis_key}:{cur}", tokens, now)
 
-    async def reserve(self, budgets: list[BudgetCheck], amount: float, ttls: list[int]) -> Reserved:
+    def _held(self, key: str, now: float) -> float:
+        """What the live holds on a budget add up to (lapsed ones dropped), kept in its `reserved`."""
+        holds = self._holds[key] = {m: h for m, h in self._holds.get(key, {}).items() if h[0] > now}
+        held = sum(amount for _, amount in holds.values())
+        if key in self._budgets:
+            self._budgets[key][1] = held
+        return held
+
+    async def reserve(self, budgets: list[BudgetCheck], hold: Hold, ttls: list[int]) -> Reserved:
+        now = time.monotonic()
         for b in budgets:
             if b.redis_key not in self._budgets:
                 return Reserved(missing=b)
         for b in budgets:
-            spent, reserved = self._budgets[b.redis_key]
-            if spent + reserved + amount > b.budget_usd:
+            spent, reserved = self._budgets[b.redis_key][0], self._held(b.redis_key, now)
+            if spent + reserved + hold.amount > b.budget_usd:
                 return Reserved(refused=b, spent_usd=spent, reserved_usd=reserved)
         for b in budgets:
-            self._budgets[b.redis_key][1] += amount
+            self._holds[b.redis_key][hold.member] = (now + hold.ttl_s, hold.amount)
+            self._held(b.redis_key, now)
         return Reserved()
 
     async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None:
-        self._budgets.setdefault(budget.redis_key, [spent, 0.0])
+        if budget.redis_key not in self._budgets:
+            self._budgets[budget.redis_key] = [spent, 0.0]
+            self._held(budget.redis_key, time.monotonic())
 
     async def used(self, budget: BudgetCheck) -> float | None:
         entry = self._budgets.get(budget.redis_key)
-        return None if entry is None else entry[0] + entry[1]
+        return None if entry is None else entry[0] + self._held(budget.redis_key, time.monotonic())
 
-    async def settle(self, budgets: list[BudgetCheck], reserved: float, actual: float) -> None:
+    async def settle(self, budgets: list[BudgetCheck], hold: Hold, actual: float) -> bool:
         for b in budgets:
-            entry = self._budgets.get(b.redis_key)
-            if entry is not None:
-                entry[1] = max(0.0, entry[1] - reserved)
-                entry[0] += actual
+            if b.redis_key in self._budgets:
+                self._holds.get(b.redis_key, {}).pop(hold.member, None)
+                self._held(b.redis_key, time.monotonic())
+                self._budgets[b.redis_key][0] += actual
+        return True

@@ -61,6 +61,20 @@ class RateState(msgspec.Struct, frozen=True):
     reset_ms: int     # until the window has room again (for a refusal) or fully resets
 
 
+class Hold(msgspec.Struct, frozen=True):
+    """One request's hold on its budgets: `amount` (its worst case) for at most `ttl_s`, after which it lapses
+    even if its settlement never comes (Redis stalled, the gateway died). `id` names the settlement too,
+    so a settlement tried twice counts once."""
+
+    id: str
+    amount: float
+    ttl_s: float
+
+    @property
+    def member(self) -> str:
+        return f"{self.id}|{self.amount!r}"
+
+
 class BudgetCheck(msgspec.Struct, frozen=True):
     scope: str
     owner: str
@@ -119,6 +133,16 @@ def worst_case_cost(prompt_tokens: int, output_limit: int | None, chain: tuple[B
         out = output_limit if output_limit is not None else b.max_output_tokens
         worst = max(worst, (prompt_tokens * b.input_price + out * b.output_price) / 1e6)
     return worst
+
+
+# Beyond its attempts' time limits a request spends a little in admission, routing and settling.
+HOLD_MARGIN_S = 10.0
+
+
+def hold_ttl_s(chain: tuple[Backend, ...]) -> float:
+    """How long a request can hold its budgets: each attempt of its chain (a cascade's both chains) to its
+    whole time limit, then the margin. No request lives longer, so a hold left past this is an orphan."""
+    return sum(b.timeouts.total_s for b in chain) + HOLD_MARGIN_S
 
 
 def _duration(ms: int) -> str:

@@ -4,7 +4,8 @@ Each request gets an id of ours (`req_` + 24 hex digits, unique: the request
 log's key) and reads a client's `x-request-id` when it is sane (1 to 128 of `A-Z a-z 0-9 . _ : / + = -`;
 anything else is ignored, not refused). The response's `x-request-id` is the client's id when it sent
 one, else ours; the log row keeps both (`request_id`, `client_request_id`), and GET /v1/requests/{id}
-finds a request by either.
+finds a request by either: by ours first, so a client id that copies another request's `req_...` id never
+hides that request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from litestar.types import Message, Scope
 
-_SANE = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+MAX_ID_CHARS = 128  # the longest client id taken (and so the longest GET /v1/requests/{id} looks up)
+_SANE = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,%d}$" % MAX_ID_CHARS)
 
 
 def new_request_id() -> str:

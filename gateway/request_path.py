@@ -177,7 +177,7 @@ class RequestPath:
         ctx.route = route = await self.router.route(req, preq.force_tier)
         self.admission.check_route(ticket, route.tier)
         backend = route.chain[0]
-        p = prompt_tokens(req)
+        p = prompt_tokens(req, preq.raw)
         c = req.output_limit or ASSUMED_ANSWER_TOKENS
         ctx.backend = backend
         ctx.priced = priced = price(Usage(p, c, p + c, estimated=True), backend, self.baseline)
@@ -202,7 +202,7 @@ class RequestPath:
     async def _serve(self, ctx: RequestContext, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
         # 1. admit
-        ticket = ctx.ticket = await self.admission.admit(principal, req)
+        ticket = ctx.ticket = await self.admission.admit(principal, req, preq.raw)
         # 2. cache
         with self.tracer.span("smr.cache.lookup") as span:
             policy, lk = await self._lookup(ctx, preq, principal)
@@ -239,7 +239,8 @@ class RequestPath:
             reason = fails(req, c.message, c.finish_reason, answered.backend)
             if reason is None:
                 return self._answered(ctx, req, route, answered, policy, lk)
-            first = price(fill_usage(c.usage, req, c.message.content or ""), answered.backend, self.baseline)
+            first = price(fill_usage(c.usage, req, c.message.content or "", answered.backend), answered.backend,
+                          self.baseline)
             ctx.first_priced, ctx.attempts = first, answered.attempts
             ctx.cascade = CascadeStep(route.tier or "", answered.backend.name, reason, round(first.cost_usd, 10))
             ctx.route = route = msgspec.structs.replace(
@@ -257,7 +258,7 @@ class RequestPath:
             opened = OpenStream(answered.backend, first, events, answered.attempts, float("inf"))
             return self._relay(ctx, UpstreamCall(req, {}), route, opened, policy, lk)
         c, backend = answered.completion, answered.backend
-        priced = price(fill_usage(c.usage, req, c.message.content or ""), backend, self.baseline)
+        priced = price(fill_usage(c.usage, req, c.message.content or "", backend), backend, self.baseline)
         ctx.backend, ctx.priced = backend, priced
         ctx.attempts = [*ctx.attempts, *answered.attempts]
         # 6. store

@@ -205,6 +205,8 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError(f"config: setting 'routing.default_model': unknown model {r.default_model!r}")
     if settings.server.max_body_bytes < 1024:
         raise SettingsError("config: setting 'server.max_body_bytes': must be >= 1024")
+    if settings.server.max_messages < 1 or settings.server.max_content_parts < 1:
+        raise SettingsError("config: setting 'server': need max_messages >= 1 and max_content_parts >= 1")
     if settings.auth.enabled and not settings.auth.admin_key:
         raise SettingsError("auth.enabled is true but no admin key is set: export SMR_ADMIN_KEY "
                             "(or set auth.enabled = false for an open local gateway)")

@@ -48,6 +48,11 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 4_000_000
+    # Most messages one chat request may carry, and most content parts across them: past these it is a 400
+    # naming the limit. Each message costs work on the request path (classifiers, token counts, the provider's
+    # request); 100,000 tiny ones cost 21 s of CPU, and memory rose 521 -> 850 MB and stayed.
+    max_messages: int = 2_000
+    max_content_parts: int = 10_000
 
 
 class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

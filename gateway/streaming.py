@@ -1,15 +1,17 @@
 """Provider stream events -> OpenAI SSE: role on the first delta, content deltas, finish_reason,
-a usage chunk when asked, then `data: [DONE]`. A failure mid-stream ends it with an error event."""
+a usage chunk when asked, then `data: [DONE]`. A failure mid-stream, of any kind, ends it with an error
+event (and the request's row with that error)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
 
 from gateway.cache.base import CachedAnswer
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from gateway.fallback import OpenStream, aclose_events
 from gateway.pricing import Priced, fill_usage, price, with_first_call
 from gateway.providers.base import Completion, StreamEvent, tool_call_event
@@ -28,6 +30,7 @@ from gateway.wire import (
 )
 
 DONE = b"data: [DONE]\n\n"
+log = logging.getLogger("gateway")
 
 
 def sse(payload: msgspec.Struct) -> bytes:
@@ -73,8 +76,8 @@ async def to_sse(
     def priced_so_far() -> Priced:
         """The text relayed so far and its usage (the upstream's, else estimated), priced into `summary`."""
         summary.text = "".join(texts)
-        summary.priced = price(fill_usage(usage or Usage(estimated=True), req, summary.text), opened.backend,
-                               baseline)
+        summary.priced = price(fill_usage(usage or Usage(estimated=True), req, summary.text, opened.backend),
+                               opened.backend, baseline)
         return summary.priced
 
     try:
@@ -116,6 +119,11 @@ async def to_sse(
     except (asyncio.CancelledError, GeneratorExit):
         summary.cancelled = True
         raise
+    except Exception as exc:  # what no adapter mapped (a line past a reader's limit, a bug): still an error event
+        log.exception("stream from %s failed with an unmapped error", model)
+        summary.error = UpstreamProtocolError(f"{model}: stream failed mid-way: unreadable stream "
+                                              f"({type(exc).__name__})", backend=model)
+        yield summary.error.to_json().join((b"data: ", b"\n\n"))
     finally:
         try:
             await aclose_events(opened.events)

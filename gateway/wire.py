@@ -12,6 +12,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.errors import InvalidRequest
+from gateway.request_sizes import check_sizes
 from router_core.types import Tier
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -337,8 +338,11 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     return raw
 
 
-def parse_chat_request(body: bytes) -> ParsedChat:
+def parse_chat_request(body: bytes, *, max_messages: int | None = None,
+                       max_content_parts: int | None = None) -> ParsedChat:
+    """A chat request, validated; `max_messages` and `max_content_parts` are `server.*` (None: no cap)."""
     raw = decode_json_object(body)
+    check_sizes(raw, max_messages, max_content_parts)
     try:
         req = msgspec.convert(raw, ChatCompletionRequest)
     except msgspec.ValidationError as exc:

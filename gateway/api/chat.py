@@ -17,7 +17,8 @@ ENDPOINT = "/v1/chat/completions"
 
 @post(ENDPOINT, status_code=200, opt={"accounted": ENDPOINT}, operation_class=with_body(ChatCompletionRequest))
 async def chat_completions(request: Request, gw: Gateway, principal: Principal) -> Response:
-    parsed = parse_chat_request(await request.body())
+    parsed = parse_chat_request(await request.body(), max_messages=gw.settings.server.max_messages,
+                                max_content_parts=gw.settings.server.max_content_parts)
     h = request.headers
     rid, cid = ids(request.scope)
     preq = PathRequest(ENDPOINT, parsed.request, parsed.raw, h.get("x-smr-force-tier"), h.get("cache-control"),

@@ -1,4 +1,7 @@
-"""Admin endpoints for API keys: create, list, revoke, rotate. All need the admin key."""
+"""Admin endpoints for API keys: create, list, revoke, rotate. All need the admin key.
+
+A change is announced to every gateway process sharing the Redis (`gateway.changes`). A rotated key keeps
+its predecessor's lineage, and with it the rate windows and the spend (`gateway.db.keys`)."""
 
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ class KeyCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: Label
     tenant: Label
     expires_at: dt.datetime | None = None
-    expires_in_s: Annotated[float, Meta(ge=-TEN_YEARS_S, le=TEN_YEARS_S)] | None = None
-    allowed_tiers: list[Tier] | None = None
+    expires_in_s: Annotated[float, Meta(gt=0, le=TEN_YEARS_S)] | None = None
+    allowed_tiers: Annotated[list[Tier], Meta(min_length=1)] | None = None  # [] is not "every tier" (null is)
     budget_usd: USD | None = None
     budget_period: Period = "total"
     rate_limit_rpm: RPM | None = None
@@ -67,6 +70,10 @@ async def create_key(request: Request, gw: Gateway) -> Response:
     if not body.name.strip() or not body.tenant.strip():
         raise InvalidRequest("'name' and 'tenant' must not be empty", param="name")
     expires = body.expires_at
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=dt.UTC)
+    if expires is not None and expires <= dt.datetime.now(dt.UTC):
+        raise InvalidRequest("'expires_at' must be in the future", param="expires_at", code="invalid_value")
     if body.expires_in_s is not None:
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=body.expires_in_s)
     new = await store.create(body.name, body.tenant, expires_at=expires, limits=body.limits)
@@ -76,9 +83,13 @@ async def create_key(request: Request, gw: Gateway) -> Response:
 @patch("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only], operation_class=with_body(LimitSet))
 async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Response:
     """Change a key's limits: any of rate_limit_rpm, rate_limit_tpm, budget_usd, budget_period,
-    allowed_tiers (null removes that limit). Other processes see the change within auth.key_cache_ttl_s."""
+    allowed_tiers (null removes that limit). Every process sharing the Redis applies it at once
+    (`gateway.changes`); without Redis, others see it within auth.key_cache_ttl_s."""
     store = _store(gw)
     raw = decode_json_object(await request.body())
+    if raw.get("allowed_tiers") == []:  # not "every tier", which is null
+        raise InvalidRequest("'allowed_tiers' must name at least one tier (null: every tier)", param="allowed_tiers",
+                             code="invalid_value")
     unknown = set(raw) - set(LIMIT_FIELDS)
     if unknown:
         raise InvalidRequest(f"only the limit fields can be changed ({', '.join(LIMIT_FIELDS)}); "
@@ -93,7 +104,7 @@ async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Respo
     record = await store.set_limits(key_id, changes)
     if record is None:
         raise NotFound(f"No API key with id {key_id!r}", param="id")
-    gw.auth.forget(record.id)
+    await gw.changes.announce("key", record.id)
     return Response(encoder.encode(record), media_type="application/json")
 
 
@@ -110,6 +121,7 @@ async def revoke_key(gw: Gateway, key_id: str) -> Response:
     record = await store.revoke(key_id)
     if record is None:
         raise NotFound(f"No API key with id {key_id!r}", param="id")
+    await gw.changes.announce("key", record.id)
     return Response(encoder.encode(record), media_type="application/json")
 
 
@@ -122,4 +134,5 @@ async def rotate_key(request: Request, gw: Gateway, key_id: str) -> Response:
     new = await store.rotate(key_id, dt.timedelta(seconds=grace))
     if new is None:
         raise NotFound(f"No active API key with id {key_id!r}", param="id")
+    await gw.changes.announce("key", key_id)  # its grace ends when it says, in every process
     return _created(new)

@@ -10,7 +10,7 @@ from gateway.api.deps import admin_when_auth_on
 from gateway.gateway import Gateway
 from gateway.metrics import render
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8" to a text/* type itself
 
 
 @get("/metrics", guards=[admin_when_auth_on])

@@ -15,15 +15,18 @@ from gateway.auth import Principal
 from gateway.db.usage import RecentRequest, logged_request, recent_requests
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
+from gateway.request_ids import MAX_ID_CHARS
 from gateway.wire import encoder
 
 
-@get("/v1/requests/{request_id:str}")
+@get("/v1/requests/{request_id:path}")
 async def get_request(gw: Gateway, principal: Principal, request_id: str) -> Response:
+    """A `path` parameter: a client's id may hold a `/` (sent as %2F, which the server decodes first)."""
     if gw.pool is None:
         raise PermissionDenied("request lookups need the database, which is disabled")
-    if len(request_id) > 64 or not (request_id.isascii() and request_id.isprintable()):
-        raise NotFound(f"No request with id {request_id[:64]!r}", param="id")
+    request_id = request_id.removeprefix("/")
+    if len(request_id) > MAX_ID_CHARS or not (request_id.isascii() and request_id.isprintable()):
+        raise NotFound(f"No request with id {request_id[:MAX_ID_CHARS]!r}", param="id")
     found = await logged_request(gw.pool, request_id, None if principal.admin else principal.tenant)
     if found is None:
         raise NotFound(f"No request with id {request_id!r} for this key's tenant (yet)", param="id")

@@ -18,6 +18,7 @@ ENDPOINT = "/v1/route"
 
 @post(ENDPOINT, status_code=200, operation_class=with_body(ChatCompletionRequest))
 async def dry_run(request: Request, gw: Gateway, principal: Principal) -> Response:
-    parsed = parse_chat_request(await request.body())
+    parsed = parse_chat_request(await request.body(), max_messages=gw.settings.server.max_messages,
+                                max_content_parts=gw.settings.server.max_content_parts)
     preq = PathRequest(ENDPOINT, parsed.request, parsed.raw, request.headers.get("x-smr-force-tier"))
     return Response(encoder.encode(await gw.path.dry_run(preq, principal)), media_type="application/json")

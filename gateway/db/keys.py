@@ -1,4 +1,6 @@
-"""API keys in Postgres. Only the SHA-256 of a key and a short display prefix are stored."""
+"""API keys in Postgres. Only the SHA-256 of a key and a short display prefix are stored.
+
+A rotated key keeps its predecessor's `lineage` (the first key of the chain): limits count per lineage."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from gateway.apikeys import hash_key, new_key
 from gateway.limits import LimitSet
 
 _COLUMNS = ("id, name, tenant, prefix, created_at, expires_at, revoked_at, rotated_from, allowed_tiers, "
-            "budget_usd, rate_limit_rpm, rate_limit_tpm, budget_period")
+            "budget_usd, rate_limit_rpm, rate_limit_tpm, budget_period, lineage")
 # What PATCH /v1/keys/{id} may change (the limit fields of LimitSet).
 LIMIT_FIELDS = ("rate_limit_rpm", "rate_limit_tpm", "budget_usd", "budget_period", "allowed_tiers")
 
@@ -33,6 +35,7 @@ class KeyRecord(msgspec.Struct, frozen=True):
     rate_limit_rpm: int | None = None
     rate_limit_tpm: int | None = None
     budget_period: str = "total"
+    lineage: str | None = None
 
     @property
     def limits(self) -> LimitSet:
@@ -55,8 +58,9 @@ class NewKey(msgspec.Struct, frozen=True):
 def _record(row: dict[str, Any]) -> KeyRecord:
     row = dict(row)
     row["id"] = str(row["id"])
-    if row.get("rotated_from") is not None:
-        row["rotated_from"] = str(row["rotated_from"])
+    for f in ("rotated_from", "lineage"):
+        if row.get(f) is not None:
+            row[f] = str(row[f])
     return msgspec.convert(row, KeyRecord)
 
 
@@ -65,17 +69,20 @@ class KeyStore:
         self.pool = pool
 
     async def create(self, name: str, tenant: str, *, expires_at: dt.datetime | None = None,
-                     limits: LimitSet | None = None, rotated_from: str | None = None) -> NewKey:
+                     limits: LimitSet | None = None, rotated_from: KeyRecord | None = None) -> NewKey:
         key = new_key()
         lim = limits or LimitSet()
+        key_id = uuid.uuid4()
+        lineage = (rotated_from.lineage or rotated_from.id) if rotated_from is not None else key_id
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                f"INSERT INTO api_keys (name, tenant, prefix, key_hash, expires_at, allowed_tiers, budget_usd,"
-                f" rate_limit_rpm, rate_limit_tpm, budget_period, rotated_from)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (name, tenant, key[:12], hash_key(key), expires_at, lim.allowed_tiers, lim.budget_usd,
-                 lim.rate_limit_rpm, lim.rate_limit_tpm, lim.budget_period, rotated_from))
+                f"INSERT INTO api_keys (id, name, tenant, prefix, key_hash, expires_at, allowed_tiers, budget_usd,"
+                f" rate_limit_rpm, rate_limit_tpm, budget_period, rotated_from, lineage)"
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (key_id, name, tenant, key[:12], hash_key(key), expires_at, lim.allowed_tiers, lim.budget_usd,
+                 lim.rate_limit_rpm, lim.rate_limit_tpm, lim.budget_period,
+                 rotated_from.id if rotated_from is not None else None, lineage))
             row = await cur.fetchone()
         assert row is not None
         return NewKey(_record(row), key)
@@ -120,7 +127,7 @@ class KeyStore:
         return await self.get(key_id)
 
     async def rotate(self, key_id: str, grace: dt.timedelta) -> NewKey | None:
-        """A new key with the same name, tenant and limits; the old one expires after the grace period."""
+        """A new key with the same name, tenant, limits and lineage; the old one expires after the grace period."""
         old = await self.get(key_id)
         if old is None or old.revoked_at is not None:
             return None
@@ -129,7 +136,7 @@ class KeyStore:
                 "UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), now() + %s) WHERE id = %s",
                 (grace, key_id))
         return await self.create(old.name, old.tenant, expires_at=old.expires_at, limits=old.limits,
-                                 rotated_from=old.id)
+                                 rotated_from=old)
 
     async def set_limits(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None:
         """Change some of a key's limit fields (LIMIT_FIELDS; None clears a limit)."""

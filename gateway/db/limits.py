@@ -36,14 +36,18 @@ class TenantLimitsStore:
 
 
 class SpendLog:
-    """What the request log says a key or a tenant has spent since a time (to rebuild lost counters)."""
+    """What the request log says a key or a tenant has spent since a time (to rebuild lost counters). A
+    key's owner is its lineage: the spend of every key of its chain of rotations."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
     async def spent(self, scope: str, owner: str, since: dt.datetime | None) -> float:
-        column = "key_id" if scope == "key" else "tenant"
-        sql = f"SELECT coalesce(sum(cost_usd), 0) FROM request_log WHERE {column} = %s"
+        if scope == "key":
+            where = "key_id IN (SELECT id FROM api_keys WHERE lineage = %s::uuid)"
+        else:
+            where = "tenant = %s"
+        sql = f"SELECT coalesce(sum(cost_usd), 0) FROM request_log WHERE {where}"
         params: tuple[object, ...] = (owner,)
         if since is not None:
             sql += " AND ts >= %s"

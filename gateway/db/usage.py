@@ -161,7 +161,11 @@ class LoggedRequest(msgspec.Struct, frozen=True):
 
 
 async def logged_request(pool: AsyncConnectionPool, request_id: str, tenant: str | None) -> LoggedRequest | None:
-    """The request with this id, if it is `tenant`'s (None: any tenant's, for the admin)."""
+    """The request with this id, if it is `tenant`'s (None: any tenant's, for the admin).
+
+    The id is the gateway's (`req_...`, unique) or a client's x-request-id. The gateway's id wins: a client
+    may send another tenant's `req_...` id as its own, and that never hides the request it names. A client's
+    id may repeat: the latest of them."""
     sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, latency_ms, stream, tenant, "
            "explanation AS smr, error_type, client_request_id FROM request_log "
            "WHERE (request_id = %s OR client_request_id = %s)")
@@ -169,7 +173,8 @@ async def logged_request(pool: AsyncConnectionPool, request_id: str, tenant: str
     if tenant is not None:
         sql += " AND tenant = %s"
         params.append(tenant)
-    sql += " ORDER BY ts DESC LIMIT 1"  # a client's id may repeat: the latest
+    sql += " ORDER BY (request_id = %s) DESC, ts DESC LIMIT 1"
+    params.append(request_id)
     rows = await _fetch(pool, sql, params)
     return msgspec.convert(rows[0], LoggedRequest) if rows else None
 

@@ -36,6 +36,11 @@ class Behaviour(msgspec.Struct, omit_defaults=True):
     # these raw arguments instead of ones that fit the tool's schema.
     finish_reason: str | None = None
     tool_arguments: str | None = None
+    # Usage as a misbehaving upstream reports it: these counts instead of the counted ones (any integer,
+    # negative or past any context window), and a stream with one line this long after its first piece.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    long_line_bytes: int | None = None
 
 
 class Stats(msgspec.Struct):
@@ -68,6 +73,12 @@ def fake_arguments(schema: dict[str, Any] | None, prompt: str) -> dict[str, Any]
         kind = (props.get(name) or {}).get("type", "string")
         args[name] = {"integer": 1, "number": 1.5, "boolean": True, "array": [], "object": {}}.get(kind, last_word)
     return args
+
+
+def _long_line(content_type: str, size: int) -> bytes:
+    """One well-formed event whose line is `size` bytes long (it carries nothing but padding)."""
+    line = b'{"pad":"' + b"x" * max(0, size - 10) + b'"}'
+    return b"data: " + line + b"\n\n" if content_type == "text/event-stream" else line + b"\n"
 
 
 class FakeServer:
@@ -145,6 +156,12 @@ class FakeServer:
         return web.json_response({"error": {"message": message, "type": "fake_error", "code": status}},
                                  status=status)
 
+    def reported(self, prompt: int, completion: int) -> tuple[int, int]:
+        """The usage to report: the counted tokens, or what the behaviour says to claim instead."""
+        b = self.behaviour
+        return (prompt if b.prompt_tokens is None else b.prompt_tokens,
+                completion if b.completion_tokens is None else b.completion_tokens)
+
     async def pace(self, index: int) -> bool:
         """Between streamed pieces: wait, and say whether the stream should be cut here."""
         b = self.behaviour
@@ -168,6 +185,8 @@ class FakeServer:
                     request.transport.close()
                     return resp
                 await resp.write(piece)
+                if i == 0 and self.behaviour.long_line_bytes:
+                    await resp.write(_long_line(content_type, self.behaviour.long_line_bytes))
             for piece in tail:
                 await resp.write(piece)
             await resp.write_eof()

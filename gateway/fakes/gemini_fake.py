@@ -82,6 +82,7 @@ class FakeGemini(FakeServer):
 
     async def answer(self, request: web.Request, body: dict[str, Any], model: str, stream: bool) -> web.StreamResponse:
         parts, p, c = self.compose(body, model)
+        p, c = self.reported(p, c)
         usage = {"promptTokenCount": p, "candidatesTokenCount": c, "totalTokenCount": p + c}
 
         def event(ps: list[dict[str, Any]], final: bool) -> dict[str, Any]:

@@ -73,6 +73,7 @@ class FakeOllama(FakeServer):
             return early
         model = body.get("model", "?")
         text, calls, p, c = self.answer(body)
+        p, c = self.reported(p, c)
         final = {"model": model, "created_at": CREATED, "done": True, "done_reason": "stop",
                  "total_duration": 1000, "load_duration": 0, "prompt_eval_count": p, "prompt_eval_duration": 1,
                  "eval_count": c, "eval_duration": 1}

@@ -59,6 +59,7 @@ class FakeOpenAI(FakeServer):
         if early is not None:
             return early
         text, calls, p, c = self.answer(body)
+        p, c = self.reported(p, c)
         model = body.get("model", "fake-model")
         created = int(time.time())
         usage: dict[str, int] | None = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}

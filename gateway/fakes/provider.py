@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from gateway.errors import UpstreamConnectError, UpstreamError
+from gateway.errors import UpstreamConnectError
 from gateway.providers.base import Completion, StreamEvent, UpstreamCall, tool_call_event
 from gateway.settings import Backend
 from gateway.wire import Delta, ResponseMessage, ToolCall, Usage, split_pieces
@@ -29,7 +29,7 @@ class Reply:
     pieces: int = 3                     # a stream carries the text in this many deltas
     delay_s: float = 0.0                # wait before answering, and between streamed events
     fail_after: int | None = None       # a stream raises `error` after this many content events
-    error: UpstreamError | None = None  # default: the connection broke
+    error: Exception | None = None      # default: the connection broke (any exception: an adapter's bug)
     tool_calls: list[ToolCall] | None = None
     refusal: str | None = None          # OpenAI's refusal field
 

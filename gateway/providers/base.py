@@ -1,8 +1,10 @@
 """The provider contract: translate an OpenAI-shaped request for one backend, and its answer back.
 
 A provider never caches, logs, routes or retries; it raises `UpstreamError` subclasses and the
-service decides what to do. A whole answer and a streamed one use the same pieces: a `Completion`
-is one message plus usage, a stream is `StreamEvent`s whose deltas add up to that message.
+service decides what to do. Every call carries an output cap (`output_cap`), so an answer never
+costs more than its budget reservation assumed. A whole answer and a streamed one use the same
+pieces: a `Completion` is one message plus usage, a stream is `StreamEvent`s whose deltas add up to
+that message.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ class StreamEvent(msgspec.Struct, frozen=True):
     delta: Delta | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+
+
+def output_cap(req: ChatCompletionRequest, backend: Backend) -> int:
+    """The answer's token cap every adapter sends: `max_completion_tokens` or `max_tokens` as asked, else the
+    backend's `max_output_tokens`, which is what a budget reserves for a request without one."""
+    asked = req.output_limit
+    return backend.max_output_tokens if asked is None else asked
 
 
 def tool_call_event(calls: list[ToolCall], first_index: int) -> StreamEvent:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.http_exceptions import HttpProcessingError
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -28,7 +29,7 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall, tool_call_event
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap, tool_call_event
 from gateway.settings import Backend
 from gateway.wire import (
     ChatCompletionRequest,
@@ -107,16 +108,16 @@ def to_gemini_contents(req: ChatCompletionRequest) -> tuple[list[dict[str, Any]]
     return contents, ("\n\n".join(system) if system else None)
 
 
-def to_gemini_config(req: ChatCompletionRequest, system: str | None) -> dict[str, Any]:
-    cfg: dict[str, Any] = {}
+def to_gemini_config(req: ChatCompletionRequest, system: str | None, max_output_tokens: int) -> dict[str, Any]:
+    """generationConfig and the rest; `max_output_tokens` always (Gemini's own default may exceed what a
+    budget held; thinking tokens count against it too)."""
+    cfg: dict[str, Any] = {"max_output_tokens": max_output_tokens}
     if system:
         cfg["system_instruction"] = system
     if req.temperature is not None:
         cfg["temperature"] = req.temperature
     if req.top_p is not None:
         cfg["top_p"] = req.top_p
-    if req.output_limit is not None:
-        cfg["max_output_tokens"] = req.output_limit
     if req.stop is not None:
         cfg["stop_sequences"] = [req.stop] if isinstance(req.stop, str) else req.stop
     if req.seed is not None:
@@ -154,9 +155,10 @@ def to_gemini_config(req: ChatCompletionRequest, system: str | None) -> dict[str
 def _usage(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage:
     if meta is None:
         return Usage(estimated=True)
-    p = meta.prompt_token_count or 0
+    # Tool-use prompt tokens (what built-in tools read) are billed as input; thoughts as output.
+    p = (meta.prompt_token_count or 0) + (meta.tool_use_prompt_token_count or 0)
     c = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
-    return Usage(p, c, meta.total_token_count or p + c, meta.cached_content_token_count or 0)
+    return Usage(p, c, p + c, meta.cached_content_token_count or 0)
 
 
 def _split(resp: types.GenerateContentResponse, call_offset: int = 0) -> tuple[str, list[ToolCall], str | None]:
@@ -198,7 +200,9 @@ def _error(backend: str, exc: Exception) -> UpstreamError:
     return UpstreamProtocolError(f"{type(exc).__name__}: {exc}", backend=backend)
 
 
-_ERRORS = (genai_errors.APIError, aiohttp.ClientError, httpx.HTTPError, TimeoutError, ConnectionError, ValueError)
+# HttpProcessingError: aiohttp's reader refused the stream (a line past its limit: LineTooLong).
+_ERRORS = (genai_errors.APIError, aiohttp.ClientError, HttpProcessingError, httpx.HTTPError, TimeoutError,
+           ConnectionError, ValueError)
 # The SDK turns each message into pydantic models and back (~0.16 ms a message on this CPU). Past this many
 # messages that runs on a worker thread (the SDK's sync client), so one huge request does not stall the
 # event loop for every other request (a 100,000-message body held it for 16 s).
@@ -225,7 +229,7 @@ class GeminiProvider:
         if not contents:
             raise InvalidRequest("Gemini needs at least one user or assistant message", param="messages")
         return {"model": self.backend.model, "contents": contents,
-                "config": to_gemini_config(call.request, system)}
+                "config": to_gemini_config(call.request, system, output_cap(call.request, self.backend))}
 
     def _off_loop(self, call: UpstreamCall) -> bool:
         return len(call.request.messages) > OFF_LOOP_MESSAGES

@@ -17,7 +17,7 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall, tool_call_event
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap, tool_call_event
 from gateway.settings import Backend
 from gateway.wire import (
     ChatCompletionRequest,
@@ -67,14 +67,13 @@ def to_ollama_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
     return out
 
 
-def to_ollama_options(req: ChatCompletionRequest) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
+def to_ollama_options(req: ChatCompletionRequest, num_predict: int) -> dict[str, Any]:
+    """Sampling options; `num_predict` always (Ollama's default, -1, generates until the model stops)."""
+    opts: dict[str, Any] = {"num_predict": num_predict}
     if req.temperature is not None:
         opts["temperature"] = req.temperature
     if req.top_p is not None:
         opts["top_p"] = req.top_p
-    if req.output_limit is not None:
-        opts["num_predict"] = req.output_limit
     if req.stop is not None:
         opts["stop"] = [req.stop] if isinstance(req.stop, str) else req.stop
     if req.seed is not None:
@@ -144,7 +143,7 @@ class OllamaProvider:
         kw: dict[str, Any] = {
             "model": self.backend.model,
             "messages": to_ollama_messages(req),
-            "options": to_ollama_options(req) or None,
+            "options": to_ollama_options(req, output_cap(req, self.backend)),
             "format": to_ollama_format(req),
         }
         if req.tools:

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible upstream (OpenAI, vLLM, llama.cpp server, Ollama's /v1) over one aiohttp session.
 
 The body the client sent is forwarded as it came (fields we do not interpret included), with the
-upstream model name put in; answers are read as bytes and decoded once with msgspec.
+upstream model name put in, and the backend's output cap where the client set none; answers are read
+as bytes and decoded once with msgspec.
 
 Why not the openai SDK here: with the body already encoded, everything the SDK adds per request
 (request options, header merging, URL parsing, the httpx2-over-aiohttp shim, response wrapping) was
@@ -20,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import __version__
 from gateway.errors import (
@@ -29,7 +31,7 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap
 from gateway.providers.openai_wire import UpstreamUsage, upstream_chunk_decoder, upstream_completion_decoder
 from gateway.settings import Backend
 from gateway.wire import Usage, encoder
@@ -37,7 +39,8 @@ from gateway.wire import Usage, encoder
 OPENAI_URL = "https://api.openai.com/v1"
 _NOT_FORWARDED = frozenset({"model", "stream", "stream_options"})
 _error_decoder = msgspec.json.Decoder()
-# An SSE line may carry a large tool call in one event; aiohttp's default line limit is 128 KiB.
+# An SSE line may carry a large tool call in one event; aiohttp's default line limit is 128 KiB. A line past
+# twice this (4 MiB) ends the stream with an UpstreamProtocolError.
 _READ_BUFSIZE = 2**21
 
 
@@ -75,6 +78,10 @@ class OpenAICompatProvider:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.url = (backend.base_url or OPENAI_URL).rstrip("/") + "/chat/completions"
+        # Where the client sent no cap, the backend's goes in the field the upstream reads: OpenAI's own API
+        # wants max_completion_tokens (its reasoning models refuse max_tokens); the servers that copy its API
+        # (vLLM, llama.cpp, Ollama's /v1, ...) all read max_tokens.
+        self.cap_field = "max_completion_tokens" if self.url.startswith(OPENAI_URL) else "max_tokens"
         self.headers = {"Authorization": f"Bearer {backend.api_key or 'no-key'}",
                         "Content-Type": "application/json", "Accept": "application/json",
                         "User-Agent": f"smart-model-router/{__version__}"}
@@ -99,6 +106,8 @@ class OpenAICompatProvider:
         """The client's body as sent, with the upstream model; encoded once, straight to bytes."""
         body: dict[str, Any] = {k: v for k, v in call.raw.items() if k not in _NOT_FORWARDED}
         body["model"] = self.backend.model
+        if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+            body[self.cap_field] = output_cap(call.request, self.backend)
         if stream:
             # Always ask for usage: the gateway accounts for every stream. It is dropped again
             # for clients that did not ask for it.
@@ -159,6 +168,9 @@ class OpenAICompatProvider:
                         continue
                     c = chunk.choices[0]
                     yield StreamEvent(delta=c.delta, finish_reason=c.finish_reason, usage=usage)
+        except HttpProcessingError as exc:  # LineTooLong: an SSE line past the reader's limit
+            raise UpstreamProtocolError(f"unreadable stream: {exc.message.split(' when reading')[0]}",
+                                        backend=name) from None
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise UpstreamConnectError(f"stream broke: {exc}", backend=name) from None

@@ -57,7 +57,7 @@ async def test_tokens_per_minute_count_the_prompt_then_the_answer() -> None:
             break
         await h.admission.drain()
     used = (await h.counters.take([RateCheck("key", "key-1", "tokens", 40, 0)])).states[0].used
-    assert used <= 40
+    assert used <= 40 + 5  # every prompt was admitted within the limit; the last answer's 5 tokens land after
 
 
 async def test_the_tighter_of_key_and_tenant_wins() -> None:
