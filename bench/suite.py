@@ -97,10 +97,10 @@ class Overhead:
             self.procs[name] = serve_gateway(name, cfg)
             return self.procs[name]
 
-        gw = gateway("gateway", True, '"difficulty", "heuristic"')  # config.toml's default pipeline
+        gw = gateway("gateway", True, '"tiered", "heuristic"')  # config.toml's default pipeline
         url = f"http://127.0.0.1:{gw.port}/v1/chat/completions"
         scenarios["(b) gateway, forced tier"] = (url, "smr/simple", gw)
-        scenarios["(c) gateway, auto, default classifier (difficulty)"] = (url, "auto", gw)
+        scenarios["(c) gateway, auto, default classifier (tiered)"] = (url, "auto", gw)
         emb = gateway("gateway-embedding", True, '"embedding", "heuristic"')
         scenarios["(d) gateway, auto, embedding classifier"] = (
             f"http://127.0.0.1:{emb.port}/v1/chat/completions", "auto", emb)
@@ -183,7 +183,7 @@ class Overhead:
         top = self.concurrencies[-1]
         mid = self.concurrencies[1]
         pt = "passthrough (75-line Litestar + aiohttp)"
-        b, c_, d, e = ("(b) gateway, forced tier", "(c) gateway, auto, default classifier (difficulty)",
+        b, c_, d, e = ("(b) gateway, forced tier", "(c) gateway, auto, default classifier (tiered)",
                        "(d) gateway, auto, embedding classifier", "(e) LiteLLM proxy")
         rows = ["| target | measured | met |", "|---|---|---|"]
 

@@ -117,7 +117,8 @@ def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierP
         except KeyError as exc:
             raise SettingsError(f"config: setting 'routing.classifiers': {exc.args[0]}") from None
         except (OSError, ValueError) as exc:  # its head file: missing, unreadable, not a head, or another kind's
-            setting = {"embedding": "embedding_head", "difficulty": "difficulty_head"}.get(name, "classifiers")
+            setting = {"embedding": "embedding_head", "difficulty": "difficulty_head",
+                       "tiered": "difficulty_head"}.get(name, "classifiers")
             raise SettingsError(f"config: setting 'routing.{setting}': {exc}") from None
     return ClassifierPipeline(classifiers, r.cutoffs, r.classifier_budget_s)
 

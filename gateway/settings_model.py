@@ -67,7 +67,7 @@ class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_model: str = "auto"
     # Tried in order, the first that answers decides: the learned difficulty model, then the rules.
-    classifiers: list[str] = msgspec.field(default_factory=lambda: ["difficulty", "heuristic"])
+    classifiers: list[str] = msgspec.field(default_factory=lambda: ["tiered", "heuristic"])
     # score < cutoffs[0] -> simple; < cutoffs[1] -> medium; else complex.
     cutoffs: tuple[float, float] = (0.35, 0.62)
     classifier_budget_s: float = 0.5

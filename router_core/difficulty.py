@@ -37,6 +37,13 @@ HEAD_PATH = Path(__file__).resolve().parent / "classifiers" / "difficulty_head.j
 HEAD_PATHS = {"static": HEAD_PATH, "minilm": HEAD_PATH.with_name("difficulty_head_minilm.json")}
 EMBEDDINGS = tuple(HEAD_PATHS)
 EXTRA_FEATURES = FEATURES
+# Features that say which dataset a prompt came from more than how hard it is (lettered answer options,
+# the question apart from them, "I and III only" lists): held at zero in the fit, so they never decide
+# the tier of a prompt, with them or without them.
+SOURCE_MARKS = ("log_options_chars", "log_question_chars", "log_roman_items")
+# Kinds of traffic ranked by length within the kind (`router_core.kinds`), and the points of each table.
+LENGTH_RANKED = ("multiple_choice", "maths", "code")
+TABLE_POINTS = 41
 SHARES = (0.5, 0.3, 0.2)
 CHEAP_COST = (200 * 0.30 + 300 * 2.50) / 1e6   # a typical prompt on Gemini Flash ...
 STRONG_COST = (200 * 1.25 + 300 * 10.0) / 1e6  # ... and on Gemini Pro
@@ -71,7 +78,36 @@ def scaling(extra: np.ndarray) -> Scaling:
     mean, std = clipped.mean(axis=0), clipped.std(axis=0)
     std[[i for i, f in enumerate(EXTRA_FEATURES) if f in FLAGS]] = 0.5
     std[std < 1e-9] = 1.0   # constant in training: its centred column is zero, so ridge gives it no weight
+    marks = [EXTRA_FEATURES.index(f) for f in SOURCE_MARKS]
+    lo[marks] = hi[marks] = mean[marks] = 0.0   # always zero in the design: no weight, no say
+    std[marks] = 1.0
     return Scaling(mean.tolist(), std.tolist(), lo.tolist(), hi.tolist())
+
+
+class LengthRank(msgspec.Struct, frozen=True):
+    """One kind's ranking by length, on the head's scale: the prompt's log length placed among the training
+    prompts of its kind (`loglen`, quantiles), read off the head's predictions for them (`pred`, the same
+    quantiles): a longer prompt of the kind ranks higher, and the kind keeps the head's spread."""
+    loglen: list[float]
+    pred: list[float]
+
+    def at(self, loglen: float) -> float:
+        return float(np.interp(loglen, self.loglen, self.pred))
+
+
+def length_tables(texts: Sequence[str], pred: np.ndarray) -> dict[str, LengthRank]:
+    """Per length-ranked kind, the table from training prompts of that kind and the head's predictions."""
+    from router_core.kinds import traffic_kind
+
+    kinds = np.array([traffic_kind(t) for t in texts])
+    loglen = np.log1p(np.array([len(t) for t in texts], dtype=float))
+    points = np.linspace(0, 1, TABLE_POINTS)
+    out = {}
+    for kind in LENGTH_RANKED:
+        m = kinds == kind
+        if m.sum() >= 20:
+            out[kind] = LengthRank(np.quantile(loglen[m], points).tolist(), np.quantile(pred[m], points).tolist())
+    return out
 
 
 class DifficultyHead(msgspec.Struct, frozen=True):
@@ -89,6 +125,7 @@ class DifficultyHead(msgspec.Struct, frozen=True):
     trained_on: list[str] = []
     licences: list[str] = []
     cv: dict[str, float] = {}
+    length_ranked: dict[str, LengthRank] = {}   # the kinds ranked by length (`tiered` classifier)
 
 
 def load_head(path: Path = HEAD_PATH) -> DifficultyHead:
@@ -336,7 +373,9 @@ def train_head(rows: Sequence[Outcomes], vectors: np.ndarray, extra: np.ndarray,
     weights = kind_weights([r.kind for r in kept], chat_weight)
     w, b = fit(x, targets(kept, target), alpha, boost, weights)
     scale, shift = logistic_map(x @ w + b, cutoffs)
-    return DifficultyHead(weights=w.tolist(), bias=b, feature_names=list(EXTRA_FEATURES), scaling=features,
+    tables = length_tables([r.prompt for r in kept], x @ w + b)
+    return DifficultyHead(length_ranked=tables, weights=w.tolist(), bias=b, feature_names=list(EXTRA_FEATURES),
+                          scaling=features,
                           scale=scale, shift=shift, alpha=alpha, length_boost=boost,
                           chat_weight=chat_weight, embedding=embedding,
                           target=target, trained_on=sorted({r.source for r in kept}),

@@ -1,4 +1,5 @@
-"""Many models' outcomes on the same prompts (../shared/data), as one list of `Outcomes`.
+"""Many models' outcomes on the same prompts (the repository's `data/`, see data/SOURCES.md), as one
+list of `Outcomes`.
 
 Each row: the prompt, its source (the unit a cross-validation fold holds out), the kind of traffic
 (`chat` or `bench`), the licence family of its data, and a quality in [0, 1] per model:
@@ -15,6 +16,8 @@ Each row: the prompt, its source (the unit a cross-validation fold holds out), t
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import re
 from pathlib import Path
@@ -23,6 +26,8 @@ from typing import Any
 import msgspec
 
 NON_COMMERCIAL = "CC BY-NC 4.0"
+# The repository's own copy of the data (compressed); `--data` may name another folder of the same layout.
+DATA = Path(__file__).resolve().parents[1] / "data"
 # MMLU subjects of the shared data, in the four groups the MMLU paper uses.
 MMLU_GROUPS = {
     "stem": ("abstract_algebra", "astronomy", "college_chemistry", "college_mathematics", "college_physics",
@@ -58,9 +63,19 @@ def mmlu_group(subject: str) -> str:
     return "other"
 
 
+def read_text(path: Path) -> str:
+    """A data file's text: `path` itself, or `path.gz` beside it (how the repository ships its data)."""
+    if path.exists():
+        return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    packed = path.with_name(path.name + ".gz")
+    if packed.exists():
+        return gzip.decompress(packed.read_bytes()).decode()
+    raise FileNotFoundError(f"{path} (nor {packed.name}): see data/SOURCES.md")
+
+
 def _lines(path: Path) -> list[dict[str, Any]]:
     # split("\n"), not splitlines(): prompts may hold U+2028 and other line separators.
-    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+    return [json.loads(line) for line in read_text(path).split("\n") if line.strip()]
 
 
 def load_router_outcomes(folder: Path) -> list[Outcomes]:
@@ -84,9 +99,9 @@ def load_router_outcomes(folder: Path) -> list[Outcomes]:
 
 def load_mmlu(folder: Path) -> list[Outcomes]:
     out = []
-    for path in sorted(folder.glob("mmlu_*.csv")):
-        group = "mmlu/" + mmlu_group(path.stem.removeprefix("mmlu_"))
-        with path.open() as f:
+    for path in sorted([*folder.glob("mmlu_*.csv"), *folder.glob("mmlu_*.csv.gz")]):
+        group = "mmlu/" + mmlu_group(path.name.split(".")[0].removeprefix("mmlu_"))
+        with io.StringIO(read_text(path)) as f:
             for row in csv.DictReader(f):
                 q = {"mixtral-8x7b": float(row["mistralai/Mixtral-8x7B-Instruct-v0.1"] == "True"),
                      "gpt-4-1106-preview": float(row["gpt-4-1106-preview"] == "True")}
@@ -100,7 +115,24 @@ def load_gsm8k(path: Path, limit: int = 1500) -> list[Outcomes]:
             for r in rows]
 
 
-def load_all(data: Path) -> list[Outcomes]:
-    """Every source under `data` (the shared data folder)."""
+def load_all(data: Path = DATA) -> list[Outcomes]:
+    """Every source under `data` (the repository's data folder, or one of the same layout)."""
     return (load_router_outcomes(data / "router_outcomes") + load_mmlu(data / "routellm_mmlu_train")
             + load_gsm8k(data / "gsm8k" / "train.jsonl"))
+
+
+def load_heldout(folder: Path) -> list[Outcomes]:
+    """RouteLLM's own evaluation sets (data/heldout: MMLU's 28 subjects absent from the training data, the
+    GSM8K test split, MT-Bench's first turns), Mixtral against GPT-4: for evaluation only, never for training
+    or for choosing a setting."""
+    out = []
+    pair = ("mixtral-8x7b", "gpt-4-1106-preview")
+    for name, source in (("mmlu_heldout.csv", "heldout/mmlu"), ("gsm8k_test.csv", "heldout/gsm8k")):
+        for row in csv.DictReader(io.StringIO(read_text(folder / name))):
+            q = dict(zip(pair, (float(row["mixtral_correct"] == "True"), float(row["gpt4_correct"] == "True")),
+                         strict=True))
+            out.append(Outcomes(row["prompt"], source, "bench", "MIT", q))
+    for r in _lines(folder / "mt_bench.jsonl"):
+        q = dict(zip(pair, (float(r["mixtral_score"]) / 10, float(r["gpt4_score"]) / 10), strict=True))
+        out.append(Outcomes(str(r["turns"][0]), "heldout/mt-bench", "chat", "Apache-2.0", q))
+    return out

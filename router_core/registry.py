@@ -53,6 +53,18 @@ def _difficulty(options: Mapping[str, Any]) -> Classifier:
     return EncoderDifficultyClassifier(encoder, head)
 
 
+def _tiered(options: Mapping[str, Any]) -> Classifier:
+    from pathlib import Path
+
+    from router_core.classifiers.difficulty import DifficultyClassifier
+    from router_core.classifiers.tiered import TieredClassifier
+    from router_core.difficulty import HEAD_PATHS, load_head
+
+    given = options.get("difficulty_head")
+    head = load_head(Path(given) if given else HEAD_PATHS["static"])
+    return TieredClassifier(DifficultyClassifier(head), tuple(options.get("cutoffs", (0.35, 0.62))))
+
+
 def _llm(options: Mapping[str, Any]) -> Classifier:
     from router_core.classifiers.ollama_llm import OllamaLLMClassifier, OpenAICompatLLMClassifier
 
@@ -68,6 +80,7 @@ CLASSIFIERS: dict[str, ClassifierFactory] = {
     "heuristic": _heuristic,
     "embedding": _embedding,
     "difficulty": _difficulty,
+    "tiered": _tiered,
     "llm": _llm,
 }
 

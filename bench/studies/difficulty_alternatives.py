@@ -1,7 +1,7 @@
 """Other ways to order prompts inside a source, measured and not shipped (issue 15: "no source below
 random"):
 
-    python -m bench.studies.difficulty_alternatives [--data ../shared/data] [--trees]
+    python -m bench.studies.difficulty_alternatives [--data data] [--trees]
 
 - Neighbours (RouteLLM's similarity-weighted ranking, in spirit): a prompt's score is the mean target of
   its k nearest training prompts by cosine on the text vector (chat prompts weighing 4, as in the fit),

@@ -1,6 +1,6 @@
 """A task-type gate for the difficulty router, measured and not shipped (issue 15):
 
-    python -m bench.studies.difficulty_gate [--data ../shared/data]
+    python -m bench.studies.difficulty_gate [--data data]
 
 Two heads, one fitted on chat sources and one on benchmark sources, mixed by a logistic gate that
 predicts chat vs benchmark from the same features, then averaged with the pooled head; evaluated

@@ -1,6 +1,6 @@
 """How optimistic is the shipped difficulty head's cross-validated figure? (issue 15)
 
-    python -m bench.studies.difficulty_nested [--data ../shared/data]
+    python -m bench.studies.difficulty_nested [--data data]
 
 `smr train --difficulty` picks its setting (target, ridge alpha, length boost, chat weight: 32 in all)
 on the same leave-source-out figures it reports. Here the choice itself is held out: for each source,

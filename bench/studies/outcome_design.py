@@ -1,4 +1,4 @@
-"""What the difficulty studies start from: the shared outcome rows (`--data`, default ../shared/data) and
+"""What the difficulty studies start from: the shared outcome rows (`--data`, default: the repository's data/) and
 their design matrix, exactly as `smr eval --leave-source-out` builds it."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from router_core.difficulty import design, prompt_inputs
-from router_core.outcomes import Outcomes, load_all
+from router_core.outcomes import DATA, Outcomes, load_all
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     """The studies' command line: `--data`; a study adds its own flags."""
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--data", default=str(DATA), help="a data folder (default: the repository's data/)")
     return ap
 
 

@@ -1,8 +1,8 @@
 """`smr eval --leave-source-out` and `smr train --difficulty`: the difficulty model, cross-validated by
 holding out whole sources, and the shipped head written with its provenance.
 
-    smr eval --leave-source-out --data ../shared/data [--embedding static|minilm]
-    smr train --difficulty ../shared/data [--embedding static|minilm] [--write]
+    smr eval --leave-source-out [--data data] [--embedding static|minilm]
+    smr train --difficulty [data] [--embedding static|minilm] [--write]
 
 `--embedding minilm` trains the transformer path's head (difficulty_head_minilm.json: MiniLM's own
 sentence embedding for the text part, the default where a GPU is present).
@@ -29,6 +29,8 @@ from gateway.cli.scoring import WRITE_DEFAULT
 from router_core.difficulty import (
     EMBEDDINGS,
     HEAD_PATHS,
+    SOURCE_MARKS,
+    TABLE_POINTS,
     HeldOut,
     leave_source_out,
     margin_interval,
@@ -41,7 +43,7 @@ TARGETS = ("rasch", "share", "gap", "share+gap")
 ALPHAS = (10.0, 100.0)
 BOOSTS = (0.0, 0.25)   # rank-combining with prompt length: a boost of the length weight
 CHAT_WEIGHTS = (1.0, 4.0)  # a chat prompt's weight in the fit (chat is ~6 % of the permissive training prompts)
-COMMAND = "smr train --difficulty ../shared/data --write"
+COMMAND = "smr train --difficulty data --write"
 RESAMPLES = 500   # bootstrap draws of each held-out source's prompts, for the router's 90 % interval
 EMBEDDING_SAYS = {
     "static": "router_core/classifiers/static_minilm (model2vec distilled from MiniLM, "
@@ -227,8 +229,12 @@ def cmd_train_difficulty(args: argparse.Namespace) -> int:
         + ", ".join(excluded) + ".\n\n"
         f"Target: {head.target} difficulty per source (z-scored). Ridge alpha {head.alpha}, length boost "
         f"{head.length_boost}, chat prompts weigh {head.chat_weight} in the fit. Features: "
-        + ", ".join(head.feature_names) + f". Embedding: {EMBEDDING_SAYS[kind]}. Logistic map: the configured "
-        "cut-offs split the training prompts 50 / 30 / 20.\n\nLeave-source-out cross-validation (each source "
+        + ", ".join(head.feature_names) + f" ({', '.join(SOURCE_MARKS)} held at zero: they tell the training "
+        "sources apart, so they get no weight). Length tables for the kinds the `tiered` classifier ranks by "
+        f"length ({', '.join(head.length_ranked) or 'none'}): each kind's training prompts' log length "
+        f"against the head's predictions for them, {TABLE_POINTS} quantiles. Embedding: {EMBEDDING_SAYS[kind]}. "
+        "Logistic map: the configured cut-offs split the training prompts 50 / 30 / 20.\n\n"
+        "Leave-source-out cross-validation (each source "
         "held out whole; "
         "APGR averaged over cheap/strong model pairs of the held-out source; the heuristic is not trained and "
         "is scored on each source as it is):\n\n" + table(held, heuristic)
@@ -244,7 +250,7 @@ def cmd_train_difficulty(args: argparse.Namespace) -> int:
 def add_arguments(train: argparse.ArgumentParser, ev: argparse.ArgumentParser) -> None:
     train.add_argument("--difficulty", action="store_true", help="train the difficulty head on --data (a folder)")
     ev.add_argument("--leave-source-out", action="store_true", help="cross-validate the difficulty model, "
-                    "each source of --data (the shared data folder) held out whole")
+                    "each source of --data (default: the repository's data/) held out whole")
     for p in (train, ev):
         p.add_argument("--embedding", choices=EMBEDDINGS, default="static",
                        help="the text part: the static embedding (CPU default) or MiniLM (the transformer path)")

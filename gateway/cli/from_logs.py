@@ -119,8 +119,10 @@ def train_from_logs(args: argparse.Namespace) -> int:
     from router_core.feedback import label, refit, refit_difficulty
 
     heads: dict[str, tuple[Callable[..., Any], ...]] = {   # design rows, logits, refit
+        "tiered": (_tiered_design, difficulty_logits, refit_difficulty),   # its ranking is the difficulty head's
         "difficulty": (_difficulty_design, difficulty_logits, refit_difficulty),
         "embedding": (_embedding_design, Head.logits, refit)}
+    setting = {"tiered": "difficulty_head", "difficulty": "difficulty_head", "embedding": "embedding_head"}
 
     settings = offline_settings(args.config)
     name = args.classifier or next((n for n in settings.routing.classifiers if n in heads), None)
@@ -140,7 +142,7 @@ def train_from_logs(args: argparse.Namespace) -> int:
     try:
         head, x = design(settings, [conversation_of(r.prompt) for r, _ in labelled])
     except (OSError, ValueError) as exc:  # the configured head: missing, unreadable or for the other embedding
-        print(f"smr: routing.{name}_head: {exc}", file=sys.stderr)
+        print(f"smr: routing.{setting[name]}: {exc}", file=sys.stderr)
         return 2
     fitted = refit_head(head, x[~test], ys[~test], args.l2)
     before, after = auc(logits(head, x)[test], ys[test]), auc(logits(fitted, x)[test], ys[test])
@@ -157,7 +159,7 @@ def train_from_logs(args: argparse.Namespace) -> int:
     figures = {"ratings": len(ys), "held_out_auc_before": round(before, 3), "held_out_auc_refitted": round(after, 3)}
     final = msgspec.structs.replace(refit_head(head, x, ys, args.l2), cv=figures)
     out.write_text(json.dumps(msgspec.to_builtins(final)) + "\n")
-    print(f"wrote {out}; use it with routing.{name}_head = \"{out}\"")
+    print(f"wrote {out}; use it with routing.{setting[name]} = \"{out}\"")
     return 0
 
 
@@ -172,6 +174,15 @@ def _difficulty_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.nd
                "embedder": embedder() if kind == "minilm" else None}
     clf: Any = build_classifier("difficulty", options)
     return clf.head, clf.design(convs)
+
+
+def _tiered_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:
+    """The `tiered` classifier's ranking head (the difficulty head on the static embedding), its design rows."""
+    from router_core.registry import build_classifier
+
+    clf: Any = build_classifier("tiered", {"difficulty_head": settings.routing.difficulty_head,
+                                           "cutoffs": settings.routing.cutoffs})
+    return clf.ranker.head, clf.ranker.design(convs)
 
 
 def _embedding_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:

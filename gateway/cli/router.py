@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -12,9 +11,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from gateway.cli.scoring import WRITE_DEFAULT, embedder, score_all, write_cutoffs
+from gateway.cli.scoring import WRITE_DEFAULT, decide_all, embedder, score_all, write_cutoffs
 from gateway.errors import SettingsError
 from gateway.settings import load_settings
+from router_core.outcomes import DATA
 from router_core.types import Conversation, Turn
 
 
@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.difficulty:
         from gateway.cli.difficulty import cmd_train_difficulty
 
-        args.data = args.data[0] if args.data else "../shared/data"
+        args.data = args.data[0] if args.data else str(DATA)
         return cmd_train_difficulty(args)
     if args.from_logs:
         from gateway.cli.from_logs import train_from_logs
@@ -80,41 +80,21 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
     convs = read_prompts(args.input)
-    if args.classifier:
-        scores = score_all(args.classifier, convs, settings)
-        names = [args.classifier] * len(scores)
-        skipped: list[tuple[str, ...]] = [()] * len(scores)
-    else:  # the configured pipeline, as the gateway runs it: the first classifier that answers decides
-        scores, names, skipped = decide_all(convs, settings)
     out = open(args.output, "w") if args.output else sys.stdout
     with out:
-        for s, name, passed in zip(scores, names, skipped, strict=True):
-            row: dict[str, Any] = {"score": round(s, 6), "tier": tier_for(s, settings.routing.cutoffs),
-                                   "classifier": name}
-            if passed:   # the classifiers before it that did not decide, and why
-                row["skipped"] = list(passed)
+        if args.classifier:
+            for s in score_all(args.classifier, convs, settings):
+                out.write(json.dumps({"score": round(s, 6), "tier": tier_for(s, settings.routing.cutoffs),
+                                      "classifier": args.classifier}) + "\n")
+            return 0
+        # The configured pipeline, as the gateway runs it: the first classifier that answers decides.
+        for d in decide_all(convs, settings):
+            row: dict[str, Any] = {"score": round(d.score, 6), "tier": d.tier, "classifier": d.classifier,
+                                   "reasons": list(d.reasons)}
+            if d.skipped:   # the classifiers before it that did not decide, and why
+                row["skipped"] = list(d.skipped)
             out.write(json.dumps(row) + "\n")
     return 0
-
-
-def decide_all(convs: list[Conversation], settings: Any) -> tuple[list[float], list[str], list[tuple[str, ...]]]:
-    from gateway.app import build_embedder, build_pipeline, routing_needs_encoder
-
-    embedder = build_embedder(settings) if routing_needs_encoder(settings) else None
-    if embedder is not None:
-        embedder.load()
-    pipeline = build_pipeline(settings, embedder)
-
-    async def run() -> list[Any]:
-        try:
-            return [await pipeline.decide(c) for c in convs]
-        finally:
-            await pipeline.aclose()
-            if embedder is not None:
-                await embedder.aclose()
-
-    decisions = asyncio.run(run())
-    return [d.score for d in decisions], [d.classifier for d in decisions], [d.skipped for d in decisions]
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -147,10 +127,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.common_sense is not None:
+        from gateway.cli.common_sense import cmd_common_sense
+
+        return cmd_common_sense(args.common_sense, load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"}),
+                                args.verbose)
     if args.leave_source_out:
         from gateway.cli.difficulty import cmd_eval_sources
 
-        args.data = args.data or "../shared/data"
+        args.data = args.data or str(DATA)
         return cmd_eval_sources(args)
     if not args.data:
         print("smr eval needs --data (a file of prompts with cheap/strong outcomes)", file=sys.stderr)
@@ -209,7 +194,7 @@ def add_commands(sub: Any) -> None:
                    help="write the head: --from-logs: to this path (required); --difficulty: to this path, "
                         "or the packaged one when no path is given (default: only print)")
     t.add_argument("--l2", type=float, default=1.0, help="--from-logs: how strongly the current head holds")
-    t.add_argument("--classifier", choices=["difficulty", "embedding"],
+    t.add_argument("--classifier", choices=["tiered", "difficulty", "embedding"],
                    help="--from-logs: whose head to refit (default: the first of routing.classifiers that has one)")
     add_log_arguments(t)
     t.set_defaults(func=cmd_train)
@@ -236,7 +221,10 @@ def add_commands(sub: Any) -> None:
     e = sub.add_parser("eval", help="APGR, CPT and cost saving on prompts with cheap/strong outcomes")
     e.add_argument("--config")
     e.add_argument("--classifier")
-    e.add_argument("--data", help="prompts with outcomes; with --leave-source-out the shared data folder")
+    e.add_argument("--data", help="prompts with outcomes; with --leave-source-out a data folder (default: data/)")
+    e.add_argument("--common-sense", nargs="*", metavar="FILE", help="route labelled prompts (default: "
+                   "tests/data/common_sense.jsonl) with the configured pipeline; exit 1 if any is misrouted")
+    e.add_argument("--verbose", action="store_true", help="with --common-sense: every prompt, not only misrouted")
     e.add_argument("--png", help="write the cost-quality curve here")
     e.set_defaults(func=cmd_eval)
     from gateway.cli.difficulty import add_arguments as add_difficulty

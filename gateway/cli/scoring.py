@@ -62,6 +62,30 @@ def score_all(name: str, convs: list[Conversation], settings: Any, batch: int = 
     return asyncio.run(run())
 
 
+def decide_all(convs: list[Conversation], settings: Any) -> list[Any]:
+    """Each conversation's `Decision` from the configured pipeline, with the conversation rules (a follow-up
+    keeps its conversation's tier), as the gateway decides."""
+    from gateway.app import build_embedder, build_pipeline, routing_needs_encoder
+    from router_core.conversation import ConversationPolicy, decide_in_conversation
+
+    r = settings.routing
+    policy = ConversationPolicy(r.follow_up_tokens, r.follow_up_decay, r.sticky_margin, r.conversation_lookback)
+    embedder = build_embedder(settings) if routing_needs_encoder(settings) else None
+    if embedder is not None:
+        embedder.load()
+    pipeline = build_pipeline(settings, embedder)
+
+    async def run() -> list[Any]:
+        try:
+            return [await decide_in_conversation(pipeline, c, policy) for c in convs]
+        finally:
+            await pipeline.aclose()
+            if embedder is not None:
+                await embedder.aclose()
+
+    return asyncio.run(run())
+
+
 def write_cutoffs(path: Path, cut: tuple[float, float]) -> None:
     """Set routing.cutoffs in a TOML config file, keeping the rest of it as it is."""
     text = path.read_text()

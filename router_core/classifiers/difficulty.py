@@ -143,8 +143,12 @@ class DifficultyClassifier(_Head):
     def _parts_one(self, conv: Conversation) -> tuple[float, np.ndarray]:
         """The embedding's share of the prediction and the named features (unscaled) for one conversation,
         on the one-text paths (no batch bookkeeping)."""
+        self._decline_if_short(classifier_text(conv))
+        return self.parts(conv)
+
+    def parts(self, conv: Conversation) -> tuple[float, np.ndarray]:
+        """`_parts_one` for any conversation, however short (the `tiered` classifier ranks what it is given)."""
         text = classifier_text(conv)
-        self._decline_if_short(text)
         ids = self.embedder.token_ids([text])[0]
         return float(self.embedder.pool_one(ids) @ self._w_text), self.features.one(text, ids, user_turns(conv))
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def test_bench_smoke_produces_the_tables() -> None:
     sections = {s.split("\n", 1)[0].split(" (")[0]: s for s in out.stdout.split("## ")[1:]}
     overhead = [r for r in table(sections["Gateway overhead"]) if len(r) == 10]
     assert {"direct", "passthrough (75-line Litestar + aiohttp)", "(b) gateway, forced tier",
-            "(c) gateway, auto, default classifier (difficulty)", "(d) gateway, auto, embedding classifier",
+            "(c) gateway, auto, default classifier (tiered)", "(d) gateway, auto, embedding classifier",
             "(b) with the request log off"} <= {r[0] for r in overhead}
     for r in overhead:  # every row measured real requests, without errors
         assert float(r[3].replace(",", "")) > 0 and r[-1] == "0", r
@@ -49,7 +50,7 @@ def test_bench_smoke_produces_the_tables() -> None:
 
 
 def test_gpu_bench_runs_and_checks_against_a_cpu_reference(tmp_path: Path) -> None:
-    # On this CPU machine it measures the CPU backend; on a GPU it adds the cuda rows (README).
+    # On this CPU machine it measures the CPU backend; on a GPU it adds the cuda rows (docs/benchmarks.md).
     ref = tmp_path / "ref.npz"
     made = subprocess.run([sys.executable, "-m", "bench.gpu", "--write-reference", str(ref)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -110,9 +111,21 @@ def test_reliability_bench_smoke_mode() -> None:
     assert soak[2] == "0"
 
 
+def test_the_default_router_study_runs_in_smoke_mode() -> None:
+    out = subprocess.run([sys.executable, "-m", "bench.studies.default_router", "--smoke"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    per_source, per_kind, mix = (table(part) for part in out.stdout.split("\n\n")[0::2][:3])
+    assert [r[0] for r in per_source] == ["alpaca/vicuna", "bench/human_eval", "mmlu/other"]
+    assert all(0.0 < float(cell) < 1.0 for r in per_source for cell in r[2:6])
+    assert {r[0] for r in per_kind} == {"chat, leave-source-out", "multiple choice, leave-source-out",
+                                        "code, leave-source-out"}
+    assert all(sum(float(c.rstrip("%")) for c in r[2:5]) == pytest.approx(100, abs=2) for r in mix)
+
+
 def test_the_difficulty_studies_run_on_the_shared_data() -> None:
     # The ones that take seconds (difficulty_nested takes minutes): every source gets its row.
-    data = str(ROOT.parent / "shared" / "data")
+    data = str(ROOT / "data")
     for study, rows_expected in (("difficulty_per_source", 3 * 3), ("difficulty_feedback", 22),
                                  ("difficulty_alternatives", 1 + 3 * 3 + 3 * 2)):
         out = subprocess.run([sys.executable, "-m", f"bench.studies.{study}", "--data", data], cwd=ROOT,

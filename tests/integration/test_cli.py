@@ -103,12 +103,12 @@ def test_demo_on_embedded_postgres_is_labelled_simulated_and_routes(tmp_path: Pa
         assert chunks[0].model == "gemini-2.5-pro"
         routed = client.chat.completions.create(model="auto", messages=[
             {"role": "user", "content": "Write a short poem about the sea at night."}])
-        assert routed.smr["classifier"] == "difficulty"  # type: ignore[attr-defined]  # config.toml's default
+        assert routed.smr["classifier"] == "tiered"  # type: ignore[attr-defined]  # config.toml's default
         # "hi" is shorter than anything the difficulty head was trained on: it declines, the heuristic answers.
         reply = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
         hi = reply.smr  # type: ignore[attr-defined]
-        assert hi["classifier"] == "heuristic" and hi["tier"] == "simple"
-        assert hi["skipped"] and hi["skipped"][0].startswith("classifier difficulty: declined: shorter than")
+        assert hi["classifier"] == "tiered" and hi["tier"] == "simple" and not hi.get("skipped")
+        assert hi["reasons"] == ["quick task: greeting or thanks"]
     out = proc.stdout.read() if proc.stdout else ""
     assert "SIMULATED" in out
     # The embedded servers' own output is in files under the data folder, not on the console.

@@ -20,6 +20,7 @@ from gateway.fakes.server import ThreadedFakes
 from gateway.settings import parse_settings, validate
 from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
 from router_core.classifiers.heuristic import HeuristicClassifier
+from router_core.classifiers.tiered import TieredClassifier
 from router_core.difficulty import HEAD_PATHS, difficulty_logits, load_head
 from router_core.embedder import Embedder
 from router_core.outcomes import NON_COMMERCIAL, load_all
@@ -54,10 +55,11 @@ def test_auto_reads_minilm_where_the_encoder_is_on_a_gpu_and_the_static_embeddin
     assert default.routing.difficulty_embedding == "auto"  # type: ignore[attr-defined]
     assert difficulty_reads(default) == "static" and not routing_needs_encoder(default)
     assert build_embedder(default) is None
-    assert isinstance(build_pipeline(default, None).classifiers[0], DifficultyClassifier)
-    # An encoder configured on a GPU: auto picks the transformer path, and the encoder is built for it
-    # even with the semantic cache off.
-    on_gpu = settings_with({}, {"device": "cuda"})
+    first = build_pipeline(default, None).classifiers[0]   # the default `tiered` ranks on the static path
+    assert isinstance(first, TieredClassifier) and isinstance(first.ranker, DifficultyClassifier)
+    # The `difficulty` classifier with an encoder configured on a GPU: auto picks the transformer path, and the
+    # encoder is built for it even with the semantic cache off.
+    on_gpu = settings_with({"classifiers": ["difficulty", "heuristic"]}, {"device": "cuda"})
     assert difficulty_reads(on_gpu) == "minilm" and routing_needs_encoder(on_gpu)
     assert build_embedder(on_gpu) is not None
     # Asked for explicitly, it is honoured on any device; a value it does not know is refused.
@@ -75,7 +77,7 @@ def test_a_head_for_the_other_embedding_is_refused_at_start_up_naming_the_settin
     with pytest.raises(SettingsError, match=r"routing\.difficulty_head"):
         build_pipeline(settings_with({"difficulty_head": "/nonexistent/head.json"}), None)
     chosen = build_pipeline(settings_with({"difficulty_head": str(HEAD_PATHS["static"])}), None).classifiers[0]
-    assert isinstance(chosen, DifficultyClassifier) and chosen.head == load_head()
+    assert isinstance(chosen, TieredClassifier) and chosen.ranker.head == load_head()
 
 
 def test_the_shipped_minilm_head_is_trained_on_permissive_data_and_ahead_of_length() -> None:
@@ -162,10 +164,10 @@ def test_the_gateway_routes_with_the_transformer_path_when_configured(fakes: Thr
 
 
 def test_smr_classify_decides_with_the_transformer_path_when_configured() -> None:
-    from gateway.cli.router import decide_all
+    from gateway.cli.scoring import decide_all
 
     settings = settings_with({"classifiers": ["difficulty", "heuristic"], "difficulty_embedding": "minilm"})
     convs = [Conversation((Turn("user", TASK),)), Conversation((Turn("user", "thanks!"),))]
-    scores, names, skipped = decide_all(convs, settings)
-    assert names == ["difficulty", "heuristic"] and "declined" in skipped[1][0]
-    assert np.isfinite(scores).all()
+    decisions = decide_all(convs, settings)
+    assert [d.classifier for d in decisions] == ["difficulty", "heuristic"] and "declined" in decisions[1].skipped[0]
+    assert np.isfinite([d.score for d in decisions]).all()

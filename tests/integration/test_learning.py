@@ -2,7 +2,7 @@
 share on the held-out half of a log, or stays within a dollar budget; `smr train --from-logs` prints the
 held-out change of a head refitted on rated requests, and writes only when asked.
 
-The log is real prompts (../shared/data) written into the request log as the gateway writes them."""
+The log is real prompts (the repository's data/) written into the request log as the gateway writes them."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from typing import Any
 import psycopg
 import pytest
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "router_outcomes"
+from router_core.outcomes import DATA, read_text
+
+SHARED = DATA / "router_outcomes"
 
 
 def prompts(name: str, limit: int | None = None, source: str | None = None) -> list[str]:
-    rows = [json.loads(line) for line in (SHARED / name).read_text().split("\n") if line]
+    rows = [json.loads(line) for line in read_text(SHARED / name).split("\n") if line]
     return [r["prompt"] for r in rows if source is None or r["source"] == source][:limit]
 
 
@@ -100,18 +102,19 @@ def test_calibration_needs_a_log_with_prompts(pg_url: str) -> None:
     assert out.returncode == 2 and "log.prompts" in out.stderr
 
 
-@pytest.mark.parametrize("classifier", ["difficulty", "embedding"])
+@pytest.mark.parametrize("classifier", ["tiered", "embedding"])
 def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: str, tmp_path: Path,
                                                                        classifier: str) -> None:
     # Without --classifier it refits the configured pipeline's first learned classifier: the default
-    # `difficulty`, so ratings reach the classifier that routes.
+    # `tiered`, whose ranking is the difficulty head, so ratings reach the classifier that routes.
     tenant = "train-" + secrets.token_hex(3)
     # The cheap tier failed these (rated bad) and handled those (rated good).
     hard = prompts("llmrouter_dcrouter_per_prompt.jsonl", 140, "llmrouter/math")
     easy = prompts("llmrouter_dcrouter_per_prompt.jsonl", 140, "llmrouter/commonsense_qa")
     write_log(pg_url, tenant, [(p, "simple", -1) for p in hard[:120]] + [(p, "simple", 1) for p in easy[:120]])
     head = tmp_path / "head.json"
-    which = [] if classifier == "difficulty" else ["--classifier", classifier]
+    which = [] if classifier == "tiered" else ["--classifier", classifier]
+    setting = {"tiered": "difficulty_head", "embedding": "embedding_head"}[classifier]
     dry = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which)
     assert dry.returncode == 0, dry.stderr
     print(dry.stdout)
@@ -119,7 +122,7 @@ def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: s
     before, after = (float(x) for x in dry.stdout.split("held-out AUC")[1].split(":")[1].split()[0:3:2])
     assert after > before  # the ratings taught it something it did not know
     wrote = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which, "--write", str(head))
-    assert wrote.returncode == 0 and head.exists() and f"routing.{classifier}_head" in wrote.stdout
+    assert wrote.returncode == 0 and head.exists() and f"routing.{setting}" in wrote.stdout
     # The written head carries its own figures (what the refit did on the held-out ratings), not the
     # cross-validated ones of the packaged head it started from, which no longer describe it.
     assert json.loads(head.read_text())["cv"] == {"ratings": 240, "held_out_auc_before": round(before, 3),
@@ -136,10 +139,13 @@ def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: s
     # on, it now sets the kind that was rated bad further apart from the kind rated good.
     src = tmp_path / "unseen.jsonl"
     src.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in hard[120:] + easy[120:]))
-    config = tmp_path / "refitted.toml"
+    # (Scored by the `difficulty` classifier, which reads the head alone: `tiered` ranks maths problems by
+    # their length, which ratings do not move.)
+    packaged, config = tmp_path / "packaged.toml", tmp_path / "refitted.toml"
+    packaged.write_text('[routing]\nclassifiers = ["difficulty", "heuristic"]\n')
     config.write_text(f'[routing]\nclassifiers = ["difficulty", "heuristic"]\ndifficulty_head = "{head}"\n')
     gaps = []
-    for cfg in (str(Path(__file__).resolve().parents[2] / "config.toml"), str(config)):
+    for cfg in (str(packaged), str(config)):
         out = smr(pg_url, "classify", "--config", cfg, "--input", str(src))
         assert out.returncode == 0, out.stderr
         scored = [json.loads(line) for line in out.stdout.splitlines()]

@@ -198,12 +198,12 @@ def test_feedback_is_kept_for_the_requests_own_tenant(gw: GatewayThread, pg_url:
 def test_shadow_savings_equal_the_dry_run_sum_on_a_replayed_log(fakes: ThreadedFakes, pg_url: str) -> None:
     # The log to replay: real prompts of every difficulty.
     import json
-    from pathlib import Path
 
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "router_outcomes"
+    from router_core.outcomes import DATA, read_text
+
     prompts = [json.loads(line)["prompt"] for name in ("arena_hard_v01_per_prompt.jsonl",
                                                        "alpaca_eval_per_prompt.jsonl")
-               for line in (shared / name).read_text().split("\n")[:20]]
+               for line in read_text(DATA / "router_outcomes" / name).split("\n")[:20]]
     prompts += ["hi", "What is 2 + 2?", "thanks!"]
     reply = "A fixed answer of eleven words, for both the call and estimate."
     fakes.openai.behaviour = Behaviour(reply=reply, omit_usage=True)  # the gateway counts the tokens

@@ -1,0 +1,157 @@
+"""The default router (`tiered`: quick tasks to `simple`, the difficulty ranking above) against prompt length,
+the heuristic, the difficulty head alone and random, per kind of traffic, on sources it never saw.
+
+    python -m bench.studies.default_router [--data data] [--resamples 200] [--smoke]
+
+Leave-source-out: for each source, the head and its length tables are fitted on the other permissively
+licensed sources exactly as `smr train --difficulty` fits the shipped one (`train_head`, the shipped
+head's target, ridge penalty and chat weight), and the real `TieredClassifier` scores the held-out source's
+prompts, as the gateway would. APGR is averaged over up to nine cheap/strong pairs of the source's models.
+Then the shipped head, as it is, on RouteLLM's own evaluation sets (`data/heldout`: 28 MMLU subjects absent
+from the training data, the GSM8K test split, MT-Bench; Mixtral against GPT-4), never trained on. Last,
+the tier mix the shipped default gives each source at the default cut-offs. `--smoke`: three sources only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bench.studies.outcome_design import parser
+from router_core.classifiers.difficulty import DifficultyClassifier
+from router_core.classifiers.heuristic import heuristic_score
+from router_core.classifiers.tiered import TieredClassifier
+from router_core.difficulty import (
+    HEAD_PATH,
+    HeldOut,
+    bootstrap_apgr,
+    evaluate,
+    interval,
+    load_head,
+    model_pairs,
+    prompt_inputs,
+    train_head,
+    trainable,
+)
+from router_core.outcomes import Outcomes, load_all, load_heldout
+from router_core.static_embed import StaticEmbedder
+from router_core.types import Conversation, Turn
+
+CUTOFFS = (0.35, 0.62)
+# The kinds of traffic the targets name, by source.
+KIND = {"chat": ("alpaca/", "arena-", "heldout/mt-bench"),
+        "maths word problems": ("gsm8k", "bench/math", "heldout/gsm8k"),
+        "multiple choice": ("mmlu/", "bench/arc_challenge", "bench/commonsense_qa", "bench/openbook_qa", "bench/gpqa",
+                            "heldout/mmlu"),
+        "code": ("bench/mbpp", "bench/human_eval"),
+        "other questions": ("bench/natural_qa", "bench/trivia_qa", "bench/agentverse-logicgrid", "bench/commongen")}
+SMOKE = ("alpaca/vicuna", "bench/human_eval", "mmlu/other")
+
+
+def kind_of(source: str) -> str:
+    return next(k for k, prefixes in KIND.items() if source.startswith(prefixes))
+
+
+def conv(prompt: str) -> Conversation:
+    return Conversation((Turn("user", prompt),))
+
+
+def scorers(rows: list[Outcomes], tiered: TieredClassifier) -> dict[str, np.ndarray]:
+    convs = [conv(r.prompt) for r in rows]
+    return {"default (tiered)": np.array([tiered.score_now(c) for c in convs]),
+            "head alone": np.array(tiered.ranker.score_batch(convs)),
+            "length": np.array([len(r.prompt) for r in rows], dtype=float),
+            "heuristic": np.array([heuristic_score(c) for c in convs])}
+
+
+def apgr(rows: list[Outcomes], scores: np.ndarray) -> float:
+    held: HeldOut = evaluate(rows, scores)
+    return held.apgr if held.apgr is not None else (held.spearman or 0.0)
+
+
+def margin_draws(rows: list[Outcomes], router: np.ndarray, length: np.ndarray, resamples: int) -> np.ndarray:
+    """Per bootstrap draw of the source's prompts, the router's APGR minus length's."""
+    cheap, good, kept = [], [], []
+    for weak, strong in model_pairs(rows):
+        keep = np.array([i for i, r in enumerate(rows) if weak in r.quality and strong in r.quality], dtype=int)
+        kept.append(keep)
+        cheap.append(np.array([rows[i].quality[weak] for i in keep]))
+        good.append(np.array([rows[i].quality[strong] for i in keep]))
+    draws = bootstrap_apgr([router, length], cheap, good, kept, resamples)
+    return draws[0] - draws[1]
+
+
+def main() -> None:
+    ap = parser(__doc__ or "")
+    ap.add_argument("--resamples", type=int, default=0, help="bootstrap draws for each kind's margin interval")
+    ap.add_argument("--smoke", action="store_true", help="three sources only (the test suite's run)")
+    args = ap.parse_args()
+    from pathlib import Path
+
+    rows = load_all(Path(args.data))
+    shipped = load_head(HEAD_PATH)
+    embedder = StaticEmbedder()
+    vectors, extra = prompt_inputs([r.prompt for r in rows], embedder)
+    sources = np.array([r.source for r in rows])
+    usable = np.array([trainable(r, True) for r in rows])
+    wanted = [s for s in sorted(set(sources.tolist())) if not args.smoke or s in SMOKE]
+    results: dict[str, dict[str, float]] = {}
+    draws: dict[str, np.ndarray] = {}
+    for s in wanted:
+        train = usable & (sources != s)
+        head = train_head([r for r, t in zip(rows, train, strict=True) if t], vectors[train], extra[train],
+                          shipped.alpha, 0.0, shipped.target, CUTOFFS, chat_weight=shipped.chat_weight)
+        tiered = TieredClassifier(DifficultyClassifier(head, embedder), CUTOFFS)
+        part = [rows[i] for i in np.flatnonzero(sources == s)]
+        scored = scorers(part, tiered)
+        results[s] = {name: apgr(part, sc) for name, sc in scored.items()}
+        if args.resamples and part[0].proxy is None:
+            draws[s] = margin_draws(part, scored["default (tiered)"], scored["length"], args.resamples)
+    tiered = TieredClassifier(DifficultyClassifier(shipped, embedder), CUTOFFS)
+    held = [] if args.smoke else load_heldout(Path(args.data) / "heldout")
+    for s in sorted({r.source for r in held}):
+        part = [r for r in held if r.source == s]
+        scored = scorers(part, tiered)
+        results[s] = {name: apgr(part, sc) for name, sc in scored.items()}
+        if args.resamples:
+            draws[s] = margin_draws(part, scored["default (tiered)"], scored["length"], args.resamples)
+    names = list(next(iter(results.values())))
+    print("| source | kind | " + " | ".join(f"APGR {n}" for n in names) + " | random |")
+    print("|---|---|" + "---|" * (len(names) + 1))
+    for s, r in results.items():
+        proxy = " (Spearman with steps)" if s == "gsm8k" else ""
+        print(f"| {s}{proxy} | {kind_of(s)} | " + " | ".join(f"{r[n]:.3f}" for n in names)
+              + f" | {'0' if proxy else '0.500'} |")
+    print("\nPer kind of traffic (mean over its sources; leave-source-out, then RouteLLM's held-out sets):\n")
+    print("| kind | sources | " + " | ".join(names) + " | margin over length | its 90 % interval |")
+    print("|---|---|" + "---|" * (len(names) + 2))
+    for group, label in ((lambda s: not s.startswith("heldout/") and s != "gsm8k", "leave-source-out"),
+                         (lambda s: s.startswith("heldout/"), "held out (RouteLLM)")):
+        for kind in KIND:
+            ss = [s for s in results if kind_of(s) == kind and group(s)]
+            if not ss:
+                continue
+            means = {n: float(np.mean([results[s][n] for s in ss])) for n in names}
+            margin = means["default (tiered)"] - means["length"]
+            with_draws = [draws[s] for s in ss if s in draws]
+            ci = "" if len(with_draws) < len(ss) else "{:+.3f} to {:+.3f}".format(*interval(np.mean(with_draws, 0)))
+            print(f"| {kind}, {label} | {len(ss)} | " + " | ".join(f"{means[n]:.3f}" for n in names)
+                  + f" | {margin:+.3f} | {ci} |")
+    print("\nTier mix of the shipped default at cut-offs", CUTOFFS, "(every prompt of the source):\n")
+    print("| source | prompts | simple | medium | complex |\n|---|---|---|---|---|")
+    for s in [*wanted, *sorted({r.source for r in held})]:
+        part = [r for r in [*rows, *held] if r.source == s]
+        tiers = [tier(tiered.score_now(conv(r.prompt))) for r in part]
+        share = {t: tiers.count(t) / len(tiers) for t in ("simple", "medium", "complex")}
+        print(f"| {s} | {len(part)} | {share['simple']:.0%} | {share['medium']:.0%} | {share['complex']:.0%} |")
+
+
+def tier(score: float) -> str:
+    if math.isnan(score):
+        raise ValueError("NaN score")
+    return "simple" if score < CUTOFFS[0] else "medium" if score < CUTOFFS[1] else "complex"
+
+
+if __name__ == "__main__":
+    main()
