@@ -58,3 +58,22 @@ def test_smr_eval_common_sense_prints_the_table_and_fails_on_a_misroute(tmp_path
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "eval", "--common-sense", str(wrong), "--config",
                           str(ROOT / "config.toml")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "MISROUTED x-1 (not simple) -> simple" in out.stdout
+
+
+def test_the_readmes_classify_block_runs_as_printed(tmp_path: Path) -> None:
+    import json
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ cat prompts.jsonl\n", 1)[1].split("```", 1)[0]
+    given, printed = block.split("$ smr classify --input prompts.jsonl\n")
+    (tmp_path / "prompts.jsonl").write_text(given)
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "classify", "--config", str(ROOT / "config.toml"),
+                          "--input", str(tmp_path / "prompts.jsonl")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows, shown = ([json.loads(line) for line in text.splitlines() if line] for text in (out.stdout, printed))
+    assert len(rows) == len(shown) == len(given.splitlines())
+    for row, readme_row in zip(rows, shown, strict=True):
+        assert {k: row[k] for k in ("tier", "classifier", "reasons")} == \
+            {k: readme_row[k] for k in ("tier", "classifier", "reasons")}
+        assert row["score"] == pytest.approx(readme_row["score"], abs=1e-3)
