@@ -32,7 +32,7 @@ class Verdict(msgspec.Struct, frozen=True):
     why: str              # in words, for `smr.reasons`: "quick task: greeting" / "not a quick task: asks for a proof"
     lookup: bool = False  # not trivial, but a short question whose answer is in the text pasted with it:
                           # reading, not knowledge, so never worth the strongest model
-    asks_for: str = ""    # what makes it more than a quick task, where a word says so ("asks for a design")
+    asks_for: tuple[str, ...] = ()   # what makes it more than a quick task, where words say so ("asks for a design")
 
 
 def _words(*ws: str) -> str:
@@ -154,13 +154,18 @@ def _asks(text: str) -> list[str]:
     return asks
 
 
-def _hard(parts: list[str]) -> tuple[str, str] | None:
-    """What in `parts` asks for more than a quick task, in words, and the words that say so; or None."""
+def _hard(parts: list[str]) -> tuple[tuple[str, ...], str] | None:
+    """Everything in `parts` that asks for more than a quick task, in words (first found first), and the
+    words that first said so; or None."""
+    found: dict[str, str] = {}
     for part in parts:
-        m = _HARD.search(part)
-        if m and m.lastgroup:
-            return _HARD_PARTS[int(m.lastgroup[1:])][0], m.group(0).strip()[:30]
-    return None
+        for m in _HARD.finditer(part):
+            if m.lastgroup:
+                found.setdefault(_HARD_PARTS[int(m.lastgroup[1:])][0], m.group(0).strip()[:30])
+    if not found:
+        return None
+    first = next(iter(found))
+    return tuple(found), found[first]
 
 
 def assess(text: str) -> Verdict:
@@ -186,7 +191,7 @@ def assess(text: str) -> Verdict:
     parts = list({ask if quick else (lookup or stripped), stripped.split("\n", 1)[0]}) if on_text else [stripped]
     hard = _hard([p[:_SCAN] for p in parts])
     if hard:
-        return Verdict(False, f"not a quick task: {hard[0]} ('{hard[1]}')", asks_for=hard[0])
+        return Verdict(False, f"not a quick task: {hard[0][0]} ('{hard[1]}')", asks_for=hard[0])
     if quick is None:
         if lookup is not None and len(stripped) <= _LOOKUP_TEXT:
             return Verdict(False, "not a quick task for a small model: a question on the text given", lookup=True)

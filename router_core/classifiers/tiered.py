@@ -32,6 +32,7 @@ from router_core.types import Conversation
 # to +0.059 over length, leave-source-out, and left the other kinds within 0.004.
 ASKS_FOR_BUMP = {"asks for a design": 1.0, "asks for a proof or derivation": 1.0, "asks for code": 1.0,
                  "asks for a plan": 1.0}
+MAX_BUMP = 2.0   # two of them (a design with a migration plan) at most
 _KIND_WORDS = {"multiple_choice": "a multiple-choice question", "maths": "a maths problem", "code": "a code task"}
 
 
@@ -81,7 +82,7 @@ class TieredClassifier:
         if verdict.lookup:    # medium at most, in the ranking's order
             low, high = self.cutoffs
             return low + (high - low) * 0.999 * calibrated, (verdict.why, "medium at most")
-        bump = ASKS_FOR_BUMP.get(verdict.asks_for, 0.0)
+        bump = min(MAX_BUMP, sum(ASKS_FOR_BUMP.get(a, 0.0) for a in verdict.asks_for))
         if bump:
             calibrated = 1.0 / (1.0 + math.exp(-(math.log(calibrated / (1.0 - calibrated)) + bump)))
         return self._above_simple(calibrated), (verdict.why, *reasons)
