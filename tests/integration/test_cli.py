@@ -162,3 +162,18 @@ def test_after_a_crash_sigterm_still_stops_the_embedded_postgres(tmp_path: Path)
     while pid_file.exists() and time.time() < deadline:
         time.sleep(0.1)
     assert not pid_file.exists(), "the embedded PostgreSQL is still running after SIGTERM"
+    # Nor is any redis-stack-server left: the crashed gateway's own was stopped by the next one (it was left
+    # running for good, an orphan of every test run).
+    assert servers_in(tmp_path / "data") == []
+
+
+def servers_in(folder: Path) -> list[int]:
+    """The redis-stack-servers running in `folder` (their working directory)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(proc / "cwd").resolve() == folder.resolve() and b"redis-server" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
