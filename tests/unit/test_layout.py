@@ -4,6 +4,7 @@ environment read only by the settings loader, and nothing for training or tests 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +93,13 @@ def test_training_and_scratch_helpers_live_outside_the_runtime_package() -> None
     names = {f.name for f in (ROOT / "gateway").rglob("*.py")}
     assert not names & {"train_guard.py", "scratch.py"}
     assert (ROOT / "bench" / "studies" / "train_guard.py").exists() and (ROOT / "tests" / "scratch.py").exists()
+
+
+def test_no_code_reads_a_folder_beside_the_repository() -> None:
+    # A fresh clone has nothing beside it: the data the tests, `smr eval`, `smr train` and the studies read
+    # is in data/ (router_core.outcomes.DATA). Only provenance text may name where data once came from.
+    reads = re.compile(r"""["']\.\./shared|parents\[\d\]\s*/\s*["']shared["']|ROOT\.parent\s*/\s*["']shared""")
+    offenders = [str(f.relative_to(ROOT)) for top in ("gateway", "router_core", "tests", "bench")
+                 for f in (ROOT / top).rglob("*.py") if ".venv" not in f.parts and reads.search(f.read_text())]
+    assert offenders == []
+    assert (ROOT / "data" / "SOURCES.md").exists()
