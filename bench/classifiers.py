@@ -13,6 +13,7 @@ from router_core.classifiers.embedding import EmbeddingClassifier
 from router_core.classifiers.heuristic import HeuristicClassifier
 from router_core.classifiers.ollama_llm import OllamaLLMClassifier
 from router_core.embedder import Embedder
+from router_core.registry import build_classifier
 
 
 async def _run(smoke: bool) -> list[str]:
@@ -24,10 +25,13 @@ async def _run(smoke: bool) -> list[str]:
     other = Embedder(backend="torch").load() if embedder.backend == "onnx" and not smoke else None
     on = f"{embedder.backend}, {embedder.device}"
     difficulty = DifficultyClassifier()
+    tiered = build_classifier("tiered", {"cutoffs": (0.35, 0.62)})
     classifiers: list[tuple[str, Classifier, str]] = [
         ("heuristic", HeuristicClassifier(), PROMPT),
-        ("difficulty (static embedding + head, the default), 200 tokens", difficulty, PROMPT),
-        ("difficulty (static embedding + head, the default), 20 tokens", difficulty, SHORT),
+        ("tiered (quick tasks, then the static difficulty head; the default), 200 tokens", tiered, PROMPT),
+        ("tiered (the default), 20 tokens", tiered, SHORT),
+        ("difficulty (static embedding + head), 200 tokens", difficulty, PROMPT),
+        ("difficulty (static embedding + head), 20 tokens", difficulty, SHORT),
         (f"difficulty on MiniLM (the transformer path, the default on a GPU; {on}), 200 tokens",
          EncoderDifficultyClassifier(embedder), PROMPT),
         (f"embedding (MiniLM + head, {on}), 200 tokens", EmbeddingClassifier(embedder), PROMPT),

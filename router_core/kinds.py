@@ -14,25 +14,28 @@ difficulty head, the other kinds by length within the kind.
 from __future__ import annotations
 
 import re
+from itertools import islice
 
 KINDS = ("chat", "multiple_choice", "maths", "code")
 
 _OPTIONS = re.compile(r"\n\s*\(?[Aa][.)]\s")
-_CODE = re.compile(r"```|\bdef \w+\(|\bclass \w+|\bfunction\b|\bpython\b|\bjavascript\b|\btypescript\b|\bjava\b"
-                   r"|c\+\+|\bsql\b|\bregex\b|\bscript\b|\bcode\b|\bprogram\b|\brust\b|\bgolang\b", re.I)
-_MATHS_ASK = re.compile(r"\$[^$]+\$|\d\s*[-+*/^=]\s*\d|\b(calculate|solve|how many|how much|percent|total|equation"
-                        r"|probability|sum|average|cost|find|compute|determine|simplify|how (long|far|old|fast)"
-                        r"|what (percentage|fraction))\b", re.I)
-_NUMBERS = re.compile(r"\d+(?:[.,]\d+)?|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen"
-                      r"|twenty|thirty|fifty|hundred|thousand|half|third|quarter|twice|double|dozen)\b", re.I)
+# Matched against the lower-cased text (no re.I: it is slower), one word boundary shared by the words.
+_CODE = re.compile(r"```|c\+\+|\b(?:def \w+\(|class \w+|(?:function|python|javascript|typescript|java|sql|regex"
+                   r"|script|code|program|rust|golang)\b)")
+_MATHS_ASK = re.compile(r"\$[^$]+\$|\d\s*[-+*/^=]\s*\d|\b(?:calculate|solve|how many|how much|percent|total|equation"
+                        r"|probability|sum|average|cost|find|compute|determine|simplify|how (?:long|far|old|fast)"
+                        r"|what (?:percentage|fraction))\b")
+_NUMBERS = re.compile(r"\d+(?:[.,]\d+)?|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen"
+                      r"|twenty|thirty|fifty|hundred|thousand|half|third|quarter|twice|double|dozen)\b")
 
 
 def traffic_kind(text: str) -> str:
     """One of KINDS for a prompt's text."""
     if _OPTIONS.search(text):
         return "multiple_choice"
-    if _CODE.search(text):
+    low = text.lower()
+    if _CODE.search(low):
         return "code"
-    if _MATHS_ASK.search(text) and len(_NUMBERS.findall(text)) >= 2:
+    if _MATHS_ASK.search(low) and next(islice(_NUMBERS.finditer(low), 1, None), None) is not None:
         return "maths"
     return "chat"

@@ -46,6 +46,20 @@ def libssl11_dir(base: Path, preset: str | Path | None = None) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def running_url(base: str | Path) -> str | None:
+    """The URL of an embedded server that a running gateway (`smr serve`, `smr demo`) started in `base`
+    (`paths.data_dir`), from the file it records it in; None when no live gateway has one there."""
+    for f in sorted(Path(base).resolve().glob("redis-stack-server.*.url")):
+        try:
+            owner = int(f.name.split(".")[1])
+            url = f.read_text().strip()
+        except (ValueError, OSError):
+            continue
+        if url and pid_alive(owner) and f.with_suffix(".pid").exists():
+            return url
+    return None
+
+
 class EmbeddedRedis:
     def __init__(self, base: str | Path, libssl11: str | Path | None = None) -> None:
         self.base = Path(base).resolve()
@@ -59,6 +73,10 @@ class EmbeddedRedis:
 
     def _pid_file(self) -> Path:
         return self.base / f"redis-stack-server.{os.getpid()}.pid"
+
+    def _url_file(self) -> Path:
+        """Where the URL of the server this process started is recorded, for `smr cache` and `smr doctor`."""
+        return self.base / f"redis-stack-server.{os.getpid()}.url"
 
     def _stop_orphans(self) -> None:
         """Stop the servers a gateway killed with -9 left behind in this folder: each started server is
@@ -78,6 +96,7 @@ class EmbeddedRedis:
             except OSError:
                 pass
             f.unlink(missing_ok=True)
+            f.with_suffix(".url").unlink(missing_ok=True)
 
     def start(self) -> str:
         try:
@@ -108,6 +127,7 @@ class EmbeddedRedis:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
                         log.warning("no REDIS_URL: started an embedded redis-stack-server on %s", self.url)
+                        self._url_file().write_text(self.url + "\n")
                         return self.url
             except OSError:
                 time.sleep(0.05)
@@ -123,6 +143,7 @@ class EmbeddedRedis:
                 self.proc.kill()
         if self.proc is not None:
             self._pid_file().unlink(missing_ok=True)
+            self._url_file().unlink(missing_ok=True)
         self.proc = None
 
     def pause(self) -> None:

@@ -5,6 +5,7 @@
     router.py   smr train, smr classify, smr calibrate, smr eval (scoring.py: what they share)
     from_logs.py  smr calibrate --from-logs, smr train --from-logs
     doctor.py   smr doctor
+    local.py    what they find on this machine: the running demo's record, settings without the admin key
 """
 
 from __future__ import annotations

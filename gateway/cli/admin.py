@@ -12,6 +12,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.api.usage import parse_time
+from gateway.cli.local import settings_without_admin_key
 from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore, NewKey
 from gateway.db.migrate import migrate, migrations_dir
@@ -19,9 +20,29 @@ from gateway.db.usage import GROUP_SQL, ShadowGroup, shadow_usage, usage
 from gateway.errors import GatewayError
 from gateway.lifespan import open_database
 from gateway.limits import LimitSet
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 
 T = TypeVar("T")
+MONEY_COLUMNS = ("cost_usd", "baseline_cost_usd", "routing_savings_usd", "cache_savings_usd", "savings_usd",
+                 "shadow_cost_usd", "shadow_savings_usd")
+
+
+def dollars(usd: float) -> str:
+    """Money as a person reads it: $0.000375, $12.50, -$0.0012 (to 1e-10 dollars, no float noise)."""
+    text = f"{abs(usd):.10f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    text = f"{whole}.{cents.ljust(2, '0')}"
+    return ("-$" if usd < 0 and text.strip("0.") else "$") + text
+
+
+def money_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: dollars(v) if k in MONEY_COLUMNS and isinstance(v, int | float) else v for k, v in row.items()}
+
+
+def admin_settings(config: str | None) -> Settings:
+    """The settings for commands that work on the database or Redis straight: no admin key needed."""
+    return settings_without_admin_key(config)[0]
+
 
 async def with_pool(settings: Settings, fn: Callable[[AsyncConnectionPool], Awaitable[T]]) -> T:
     url = await open_database(settings)
@@ -43,7 +64,7 @@ def print_new(new: NewKey) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = admin_settings(args.config)
 
     async def run() -> int:
         url = settings.database.url
@@ -58,7 +79,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = admin_settings(args.config)
 
     async def run(pool: AsyncConnectionPool) -> int:
         store = KeyStore(pool)
@@ -88,7 +109,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = admin_settings(args.config)
 
     async def run(pool: AsyncConnectionPool) -> int:
         try:
@@ -98,10 +119,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
             return 2
         if args.view == "shadow":
             shadow = await shadow_usage(pool, args.group_by, start, end, args.tenant)
-            print(table([msgspec.to_builtins(g) for g in shadow], list(ShadowGroup.__struct_fields__)))
+            print(table([money_row(msgspec.to_builtins(g)) for g in shadow], list(ShadowGroup.__struct_fields__)))
             return 0
         groups = await usage(pool, args.group_by, start, end, args.tenant)
-        rows = [msgspec.to_builtins(g) for g in groups]
+        rows = [money_row(msgspec.to_builtins(g)) for g in groups]
         print(table(rows, ["group", "requests", "prompt_tokens", "completion_tokens", "cost_usd",
                            "baseline_cost_usd", "routing_savings_usd", "cache_savings_usd", "savings_usd",
                            "savings_pct", "cache_hit_rate", "p50_latency_ms",
@@ -112,17 +133,22 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    from gateway.cache.embedded import running_url as running_redis
     from gateway.cache.keys import tenant_tag
     from gateway.cache.redis_store import EXACT_PREFIX, RedisExactStore, RedisVectorIndex, connect
 
-    settings = load_settings(args.config)
-    if not settings.redis.url:
-        print("smr cache needs REDIS_URL (an embedded Redis lives inside the gateway process: "
-              "use DELETE /v1/cache with the admin key)")
+    settings = admin_settings(args.config)
+    url, where = settings.redis.url, "REDIS_URL"
+    if not url:
+        url, where = running_redis(settings.paths.data_dir), "the embedded one the running gateway started"
+    if not url:
+        print(f"smr cache needs Redis: no REDIS_URL is set, and no running smr demo or smr serve started an "
+              f"embedded Redis in {settings.paths.data_dir} (SMR_DATA_DIR). Start one (make demo), run this "
+              f"with that gateway's SMR_DATA_DIR, or set REDIS_URL; or use DELETE /v1/cache with the admin key")
         return 2
 
     async def run() -> int:
-        client = connect(settings.redis.url or "", 1.0)
+        client = connect(url, 1.0)
         store, index = RedisExactStore(client), RedisVectorIndex(client)
         try:
             await client.ping()
@@ -133,7 +159,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
                         exact += 1
                     else:
                         semantic += 1
-                print(f"redis:            {settings.redis.url}\nexact entries:    {exact}\n"
+                print(f"redis:            {url} ({where})\nexact entries:    {exact}\n"
                       f"semantic entries: {semantic}")
             else:
                 tag = tenant_tag(args.tenant) if args.tenant else None

@@ -5,6 +5,12 @@
     redis        reachable, and its query engine (FT.*) present when the semantic cache is on
     backends     each one of a tier: its key present, its server reachable, its model listed
     models       the embedding model's files, and its ONNX export (when embeddings are used on CPU)
+    gateway      the running gateway (`--url`, else the `smr demo` recorded in the data folder): its /health,
+                 and that it accepts SMR_ADMIN_KEY when one is given
+
+Beside a running `smr demo` (`make demo`) it checks what the demo uses: the embedded PostgreSQL and Redis
+in the data folder, and the demo's simulated upstreams, reported as simulated rather than unreachable.
+Without SMR_ADMIN_KEY it says so and checks everything but the gateway's admin API.
 
 Exit status 0 only when nothing failed (warnings do not fail). `--fix` does what it safely can: apply
 pending migrations and export the ONNX model.
@@ -22,8 +28,9 @@ from typing import Any
 import httpx
 import msgspec
 
+from gateway.cli.local import running_demo, settings_without_admin_key
 from gateway.errors import SettingsError
-from gateway.settings import Backend, Settings, load_settings
+from gateway.settings import Backend, Settings
 
 TIMEOUT_S = 3.0
 
@@ -61,7 +68,11 @@ async def check_database(settings: Settings, fix: bool) -> list[Finding]:
 
     if not (settings.auth.enabled or settings.log.requests):
         return [ok("database", "not used (auth off, no request log)")]
-    url = settings.database.url
+    url, label = settings.database.url, None
+    if url is None:
+        from gateway.db.embedded import running_url
+
+        url, label = running_url(settings.paths.data_dir), f"the embedded PostgreSQL in {settings.paths.data_dir}"
     if url is None:
         data = settings.paths.data_dir
         try:
@@ -76,6 +87,7 @@ async def check_database(settings: Settings, fix: bool) -> list[Finding]:
     except (OSError, TimeoutError, Exception) as exc:  # psycopg.OperationalError and kin
         return [fail("database", f"cannot connect to {_redact(url)}: {str(exc).strip().splitlines()[0][:200]}",
                      "check DATABASE_URL (host, port, user, password, database) and that PostgreSQL is running")]
+    shown = label or _redact(url)
     async with conn:
         try:
             cur = await conn.execute("SELECT name FROM schema_migrations")
@@ -86,11 +98,11 @@ async def check_database(settings: Settings, fix: bool) -> list[Finding]:
     missing = [f for f in files if f not in applied]
     if missing and fix:
         await migrate(url, migrations_dir(settings.paths.migrations_dir))
-        return [ok("database", f"{_redact(url)}: applied {len(missing)} pending migration(s) ({', '.join(missing)})")]
+        return [ok("database", f"{shown}: applied {len(missing)} pending migration(s) ({', '.join(missing)})")]
     if missing:
-        return [fail("database", f"{_redact(url)}: {len(missing)} migration(s) not applied: {', '.join(missing)}",
+        return [fail("database", f"{shown}: {len(missing)} migration(s) not applied: {', '.join(missing)}",
                      "smr migrate (or smr doctor --fix; smr serve also applies them at start)")]
-    return [ok("database", f"{_redact(url)}: reachable, all {len(files)} migrations applied")]
+    return [ok("database", f"{shown}: reachable, all {len(files)} migrations applied")]
 
 
 async def check_redis(settings: Settings) -> list[Finding]:
@@ -99,6 +111,10 @@ async def check_redis(settings: Settings) -> list[Finding]:
     cache = settings.cache
     needed = cache.enabled and cache.semantic
     url = settings.redis.url
+    if url is None and cache.enabled:
+        from gateway.cache.embedded import running_url
+
+        url = running_url(settings.paths.data_dir)  # the one a running gateway (smr demo) started
     if url is None:
         if not cache.enabled:
             return [warn("redis", "no REDIS_URL and the cache is off: limits and budgets live in each process",
@@ -165,10 +181,47 @@ async def check_backend(client: httpx.AsyncClient, b: Backend) -> Finding:
     return ok(what, f"reachable, model {b.model} listed")
 
 
-async def check_backends(settings: Settings) -> list[Finding]:
+async def check_backends(settings: Settings, gateway: Gateway | None) -> list[Finding]:
     used = {n for t in ("simple", "medium", "complex") for n in settings.tiers.chain(t)}
+    if gateway is not None and gateway.simulated:
+        return [ok(f"backend {b.name}", f"simulated by the demo at {gateway.url} (smr serve would call the real one)")
+                for b in settings.backends if b.name in used]
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
         return list(await asyncio.gather(*(check_backend(client, b) for b in settings.backends if b.name in used)))
+
+
+class Gateway(msgspec.Struct, frozen=True):
+    url: str
+    simulated: bool
+    findings: list[Finding]
+
+
+async def check_gateway(settings: Settings, url: str | None) -> Gateway | None:
+    """The gateway at `url`, else the running `smr demo` recorded in the data folder; None when neither."""
+    named = url is not None
+    if url is None:
+        demo = running_demo(settings)
+        if demo is None:
+            return None
+        url = demo.url
+    url = url.rstrip("/")
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+        try:
+            health = (await client.get(url + "/health")).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            level = fail if named else warn
+            return Gateway(url, False, [level("gateway", f"cannot reach {url}/health: {type(exc).__name__}",
+                                              "check that the gateway runs there (smr serve, or make demo)")])
+        simulated = bool(health.get("simulated"))
+        what = "smr demo (SIMULATED upstreams)" if simulated else "gateway"
+        found = [ok("gateway", f"{what} at {url}: /health says {health.get('status')}")]
+        key = settings.auth.admin_key
+        if settings.auth.enabled and key:
+            r = await client.get(url + "/v1/keys", headers={"Authorization": f"Bearer {key}"})
+            found.append(ok("admin key", f"accepted by {url}") if r.status_code == 200 else
+                         fail("admin key", f"{url} refused SMR_ADMIN_KEY (HTTP {r.status_code})",
+                              "export the admin key that gateway runs with (smr demo prints the one it made up)"))
+    return Gateway(url, simulated, found)
 
 
 def check_models(settings: Settings, fix: bool) -> list[Finding]:
@@ -207,14 +260,16 @@ def check_models(settings: Settings, fix: bool) -> list[Finding]:
     return out
 
 
-def run(settings: Settings, fix: bool) -> list[Finding]:
+def run(settings: Settings, fix: bool, url: str | None = None) -> list[Finding]:
     async def checks() -> list[Finding]:
+        gateway = await check_gateway(settings, url)
         parts: list[Callable[[], Awaitable[list[Finding]]]] = [
-            lambda: check_database(settings, fix), lambda: check_redis(settings), lambda: check_backends(settings)]
+            lambda: check_database(settings, fix), lambda: check_redis(settings),
+            lambda: check_backends(settings, gateway)]
         found: list[Finding] = []
         for part in parts:
             found += await part()
-        return found
+        return found + (gateway.findings if gateway else [])
 
     return [*asyncio.run(checks()), *check_models(settings, fix)]
 
@@ -222,12 +277,17 @@ def run(settings: Settings, fix: bool) -> list[Finding]:
 def cmd_doctor(args: argparse.Namespace) -> int:
     print("smr doctor")
     try:
-        settings = load_settings(args.config)
+        settings, no_admin_key = settings_without_admin_key(args.config)
     except SettingsError as exc:
         print(f"FAIL config: {exc}\n     fix: correct that setting in the config file or the environment")
         return 1
-    findings = [ok("config", f"{args.config or 'config.toml / SMR_CONFIG / defaults'}: valid"), *run(settings,
-                                                                                                    args.fix)]
+    findings = [ok("config", f"{args.config or 'config.toml / SMR_CONFIG / defaults'}: valid")]
+    if no_admin_key:
+        findings.append(warn(
+            "admin key", "SMR_ADMIN_KEY is not set: smr serve refuses to start without it, and this checks "
+            "everything but the gateway's admin API (the database, Redis, backends and model files)",
+            "export SMR_ADMIN_KEY=<the admin key> (smr demo prints the one it made up) and run smr doctor again"))
+    findings += run(settings, args.fix, args.url)
     for f in findings:
         tag = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[f.level]
         print(f"{tag} {f.what}: {f.detail}")
@@ -243,4 +303,5 @@ def add_commands(sub: Any) -> None:
     d = sub.add_parser("doctor", help="check the config, database, Redis, backends and model files")
     d.add_argument("--config")
     d.add_argument("--fix", action="store_true", help="apply pending migrations and export the ONNX model")
+    d.add_argument("--url", help="the gateway to check (default: the running smr demo, if there is one)")
     d.set_defaults(func=cmd_doctor)

