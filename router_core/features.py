@@ -85,7 +85,7 @@ _digit = re.compile(r"\d")
 _symbol = re.compile(r"[=+*/^<>]")
 _negated_ask = re.compile(r"\b(not|except|false|incorrect|least)\b", re.I)
 _roman_items = re.compile(r"\b(I|II|III|IV)\b")
-_options = re.compile(r"\n\s*A[.)]")
+_options = re.compile(r"\n[^\S\n]*A[.)]")   # [^\S\n]: not \s, which made a run of newlines quadratic
 
 STRUCTURE_FEATURES = ("log_chars", "log_question_chars", "log_options_chars", "log_digits", "log_math_symbols",
                       "log_lines", "has_question_mark", "log_negated_ask", "log_roman_items")

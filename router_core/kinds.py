@@ -18,7 +18,7 @@ from itertools import islice
 
 KINDS = ("chat", "multiple_choice", "maths", "code")
 
-_OPTIONS = re.compile(r"\n\s*\(?[Aa][.)]\s")
+_OPTIONS = re.compile(r"\n[^\S\n]*\(?[Aa][.)]\s")   # [^\S\n]: not \s, which made a run of newlines quadratic
 # Matched against the lower-cased text (no re.I: it is slower), one word boundary shared by the words.
 _CODE = re.compile(r"```|c\+\+|\b(?:def \w+\(|class \w+|(?:function|python|javascript|typescript|java|sql|regex"
                    r"|script|code|program|rust|golang)\b)")

@@ -40,7 +40,7 @@ FEATURES = ("log_chars", "log_question_chars", "log_options_chars", "log_chars_p
             "log_math_symbols", "log_lines", "has_question_mark", "log_negations", "log_roman_items",
             *(f"task:{t}" for t in TASK_PHRASES), "task:chit-chat", "turns")
 FLAGS = frozenset(f for f in FEATURES if f.startswith("task:") or f.startswith("has_"))
-_options = re.compile(r"\n\s*A[.)]")
+_options = re.compile(r"\n[^\S\n]*A[.)]")   # [^\S\n]: not \s, which made a run of newlines quadratic
 _GREETING_BIT = 1 << len(TASK_PHRASES)
 _MATHS_BIT = 1 << list(TASK_PHRASES).index("maths")
 

@@ -148,6 +148,7 @@ _LOOKUP = re.compile(r"^\W*(?:what|which|who|whom|whose|when|where|whats|how (?:
                      r"[^\n]{0,100}$", re.I)
 _LOOKUP_TEXT = 600   # characters: a question on a longer text (a puzzle's clues, a report) is ranked as any other
 _SCAN = 400          # characters of a turn searched for what makes it hard
+_ASK_LINE = 300      # characters: the longest line looked at as an instruction
 
 
 def _asks(text: str) -> list[str]:
@@ -155,7 +156,8 @@ def _asks(text: str) -> list[str]:
     pasted, then "get the name and the date"), or what comes before a colon on one line ("whats the order
     number: '...'"). Empty when the whole prompt is the ask."""
     lines = [line for line in text.splitlines() if line.strip()]
-    asks = [lines[0], lines[-1]] if len(lines) > 1 else []
+    # A line that asks for a quick task is short: a longer one is no instruction to look at (and bounds the work).
+    asks = [line for line in (lines[0], lines[-1]) if len(line) <= _ASK_LINE] if len(lines) > 1 else []
     head, colon, rest = text.partition(":")
     if colon and len(rest.strip()) >= 8 and len(head) <= 100 and "\n" not in head:
         asks.append(head)

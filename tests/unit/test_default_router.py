@@ -145,3 +145,20 @@ def test_scores_keep_the_pipelines_contract_and_the_rankings_order() -> None:
     scores = np.array([clf.score_now(one(t)) for t in texts])
     assert ((0 <= scores) & (scores <= 1)).all()
     assert scores[0] < CUTOFFS[0] <= scores[1:].min()
+
+
+def test_a_hostile_turn_costs_linear_work() -> None:
+    # Two million newlines (a body within server.max_body_bytes) made the options pattern (`\n\s*A.`)
+    # quadratic: hours of CPU on the event loop for one request (20,000 took 3.6 s). Run apart, so a
+    # regression fails on the timeout instead of hanging the suite.
+    import subprocess
+    import sys
+
+    code = ("from router_core.registry import build_classifier\n"
+            "from router_core.types import Conversation, Turn\n"
+            "c = build_classifier('tiered', {'cutoffs': (0.35, 0.62)})\n"
+            "for text in ('\\n' * 2_000_000, ' \\n' * 1_000_000, 'hi\\n' + 'x' * 2_000_000 + '\\nthanks'):\n"
+            "    print(c.score_with_reasons(Conversation((Turn('user', text),)))[1][0])\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert all(line.startswith(("quick task", "not a quick task")) for line in out.stdout.splitlines())
