@@ -2,13 +2,15 @@
 
 1. `simple` is a small local model, so its question is "can a 350M model do this at all?":
    `router_core.trivial.assess` answers it from the last user turn, precisely (greetings and thanks, a
-   phrase to translate, a short text to fix, extraction, classification, formatting, a one-fact question,
-   one sum; and nothing that asks for more). Only those go to `simple`.
+   phrase to translate, a short text to fix, extraction, classification, formatting, a word's meaning, a
+   unit conversion or one sum, a simple assistant action; and nothing that asks for more). Only those go to
+   `simple`. (Not one-fact questions: knowledge is where small models fail most, docs/routing.md.)
 2. Everything else is ranked for `medium` against `complex` (which of two capable models is needed: the
    question the outcome data answers). The rank transfers best when each kind of traffic gets the signal
    that holds on sources never trained on (docs/routing.md): chat by the difficulty head; multiple-choice
    questions, maths problems and code tasks by their length within their kind, placed on the head's scale
-   (`DifficultyHead.length_ranked`).
+   (`DifficultyHead.length_ranked`). What a turn asks for in words (a design, a proof, code, a plan) lifts
+   its rank; a short question on a text pasted with it is reading, medium at most.
 
 The score keeps the pipeline's contract (a number in [0, 1] against `routing.cutoffs`): a quick task scores
 below the first cut-off, anything else at least the first cut-off; within each, the order is the ranking's
