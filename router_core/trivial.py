@@ -180,9 +180,10 @@ def _hard(parts: list[str]) -> tuple[tuple[str, ...], str] | None:
     return tuple(found), found[first]
 
 
-def assess(text: str) -> Verdict:
+def assess(text: str, kind: str | None = None) -> Verdict:
     """Whether the last user turn `text` is a quick task a 350M model can do, and why (in words). Bounded work:
-    what is searched for hard markers is at most the first `_SCAN` characters and the lines that ask."""
+    what is searched for hard markers is at most the first `_SCAN` characters and the lines that ask. `kind`:
+    `traffic_kind(text)` where the caller has it already."""
     stripped = text.strip()
     if not stripped:
         return Verdict(True, "quick task: empty message")
@@ -193,7 +194,7 @@ def assess(text: str) -> Verdict:
     if found[0] is None and len(stripped) <= max(_LIMITS.values()):
         found = next(((why, stripped) for why, pattern in _QUICK if pattern.search(stripped)), (None, stripped))
     quick, ask = found
-    kind = traffic_kind(stripped)
+    kind = kind or traffic_kind(stripped)
     if kind == "multiple_choice" or (kind == "maths" and quick not in _ON_TEXT):
         return Verdict(False, f"not a quick task: {_KIND_WORDS[kind]}")
     lookup = None if quick else next((a for a in asks if _LOOKUP.search(a)), None)

@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import msgspec
 import psycopg
 import uvicorn
@@ -94,3 +95,14 @@ def wait_for_rows(url: str, where: str, n: int, params: tuple[object, ...] = (),
             return
         time.sleep(0.05)
     raise AssertionError(f"fewer than {n} log rows where {where}")
+
+
+def lookup_request(gw: GatewayThread, request_id: str, key: str) -> httpx.Response:
+    """`GET /v1/requests/{id}` with `key`, retried while it is 404: the row is written a moment after the
+    response."""
+    deadline = time.time() + 10
+    while True:
+        r = httpx.get(gw.url + f"/v1/requests/{request_id}", headers={"Authorization": f"Bearer {key}"})
+        if r.status_code != 404 or time.time() > deadline:
+            return r
+        time.sleep(0.05)

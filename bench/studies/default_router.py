@@ -14,7 +14,7 @@ the tier mix the shipped default gives each source at the default cut-offs. `--s
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
 
@@ -25,20 +25,20 @@ from router_core.classifiers.tiered import TieredClassifier
 from router_core.difficulty import (
     HEAD_PATH,
     HeldOut,
-    bootstrap_apgr,
     evaluate,
     interval,
     load_head,
-    model_pairs,
     prompt_inputs,
     train_head,
     trainable,
 )
 from router_core.outcomes import Outcomes, load_all, load_heldout
+from router_core.policy import tier_for
 from router_core.static_embed import StaticEmbedder
 from router_core.types import Conversation, Turn
 
 CUTOFFS = (0.35, 0.62)
+DEFAULT = "default (tiered)"
 # The kinds of traffic the targets name, by source.
 KIND = {"chat": ("alpaca/", "arena-", "heldout/mt-bench"),
         "maths word problems": ("gsm8k", "bench/math", "heldout/gsm8k"),
@@ -59,27 +59,22 @@ def conv(prompt: str) -> Conversation:
 
 def scorers(rows: list[Outcomes], tiered: TieredClassifier) -> dict[str, np.ndarray]:
     convs = [conv(r.prompt) for r in rows]
-    return {"default (tiered)": np.array([tiered.score_now(c) for c in convs]),
+    return {DEFAULT: np.array([tiered.score_now(c) for c in convs]),
             "head alone": np.array(tiered.ranker.score_batch(convs)),
             "length": np.array([len(r.prompt) for r in rows], dtype=float),
             "heuristic": np.array([heuristic_score(c) for c in convs])}
 
 
-def apgr(rows: list[Outcomes], scores: np.ndarray) -> float:
-    held: HeldOut = evaluate(rows, scores)
+def apgr(held: HeldOut) -> float:
     return held.apgr if held.apgr is not None else (held.spearman or 0.0)
 
 
-def margin_draws(rows: list[Outcomes], router: np.ndarray, length: np.ndarray, resamples: int) -> np.ndarray:
-    """Per bootstrap draw of the source's prompts, the router's APGR minus length's."""
-    cheap, good, kept = [], [], []
-    for weak, strong in model_pairs(rows):
-        keep = np.array([i for i, r in enumerate(rows) if weak in r.quality and strong in r.quality], dtype=int)
-        kept.append(keep)
-        cheap.append(np.array([rows[i].quality[weak] for i in keep]))
-        good.append(np.array([rows[i].quality[strong] for i in keep]))
-    draws = bootstrap_apgr([router, length], cheap, good, kept, resamples)
-    return draws[0] - draws[1]
+def measure(part: list[Outcomes], tiered: TieredClassifier, resamples: int) -> tuple[dict[str, float], list[float]]:
+    """Each scorer's APGR on one source, and the default's margin over length per bootstrap draw (empty
+    without `resamples`, and for a source without model outcomes)."""
+    held = {name: evaluate(part, sc, resamples if name == DEFAULT else 0)
+            for name, sc in scorers(part, tiered).items()}
+    return {name: apgr(h) for name, h in held.items()}, held[DEFAULT].margin_draws
 
 
 def main() -> None:
@@ -87,8 +82,6 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=0, help="bootstrap draws for each kind's margin interval")
     ap.add_argument("--smoke", action="store_true", help="three sources only (the test suite's run)")
     args = ap.parse_args()
-    from pathlib import Path
-
     rows = load_all(Path(args.data))
     shipped = load_head(HEAD_PATH)
     embedder = StaticEmbedder()
@@ -104,18 +97,16 @@ def main() -> None:
                           shipped.alpha, 0.0, shipped.target, CUTOFFS, chat_weight=shipped.chat_weight)
         tiered = TieredClassifier(DifficultyClassifier(head, embedder), CUTOFFS)
         part = [rows[i] for i in np.flatnonzero(sources == s)]
-        scored = scorers(part, tiered)
-        results[s] = {name: apgr(part, sc) for name, sc in scored.items()}
-        if args.resamples and part[0].proxy is None:
-            draws[s] = margin_draws(part, scored["default (tiered)"], scored["length"], args.resamples)
+        results[s], margins = measure(part, tiered, args.resamples)
+        if margins:
+            draws[s] = np.array(margins)
     tiered = TieredClassifier(DifficultyClassifier(shipped, embedder), CUTOFFS)
     held = [] if args.smoke else load_heldout(Path(args.data) / "heldout")
     for s in sorted({r.source for r in held}):
         part = [r for r in held if r.source == s]
-        scored = scorers(part, tiered)
-        results[s] = {name: apgr(part, sc) for name, sc in scored.items()}
-        if args.resamples:
-            draws[s] = margin_draws(part, scored["default (tiered)"], scored["length"], args.resamples)
+        results[s], margins = measure(part, tiered, args.resamples)
+        if margins:
+            draws[s] = np.array(margins)
     names = list(next(iter(results.values())))
     print("| source | kind | " + " | ".join(f"APGR {n}" for n in names) + " | random |")
     print("|---|---|" + "---|" * (len(names) + 1))
@@ -133,7 +124,7 @@ def main() -> None:
             if not ss:
                 continue
             means = {n: float(np.mean([results[s][n] for s in ss])) for n in names}
-            margin = means["default (tiered)"] - means["length"]
+            margin = means[DEFAULT] - means["length"]
             with_draws = [draws[s] for s in ss if s in draws]
             ci = "" if len(with_draws) < len(ss) else "{:+.3f} to {:+.3f}".format(*interval(np.mean(with_draws, 0)))
             print(f"| {kind}, {label} | {len(ss)} | " + " | ".join(f"{means[n]:.3f}" for n in names)
@@ -142,15 +133,9 @@ def main() -> None:
     print("| source | prompts | simple | medium | complex |\n|---|---|---|---|---|")
     for s in [*wanted, *sorted({r.source for r in held})]:
         part = [r for r in [*rows, *held] if r.source == s]
-        tiers = [tier(tiered.score_now(conv(r.prompt))) for r in part]
+        tiers = [tier_for(tiered.score_now(conv(r.prompt)), CUTOFFS) for r in part]
         share = {t: tiers.count(t) / len(tiers) for t in ("simple", "medium", "complex")}
         print(f"| {s} | {len(part)} | {share['simple']:.0%} | {share['medium']:.0%} | {share['complex']:.0%} |")
-
-
-def tier(score: float) -> str:
-    if math.isnan(score):
-        raise ValueError("NaN score")
-    return "simple" if score < CUTOFFS[0] else "medium" if score < CUTOFFS[1] else "complex"
 
 
 if __name__ == "__main__":

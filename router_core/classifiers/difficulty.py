@@ -159,6 +159,10 @@ class DifficultyClassifier(_Head):
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
         return self._explained(*self._parts_one(conv), top)
 
+    def ranked(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
+        """`score_with_reasons` for any conversation, however short (what the `tiered` classifier ranks)."""
+        return self._explained(*self.parts(conv), top)
+
     async def score(self, conv: Conversation) -> float:
         """Concurrent callers share one batch: the requests that arrive before the loop's next turn are
         scored together (`score_batch`)."""

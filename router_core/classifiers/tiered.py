@@ -62,23 +62,23 @@ class TieredClassifier:
         low, high = self.cutoffs
         return calibrated if calibrated >= high else low + (high - low) * calibrated / high
 
-    def _ranked(self, conv: Conversation, top: int) -> tuple[float, tuple[str, ...]]:
+    def _ranked(self, conv: Conversation, text: str, kind: str, top: int) -> tuple[float, tuple[str, ...]]:
         """The head's calibrated score in (0, 1) for the medium/complex split, and why, in words: chat by the
-        head; a kind with a length table by its length among the training prompts of that kind."""
-        text = classifier_text(conv)
-        kind = traffic_kind(text)
+        head; a kind with a length table by its length among the training prompts of that kind (`text`: the
+        conversation's `classifier_text`, `kind` its kind)."""
         table = self.tables.get(kind)
         if table is None:   # chat (or a head without tables): the difficulty head ranks it
-            text_part, extra = self.ranker.parts(conv)
-            return self.ranker._explained(text_part, extra, top)
+            return self.ranker.ranked(conv, top)
         head = self.ranker.head
         t = head.scale * table.at(math.log1p(len(text))) + head.shift
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, t)))), (
             f"{_KIND_WORDS[kind]}, ranked by its length: {len(text)} chars",)
 
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
-        verdict = assess(last_user(conv))
-        calibrated, reasons = self._ranked(conv, top - 1)
+        last, text = last_user(conv), classifier_text(conv)
+        kind = traffic_kind(text)
+        verdict = assess(last, kind if text == last == last.strip() else None)   # one turn: its kind once
+        calibrated, reasons = self._ranked(conv, text, kind, top - 1)
         if verdict.trivial:   # below the first cut-off, in the ranking's order
             return self.cutoffs[0] * calibrated, (verdict.why,)
         if verdict.lookup:    # medium at most, in the ranking's order

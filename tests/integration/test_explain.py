@@ -4,7 +4,6 @@ and stream), GET /v1/requests/{id} scoped to the key's tenant, and the POST /v1/
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,7 +11,7 @@ import openai
 import pytest
 
 from gateway.fakes.server import ThreadedFakes
-from tests.helpers import GatewayThread, make_settings
+from tests.helpers import GatewayThread, lookup_request, make_settings
 
 ADMIN = "explain-admin"
 H = {"Authorization": f"Bearer {ADMIN}"}
@@ -26,15 +25,6 @@ def gw(fakes: ThreadedFakes, pg_url: str) -> Iterator[GatewayThread]:
 
 def key(gw: GatewayThread, tenant: str) -> str:
     return str(httpx.post(gw.url + "/v1/keys", json={"name": "k", "tenant": tenant}, headers=H).json()["key"])
-
-
-def lookup(gw: GatewayThread, request_id: str, api_key: str) -> httpx.Response:
-    deadline = time.time() + 10
-    while True:  # the row is written a moment after the response
-        r = httpx.get(gw.url + f"/v1/requests/{request_id}", headers={"Authorization": f"Bearer {api_key}"})
-        if r.status_code != 404 or time.time() > deadline:
-            return r
-        time.sleep(0.05)
 
 
 def test_the_openai_sdk_sees_why_and_the_log_keeps_it(gw: GatewayThread) -> None:
@@ -53,7 +43,7 @@ def test_the_openai_sdk_sees_why_and_the_log_keeps_it(gw: GatewayThread) -> None
     chunks = list(stream)
     assert chunks[0].smr["route"] == "forced"  # type: ignore[attr-defined]
     assert chunks[-1].usage is not None and chunks[-1].smr["cost_usd"] >= 0  # type: ignore[attr-defined]
-    got = lookup(gw, smr["request_id"], k)
+    got = lookup_request(gw, smr["request_id"], k)
     assert got.status_code == 200
     body = got.json()
     assert body["status"] == 200 and body["smr"] == smr and body["tenant"] == tenant

@@ -6,14 +6,13 @@ content type."""
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from gateway.fakes.server import ThreadedFakes
-from tests.helpers import GatewayThread, make_settings
+from tests.helpers import GatewayThread, lookup_request, make_settings
 
 ADMIN = "defects-admin"
 H = {"Authorization": f"Bearer {ADMIN}"}
@@ -71,31 +70,22 @@ def new_key(gw: GatewayThread, tenant: str, **fields: object) -> httpx.Response:
     return httpx.post(gw.url + "/v1/keys", json={"name": "k", "tenant": tenant, **fields}, headers=H, timeout=10)
 
 
-def lookup(gw: GatewayThread, request_id: str, key: str) -> httpx.Response:
-    deadline = time.time() + 10
-    while True:  # the row is written a moment after the response
-        r = httpx.get(gw.url + f"/v1/requests/{request_id}", headers={"Authorization": f"Bearer {key}"})
-        if r.status_code != 404 or time.time() > deadline:
-            return r
-        time.sleep(0.05)
-
-
 def test_a_client_id_copying_another_tenants_id_does_not_hide_it(keyed: GatewayThread) -> None:
     a_tenant, b_tenant = "ids-a-" + secrets.token_hex(3), "ids-b-" + secrets.token_hex(3)
     a, b = new_key(keyed, a_tenant).json()["key"], new_key(keyed, b_tenant).json()["key"]
     first = httpx.post(keyed.url + "/v1/chat/completions", json=chat([{"role": "user", "content": "hi"}]),
                        headers={"Authorization": f"Bearer {a}"}, timeout=30)
     theirs = first.json()["smr"]["request_id"]
-    assert lookup(keyed, theirs, a).status_code == 200
+    assert lookup_request(keyed, theirs, a).status_code == 200
     copy = httpx.post(keyed.url + "/v1/chat/completions", json=chat([{"role": "user", "content": "hello"}]),
                       headers={"Authorization": f"Bearer {b}", "x-request-id": theirs}, timeout=30)
     assert copy.headers["x-request-id"] == theirs  # echoed, as any sane client id
     mine = copy.json()["smr"]["request_id"]
-    assert lookup(keyed, mine, b).json()["client_request_id"] == theirs  # B's row is written (and newer)
-    admin = lookup(keyed, theirs, ADMIN).json()
+    assert lookup_request(keyed, mine, b).json()["client_request_id"] == theirs  # B's row is written (and newer)
+    admin = lookup_request(keyed, theirs, ADMIN).json()
     assert admin["id"] == theirs and admin["tenant"] == a_tenant  # it was B's row
-    assert lookup(keyed, theirs, b).json()["id"] == mine  # B finds its own request by the id it sent
-    assert lookup(keyed, theirs, a).json()["id"] == theirs
+    assert lookup_request(keyed, theirs, b).json()["id"] == mine  # B finds its own request by the id it sent
+    assert lookup_request(keyed, theirs, a).json()["id"] == theirs
 
 
 @pytest.mark.parametrize("client_id", ["t" * 65, "trace-" + "x" * 122, "span/with/slashes:1+2=3"])
@@ -104,7 +94,7 @@ def test_every_client_id_that_is_echoed_can_be_looked_up(keyed: GatewayThread, c
     r = httpx.post(keyed.url + "/v1/chat/completions", json=chat([{"role": "user", "content": "hi"}]),
                    headers={"Authorization": f"Bearer {key}", "x-request-id": client_id}, timeout=30)
     assert r.headers["x-request-id"] == client_id
-    found = lookup(keyed, client_id.replace("/", "%2F"), key)
+    found = lookup_request(keyed, client_id.replace("/", "%2F"), key)
     assert found.status_code == 200, found.text  # 65-128 characters were 404
     assert found.json()["client_request_id"] == client_id and found.json()["id"] == r.json()["smr"]["request_id"]
 

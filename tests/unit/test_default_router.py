@@ -13,6 +13,7 @@ from gateway.settings_model import RoutingSettings
 from router_core.classifiers.tiered import TieredClassifier
 from router_core.difficulty import SOURCE_MARKS, load_head
 from router_core.kinds import traffic_kind
+from router_core.policy import tier_for
 from router_core.registry import build_classifier
 from router_core.token_features import FEATURES
 from router_core.trivial import assess
@@ -55,7 +56,7 @@ def one(text: str) -> Conversation:
 
 
 def tier(score: float) -> str:
-    return "simple" if score < CUTOFFS[0] else "medium" if score < CUTOFFS[1] else "complex"
+    return tier_for(score, CUTOFFS)
 
 
 def test_the_default_pipeline_is_tiered_everywhere_it_is_written() -> None:
