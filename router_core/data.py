@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import msgspec
+
+from router_core.outcomes import read_text
 
 CHEAP_COLUMN = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG_COLUMN = "gpt-4-1106-preview"
@@ -32,14 +35,14 @@ class Example(msgspec.Struct, frozen=True):
 
 
 def load_mmlu_csv(path: Path) -> list[Example]:
-    subject = path.stem.removeprefix("mmlu_")
-    with path.open(newline="") as f:
+    subject = path.name.split(".")[0].removeprefix("mmlu_")
+    with io.StringIO(read_text(path), newline="") as f:
         return [Example(r["prompt"], f"mmlu:{subject}", r[CHEAP_COLUMN] == "True", r[STRONG_COLUMN] == "True")
                 for r in csv.DictReader(f)]
 
 
 def load_alpaca_annotations(path: Path) -> list[Example]:
-    rows = json.loads(path.read_text())
+    rows = json.loads(read_text(path))
     return [Example(r["instruction"], f"alpaca:{r.get('dataset', 'all')}", float(r["preference"]) >= 1.5, True)
             for r in rows if r.get("preference") is not None]
 
@@ -56,14 +59,15 @@ def load_jsonl(path: Path) -> list[Example]:
 
 
 def load(paths: list[Path]) -> list[Example]:
-    """Files or folders; a folder is read for mmlu_*.csv and annotations.json below it."""
+    """Files or folders; a folder is read for mmlu_*.csv and annotations.json below it (either gzipped, as the
+    repository's data/ keeps them)."""
     out: list[Example] = []
     for p in paths:
         files = sorted(p.rglob("*")) if p.is_dir() else [p]
         for f in files:
-            if f.suffix == ".csv" and f.name.startswith("mmlu_"):
+            if f.name.startswith("mmlu_") and f.name.endswith((".csv", ".csv.gz")):
                 out += load_mmlu_csv(f)
-            elif f.name == "annotations.json":
+            elif f.name in ("annotations.json", "annotations.json.gz"):
                 out += load_alpaca_annotations(f)
             elif f.suffix == ".jsonl":
                 out += load_jsonl(f)

@@ -2,7 +2,11 @@
 recall of same-question pairs, for plain cosine, the shipped guard, the guard given MiniLM's pair
 vectors as well, and a MiniLM cross-encoder fine-tuned on the pairs (reads both questions together).
 
-    python -m bench.studies.guard_models --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl [--cross-encoder ce.npy]
+    python -m bench.studies.guard_models --data QQP_PAIRS.jsonl [--cross-encoder ce.npy]
+
+(The Quora question pairs are not in the repository: Quora released them for non-commercial use and asked
+that they not be redistributed; data/SOURCES.md says where they come from. The test suite runs this study on
+the hand-made pairs in tests/data/cache_pairs.json.)
 
 Every score is cross-validated on the guard's own 5 folds (`train_guard.cv_folds`): each pair is
 scored by a model that did not see it. Precision is weighted as on a balanced sample, as in

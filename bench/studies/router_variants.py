@@ -1,8 +1,8 @@
 """Head variants tried against "beat prompt length on every held-out set", on the folds `smr train`
 uses (3 repeats x 5 folds of whole subjects, 35 held-out sets) and with the same length boosts.
 
-    python -m bench.studies.router_variants ../shared/data/routellm_mmlu_train \\
-        ../shared/data/alpaca_eval/results/Mixtral-8x7B-Instruct-v0.1 [--cache-embeddings emb.npy]
+    python -m bench.studies.router_variants data/routellm_mmlu_train data/alpaca_eval_mixtral \\
+        [--cache-embeddings emb.npy]
 
 For each variant and boost: held-out sets where the router beats prompt length, mean APGR over the
 35 sets, and the worst margin (router minus length) of any set.

@@ -1,6 +1,9 @@
 """Train and measure the semantic-cache guard on labelled question pairs.
 
-    python -m bench.studies.train_guard --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl [--write]
+    python -m bench.studies.train_guard --data QQP_PAIRS.jsonl [--write]
+
+(The Quora question pairs are not in the repository, on Quora's terms: data/SOURCES.md says where they come
+from.)
 
 Two measurements, both on pairs the model did not see:
 - 5-fold cross-validation over all pairs (seeded folds): every pair is judged once by a model fitted
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         save_guard(GuardModel(
             shipped.weights, shipped.threshold, shipped.mean, shipped.scale,
             trained_on=f"{args.data.name} (all {len(pairs)} pairs; measured by {FOLDS}-fold cross-validation)",
-            command="python -m bench.studies.train_guard --data ../shared/data/qqp_dev/qqp_pairs_dev.jsonl --write",
+            command=f"python -m bench.studies.train_guard --data {args.data} --write",
             heldout={"precision": m["precision"], "recall": m["recall"], "similarity": args.similarity}))
         print(f"wrote {WEIGHTS_PATH}", file=sys.stderr)
     return 0

@@ -68,7 +68,7 @@ def test_gpu_bench_runs_and_checks_against_a_cpu_reference(tmp_path: Path) -> No
 
 
 def test_guard_models_bench_trains_a_cross_encoder_and_tables_every_model(tmp_path: Path) -> None:
-    # The hand-made pairs stand in for the Quora ones (tests do not read ../shared): 50 near misses,
+    # The hand-made pairs stand in for the Quora ones (not redistributable, not in the repository): 50 near misses,
     # 50 paraphrases. One training step per fold on the CPU: this checks the code path, not the model.
     hand = json.loads((ROOT / "tests" / "data" / "cache_pairs.json").read_text())
     data = tmp_path / "pairs.jsonl"
