@@ -60,6 +60,10 @@ class Proc:
     def pid(self) -> int:
         return self.p.pid
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def stop(self) -> None:
         self.p.terminate()
         try:
@@ -121,10 +125,12 @@ def gateway_config(upstream: str, db_url: str, spill: Path, *, log_requests: boo
                                  auth=str(admin_key is not None).lower(), admin_key=admin_key or "")
 
 
-def serve_gateway(name: str, cfg: Path, data_dir: Path | None = None, cmd: Sequence[str] = ()) -> Proc:
-    """`smr serve` with this config on a free port (`cmd`: another way to start gateway.cli), ready."""
+def serve_gateway(name: str, cfg: Path, data_dir: Path | None = None, cmd: Sequence[str] = (),
+                  env: dict[str, str] | None = None) -> Proc:
+    """`smr serve` with this config on a free port (`cmd`: another way to start gateway.cli; `env`: more
+    environment), ready."""
     port = free_port()
-    env = {"SMR_LOG_LEVEL": "WARNING", **({"SMR_DATA_DIR": str(data_dir)} if data_dir else {})}
+    env = {"SMR_LOG_LEVEL": "WARNING", **({"SMR_DATA_DIR": str(data_dir)} if data_dir else {}), **(env or {})}
     return Proc(name, [*(cmd or (python(), "-m", "gateway.cli")), "serve", "--config", str(cfg), "--port", str(port)],
                 f"http://127.0.0.1:{port}/health", env=env)
 

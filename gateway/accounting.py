@@ -12,7 +12,7 @@ from typing import Protocol
 
 from gateway.admission import Ticket
 from gateway.auth import Principal
-from gateway.db.log_writer import LogRow
+from gateway.db.log_row import LogRow
 from gateway.errors import Attempt, GatewayError
 from gateway.metrics import Metrics
 from gateway.pricing import Priced

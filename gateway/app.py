@@ -10,20 +10,24 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
 from gateway.accounting import RequestContext
+from gateway.api.backends import list_backends
 from gateway.api.cache_admin import clear_cache
 from gateway.api.chat import chat_completions
 from gateway.api.complete import complete
 from gateway.api.deps import provide_gateway, provide_principal
+from gateway.api.embeddings import create_embeddings
 from gateway.api.feedback import post_feedback
 from gateway.api.health import health
 from gateway.api.keys import create_key, list_keys, revoke_key, rotate_key, update_key_limits
 from gateway.api.metrics import metrics
 from gateway.api.models import list_models
-from gateway.api.pages import dashboard, index, playground, static
+from gateway.api.pages import console, dashboard, favicon, index, playground, static
 from gateway.api.requests import get_request, list_requests
+from gateway.api.responses import create_response
 from gateway.api.route import dry_run
 from gateway.api.tenants import get_tenant_limits, put_tenant_limits
 from gateway.api.usage import get_usage
+from gateway.embeddings import EmbeddingService
 from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
 from gateway.lifespan import lifespan
 from gateway.openapi import add_body_schemas, openapi_config, openapi_json
@@ -125,15 +129,18 @@ def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierP
 
 def create_app(settings: Settings) -> Litestar:
     embedder = build_embedder(settings)
+    embeddings = EmbeddingService(settings, embedder)  # POST /v1/embeddings; reuses the cache's encoder
     handlers = [chat_completions, complete, list_models, health, create_key, list_keys, revoke_key, rotate_key,
                 update_key_limits, put_tenant_limits, get_tenant_limits, get_usage, clear_cache, metrics, get_request,
-                dry_run, post_feedback, list_requests, index, dashboard, playground, static, openapi_json]
+                dry_run, post_feedback, list_requests, index, dashboard, playground, static, openapi_json,
+                list_backends, console, favicon, create_response, create_embeddings]
     return Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={"gw": Provide(provide_gateway, sync_to_thread=False),
                       "principal": Provide(provide_principal)},
-        state=State({"settings": settings, "embedder": embedder, "pipeline": build_pipeline(settings, embedder)}),
+        state=State({"settings": settings, "embedder": embedder, "pipeline": build_pipeline(settings, embedder),
+                     "embeddings": embeddings}),
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -144,5 +151,6 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,  # logging is the process's (gateway.logs.configure, from the CLI), not Litestar's
         openapi_config=openapi_config(),
         on_startup=[add_body_schemas],
+        on_shutdown=[embeddings.aclose],
         debug=False,
     )

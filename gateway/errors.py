@@ -22,6 +22,10 @@
      ├── ClientClosedRequest   499  the client went away before its answer (logged, never sent)
      └── InternalError         500  a bug; the traceback is in the gateway's log, never in the response
 
+The HTTP server's connection guard (gateway.server) answers before any app work with the same shape:
+408 request_timeout (a head or body too slow), 429 too_many_connections (the per-address cap),
+503 server_busy (the connection cap, or request bodies in flight past their bound), 400 invalid_http_request.
+
 `accounted` is set on an error once the request path has logged its request, so the HTTP edge logs
 only the requests refused before they reached the path (bad key, unreadable body).
 """

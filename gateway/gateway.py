@@ -13,10 +13,14 @@ from gateway.auth import Authenticator
 from gateway.breaker import Breakers
 from gateway.cache.service import ResponseCache
 from gateway.changes import ChangeFeed
+from gateway.db.feedback import FeedbackStore
 from gateway.db.keys import KeyStore
 from gateway.db.limits import SpendLog, TenantLimitsStore
 from gateway.db.log_writer import LogWriter
+from gateway.db.pool import ping
+from gateway.db.usage import LogQueries
 from gateway.fallback import ChainCaller
+from gateway.learning.worker import build_learner
 from gateway.limiter import Counters, MemoryCounters, RedisCounters
 from gateway.logs import AccessLog
 from gateway.metrics import Metrics
@@ -37,8 +41,10 @@ class Gateway:
         self.pipeline = pipeline
         self.providers = providers
         self.auth = auth
-        self.pool = pool
+        self.pool = pool  # for the lifespan and the stores below; handlers use the stores
         self.keys = KeyStore(pool) if pool is not None else None
+        self.log_queries = LogQueries(pool) if pool is not None else None
+        self.feedback = FeedbackStore(pool) if pool is not None and settings.log.requests else None
         self.writer = writer
         self.cache = cache
         self.metrics = Metrics()
@@ -58,8 +64,19 @@ class Gateway:
         self.tracer = tracer
         self.path = RequestPath(settings, self.router, ChainCaller(providers, self.breakers, tracer), cache,
                                 self.admission, Accounting(self.metrics, writer, access), tracer)
+        # Sampled second opinions (None when learning.sample_rate is 0): started and stopped by the lifespan.
+        self.learning = build_learner(settings, self.path.caller, self.router.chains,
+                                      self.counters.client if isinstance(self.counters, RedisCounters) else None,
+                                      pool, writer)
+        self.path.learning = self.learning
         self.started_at = time.time()
         self.simulated = any(b.simulated for b in settings.backends)
+
+    async def database_status(self) -> str:
+        """"ok", "disabled" or "unreachable: <why>", answered within 0.5 s (what /health shows)."""
+        if self.pool is None:
+            return "disabled"
+        return await ping(self.pool, 0.5)
 
     def model_label(self, name: str) -> str:
         b = self.settings.backend(name)

@@ -1,19 +1,17 @@
-"""The counters behind rate limits and budgets: Redis (shared by every gateway process, each step one
-atomic Lua script) or this process's memory (one process only, the fallback when there is no Redis).
+"""The counters behind rate limits and budgets: Redis (shared by every gateway process, each step one atomic
+Lua script) or this process's memory (one process only, the fallback when there is no Redis).
 
-Requests per minute are an exact sliding log (a sorted set of the last 60 s of requests, at most the
-limit long): no rolling minute ever holds more than the limit. Tokens per minute use a sliding-window
-counter (this minute's count plus the previous minute's, weighted by how much of it still falls
-within the last 60 s), which can let a bursty client past the limit across a minute boundary by up to
-the previous minute's share. One call checks every counter a request draws on (key and tenant,
-requests and tokens) and takes from all of them or from none.
+Requests per minute are an exact sliding log (a sorted set of the last 60 s of requests, at most the limit
+long): no rolling minute holds more than the limit. Tokens per minute, and requests per day, use a sliding
+window counter (this window's count plus the previous one's share of the last window), which can let a
+bursty client past the limit across a window boundary by up to the previous window's share. Each check
+carries its window; one call takes from every counter a request draws on (key and tenant) or from none.
 
-Budgets hold `spent` and `reserved` per owner and period. A request holds its worst-case cost
-before its call, only if spent + reserved + that stays within the budget, so concurrent requests
-can never pass it together; the hold is settled to the real cost when the call ends, once per hold
-(a retried settlement counts once). A hold lapses after the request's longest possible life
-(`limits.hold_ttl_s`: its chain's time limits and a margin), so one never settled stops counting.
-A period whose spend Redis does not hold (lost, or never seen) is rebuilt from the request log first.
+Budgets hold `spent` and `reserved` per owner and period. A request holds its worst-case cost before its
+call, only if spent + reserved + that stays within the budget, so concurrent requests never pass it together;
+the hold is settled to the real cost when the call ends, once per hold (a retried settlement counts once). A
+hold lapses after the request's longest possible life (`limits.hold_ttl_s`), so one never settled stops
+counting. A period whose spend Redis does not hold (lost, or never seen) is rebuilt from the request log.
 """
 
 from __future__ import annotations
@@ -31,19 +29,21 @@ from gateway.limits import WINDOW_MS, BudgetCheck, Hold, RateCheck, RateState
 _RATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local w = tonumber(ARGV[1])
-local id = ARGV[2]
-local cur = math.floor(now / w)
-local into = now % w
-local frac = into / w
-local n = (#ARGV - 2) / 4
-local used, resets = {}, {}
+local id = ARGV[1]
+local n = (#ARGV - 1) / 5
+local used, resets, curs = {}, {}, {}
 local refused, retry = 0, 0
 for i = 1, n do
-  local base, limit, cost, kind = ARGV[4 * i - 1], tonumber(ARGV[4 * i]), tonumber(ARGV[4 * i + 1]), ARGV[4 * i + 2]
+  local j = 5 * i - 3
+  local base, limit, cost, kind = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2]), ARGV[j + 3]
+  local w = tonumber(ARGV[j + 4])
+  local cur = math.floor(now / w)
+  local into = now % w
+  local frac = into / w
+  curs[i] = cur
   local over = false
-  if kind == 'requests' then
-    -- an exact log of the last minute's requests: no rolling minute holds more than the limit
+  if kind == 'requests' and w <= 60000 then
+    -- an exact log of the window's requests: no rolling window holds more than the limit
     redis.call('ZREMRANGEBYSCORE', base, '-inf', now - w)
     used[i] = redis.call('ZCARD', base)
     local oldest = redis.call('ZRANGE', base, 0, 0, 'WITHSCORES')
@@ -55,7 +55,7 @@ for i = 1, n do
       retry = nth[2] and (tonumber(nth[2]) + w - now) or w
     end
   else
-    -- tokens: this minute's count plus the previous minute's, weighted by its share of the last 60 s
+    -- tokens: this window's count plus the previous one's, weighted by its share of the last window
     local c = tonumber(redis.call('GET', base .. ':' .. cur) or '0')
     local p = tonumber(redis.call('GET', base .. ':' .. (cur - 1)) or '0')
     used[i] = p * (1 - frac) + c
@@ -74,9 +74,11 @@ for i = 1, n do
 end
 if refused == 0 then
   for i = 1, n do
-    local base, cost, kind = ARGV[4 * i - 1], tonumber(ARGV[4 * i + 1]), ARGV[4 * i + 2]
+    local j = 5 * i - 3
+    local base, cost, kind, w = ARGV[j], tonumber(ARGV[j + 2]), ARGV[j + 3], tonumber(ARGV[j + 4])
+    local cur = curs[i]
     if cost > 0 then
-      if kind == 'requests' then
+      if kind == 'requests' and w <= 60000 then
         redis.call('ZADD', base, now, id .. ':' .. i)
         redis.call('PEXPIRE', base, w)
         if resets[i] == 0 then resets[i] = w end
@@ -100,11 +102,10 @@ return out
 _ADD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local w = tonumber(ARGV[1])
-local cur = math.floor(now / w)
-for i = 3, #ARGV do
-  local k = ARGV[i] .. ':' .. cur
-  redis.call('INCRBY', k, tonumber(ARGV[2]))
+for i = 2, #ARGV, 2 do
+  local w = tonumber(ARGV[i + 1])
+  local k = ARGV[i] .. ':' .. math.floor(now / w)
+  redis.call('INCRBY', k, tonumber(ARGV[1]))
   redis.call('PEXPIRE', k, w * 2)
 end
 return 1
@@ -244,9 +245,9 @@ class RedisCounters:
         self._used = client.register_script(_USED)
 
     async def take(self, checks: list[RateCheck]) -> Taken:
-        args: list[str | int] = [WINDOW_MS, secrets.token_hex(8)]
+        args: list[str | int] = [secrets.token_hex(8)]
         for c in checks:
-            args += [c.redis_key, c.limit, c.cost, c.kind]
+            args += [c.redis_key, c.limit, c.cost, c.kind, c.window_ms]
         out = await self._rate(keys=[], args=args)
         refused, retry = int(out[0]), int(out[1])
         states = [RateState(c, float(out[2 + 2 * i]), retry if refused else int(out[3 + 2 * i]))
@@ -254,9 +255,9 @@ class RedisCounters:
         return Taken(checks[refused - 1] if refused else None, retry, states)
 
     async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None:
-        bases = [c.redis_key for c in checks if c.kind == "tokens"]
+        bases: list[str | int] = [x for c in checks if c.kind == "tokens" for x in (c.redis_key, c.window_ms)]
         if bases and tokens > 0:
-            await self._add(keys=[], args=[WINDOW_MS, tokens, *bases])
+            await self._add(keys=[], args=[tokens, *bases])
 
     async def reserve(self, budgets: list[BudgetCheck], hold: Hold, ttls: list[int]) -> Reserved:
         args: list[str | float | int] = [repr(hold.amount), hold.member, math.ceil(hold.ttl_s * 1000)]
@@ -302,61 +303,62 @@ class MemoryCounters:
             return 0
         return hit[1]
 
-    def _incr(self, key: str, by: int, now: float) -> None:
-        self._counts[key] = (now + 2 * WINDOW_MS / 1000, self._get(key, now) + by)
+    def _incr(self, key: str, by: int, now: float, window_ms: int) -> None:
+        self._counts[key] = (now + 2 * window_ms / 1000, self._get(key, now) + by)
 
     async def take(self, checks: list[RateCheck]) -> Taken:
         now = time.time()
         now_ms = int(now * 1000)
-        cur, into = divmod(now_ms, WINDOW_MS)
-        frac = into / WINDOW_MS
         used: list[float] = []
         resets: list[int] = []
         refused: RateCheck | None = None
         retry = 0
         for c in checks:
-            if c.kind == "requests":
+            w = c.window_ms
+            cur, into = divmod(now_ms, w)
+            frac = into / w
+            if c.kind == "requests" and w <= WINDOW_MS:
                 log = self._logs.setdefault(c.redis_key, deque())
-                while log and log[0] <= now_ms - WINDOW_MS:
+                while log and log[0] <= now_ms - w:
                     log.popleft()
                 used.append(len(log))
-                resets.append(log[0] + WINDOW_MS - now_ms if log else 0)
+                resets.append(log[0] + w - now_ms if log else 0)
                 if refused is None and c.cost > 0 and len(log) + c.cost > c.limit:
                     refused = c
                     k = max(len(log) + c.cost - c.limit - 1, 0)
-                    retry = log[k] + WINDOW_MS - now_ms if k < len(log) else WINDOW_MS
+                    retry = log[k] + w - now_ms if k < len(log) else w
                 continue
             p = self._get(f"{c.redis_key}:{cur - 1}", now)
             cc = self._get(f"{c.redis_key}:{cur}", now)
             u = p * (1 - frac) + cc
             used.append(u)
-            resets.append(WINDOW_MS - into)
+            resets.append(w - into)
             if refused is None and c.cost > 0 and u + c.cost > c.limit:
                 refused = c
-                retry = WINDOW_MS - into
+                retry = w - into
                 if p > 0 and cc + c.cost <= c.limit:
-                    retry = math.ceil(WINDOW_MS * (u + c.cost - c.limit) / p)
+                    retry = math.ceil(w * (u + c.cost - c.limit) / p)
                 elif cc > 0 and c.cost <= c.limit:
-                    retry = (WINDOW_MS - into) + math.ceil(WINDOW_MS * (1 - (c.limit - c.cost) / cc))
+                    retry = (w - into) + math.ceil(w * (1 - (c.limit - c.cost) / cc))
         if refused is not None:
             return Taken(refused, retry, [RateState(c, u, retry) for c, u in zip(checks, used, strict=True)])
         for i, c in enumerate(checks):
             if c.cost <= 0:
                 continue
-            if c.kind == "requests":
+            w = c.window_ms
+            if c.kind == "requests" and w <= WINDOW_MS:
                 self._logs[c.redis_key].extend([now_ms] * c.cost)
-                resets[i] = resets[i] or WINDOW_MS
+                resets[i] = resets[i] or w
             else:
-                self._incr(f"{c.redis_key}:{cur}", c.cost, now)
+                self._incr(f"{c.redis_key}:{now_ms // w}", c.cost, now, w)
             used[i] += c.cost
         return Taken(None, 0, [RateState(c, u, r) for c, u, r in zip(checks, used, resets, strict=True)])
 
     async def add_tokens(self, checks: list[RateCheck], tokens: int) -> None:
         now = time.time()
-        cur = int(now * 1000) // WINDOW_MS
         for c in checks:
             if c.kind == "tokens" and tokens > 0:
-                self._incr(f"{c.redis_key}:{cur}", tokens, now)
+                self._incr(f"{c.redis_key}:{int(now * 1000) // c.window_ms}", tokens, now, c.window_ms)
 
     def _held(self, key: str, now: float) -> float:
         """What the live holds on a budget add up to (lapsed ones dropped), kept in its `reserved`."""

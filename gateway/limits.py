@@ -24,21 +24,41 @@ WINDOW_MS = 60_000
 
 
 class LimitSet(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
-    """What one key or one tenant may do. None: no limit of that kind."""
+    """What one key or one tenant may do. None: no limit of that kind.
+
+    The one list of limit fields: the keys' and tenants' tables (one column each), the admin API's bodies, the
+    CLI's flags and PATCH's allowed fields all come from it. A rate limit is a field here plus its line in
+    RATE_LIMITS; a new one also needs its column (a migration)."""
 
     rate_limit_rpm: RPM | None = None
     rate_limit_tpm: TPM | None = None
     budget_usd: USD | None = None
     budget_period: Period = "total"
-    allowed_tiers: list[Tier] | None = None
+    allowed_tiers: Annotated[list[Tier], Meta(min_length=1)] | None = None  # [] is not "every tier" (null is)
+    rate_limit_rpd: RPM | None = None
 
     @property
     def empty(self) -> bool:
-        return (self.rate_limit_rpm is None and self.rate_limit_tpm is None and self.budget_usd is None
-                and not self.allowed_tiers)
+        return all(getattr(self, f) is None for f in LIMIT_FIELDS if f != "budget_period")
 
 
 NO_LIMITS = LimitSet()
+LIMIT_FIELDS: tuple[str, ...] = LimitSet.__struct_fields__
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    """A rate limit field of LimitSet: what it counts and over how long a sliding window."""
+
+    field: str
+    counts: Literal["requests", "tokens"]
+    window_ms: int
+
+
+RATE_LIMITS = (
+    RateLimit("rate_limit_rpm", "requests", WINDOW_MS),
+    RateLimit("rate_limit_tpm", "tokens", WINDOW_MS),
+    RateLimit("rate_limit_rpd", "requests", 86_400_000),
+)
 
 
 class RateCheck(msgspec.Struct, frozen=True):
@@ -49,15 +69,17 @@ class RateCheck(msgspec.Struct, frozen=True):
     kind: Literal["requests", "tokens"]
     limit: int
     cost: int
+    window_ms: int = WINDOW_MS
 
     @property
     def redis_key(self) -> str:
-        return f"smr:rl:{self.scope}:{self.owner}:{self.kind}"
+        window = "" if self.window_ms == WINDOW_MS else f":{self.window_ms // 1000}s"
+        return f"smr:rl:{self.scope}:{self.owner}:{self.kind}{window}"
 
 
 class RateState(msgspec.Struct, frozen=True):
     check: RateCheck
-    used: float       # in the sliding minute, this request included when allowed
+    used: float       # in the sliding window, this request included when allowed
     reset_ms: int     # until the window has room again (for a refusal) or fully resets
 
 
@@ -89,10 +111,11 @@ class BudgetCheck(msgspec.Struct, frozen=True):
 
 def rate_checks(scope: str, owner: str, limits: LimitSet, prompt_tokens: int) -> list[RateCheck]:
     checks = []
-    if limits.rate_limit_rpm is not None:
-        checks.append(RateCheck(scope, owner, "requests", limits.rate_limit_rpm, 1))
-    if limits.rate_limit_tpm is not None:
-        checks.append(RateCheck(scope, owner, "tokens", limits.rate_limit_tpm, prompt_tokens))
+    for rate in RATE_LIMITS:
+        limit = getattr(limits, rate.field)
+        if limit is not None:
+            cost = 1 if rate.counts == "requests" else prompt_tokens
+            checks.append(RateCheck(scope, owner, rate.counts, limit, cost, rate.window_ms))
     return checks
 
 

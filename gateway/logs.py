@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.db.log_writer import LogRow
+from gateway.db.log_row import LogRow
 from gateway.settings import LogSettings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

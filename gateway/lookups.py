@@ -6,10 +6,17 @@ A value is trusted for `ttl_s`. When the source fails or takes longer than `time
 before is served from memory and, for `retry_s`, the source is not asked at all: an outage costs one
 short wait, not one per request. A key never seen raises `SourceDown` meanwhile. Only what `keep`
 accepts is cached (an unknown API key is asked for again next time).
+
+Once the source has failed, a value seen before never waits on it again until it has answered: it is
+served at once and read again in the background (one read per key at a time, itself within `timeout_s`).
+Only a key never seen waits, at most `timeout_s`, once per `retry_s`: the call that times out is
+abandoned (`gateway.aio.within`), not awaited.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -33,7 +40,9 @@ class CachedLookup(Generic[K, V]):
         self.max_entries = max_entries
         self.keep = keep
         self._entries: dict[K, tuple[float, V]] = {}
-        self._down_until = 0.0
+        self._down_until = 0.0  # 0: the source answered last time; else it failed, and is not asked until then
+        self._refreshing: dict[K, asyncio.Task[None]] = {}
+        self._forgets = 0  # a background read that began before a `forget` does not keep what it read
 
     @property
     def source_up(self) -> bool:
@@ -43,6 +52,10 @@ class CachedLookup(Generic[K, V]):
         now = time.monotonic()
         hit = self._entries.get(key)
         if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        if hit is not None and self._down_until:  # the source failed and has not answered since
+            if now >= self._down_until:
+                self._refresh(key, fetch)
             return hit[1]
         try:
             if now < self._down_until:
@@ -54,6 +67,10 @@ class CachedLookup(Generic[K, V]):
             if hit is not None:
                 return hit[1]
             raise SourceDown(f"{type(exc).__name__}: {exc}") from None
+        self._store(key, value, now)
+        return value
+
+    def _store(self, key: K, value: V, now: float) -> None:
         self._down_until = 0.0
         if self.keep(value):
             if len(self._entries) >= self.max_entries:
@@ -61,11 +78,32 @@ class CachedLookup(Generic[K, V]):
             self._entries[key] = (now, value)
         else:
             self._entries.pop(key, None)
-        return value
+
+    def _refresh(self, key: K, fetch: Callable[[], Awaitable[V]]) -> None:
+        """Read a served-from-memory key again in the background; the caller does not wait for it."""
+        if key in self._refreshing:
+            return
+        self._down_until = time.monotonic() + self.retry_s  # the other keys wait for this probe's outcome
+
+        async def refresh() -> None:
+            forgets = self._forgets
+            try:
+                with contextlib.suppress(Exception):  # still away: served from memory, tried after retry_s
+                    value = await within(fetch(), self.timeout_s)
+                    if self._forgets == forgets:
+                        self._store(key, value, time.monotonic())
+                    else:
+                        self._down_until = 0.0
+            finally:
+                self._refreshing.pop(key, None)
+
+        self._refreshing[key] = asyncio.get_running_loop().create_task(refresh(), name="lookup-refresh")
 
     def forget(self, key: K) -> None:
+        self._forgets += 1
         self._entries.pop(key, None)
 
     def forget_where(self, test: Callable[[V], bool]) -> None:
+        self._forgets += 1
         for k in [k for k, (_, v) in self._entries.items() if test(v)]:
             del self._entries[k]

@@ -11,6 +11,7 @@
     6. store       remember the answer for the cache, off the request path
     7. account     exactly one record (metrics + request log) for success, error, cancel or client gone,
                    and the admission ticket settled (tokens used, the budget reservation to the real cost)
+    8. learn       a sampled `auto` JSON answer is queued for a second opinion (gateway.learning), never awaited
 
 No HTTP types here: the edge hands in a `PathRequest` and turns the `Answer` or `StreamAnswer` into
 a response. A stream is accounted for when it ends, by the stream itself (`streaming.to_sse`).
@@ -35,6 +36,7 @@ from gateway.cascade import fails
 from gateway.errors import ClientClosedRequest, GatewayError, InternalError
 from gateway.explain import explain
 from gateway.fallback import Answered, ChainCaller, OpenStream
+from gateway.learning.worker import Learner
 from gateway.pricing import Priced, fill_usage, price, price_cache_hit, prompt_tokens, with_first_call
 from gateway.prompt_log import logged_prompt
 from gateway.providers.base import UpstreamCall
@@ -128,6 +130,7 @@ class RequestPath:
         self.baseline = baseline
         self.log_prompts = settings.log.prompts
         self.tracer = tracer
+        self.learning: Learner | None = None  # sampled second opinions (gateway.learning), set by the Gateway
 
     async def serve(self, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
@@ -143,6 +146,11 @@ class RequestPath:
                 span.set_attribute("http.status_code", exc.status)
                 raise
             s = answer.served
+            if self.learning is not None and isinstance(answer, Answer):  # 8. learn: queued, never awaited
+                r = ctx.route
+                self.learning.offer(ctx.request_id, principal.tenant, r.mode if r else None, s.tier, s.classifier,
+                                    r.score if r else None, ctx.backend, req, preq.raw, answer.message,
+                                    ctx.priced.usage.prompt_tokens if ctx.priced else 0)
             for key, value in (("smr.tier", s.tier), ("smr.model", s.backend), ("smr.cache", s.cache)):
                 if value is not None:
                     span.set_attribute(key, value)

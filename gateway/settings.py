@@ -14,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.errors import SettingsError
+from gateway.providers.catalog import PROVIDERS
 from gateway.settings_model import (  # noqa: F401  (re-exported: the settings' names live here)
     AuthSettings,
     Backend,
@@ -33,19 +34,6 @@ from gateway.settings_model import (  # noqa: F401  (re-exported: the settings' 
     TracingSettings,
 )
 from router_core.types import TIERS
-
-# Environment variable that carries the API key of each provider type, unless a backend names its own.
-DEFAULT_KEY_ENV: dict[str, str | None] = {
-    "gemini": "GOOGLE_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "ollama": None,
-}
-# Environment variable that overrides the base URL of every backend of a provider type.
-BASE_URL_ENV: dict[str, str] = {
-    "gemini": "GEMINI_BASE_URL",
-    "openai": "OPENAI_BASE_URL",
-    "ollama": "OLLAMA_BASE_URL",
-}
 
 
 def _validation_line(exc: msgspec.ValidationError, source: str) -> str:
@@ -71,13 +59,15 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
     backends = []
     for b in settings.backends:
         changes: dict[str, object] = {}
-        url_env = BASE_URL_ENV[b.provider]
-        if env.get(url_env):
-            changes["base_url"] = env[url_env]
-        key_env = b.api_key_env or DEFAULT_KEY_ENV[b.provider]
-        if b.provider == "gemini" and key_env == "GOOGLE_API_KEY" and not env.get(key_env):
-            key_env = "GEMINI_API_KEY"
-        if key_env and env.get(key_env):
+        provider = PROVIDERS.get(b.provider)
+        if provider is None:  # refused by validate(), with the known types
+            backends.append(b)
+            continue
+        if env.get(provider.url_env):
+            changes["base_url"] = env[provider.url_env]
+        key_envs = (b.api_key_env,) if b.api_key_env else provider.key_env
+        key_env = next((name for name in key_envs if env.get(name)), None)
+        if key_env:
             changes["api_key"] = env[key_env]
         backends.append(msgspec.structs.replace(b, **changes) if changes else b)
     server = settings.server
@@ -171,8 +161,11 @@ def validate(settings: Settings) -> Settings:
         t = b.timeouts
         if min(t.connect_s, t.first_token_s, t.total_s) <= 0:
             raise SettingsError(f"config: setting 'backends.{b.name}.timeouts': every timeout must be > 0")
-        if b.provider == "ollama" and not b.base_url:
-            raise SettingsError(f"config: setting 'backends.{b.name}.base_url': required for ollama")
+        if b.provider not in PROVIDERS:
+            raise SettingsError(f"config: setting 'backends.{b.name}.provider': unknown provider type "
+                                f"{b.provider!r} (known: {', '.join(PROVIDERS)})")
+        if PROVIDERS[b.provider].default_base_url is None and not b.base_url:
+            raise SettingsError(f"config: setting 'backends.{b.name}.base_url': required for {b.provider}")
     for tier in TIERS:
         chain = settings.tiers.chain(tier)
         if not chain:
@@ -220,6 +213,11 @@ def validate(settings: Settings) -> Settings:
     if lg.batch_size < 1 or lg.buffer_max < lg.batch_size or lg.flush_interval_s <= 0:
         raise SettingsError("config: setting 'log': need batch_size >= 1, buffer_max >= batch_size, "
                             "flush_interval_s > 0")
+    if lg.spill_after_s <= 0 or lg.write_timeout_s <= 0:
+        raise SettingsError("config: setting 'log': need spill_after_s > 0 and write_timeout_s > 0")
+    judge = settings.learning.judge
+    if judge is not None and judge not in names:
+        raise SettingsError(f"config: setting 'learning.judge': unknown backend {judge!r}")
     return settings
 
 

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-ProviderType = Literal["ollama", "gemini", "openai"]
+# A key of gateway.providers.catalog.PROVIDERS (checked by gateway.settings.validate, which names the known ones).
+ProviderType = str
 
 
 class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -53,6 +54,22 @@ class ServerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # request); 100,000 tiny ones cost 21 s of CPU, and memory rose 521 -> 850 MB and stayed.
     max_messages: int = 2_000
     max_content_parts: int = 10_000
+    # Processes serving the port (`smr serve --workers N`, e.g. one per core): they share one PostgreSQL and
+    # one Redis (started once when no URL is given), so limits and budgets hold across them.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    # `smr serve` only: after start-up, freeze the objects alive then out of the collector's walks (gc.freeze)
+    # and collect the youngest generation every 50,000 allocations, not 700: fewer, shorter stalls.
+    tune_gc: bool = True
+    # Connection guard (gateway.connections), answered before the app does any work: a request head not
+    # complete within header_timeout_s, or a body not complete within body_timeout_s, is closed (408 once
+    # bytes of it came); connections past max_connections (lowered to fit the open-files limit) get 503,
+    # past max_connections_per_ip (0: no per-address cap) 429; a body whose bytes would take those of the
+    # bodies being received past max_body_bytes_in_flight gets 503 with Retry-After, before it is read.
+    header_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    max_connections_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 1_000
+    max_body_bytes_in_flight: Annotated[int, msgspec.Meta(ge=1)] = 256_000_000
 
 
 class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -185,6 +202,11 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     flush_interval_s: float = 0.25
     buffer_max: int = 20_000
     spill_dir: str = ".smr/spill"
+    # A row not committed this long after the request goes to the spill file, fsync'd (a kill -9 loses at most
+    # this window).
+    spill_after_s: float = 2.0
+    # A write to Postgres that takes longer (a frozen server) fails: the rows wait on disk, db_up turns false.
+    write_timeout_s: float = 5.0
 
 
 class PathSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -213,6 +235,50 @@ class TracingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     service_name: str = "smart-model-router"
 
 
+class EmbeddingBackend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One model POST /v1/embeddings serves. `local`: the gateway's own sentence-transformers model (MiniLM
+    by default, the semantic cache's when it has one loaded); openai, ollama, gemini: that upstream's
+    embedding API, at `base_url` or at the `connection` chat backend's URL with its API key."""
+
+    name: str
+    provider: Literal["local", "openai", "ollama", "gemini"] = "local"
+    model: str | None = None  # the upstream's model; local: a sentence-transformers folder (default MiniLM)
+    connection: str | None = None  # a chat backend (by name) whose base_url and API key this one uses
+    base_url: str | None = None
+    input_price: float = 0.0  # US dollars per 1M input tokens
+    timeout_s: float = 30.0
+
+
+class EmbeddingsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    default: str = "minilm"  # the backend that OpenAI's model names (`aliases`) are served by
+    aliases: list[str] = msgspec.field(default_factory=lambda: [
+        "text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"])
+    backends: list[EmbeddingBackend] = msgspec.field(default_factory=lambda: [EmbeddingBackend("minilm")])
+    max_inputs: int = 2048  # most inputs one request may carry (OpenAI's limit)
+
+
+class LearningSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Sampled second opinions (gateway.learning): a share of `auto` answers is, after the client has it and
+    off the request path, also asked of the reference tier and judged; the judgements feed
+    `smr calibrate --from-logs --target-quality`. Off (0) by default."""
+
+    sample_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    reference_tier: Literal["simple", "medium", "complex"] = "complex"
+    # A backend (by name) that compares the two answers when no rule can (valid JSON, a tool call that fits
+    # its schema, the same final number); None: only rule-checkable requests are judged.
+    judge: str | None = None
+    # Most US dollars learning calls (reference and judge) may cost per UTC day, in all and per tenant
+    # (a Redis counter; without Redis nothing is sampled).
+    budget_usd_per_day: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    tenant_budget_usd_per_day: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    exclude_tenants: list[str] = msgspec.field(default_factory=list)
+    # Sampled requests waiting for their second opinion; past this they are dropped (and counted). A request
+    # of more prompt tokens than max_prompt_tokens is not sampled (what the queue holds stays small).
+    queue_max: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    max_prompt_tokens: Annotated[int, msgspec.Meta(ge=1)] = 8000
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     paths: PathSettings = PathSettings()
     server: ServerSettings = ServerSettings()
@@ -226,6 +292,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
     tracing: TracingSettings = TracingSettings()
+    embeddings: EmbeddingsSettings = EmbeddingsSettings()
+    learning: LearningSettings = LearningSettings()
 
     def backend(self, name: str) -> Backend | None:
         for b in self.backends:

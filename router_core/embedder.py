@@ -58,7 +58,7 @@ def pick_device(requested: str = "auto") -> str:
 class Embedder:
     def __init__(self, model_path: str | Path | None = None, device: str = "auto", window_s: float = 0.002,
                  max_batch: int = 64, backend: str = "auto", cache_dir: str | Path | None = None,
-                 max_batch_tokens: int = 1024) -> None:
+                 max_batch_tokens: int = 1024, threads: int = 1) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise ValueError(f"embedding backend must be auto, onnx or torch, not {backend!r}")
         self.model_path = Path(model_path) if model_path else None
@@ -69,6 +69,7 @@ class Embedder:
         self.window_s = window_s
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens  # ONNX on CPU: padded tokens per forward pass
+        self.threads = threads  # ONNX: intra-op threads of a pass (never spinning; see onnx_encoder)
         self.device = "unloaded"
         self.dim = 0
         self._model: Any = None
@@ -91,7 +92,7 @@ class Embedder:
             from router_core.onnx_encoder import OnnxEncoder, Unsupported
 
             try:
-                self._onnx = OnnxEncoder(path, self.cache_dir)
+                self._onnx = OnnxEncoder(path, self.cache_dir, self.threads)
             except Exception as exc:  # not exportable, no onnxruntime, cache folder not writable, ...
                 if self.requested_backend == "onnx":
                     raise

@@ -5,8 +5,11 @@ the folder needs anyway) into a cache folder and reused by every later start, wh
 neither torch nor sentence-transformers: tokenisation is the folder's own `tokenizer.json` through
 `tokenizers`, pooling (mean or CLS, from `1_Pooling/config.json`) and normalisation are numpy.
 
-On this project's 2-core CPU a short prompt embeds in ~5 ms instead of ~20 ms through torch (the
-per-call overhead is gone); long prompts are bound by the matrix products either way (see bench/).
+The session runs one pass at a time on the caller's thread (the embedder's own): one intra-op thread,
+no inter-op pool, and no spinning. onnxruntime's defaults (a pool of one thread per core that spins
+for a while after every pass) made a short prompt cost ~14 ms of CPU for ~6 ms of work, and at one
+request at a time a spin follows every pass (issue 27). On this project's 2-core CPU a short prompt
+now embeds in ~5-6 ms of CPU; long prompts are bound by the matrix products (see bench/hotpath.py).
 Folders this module cannot reproduce exactly (other pooling, extra modules) raise `Unsupported` and
 the caller uses torch.
 """
@@ -118,7 +121,7 @@ def gather(passes: Iterable[tuple[Sequence[int] | np.ndarray, np.ndarray]], n: i
 
 
 class OnnxEncoder:
-    def __init__(self, model_path: Path, cache_dir: Path, threads: int = 0) -> None:
+    def __init__(self, model_path: Path, cache_dir: Path, threads: int = 1) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -130,8 +133,11 @@ class OnnxEncoder:
             prune(cache_dir, stem, keep=self.onnx_path)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = threads   # 0: one per core (onnxruntime's default)
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
         cfg_path = model_path / "sentence_bert_config.json"

@@ -22,20 +22,13 @@ from bench.studies.outcome_design import parser
 from router_core.classifiers.difficulty import DifficultyClassifier
 from router_core.classifiers.heuristic import heuristic_score
 from router_core.classifiers.tiered import TieredClassifier
-from router_core.difficulty import (
-    HEAD_PATH,
-    HeldOut,
-    evaluate,
-    interval,
-    load_head,
-    prompt_inputs,
-    train_head,
-    trainable,
-)
-from router_core.outcomes import Outcomes, load_all, load_heldout
+from router_core.difficulty import HEAD_PATH, load_head
 from router_core.policy import tier_for
 from router_core.static_embed import StaticEmbedder
 from router_core.types import Conversation, Turn
+from router_lab.difficulty import prompt_inputs, train_head, trainable
+from router_lab.held_out import HeldOut, evaluate, interval
+from router_lab.outcomes import Outcomes, load_all, load_heldout
 
 CUTOFFS = (0.35, 0.62)
 DEFAULT = "default (tiered)"

@@ -32,17 +32,9 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from bench.studies.outcome_design import parser, rows_and_design
-from router_core.difficulty import (
-    EXTRA_FEATURES,
-    evaluate,
-    fit,
-    kind_weights,
-    load_head,
-    quality_matrix,
-    summary,
-    targets,
-    trainable,
-)
+from router_core.difficulty import EXTRA_FEATURES, load_head
+from router_lab.difficulty import fit, kind_weights, quality_matrix, targets, trainable
+from router_lab.held_out import evaluate, summary
 
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]   # (held-out rows, training mask) -> scores
 

@@ -16,20 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from bench.studies.outcome_design import rows_and_design
-from router_core.difficulty import (
-    DifficultyHead,
-    Scaling,
-    difficulty_logits,
-    evaluate,
-    fit,
-    kind_weights,
-    logistic_map,
-    model_pairs,
-    summary,
-    targets,
-    trainable,
-)
-from router_core.feedback import refit_difficulty
+from router_core.difficulty import DifficultyHead, Scaling, difficulty_logits
+from router_lab.difficulty import fit, kind_weights, logistic_map, targets, trainable
+from router_lab.feedback import refit_difficulty
+from router_lab.held_out import evaluate, model_pairs, summary
 
 RATINGS = (50, 200)
 CUTOFFS = (0.35, 0.62)

@@ -17,7 +17,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from bench.studies.outcome_design import rows_and_design
-from router_core.difficulty import evaluate, fit, kind_weights, load_head, summary, targets, trainable
+from router_core.difficulty import load_head
+from router_lab.difficulty import fit, kind_weights, targets, trainable
+from router_lab.held_out import evaluate, summary
 
 
 def main() -> None:

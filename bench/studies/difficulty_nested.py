@@ -18,8 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from bench.studies.outcome_design import rows_and_design
-from gateway.cli.difficulty import ALPHAS, BOOSTS, CHAT_WEIGHTS, TARGETS, rank
-from router_core.difficulty import EXTRA_FEATURES, HeldOut, evaluate, kind_weights, summary, targets, trainable
+from router_core.difficulty import EXTRA_FEATURES
+from router_lab.difficulty import kind_weights, targets, trainable
+from router_lab.held_out import HeldOut, evaluate, summary
+from router_lab.selection import ALPHAS, BOOSTS, CHAT_WEIGHTS, TARGETS, rank
 
 
 def main() -> None:

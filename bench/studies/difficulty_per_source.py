@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench.studies.outcome_design import rows_and_design
-from router_core.difficulty import evaluate, fit, summary, targets, trainable
+from router_lab.difficulty import fit, targets, trainable
+from router_lab.held_out import evaluate, summary
 
 ALPHAS = (10.0, 100.0, 1000.0)
 COMBINE = ("mean", "median", "mean, chat weighs 4")

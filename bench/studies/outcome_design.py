@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from router_core.difficulty import design, prompt_inputs
-from router_core.outcomes import DATA, Outcomes, load_all
+from router_lab.difficulty import design, prompt_inputs
+from router_lab.outcomes import DATA, Outcomes, load_all
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from router_core.data import Example, load
 from router_core.embedder import Embedder
-from router_core.evals.metrics import apgr, curve
 from router_core.features import STRUCTURE_FEATURES
-from router_core.train import LENGTH_BOOST_GRID, REPEATS, SEED, design, embed, folds, held_out_sets
+from router_lab.data import Example, load
+from router_lab.evals.metrics import apgr, curve
+from router_lab.train import LENGTH_BOOST_GRID, REPEATS, SEED, design, embed, folds, held_out_sets
 
 Fit = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (training mask, held-out rows) -> decision values
 

@@ -15,7 +15,6 @@ from msgspec import Meta
 
 from gateway.api.deps import decode_body
 from gateway.auth import Principal
-from gateway.db.feedback import FeedbackStore
 from gateway.errors import NotFound, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.openapi import with_body
@@ -32,10 +31,10 @@ class FeedbackRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 @post("/v1/feedback", status_code=200, operation_class=with_body(FeedbackRequest))
 async def post_feedback(request: Request, gw: Gateway, principal: Principal) -> Response:
-    if gw.pool is None or not gw.settings.log.requests:
+    store = gw.feedback
+    if store is None:
         raise PermissionDenied("feedback needs the request log (log.requests), which is off")
     body = decode_body(await request.body(), FeedbackRequest)
-    store = FeedbackStore(gw.pool)
     tenant = None if principal.admin else principal.tenant
     comment = body.comment.replace("\x00", "") if body.comment else body.comment
     for pause in (*WAIT_FOR_ROW_S, None):

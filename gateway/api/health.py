@@ -15,12 +15,10 @@ import msgspec
 from litestar import Response, get
 
 from gateway import __version__
-from gateway.aio import within
 from gateway.gateway import Gateway
+from gateway.providers.catalog import default_address
 from gateway.settings import Backend
 from gateway.wire import encoder
-
-DEFAULT_HOSTS = {"gemini": ("generativelanguage.googleapis.com", 443), "openai": ("api.openai.com", 443)}
 
 
 class ProviderHealth(msgspec.Struct):
@@ -49,7 +47,7 @@ class Health(msgspec.Struct):
 
 def _address(b: Backend) -> tuple[str, int]:
     if not b.base_url:
-        return DEFAULT_HOSTS.get(b.provider, ("localhost", 80))
+        return default_address(b.provider)
     u = urlsplit(b.base_url)
     return u.hostname or "localhost", u.port or (443 if u.scheme == "https" else 80)
 
@@ -71,22 +69,6 @@ async def _provider_health(gw: Gateway, b: Backend) -> ProviderHealth:
         return ProviderHealth(b.provider, b.model, False, None, b.simulated, reason, circuit)
     ok, detail = await _reachable(*_address(b))
     return ProviderHealth(b.provider, b.model, True, ok, b.simulated, detail, circuit)
-
-
-async def _database(gw: Gateway) -> str:
-    if gw.pool is None:
-        return "disabled"
-    pool = gw.pool
-
-    async def ping() -> None:
-        async with pool.connection(timeout=0.5) as conn:
-            await conn.execute("SELECT 1")
-
-    try:
-        await within(ping(), 0.5)
-    except Exception as exc:
-        return f"unreachable: {type(exc).__name__}"
-    return "ok"
 
 
 async def _redis(gw: Gateway) -> str:
@@ -111,9 +93,9 @@ async def health(gw: Gateway) -> Response:
     results = await asyncio.gather(*(_provider_health(gw, b) for b in gw.settings.backends))
     providers = {b.name: r for b, r in zip(gw.settings.backends, results, strict=True)}
     usable = [r for r in results if r.configured and r.reachable and r.circuit == "closed"]
-    deps = {"database": await _database(gw), "redis": await _redis(gw)}
+    deps = {"database": await gw.database_status(), "redis": await _redis(gw)}
     writer = msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None
-    if gw.pool is not None:
+    if gw.keys is not None:
         deps["key_store"] = "ok" if gw.auth.store_up else "unreachable: keys seen before are served from memory"
     a = gw.admission
     limits = {"counters": gw.counters.name, "rates_on_redis_error": a.cfg.rates_on_redis_error,

@@ -1,4 +1,5 @@
-"""Admin endpoints for API keys: create, list, revoke, rotate. All need the admin key.
+"""Admin endpoints for API keys: create, list (with each key's spend in its budget period), revoke, rotate.
+All need the admin key.
 
 A change is announced to every gateway process sharing the Redis (`gateway.changes`). A rotated key keeps
 its predecessor's lineage, and with it the rate windows and the spend (`gateway.db.keys`)."""
@@ -13,34 +14,29 @@ from litestar import Request, Response, delete, get, patch, post
 from msgspec import Meta
 
 from gateway.api.deps import admin_only, decode_body, label_param
-from gateway.db.keys import LIMIT_FIELDS, KeyRecord, KeyStore, NewKey
+from gateway.db.keys import KeyListing, KeyStore, NewKey
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
-from gateway.limits import RPM, TPM, USD, LimitSet, Period
+from gateway.limits import LIMIT_FIELDS, LimitSet
 from gateway.openapi import with_body
 from gateway.wire import decode_json_object, encoder, validation_error
-from router_core.types import Tier
 
 # Printable text only (no NUL or other control characters), of a sensible length.
 Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 TEN_YEARS_S = 10 * 365 * 86_400.0
 
 
-class KeyCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class KeyCreate(LimitSet, frozen=True, kw_only=True):
+    """A new key: its name, tenant and expiry, and any of the limit fields (LimitSet's)."""
+
     name: Label
     tenant: Label
     expires_at: dt.datetime | None = None
     expires_in_s: Annotated[float, Meta(gt=0, le=TEN_YEARS_S)] | None = None
-    allowed_tiers: Annotated[list[Tier], Meta(min_length=1)] | None = None  # [] is not "every tier" (null is)
-    budget_usd: USD | None = None
-    budget_period: Period = "total"
-    rate_limit_rpm: RPM | None = None
-    rate_limit_tpm: TPM | None = None
 
     @property
     def limits(self) -> LimitSet:
-        return LimitSet(self.rate_limit_rpm, self.rate_limit_tpm, self.budget_usd, self.budget_period,
-                        list(self.allowed_tiers) if self.allowed_tiers else None)
+        return LimitSet(**{f: getattr(self, f) for f in LIMIT_FIELDS})
 
 
 class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -48,7 +44,7 @@ class RotateRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class KeyList(msgspec.Struct, frozen=True):
-    data: list[KeyRecord]
+    data: list[KeyListing]
     object: str = "list"
 
 
@@ -82,9 +78,8 @@ async def create_key(request: Request, gw: Gateway) -> Response:
 
 @patch("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only], operation_class=with_body(LimitSet))
 async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Response:
-    """Change a key's limits: any of rate_limit_rpm, rate_limit_tpm, budget_usd, budget_period,
-    allowed_tiers (null removes that limit). Every process sharing the Redis applies it at once
-    (`gateway.changes`); without Redis, others see it within auth.key_cache_ttl_s."""
+    """Change a key's limits: any of LimitSet's fields (null removes that limit). Every process sharing the
+    Redis applies it at once (`gateway.changes`); without Redis, others see it within auth.key_cache_ttl_s."""
     store = _store(gw)
     raw = decode_json_object(await request.body())
     if raw.get("allowed_tiers") == []:  # not "every tier", which is null
@@ -112,7 +107,8 @@ async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Respo
 async def list_keys(request: Request, gw: Gateway) -> Response:
     store = _store(gw)
     tenant = label_param(request, "tenant")
-    return Response(encoder.encode(KeyList(await store.list(tenant))), media_type="application/json")
+    keys = await store.listing(tenant, dt.datetime.now(dt.UTC))
+    return Response(encoder.encode(KeyList(keys)), media_type="application/json")
 
 
 @delete("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only])

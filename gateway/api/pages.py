@@ -1,4 +1,5 @@
-"""The browser pages: GET / (to the dashboard), /dashboard, /playground and their static files.
+"""The browser pages: GET / (to the dashboard), /dashboard, /playground, /console (admin: keys, tenants,
+backends), /favicon.ico and their static files.
 
 Plain HTML, CSS and JavaScript shipped in the package (gateway/web/): no build step, no CDN, so the pages
 work offline. They hold no data: the JavaScript calls the API with the key pasted into the page (kept in
@@ -17,7 +18,12 @@ from gateway.errors import NotFound
 WEB = Path(__file__).resolve().parent.parent / "web"
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
          ".js": "text/javascript; charset=utf-8"}
-ASSETS = frozenset({"style.css", "common.js", "dashboard.js", "playground.js"})
+ASSETS = frozenset({"style.css", "common.js", "dashboard.js", "playground.js", "detail.js", "console.js",
+                    "console-keys.js", "console-tenants.js", "console-backends.js"})
+# A small inline icon: the router's fork, in the header's colours.
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+           b'fill="#1d2330"/><path d="M6 16h8l6-8h6M14 16l6 8h6" stroke="#2a9d8f" stroke-width="3" fill="none" '
+           b'stroke-linecap="round" stroke-linejoin="round"/></svg>')
 HEADERS = {
     "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
                                "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -45,6 +51,16 @@ async def dashboard() -> Response:
 @get("/playground", include_in_schema=False)
 async def playground() -> Response:
     return _file("playground.html")
+
+
+@get("/console", include_in_schema=False)
+async def console() -> Response:
+    return _file("console.html")
+
+
+@get("/favicon.ico", include_in_schema=False)
+async def favicon() -> Response:
+    return Response(FAVICON, media_type="image/svg+xml", headers={**HEADERS, "cache-control": "max-age=86400"})
 
 
 @get("/static/{name:str}", include_in_schema=False)

@@ -10,9 +10,8 @@ import msgspec
 from litestar import Request, Response, get
 
 from gateway.api.deps import key_param, label_param
-from gateway.api.usage import parse_time
 from gateway.auth import Principal
-from gateway.db.usage import RecentRequest, logged_request, recent_requests
+from gateway.db.usage import RecentRequest, parse_time
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.request_ids import MAX_ID_CHARS
@@ -22,12 +21,12 @@ from gateway.wire import encoder
 @get("/v1/requests/{request_id:path}")
 async def get_request(gw: Gateway, principal: Principal, request_id: str) -> Response:
     """A `path` parameter: a client's id may hold a `/` (sent as %2F, which the server decodes first)."""
-    if gw.pool is None:
+    if gw.log_queries is None:
         raise PermissionDenied("request lookups need the database, which is disabled")
     request_id = request_id.removeprefix("/")
     if len(request_id) > MAX_ID_CHARS or not (request_id.isascii() and request_id.isprintable()):
         raise NotFound(f"No request with id {request_id[:MAX_ID_CHARS]!r}", param="id")
-    found = await logged_request(gw.pool, request_id, None if principal.admin else principal.tenant)
+    found = await gw.log_queries.request(request_id, None if principal.admin else principal.tenant)
     if found is None:
         raise NotFound(f"No request with id {request_id!r} for this key's tenant (yet)", param="id")
     return Response(encoder.encode(found), media_type="application/json")
@@ -40,7 +39,7 @@ class RequestList(msgspec.Struct, frozen=True):
 
 @get("/v1/requests")
 async def list_requests(request: Request, gw: Gateway, principal: Principal) -> Response:
-    if gw.pool is None:
+    if gw.log_queries is None:
         raise PermissionDenied("request lookups need the database, which is disabled")
     q = request.query_params
     try:
@@ -51,5 +50,5 @@ async def list_requests(request: Request, gw: Gateway, principal: Principal) -> 
         raise InvalidRequest("'limit' must be a whole number from 1 to 500", param="limit", code="invalid_value")
     start, end = parse_time(q.get("from"), "from"), parse_time(q.get("to"), "to")
     tenant = label_param(request, "tenant") if principal.admin else principal.tenant
-    rows = await recent_requests(gw.pool, start, end, tenant, key_param(request), limit)
+    rows = await gw.log_queries.recent(start, end, tenant, key_param(request), limit)
     return Response(encoder.encode(RequestList(rows)), media_type="application/json")

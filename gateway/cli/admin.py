@@ -11,15 +11,14 @@ from typing import Any, TypeVar
 import msgspec
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.api.usage import parse_time
 from gateway.cli.local import settings_without_admin_key
 from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore, NewKey
 from gateway.db.migrate import migrate, migrations_dir
-from gateway.db.usage import GROUP_SQL, ShadowGroup, shadow_usage, usage
+from gateway.db.usage import GROUP_SQL, ShadowGroup, parse_time, shadow_usage, usage
 from gateway.errors import GatewayError
 from gateway.lifespan import open_database
-from gateway.limits import LimitSet
+from gateway.limits import LIMIT_FIELDS, LimitSet
 from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -78,6 +77,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per limit field (LimitSet's): --rate-limit-rpm, --budget-usd, --allowed-tiers simple,medium ..."""
+    for field in LIMIT_FIELDS:
+        flag = "--" + field.replace("_", "-")
+        if field == "allowed_tiers":
+            parser.add_argument(flag, "--tiers", dest=field, help="comma-separated tiers this key may use")
+        else:
+            parser.add_argument(flag, dest=field)
+
+
+def limits_from_args(args: argparse.Namespace) -> LimitSet:
+    """The flags as a LimitSet, checked as the API checks them (a bad value exits with one line)."""
+    raw: dict[str, Any] = {f: getattr(args, f) for f in LIMIT_FIELDS if getattr(args, f) is not None}
+    if "allowed_tiers" in raw:
+        raw["allowed_tiers"] = [t.strip() for t in raw["allowed_tiers"].split(",") if t.strip()]
+    try:
+        return msgspec.convert(raw, LimitSet, strict=False)  # strict=False: "5" is 5 on a command line
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"smr keys create: {str(exc).replace('`', '')}") from None
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     settings = admin_settings(args.config)
 
@@ -85,8 +105,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         store = KeyStore(pool)
         if args.action == "create":
             expires = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=args.expires_in)) if args.expires_in else None
-            limits = msgspec.convert({"allowed_tiers": args.tiers.split(",") if args.tiers else None,
-                                      "budget_usd": args.budget_usd, "rate_limit_rpm": args.rate_limit_rpm}, LimitSet)
+            limits = limits_from_args(args)
             print_new(await store.create(args.name, args.tenant, expires_at=expires, limits=limits))
         elif args.action == "list":
             rows = [msgspec.to_builtins(r) for r in await store.list(args.tenant)]
@@ -121,7 +140,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
             shadow = await shadow_usage(pool, args.group_by, start, end, args.tenant)
             print(table([money_row(msgspec.to_builtins(g)) for g in shadow], list(ShadowGroup.__struct_fields__)))
             return 0
-        groups = await usage(pool, args.group_by, start, end, args.tenant)
+        groups = await usage(pool, args.group_by, start, end, args.tenant, learning=args.view == "learning")
         rows = [money_row(msgspec.to_builtins(g)) for g in groups]
         print(table(rows, ["group", "requests", "prompt_tokens", "completion_tokens", "cost_usd",
                            "baseline_cost_usd", "routing_savings_usd", "cache_savings_usd", "savings_usd",
@@ -190,9 +209,7 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--name", required=True)
     c.add_argument("--tenant", required=True)
     c.add_argument("--expires-in", type=float, help="seconds until the key expires")
-    c.add_argument("--tiers", help="comma-separated tiers this key may use")
-    c.add_argument("--budget-usd", type=float)
-    c.add_argument("--rate-limit-rpm", type=int)
+    add_limit_flags(c)
     ls = ks.add_parser("list")
     ls.add_argument("--tenant")
     r = ks.add_parser("revoke")
@@ -208,6 +225,6 @@ def add_commands(sub: Any) -> None:
     u.add_argument("--from", dest="start")
     u.add_argument("--to", dest="end")
     u.add_argument("--tenant")
-    u.add_argument("--view", choices=["served", "shadow"], default="served",
+    u.add_argument("--view", choices=["served", "shadow", "learning"], default="served",
                    help="shadow: what routing would have cost for requests served in shadow mode")
     u.set_defaults(func=cmd_usage)

@@ -30,6 +30,7 @@ import msgspec
 
 from gateway.cli.local import running_demo, settings_without_admin_key
 from gateway.errors import SettingsError
+from gateway.providers.catalog import spec
 from gateway.settings import Backend, Settings
 
 TIMEOUT_S = 3.0
@@ -148,30 +149,24 @@ async def check_backend(client: httpx.AsyncClient, b: Backend) -> Finding:
     what = f"backend {b.name}"
     if b.simulated:
         return ok(what, "simulated (smr demo)")
-    key_env = b.api_key_env or {"gemini": "GOOGLE_API_KEY", "openai": "OPENAI_API_KEY"}.get(b.provider)
-    if b.provider != "ollama" and not b.api_key:
+    provider = spec(b.provider)
+    key_env = b.api_key_env or (provider.key_env[0] if provider.key_env else None)
+    if key_env and not b.api_key:
         return fail(what, f"no API key ({key_env} is not set)", f"export {key_env}=...")
+    listing = provider.listing
+    headers = {"Authorization": f"Bearer {b.api_key}"} if listing.auth == "bearer" else (
+        {"x-goog-api-key": b.api_key or ""} if listing.auth == "x-goog-api-key" else {})
+    fix = provider.missing_model_fix.format(model=b.model)
     try:
-        if b.provider == "ollama":
-            r = await client.get((b.base_url or "").rstrip("/") + "/api/tags")
-            names = [m.get("name", "") for m in r.json().get("models", [])]
-            fix = f"ollama pull {b.model}"
-        elif b.provider == "gemini":
-            base = (b.base_url or "https://generativelanguage.googleapis.com").rstrip("/")
-            r = await client.get(base + "/v1beta/models", params={"pageSize": 1000},
-                                 headers={"x-goog-api-key": b.api_key or ""})
-            names = [m.get("name", "") for m in r.json().get("models", [])] if r.status_code == 200 else []
-            fix = f"check the model name {b.model!r} and that the key may use it"
-        else:
-            base = (b.base_url or "https://api.openai.com/v1").rstrip("/")
-            r = await client.get(base + "/models", headers={"Authorization": f"Bearer {b.api_key}"})
-            names = [m.get("id", "") for m in r.json().get("data", [])] if r.status_code == 200 else []
-            fix = f"check the model name {b.model!r} on that server"
+        base = (b.base_url or provider.default_base_url or "").rstrip("/")
+        r = await client.get(base + listing.path, params=listing.query, headers=headers)
+        body = r.json() if r.status_code == 200 else {}
+        items = body.get(listing.items) if isinstance(body, dict) else None
+        names = [str(m.get(listing.name, "")) for m in items or [] if isinstance(m, dict)]
     except (httpx.HTTPError, ValueError) as exc:
         where = b.base_url or "the provider's default URL"
         return fail(what, f"cannot reach {where}: {type(exc).__name__}: {exc}"[:300],
-                    "check the backend's base_url (or OLLAMA_BASE_URL / GEMINI_BASE_URL / OPENAI_BASE_URL) and "
-                    "that the server is running")
+                    f"check the backend's base_url (or {provider.url_env}) and that the server is running")
     if r.status_code in (401, 403):
         return fail(what, f"the server refused the key (HTTP {r.status_code})", f"check {key_env}")
     if r.status_code != 200:

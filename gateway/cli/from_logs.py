@@ -2,7 +2,8 @@
 
 Both read the request log of a time window (prompts are there only with log.prompts = true) and split
 it into two fixed halves by request id: they fit on one half and report on the other, so what they print
-is what to expect on traffic they have not seen. Nothing is written without --write.
+is what to expect on traffic they have not seen. Nothing is written without --write. The fitting code
+(`router_lab.calibrate`, `router_lab.feedback`) is imported inside each command.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from gateway.api.usage import parse_time
 from gateway.cli.admin import with_pool
 from gateway.cli.scoring import WRITE_DEFAULT, embedder, score_all, write_cutoffs
 from gateway.db.feedback import FeedbackStore, LoggedPrompt, RatedRequest
+from gateway.db.usage import parse_time
 from gateway.errors import GatewayError
 from gateway.prompt_log import conversation_of
 from gateway.settings import AuthSettings, Settings, read_settings, validate
-from router_core.calibrate import cutoffs_for_budget, cutoffs_for_strong_share, held_out, tier_shares
-from router_core.feedback import auc
 from router_core.types import TIERS
 
 
@@ -67,6 +66,8 @@ def tier_costs(rows: list[LoggedPrompt], settings: Settings) -> np.ndarray:
 
 
 def calibrate_from_logs(args: argparse.Namespace) -> int:
+    from router_lab.calibrate import cutoffs_for_budget, cutoffs_for_strong_share, held_out, tier_shares
+
     settings = offline_settings(args.config)
     if (args.strong_share is None) == (args.budget_usd is None):
         print("smr calibrate --from-logs needs one target: --strong-share S or --budget-usd X", file=sys.stderr)
@@ -116,7 +117,8 @@ def train_from_logs(args: argparse.Namespace) -> int:
     requests, as a correction to the head it uses now; print the held-out AUC before and after."""
     from router_core.classifiers.embedding import Head
     from router_core.difficulty import difficulty_logits
-    from router_core.feedback import label, refit, refit_difficulty
+    from router_lab.calibrate import held_out
+    from router_lab.feedback import auc, label, refit, refit_difficulty
 
     heads: dict[str, tuple[Callable[..., Any], ...]] = {   # design rows, logits, refit
         "tiered": (_tiered_design, difficulty_logits, refit_difficulty),   # its ranking is the difficulty head's

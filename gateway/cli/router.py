@@ -1,4 +1,6 @@
-"""`smr train`, `smr calibrate`, `smr classify`, `smr eval`: the router's offline tools."""
+"""`smr train`, `smr calibrate`, `smr classify`, `smr eval`: the router's offline tools. What trains, fits
+and evaluates lives in `router_lab`, imported inside these commands (never by `smr serve`); `smr train`
+and `smr eval` first check that the train extra (scikit-learn, scipy) is installed."""
 
 from __future__ import annotations
 
@@ -14,11 +16,29 @@ import numpy as np
 from gateway.cli.scoring import WRITE_DEFAULT, decide_all, embedder, score_all, write_cutoffs
 from gateway.errors import SettingsError
 from gateway.settings import load_settings
-from router_core.outcomes import DATA
 from router_core.types import Conversation, Turn
 
 
+def train_extra_missing(command: str) -> bool:
+    """True (after saying, in one line, what to install) when the train extra is not installed."""
+    from router_lab import INSTALL_HINT, missing_extra
+
+    missing = missing_extra()
+    if missing:
+        print(f"smr {command} needs the train extra ({', '.join(missing)} not installed): {INSTALL_HINT}",
+              file=sys.stderr)
+    return bool(missing)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    if train_extra_missing("train"):
+        return 2
+    from router_lab.outcomes import DATA
+
+    if args.from_judgements:
+        from gateway.cli.judged import train_from_judgements
+
+        return train_from_judgements(args)
     if args.difficulty:
         from gateway.cli.difficulty import cmd_train_difficulty
 
@@ -32,8 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("smr train needs data files or folders, or --from-logs", file=sys.stderr)
         return 2
     from router_core.classifiers.embedding import HEAD_PATH
-    from router_core.data import load
-    from router_core.train import embed, train
+    from router_lab.data import load
+    from router_lab.train import embed, train
 
     examples = load([Path(p) for p in args.data])
     if not examples:
@@ -99,6 +119,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Cut-offs at the score quantiles that split the sample into the target tier shares."""
+    if args.from_logs and args.target_quality is not None:
+        from gateway.cli.judged import calibrate_from_judgements
+
+        return calibrate_from_judgements(args)
     if args.from_logs:
         from gateway.cli.from_logs import calibrate_from_logs
 
@@ -107,7 +131,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print("smr calibrate needs --input (prompts as JSON lines) or --from-logs", file=sys.stderr)
         return 2
     settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
-    from router_core.calibrate import check_shares, cutoffs_for_shares, tier_shares
+    from router_lab.calibrate import check_shares, cutoffs_for_shares, tier_shares
 
     shares = [float(x) for x in args.shares.split(",")]
     try:
@@ -127,11 +151,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.from_logs:
+        from gateway.cli.judged import eval_from_logs
+
+        return eval_from_logs(args)
     if args.common_sense is not None:
         from gateway.cli.common_sense import cmd_common_sense
 
         return cmd_common_sense(args.common_sense, load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"}),
                                 args.verbose)
+    if train_extra_missing("eval"):
+        return 2
+    from router_lab.outcomes import DATA
+
     if args.leave_source_out:
         from gateway.cli.difficulty import cmd_eval_sources
 
@@ -140,9 +172,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.data:
         print("smr eval needs --data (a file of prompts with cheap/strong outcomes)", file=sys.stderr)
         return 2
-    from router_core.data import load
-    from router_core.evals.metrics import curve, report
-    from router_core.evals.plot import write_curve_png
+    from router_lab.data import load
+    from router_lab.evals.metrics import curve, report
+    from router_lab.evals.plot import write_curve_png
 
     settings = load_settings(args.config, env={"SMR_ADMIN_KEY": "unused"})
     examples = load([Path(args.data)])
@@ -196,8 +228,10 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--l2", type=float, default=1.0, help="--from-logs: how strongly the current head holds")
     t.add_argument("--classifier", choices=["tiered", "difficulty", "embedding"],
                    help="--from-logs: whose head to refit (default: the first of routing.classifiers that has one)")
+    t.add_argument("--from-judgements", action="store_true",
+                   help="refit the head on the stored judgements (learning.sample_rate > 0)")
     add_log_arguments(t)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, json=False)
 
     c = sub.add_parser("classify", help="score prompts: JSON lines in, JSON lines out, same order")
     c.add_argument("--config")
@@ -214,6 +248,8 @@ def add_commands(sub: Any) -> None:
     ca.add_argument("--write", help="the config file to write routing.cutoffs into")
     ca.add_argument("--strong-share", type=float, help="--from-logs: this share of requests to the complex tier")
     ca.add_argument("--budget-usd", type=float, help="--from-logs: the most the window may cost, routed")
+    ca.add_argument("--target-quality", type=float, help="--from-logs: keep this share of the reference's quality, "
+                    "on the judged traffic (learning.sample_rate > 0), at least cost")
     ca.add_argument("--json", action="store_true", help="--from-logs: also print the result as one JSON line")
     add_log_arguments(ca)
     ca.set_defaults(func=cmd_calibrate)
@@ -226,6 +262,8 @@ def add_commands(sub: Any) -> None:
                    "tests/data/common_sense.jsonl) with the configured pipeline; exit 1 if any is misrouted")
     e.add_argument("--verbose", action="store_true", help="with --common-sense: every prompt, not only misrouted")
     e.add_argument("--png", help="write the cost-quality curve here")
+    e.add_argument("--json", action="store_true", help="--from-logs: also print the result as one JSON line")
+    add_log_arguments(e)  # --from-logs: the quality/cost curve of each tier pair on the judged traffic
     e.set_defaults(func=cmd_eval)
     from gateway.cli.difficulty import add_arguments as add_difficulty
 

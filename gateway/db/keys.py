@@ -4,6 +4,7 @@ A rotated key keeps its predecessor's `lineage` (the first key of the chain): li
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import uuid
 from typing import Any
@@ -13,15 +14,16 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.apikeys import hash_key, new_key
-from gateway.limits import LimitSet
+from gateway.limits import LIMIT_FIELDS, LimitSet, period_start
 
-_COLUMNS = ("id, name, tenant, prefix, created_at, expires_at, revoked_at, rotated_from, allowed_tiers, "
-            "budget_usd, rate_limit_rpm, rate_limit_tpm, budget_period, lineage")
-# What PATCH /v1/keys/{id} may change (the limit fields of LimitSet).
-LIMIT_FIELDS = ("rate_limit_rpm", "rate_limit_tpm", "budget_usd", "budget_period", "allowed_tiers")
+# A key's own columns, then one column per limit field (LimitSet's, in its order).
+_COLUMNS = ", ".join(("id", "name", "tenant", "prefix", "created_at", "expires_at", "revoked_at", "rotated_from",
+                      "lineage", *LIMIT_FIELDS))
 
 
-class KeyRecord(msgspec.Struct, frozen=True):
+class KeyRecord(LimitSet, frozen=True, kw_only=True, omit_defaults=False, forbid_unknown_fields=False):
+    """A key as the admin API shows it: its own fields and its limits (LimitSet's fields, flat)."""
+
     id: str
     name: str
     tenant: str
@@ -30,16 +32,11 @@ class KeyRecord(msgspec.Struct, frozen=True):
     expires_at: dt.datetime | None = None
     revoked_at: dt.datetime | None = None
     rotated_from: str | None = None
-    allowed_tiers: list[str] | None = None
-    budget_usd: float | None = None
-    rate_limit_rpm: int | None = None
-    rate_limit_tpm: int | None = None
-    budget_period: str = "total"
     lineage: str | None = None
 
     @property
     def limits(self) -> LimitSet:
-        return msgspec.convert({f: getattr(self, f) for f in LIMIT_FIELDS}, LimitSet)
+        return LimitSet(**{f: getattr(self, f) for f in LIMIT_FIELDS})
 
     def usable(self, now: dt.datetime) -> str | None:
         """None when the key may be used now, else why not."""
@@ -50,6 +47,13 @@ class KeyRecord(msgspec.Struct, frozen=True):
         return None
 
 
+class KeyListing(KeyRecord, frozen=True):
+    """A key as GET /v1/keys lists it: its record, and what its lineage spent in the current budget period
+    (`budget_period`, UTC; the request log's costs: a request in flight counts once it is logged)."""
+
+    spend_usd: float = 0.0
+
+
 class NewKey(msgspec.Struct, frozen=True):
     record: KeyRecord
     key: str
@@ -58,6 +62,8 @@ class NewKey(msgspec.Struct, frozen=True):
 def _record(row: dict[str, Any]) -> KeyRecord:
     row = dict(row)
     row["id"] = str(row["id"])
+    if row.get("allowed_tiers") == []:  # stored before [] was refused: every tier, as null
+        row["allowed_tiers"] = None
     for f in ("rotated_from", "lineage"):
         if row.get(f) is not None:
             row[f] = str(row[f])
@@ -76,13 +82,13 @@ class KeyStore:
         lineage = (rotated_from.lineage or rotated_from.id) if rotated_from is not None else key_id
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
+            values = (key_id, name, tenant, key[:12], hash_key(key), expires_at,
+                      rotated_from.id if rotated_from is not None else None, lineage,
+                      *(getattr(lim, f) for f in LIMIT_FIELDS))
             await cur.execute(
-                f"INSERT INTO api_keys (id, name, tenant, prefix, key_hash, expires_at, allowed_tiers, budget_usd,"
-                f" rate_limit_rpm, rate_limit_tpm, budget_period, rotated_from, lineage)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (key_id, name, tenant, key[:12], hash_key(key), expires_at, lim.allowed_tiers, lim.budget_usd,
-                 lim.rate_limit_rpm, lim.rate_limit_tpm, lim.budget_period,
-                 rotated_from.id if rotated_from is not None else None, lineage))
+                f"INSERT INTO api_keys (id, name, tenant, prefix, key_hash, expires_at, rotated_from, lineage,"
+                f" {', '.join(LIMIT_FIELDS)}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING {_COLUMNS}",
+                values)  # type: ignore[arg-type]
             row = await cur.fetchone()
         assert row is not None
         return NewKey(_record(row), key)
@@ -96,6 +102,26 @@ class KeyStore:
                 await cur.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE tenant = %s ORDER BY created_at, id",
                                   (tenant,))
             return [_record(r) for r in await cur.fetchall()]
+
+    async def spend(self, now: dt.datetime) -> dict[str, dict[str, float]]:
+        """Each lineage's spend from the request log: {lineage: {"day": .., "month": .., "total": ..}}."""
+        day, month = period_start("day", now), period_start("month", now)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT k.lineage::text, coalesce(sum(r.cost_usd) FILTER (WHERE r.ts >= %s), 0),"
+                " coalesce(sum(r.cost_usd) FILTER (WHERE r.ts >= %s), 0), coalesce(sum(r.cost_usd), 0)"
+                " FROM request_log r JOIN api_keys k ON r.key_id = k.id GROUP BY k.lineage", (day, month))
+            rows = await cur.fetchall()
+        return {str(r[0]): {"day": float(r[1]), "month": float(r[2]), "total": float(r[3])} for r in rows}
+
+    async def listing(self, tenant: str | None, now: dt.datetime) -> builtins.list[KeyListing]:
+        """Every key (of `tenant`, or all) with its lineage's spend in its budget period."""
+        records, spent = await self.list(tenant), await self.spend(now)
+        out = []
+        for k in records:
+            usd = spent.get(k.lineage or k.id, {}).get(k.budget_period, 0.0)
+            out.append(KeyListing(**msgspec.structs.asdict(k), spend_usd=round(usd, 10) + 0.0))
+        return out
 
     async def get(self, key_id: str) -> KeyRecord | None:
         try:

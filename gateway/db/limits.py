@@ -8,9 +8,9 @@ import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.limits import LimitSet
+from gateway.limits import LIMIT_FIELDS, LimitSet
 
-_FIELDS = ("rate_limit_rpm", "rate_limit_tpm", "budget_usd", "budget_period", "allowed_tiers")
+_FIELDS = LIMIT_FIELDS  # one column each
 
 
 class TenantLimitsStore:
@@ -23,13 +23,15 @@ class TenantLimitsStore:
             await cur.execute(f"SELECT {', '.join(_FIELDS)} FROM tenant_limits WHERE tenant = %s",  # type: ignore[arg-type]
                               (tenant,))
             row = await cur.fetchone()
+        if row and row.get("allowed_tiers") == []:  # stored before [] was refused: every tier, as null
+            row["allowed_tiers"] = None
         return msgspec.convert(row, LimitSet) if row else None
 
     async def put(self, tenant: str, limits: LimitSet) -> LimitSet:
         values = [getattr(limits, f) for f in _FIELDS]
         async with self.pool.connection() as conn:
             await conn.execute(
-                f"INSERT INTO tenant_limits (tenant, {', '.join(_FIELDS)}) VALUES (%s, %s, %s, %s, %s, %s) "  # type: ignore[arg-type]
+                f"INSERT INTO tenant_limits (tenant, {', '.join(_FIELDS)}) VALUES (%s{', %s' * len(_FIELDS)}) "  # type: ignore[arg-type]
                 f"ON CONFLICT (tenant) DO UPDATE SET {', '.join(f'{f} = EXCLUDED.{f}' for f in _FIELDS)}, "
                 "updated_at = now()", (tenant, *values))
         return limits

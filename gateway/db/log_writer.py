@@ -1,70 +1,37 @@
 """The request log, written off the request path.
 
-`record()` only appends to an in-memory buffer. A background task flushes batches with COPY into a
-staging table and `INSERT ... ON CONFLICT DO NOTHING` (so a batch retried after a lost commit is
-never written twice). When a write fails (Postgres down), the buffered rows spill to a local
-JSON-lines file at each retry, so a crash during an outage loses at most one retry interval's rows;
-the buffer also spills, oldest first, past `buffer_max`. Once Postgres is back, spilled rows are
-written before newer ones. `close()` flushes, and spills whatever it could not write.
+`record()` only appends to an in-memory buffer. A background task flushes batches with COPY into a staging
+table and `INSERT ... ON CONFLICT (request_id) DO NOTHING`: a batch retried after a lost commit, or a row
+both committed and spilled, is written once. A write has a client-side deadline (`write_timeout_s`): a
+frozen database fails it in time, its connection abandoned, and `db_up` turns false. A row not committed
+`spill_after_s` after `record()` is appended to a JSON-lines spill file and fsync'd (a kill -9 loses at most
+that window), as is the buffer past `buffer_max`. Spilled rows are written before newer ones once Postgres
+answers; a spill file left by a dead process (a zombie is dead) is taken over at start.
 
-No row can stop the log: text is cleaned before it is written (NUL bytes, which Postgres text
-refuses, and unpaired surrogates are removed; long fields are cut), and a batch the database refuses
-for its content (not for being unreachable) is written again row by row, each refused row set aside
-with its error in `request_log.quarantine.jsonl` beside the spill files.
+No row can stop the log: text is cleaned (NUL bytes and unpaired surrogates removed, long fields cut), and
+a batch refused for its content is written again row by row, each refused row set aside with its error in
+`request_log.quarantine.jsonl` beside the spill files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import os
+import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
 import psycopg
 
+from gateway.aio import within
+from gateway.db.log_row import LogRow
 from gateway.pids import pid_alive
 
 log = logging.getLogger("gateway.log_writer")
-
-
-class LogRow(msgspec.Struct, frozen=True):
-    request_id: str
-    ts: dt.datetime
-    endpoint: str
-    cache_status: str
-    latency_ms: float
-    http_status: int
-    key_id: str | None = None
-    tenant: str | None = None
-    requested_model: str | None = None
-    tier: str | None = None
-    classifier: str | None = None
-    score: float | None = None
-    backend: str | None = None
-    provider: str | None = None
-    attempts: int = 0
-    fallback_errors: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    baseline_cost_usd: float = 0.0
-    savings_usd: float = 0.0
-    usage_estimated: bool = False
-    ttft_ms: float | None = None
-    stream: bool = False
-    error_type: str | None = None
-    prompt: str | None = None
-    explanation: str | None = None  # the response's `smr` object, as JSON
-    cache_savings_usd: float = 0.0  # the part of savings_usd a cache hit saved (the rest: routing)
-    shadow_tier: str | None = None  # shadow mode: what routing would have chosen, and its price
-    shadow_backend: str | None = None
-    shadow_cost_usd: float | None = None
-    cascade_reason: str | None = None  # why a cheap answer went to the next tier
-    client_request_id: str | None = None  # the client's x-request-id, when it sent one
 
 
 COLUMNS = LogRow.__struct_fields__
@@ -132,42 +99,44 @@ def clean_row(row: LogRow) -> LogRow:
 
 class LogWriter:
     def __init__(self, url: str, spill_dir: Path, *, batch_size: int = 1000, flush_interval_s: float = 0.25,
-                 buffer_max: int = 20_000, retry_s: float = 1.0, write_timeout_s: float = 5.0) -> None:
-        self.url = url
-        self.batch_size = batch_size
-        self.flush_interval_s = flush_interval_s
-        self.buffer_max = buffer_max
-        self.retry_s = retry_s
-        # A write that takes longer (a frozen database) counts as failed: its rows go to the spill file.
-        self.write_timeout_s = write_timeout_s
-        self.spill_dir = spill_dir
+                 buffer_max: int = 20_000, retry_s: float = 1.0, write_timeout_s: float = 5.0,
+                 spill_after_s: float = 2.0) -> None:
+        self.url, self.batch_size, self.flush_interval_s = url, batch_size, flush_interval_s
+        self.buffer_max, self.retry_s, self.spill_dir = buffer_max, retry_s, spill_dir
+        # A slower write (a frozen database) fails; a row not committed `spill_after_s` after `record()` is spilled.
+        self.write_timeout_s, self.spill_after_s = write_timeout_s, spill_after_s
         self.spill_path = spill_dir / f"request_log.{os.getpid()}.jsonl"
         self.quarantine_path = spill_dir / "request_log.quarantine.jsonl"
-        self._buffer: deque[LogRow] = deque()
+        self._buffer: deque[tuple[float, LogRow]] = deque()  # (accepted at, monotonic; row)
+        self._inflight: list[LogRow] = []  # the batch being written, accepted at `_inflight_since`
+        self._inflight_since = 0.0
+        self._inflight_on_disk = False  # spilled while its write hung: not put back if the write fails
         self._stats = WriterStats()
         self._wake = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._spilled_rows = 0  # rows in the spill file not yet written
 
     # ------------------------------------------------------------ request path
     def record(self, row: LogRow) -> None:
         """Never blocks, never raises: the request does not wait on the database."""
-        self._buffer.append(row)
+        self._buffer.append((time.monotonic(), row))
         if len(self._buffer) > self.buffer_max:
-            self._spill(self.buffer_max // 2)
+            self._spill_buffer(self.buffer_max // 2)
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
     @property
     def stats(self) -> WriterStats:
         s = self._stats
-        return WriterStats(s.written, len(self._buffer), s.spilled, s.dropped, s.flush_errors, s.db_up, s.quarantined)
+        return WriterStats(s.written, len(self._buffer) + len(self._inflight), s.spilled, s.dropped,
+                           s.flush_errors, s.db_up, s.quarantined)
 
     # ------------------------------------------------------------ background
     def start(self) -> None:
         self._adopt_orphan_spills()
-        self._task = asyncio.create_task(self._run(), name="request-log-writer")
+        self._tasks = [asyncio.create_task(self._run(), name="request-log-writer"),
+                       asyncio.create_task(self._keep_on_disk(), name="request-log-spill-on-time")]
 
     async def _run(self) -> None:
         while True:
@@ -179,29 +148,53 @@ class LogWriter:
             if not ok:
                 await asyncio.sleep(self.retry_s)
 
+    async def _keep_on_disk(self) -> None:  # beside `_run`, which may be stuck in a write
+        while True:
+            await asyncio.sleep(max(self.spill_after_s / 4, 0.01))
+            self.spill_overdue()
+
+    def spill_overdue(self, now: float | None = None) -> int:
+        """Put every row held only in memory on disk if the oldest came `spill_after_s` ago or more (the batch
+        being written too: should it commit after all, its replay inserts nothing). Returns how many."""
+        cutoff = (time.monotonic() if now is None else now) - self.spill_after_s
+        moved = 0
+        if self._inflight and not self._inflight_on_disk and self._inflight_since <= cutoff:
+            if self._append(self._inflight):
+                self._inflight_on_disk = True
+                moved += len(self._inflight)
+        if self._buffer and self._buffer[0][0] <= cutoff:
+            n = len(self._buffer)
+            self._spill_buffer(n)
+            moved += n
+        return moved
+
     async def flush(self) -> bool:
-        """Write spilled rows, then buffered ones. False when Postgres could not be reached."""
+        """Write spilled rows, then buffered ones. False when Postgres could not be reached in time."""
         try:
             if self._spilled_rows:
                 await self._replay_spill()
             while self._buffer:
-                batch = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                items = [self._buffer.popleft() for _ in range(min(self.batch_size, len(self._buffer)))]
+                self._inflight, self._inflight_since = [r for _, r in items], items[0][0]
+                self._inflight_on_disk = False
                 try:
-                    await self._write_or_quarantine(batch)
+                    await self._write_or_quarantine(self._inflight)
                 except BaseException:
-                    self._buffer.extendleft(reversed(batch))
+                    if not self._inflight_on_disk:
+                        self._buffer.extendleft(reversed(items))
                     raise
-        except (psycopg.Error, OSError) as exc:
+                finally:
+                    self._inflight = []
+        except (psycopg.Error, OSError) as exc:  # OSError: TimeoutError (a frozen database) included
             self._stats.flush_errors += 1
             if self._stats.db_up:
-                log.warning("request log: cannot write to Postgres (%s); buffering %d rows",
-                            type(exc).__name__, len(self._buffer))
+                log.warning("request log: cannot write to Postgres (%s); rows wait in %s",
+                            type(exc).__name__, self.spill_path)
             self._stats.db_up = False
             await self._drop_connection()
-            # While the database is away, rows go to disk at every attempt (not once memory is full), so
-            # a crash loses at most the rows of one retry interval.
+            # While the database is away, rows go to disk at every attempt (not once memory is full).
             if self._buffer:
-                self._spill(len(self._buffer))
+                self._spill_buffer(len(self._buffer))
             return False
         if not self._stats.db_up:
             log.warning("request log: Postgres is back; backlog written")
@@ -216,24 +209,31 @@ class LogWriter:
         return self._conn
 
     async def _drop_connection(self) -> None:
-        if self._conn is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.close()
-        self._conn = None
+                await within(conn.close(), 0.5)
 
     async def _write(self, rows: list[LogRow]) -> None:
+        async def attempt() -> int:
+            conn = await self._connection()
+            async with conn.transaction():
+                async with conn.cursor().copy(_COPY) as copy:
+                    for i, r in enumerate(rows):
+                        await copy.write_row(tuple(getattr(r, c) for c in COLUMNS))
+                        if i % 100 == 99:  # formatting a batch is CPU work: let requests in every 100 rows
+                            await asyncio.sleep(0)
+                cur = await conn.execute(_MERGE)
+            return max(cur.rowcount, 0)
+
         try:
-            async with asyncio.timeout(self.write_timeout_s):
-                conn = await self._connection()
-                async with conn.transaction():
-                    async with conn.cursor().copy(_COPY) as copy:
-                        for r in rows:
-                            await copy.write_row(tuple(getattr(r, c) for c in COLUMNS))
-                    await conn.execute(_MERGE)
+            # `within`, not `asyncio.timeout`: psycopg answers a cancellation by asking the server to cancel
+            # and waiting for it (up to 10 s more on a frozen server); here the caller gets its answer now.
+            inserted = await within(attempt(), self.write_timeout_s)
         except TimeoutError:
             self._conn = None  # abandoned, not closed: closing would wait on the frozen server too
             raise
-        self._stats.written += len(rows)
+        self._stats.written += inserted  # rows already there (a retried or replayed batch) are not counted
 
     async def _write_or_quarantine(self, rows: list[LogRow]) -> None:
         """Write a batch; if the database refuses its content, write the rows one by one and set aside
@@ -261,44 +261,58 @@ class LogWriter:
             log.error("request log: could not write %s: %s", self.quarantine_path, exc)
 
     # ------------------------------------------------------------ spill file
-    def _spill(self, count: int) -> None:
-        rows = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
+    def _spill_buffer(self, count: int) -> None:
+        items = [self._buffer.popleft() for _ in range(min(count, len(self._buffer)))]
+        self._append([r for _, r in items])
+
+    def _append(self, rows: list[LogRow]) -> bool:
+        """Append rows to this process's spill file and fsync it (they survive a kill -9 and a power cut)."""
         try:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
-            with self.spill_path.open("ab") as f:
-                f.write(b"".join(_encoder.encode(clean_row(r)) + b"\n" for r in rows))
+            _append_synced(self.spill_dir, self.spill_path, (_encoder.encode(clean_row(r)) + b"\n" for r in rows))
         except OSError as exc:
             self._stats.dropped += len(rows)
             log.error("request log: could not spill %d rows to %s: %s", len(rows), self.spill_path, exc)
-            return
+            return False
         self._stats.spilled += len(rows)
         self._spilled_rows += len(rows)
+        return True
 
     def _adopt_orphan_spills(self) -> None:
         """Spill files left by earlier processes are taken over (rename is atomic: one replica wins)."""
         if not self.spill_dir.is_dir():
             return
+        own_replaying = self.spill_path.with_suffix(".replaying")
+        for own in (self.spill_path, own_replaying):  # a pid reused (a container's pid 1 after a restart)
+            if own.exists():
+                self._spilled_rows += _lines(own)
         orphans = list(self.spill_dir.glob("request_log.*.jsonl"))
-        # A file a process was replaying when it died (its pid is gone) is adopted too.
+        # A file a process was replaying, or claiming, when it died (its pid gone or a zombie) is adopted too.
         orphans += [f for f in self.spill_dir.glob("request_log.*.replaying") if not _alive(f)]
+        orphans += [f for f in self.spill_dir.glob("request_log.*.claimed-*") if not _alive(f, claimed=True)]
         for f in orphans:
-            if f == self.spill_path or f == self.quarantine_path:
+            if f in (self.spill_path, own_replaying, self.quarantine_path):
                 continue
             claimed = f.with_suffix(f".claimed-{os.getpid()}")
             try:
                 f.rename(claimed)
-            except OSError:
+                # A process killed mid-append leaves a last line without its newline: it gets one here.
+                lines = [line if line.endswith(b"\n") else line + b"\n"
+                         for line in claimed.read_bytes().splitlines(keepends=True)]
+                _append_synced(self.spill_dir, self.spill_path, lines)
+            except OSError as exc:
+                log.warning("request log: could not take over %s: %s", f, exc)
                 continue
-            with claimed.open("rb") as src, self.spill_path.open("ab") as dst:
-                for line in src:
-                    dst.write(line)
-                    self._spilled_rows += 1
+            self._spilled_rows += len(lines)
             claimed.unlink()
 
     async def _replay_spill(self) -> None:
         replaying = self.spill_path.with_suffix(".replaying")
         if not replaying.exists():
-            self.spill_path.rename(replaying)
+            try:
+                self.spill_path.rename(replaying)
+            except FileNotFoundError:  # taken over by another process meanwhile: it writes those rows
+                self._spilled_rows = 0
+                return
         rows: list[LogRow] = []
         for line in replaying.read_bytes().splitlines():
             if not line.strip():
@@ -311,30 +325,44 @@ class LogWriter:
         for i in range(0, len(rows), self.batch_size):
             await self._write_or_quarantine(rows[i:i + self.batch_size])
         replaying.unlink()
-        self._spilled_rows = 0
-        if self.spill_path.exists():  # rows spilled while replaying
-            self._spilled_rows = sum(1 for _ in self.spill_path.open("rb"))
+        self._spilled_rows = _lines(self.spill_path) if self.spill_path.exists() else 0  # spilled meanwhile
 
     async def close(self, timeout_s: float = 5.0) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks = []
         try:
             async with asyncio.timeout(timeout_s):
                 await self.flush()
         except TimeoutError:
             pass
         if self._buffer:
-            self._spill(len(self._buffer))
-            log.warning("request log: %d rows kept in %s for the next start", self._spilled_rows, self.spill_path)
+            self._spill_buffer(len(self._buffer))
+        if self._spilled_rows:
+            log.warning("request log: %d rows kept in %s for the next start", self._spilled_rows, self.spill_dir)
         await self._drop_connection()
 
 
-def _alive(path: Path) -> bool:
-    """Whether the process named in a spill file's name (`request_log.<pid>.<suffix>`) still runs here."""
+def _append_synced(folder: Path, path: Path, lines: Iterable[bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:
+        f.write(b"".join(lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _alive(path: Path, claimed: bool = False) -> bool:
+    """Whether the process a spill file names still runs here: `request_log.<pid>.<suffix>`'s, or for a file
+    being taken over (`request_log.<pid>.claimed-<pid>`, `claimed`), the one taking it over."""
     try:
-        pid = int(path.name.split(".")[1])
+        pid = int(path.name.rsplit("-", 1)[1] if claimed else path.name.split(".")[1])
     except (IndexError, ValueError):
         return False
     return pid_alive(pid)

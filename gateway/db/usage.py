@@ -1,4 +1,5 @@
-"""Usage aggregates over the request log."""
+"""The request log's read side: usage aggregates, one request, the most recent ones (`LogQueries`, built once
+per app and handed to the handlers), and the time window they take (`parse_time`)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,32 @@ import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from gateway.errors import InvalidRequest
+
+View = Literal["served", "shadow", "learning"]
 GroupBy = Literal["all", "hour", "day", "model", "tier", "key", "tenant"]
 GROUP_SQL: dict[str, str] = {
     "all": "'all'",
     "hour": "to_char(date_trunc('hour', ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00')",
     "day": "to_char(date_trunc('day', ts AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
-    "model": "coalesce(backend, '(none)')",
-    "tier": "coalesce(tier, 'direct')",
+    # A request refused or failed before a model was chosen is grouped as "error", not as a tier or model.
+    "model": "coalesce(backend, CASE WHEN http_status >= 400 THEN 'error' ELSE '(none)' END)",
+    "tier": "coalesce(tier, CASE WHEN http_status >= 400 THEN 'error' ELSE 'direct' END)",
     "key": "coalesce(key_id::text, '(no key)')",
     "tenant": "coalesce(tenant, '(none)')",
 }
+
+
+def parse_time(value: str | None, param: str) -> dt.datetime | None:
+    """An ISO 8601 date or time (UTC when it names no zone), from a query parameter or a flag."""
+    if not value:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"'{param}' must be an ISO 8601 date or time, got {value!r}", param=param,
+                             code="invalid_value") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 MONEY_DIGITS = 10  # dollars to 1e-10, as /v1/complete's estimates: sums of float costs are not shown as noise
@@ -52,14 +69,15 @@ class UsageReport(msgspec.Struct, frozen=True):
     tenant: str | None
     data: list[UsageGroup] | list[ShadowGroup]
     object: str = "usage.report"
-    view: str = "served"  # or "shadow"
+    view: str = "served"  # or "shadow", or "learning" (learning's own calls)
     from_: dt.datetime | None = msgspec.field(default=None, name="from")
     to: dt.datetime | None = None
 
 
 def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | None,
-           key: str | None = None) -> tuple[list[str], list[object]]:
-    where: list[str] = ["true"]
+           key: str | None = None, learning: bool = False) -> tuple[list[str], list[object]]:
+    # Learning's own calls (gateway.learning: endpoint "learning") are counted apart from the traffic served.
+    where: list[str] = ["endpoint = 'learning'" if learning else "endpoint <> 'learning'"]
     params: list[object] = []
     if start is not None:
         where.append("ts >= %s")
@@ -68,7 +86,10 @@ def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | Non
         where.append("ts < %s")
         params.append(end)
     if tenant is not None:
-        where.append("tenant = %s")
+        # learning's rows carry no tenant (no tenant's bill or budget counts them): a tenant's are those of the
+        # requests of its that were sampled (the judgements)
+        where.append("client_request_id IN (SELECT request_id FROM judgements WHERE tenant = %s)" if learning
+                     else "tenant = %s")
         params.append(tenant)
     if key is not None:
         where.append("key_id = %s::uuid")
@@ -84,8 +105,9 @@ async def _fetch(pool: AsyncConnectionPool, sql: str, params: list[object]) -> l
 
 
 async def usage(pool: AsyncConnectionPool, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
-                tenant: str | None, key: str | None = None) -> list[UsageGroup]:
-    where, params = _where(start, end, tenant, key)
+                tenant: str | None, key: str | None = None, learning: bool = False) -> list[UsageGroup]:
+    """The traffic served, or (`learning`) what learning's reference and judge calls cost."""
+    where, params = _where(start, end, tenant, key, learning)
     sql = f"""
         SELECT {GROUP_SQL[group_by]} AS "group", count(*) AS requests,
                coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
@@ -164,6 +186,9 @@ class LoggedRequest(msgspec.Struct, frozen=True):
     smr: dict[str, Any] | None
     error_type: str | None = None
     client_request_id: str | None = None  # the client's x-request-id, when it sent one
+    prompt: str | None = None             # the messages as "role: text" lines, only when log.prompts is on
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     object: str = "request"
 
 
@@ -174,7 +199,8 @@ async def logged_request(pool: AsyncConnectionPool, request_id: str, tenant: str
     may send another tenant's `req_...` id as its own, and that never hides the request it names. A client's
     id may repeat: the latest of them."""
     sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, latency_ms, stream, tenant, "
-           "explanation AS smr, error_type, client_request_id FROM request_log "
+           "explanation AS smr, error_type, client_request_id, prompt, prompt_tokens, completion_tokens "
+           "FROM request_log "
            "WHERE (request_id = %s OR client_request_id = %s)")
     params: list[object] = [request_id, request_id]
     if tenant is not None:
@@ -202,14 +228,36 @@ class RecentRequest(msgspec.Struct, frozen=True):
     cache: str
     latency_ms: float
     tenant: str | None
+    error_type: str | None = None  # an error's code (e.g. budget_exceeded) or type, when status >= 400
 
 
 async def recent_requests(pool: AsyncConnectionPool, start: dt.datetime | None, end: dt.datetime | None,
                           tenant: str | None, key: str | None, limit: int) -> list[RecentRequest]:
     where, params = _where(start, end, tenant, key)
     sql = ("SELECT request_id AS id, ts AS created, endpoint, http_status AS status, tier, backend AS model, "
-           "classifier, score, cost_usd, savings_usd, cache_status AS cache, latency_ms, tenant FROM request_log "
+           "classifier, score, cost_usd, savings_usd, cache_status AS cache, latency_ms, tenant, error_type "
+           "FROM request_log "
            f"WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT %s")
     rows = await _fetch(pool, sql, [*params, limit])
     return [msgspec.convert({**r, "cost_usd": money(r["cost_usd"]), "savings_usd": money(r["savings_usd"])},
                             RecentRequest) for r in rows]
+
+
+class LogQueries:
+    """The queries the usage, requests and dashboard handlers run, over the app's pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def usage(self, view: View, group_by: GroupBy, start: dt.datetime | None, end: dt.datetime | None,
+                    tenant: str | None, key: str | None = None) -> list[UsageGroup] | list[ShadowGroup]:
+        if view == "shadow":
+            return await shadow_usage(self._pool, group_by, start, end, tenant, key)
+        return await usage(self._pool, group_by, start, end, tenant, key, learning=view == "learning")
+
+    async def request(self, request_id: str, tenant: str | None) -> LoggedRequest | None:
+        return await logged_request(self._pool, request_id, tenant)
+
+    async def recent(self, start: dt.datetime | None, end: dt.datetime | None, tenant: str | None,
+                     key: str | None, limit: int) -> list[RecentRequest]:
+        return await recent_requests(self._pool, start, end, tenant, key, limit)

@@ -16,9 +16,17 @@ from aiohttp import web
 
 from gateway.wire import split_pieces
 
-__all__ = ["Behaviour", "FakeServer", "Stats", "count_tokens", "fake_arguments", "reply_text", "split_pieces"]
+__all__ = ["Behaviour", "FakeServer", "Stats", "count_tokens", "fake_arguments", "hard_request", "judge_reply",
+           "reply_text", "split_pieces", "wrong_reply"]
 
 _word = re.compile(r"\S+")
+# What the weak-model and judge knobs call "a multi-step maths or code request": LaTeX maths, digits joined
+# by an operator, a code fence or a Python def, "function", or solve / calculate / compute / how many.
+HARD = re.compile(r"\$|\\frac|\d\s*[-+*/^=]\s*\d|```|\bdef \w+\(|\b(function|solve|calculate|compute|how many)\b",
+                  re.IGNORECASE)
+WRONG = "Simulated wrong answer"
+_SECTION = re.compile(r"\[(Request|Answer A|Answer B)\]\n(.*?)(?=\n\[(?:Answer A|Answer B)\]\n|\nReply with |\Z)",
+                      re.DOTALL)
 
 
 class Behaviour(msgspec.Struct, omit_defaults=True):
@@ -41,6 +49,11 @@ class Behaviour(msgspec.Struct, omit_defaults=True):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     long_line_bytes: int | None = None
+    # A weak model: a multi-step maths or code request (`hard_request`) gets a wrong answer (`wrong_reply`:
+    # no number in it, so the final-number rule sees it differ); other requests the usual reply.
+    fail_hard: bool = False
+    # A pairwise judge (gateway/learning/judge_pairwise.md's prompt): `judge_reply`.
+    judge: bool = False
 
 
 class Stats(msgspec.Struct):
@@ -60,6 +73,26 @@ def reply_text(label: str, model: str, prompt: str) -> str:
     words = prompt.split()
     gist = " ".join(words[:12]) + (" ..." if len(words) > 12 else "")
     return f"[{label} {model}] Simulated answer to: {gist}"
+
+
+def hard_request(text: str) -> bool:
+    return bool(HARD.search(text))
+
+
+def wrong_reply(label: str, model: str) -> str:
+    return f"[{label} {model}] {WRONG}: I worked it through and got nowhere."
+
+
+def judge_reply(prompt: str) -> str:
+    """A simulated pairwise judge: on a multi-step maths or code request it prefers the answer that is not
+    a weak model's wrong one (`wrong_reply`), [[A]] or [[B]]; everything else is a tie, [[C]]. It reads
+    the request and the answers from the judge prompt's [Request], [Answer A] and [Answer B] sections."""
+    parts = {m.group(1): m.group(2) for m in _SECTION.finditer(prompt)}
+    a_wrong, b_wrong = WRONG in parts.get("Answer A", ""), WRONG in parts.get("Answer B", "")
+    verdict = "C"
+    if hard_request(parts.get("Request", "")) and a_wrong != b_wrong:
+        verdict = "B" if a_wrong else "A"
+    return f"Simulated judgement. [[{verdict}]]"
 
 
 def fake_arguments(schema: dict[str, Any] | None, prompt: str) -> dict[str, Any]:

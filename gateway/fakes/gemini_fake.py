@@ -7,7 +7,16 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.fakes.common import FakeServer, count_tokens, fake_arguments, reply_text, split_pieces
+from gateway.fakes.common import (
+    FakeServer,
+    count_tokens,
+    fake_arguments,
+    hard_request,
+    judge_reply,
+    reply_text,
+    split_pieces,
+    wrong_reply,
+)
 
 _enc = msgspec.json.Encoder()
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
@@ -67,6 +76,10 @@ class FakeGemini(FakeServer):
         out: list[dict[str, Any]]
         if self.behaviour.reply is not None:
             out = [{"text": self.behaviour.reply}]
+        elif self.behaviour.judge:
+            out = [{"text": judge_reply(_texts(last))}]
+        elif self.behaviour.fail_hard and response is None and hard_request(_texts(last)):
+            out = [{"text": wrong_reply(self.label, model)}]
         elif response is not None:
             out = [{"text": f"The tool returned: {_enc.encode(response.get('response')).decode()}"}]
         elif decls and mode != "NONE":

@@ -9,7 +9,16 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.fakes.common import FakeServer, count_tokens, fake_arguments, reply_text, split_pieces
+from gateway.fakes.common import (
+    FakeServer,
+    count_tokens,
+    fake_arguments,
+    hard_request,
+    judge_reply,
+    reply_text,
+    split_pieces,
+    wrong_reply,
+)
 
 _enc = msgspec.json.Encoder()
 CREATED = "2026-01-01T00:00:00.000000Z"
@@ -55,6 +64,10 @@ class FakeOllama(FakeServer):
         calls: list[dict[str, Any]] = []
         if self.behaviour.reply is not None:
             text = self.behaviour.reply
+        elif self.behaviour.judge:
+            text = judge_reply(last.get("content") or "")
+        elif self.behaviour.fail_hard and last.get("role") == "user" and hard_request(last.get("content") or ""):
+            text = wrong_reply(self.label, body.get("model", "?"))
         elif last.get("role") == "tool":
             text = f"The tool returned: {last.get('content', '')}"
         elif tools:

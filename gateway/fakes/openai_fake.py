@@ -8,7 +8,16 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.fakes.common import FakeServer, count_tokens, fake_arguments, reply_text, split_pieces
+from gateway.fakes.common import (
+    FakeServer,
+    count_tokens,
+    fake_arguments,
+    hard_request,
+    judge_reply,
+    reply_text,
+    split_pieces,
+    wrong_reply,
+)
 
 _enc = msgspec.json.Encoder()
 
@@ -39,6 +48,10 @@ class FakeOpenAI(FakeServer):
         calls: list[dict[str, Any]] = []
         if self.behaviour.reply is not None:
             text: str | None = self.behaviour.reply
+        elif self.behaviour.judge:
+            text = judge_reply(_text(last.get("content")))
+        elif self.behaviour.fail_hard and last.get("role") == "user" and hard_request(_text(last.get("content"))):
+            text = wrong_reply(self.label, body.get("model", "?"))
         elif last.get("role") == "tool":
             text = f"The tool returned: {_text(last.get('content'))}"
         elif tools and body.get("tool_choice") != "none":

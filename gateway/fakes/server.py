@@ -1,27 +1,44 @@
-"""Start the three fakes together, in the running loop or in a background thread of their own."""
+"""Start the fakes together, in the running loop or in a background thread of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, cast
 
 from gateway.fakes.common import FakeServer
 from gateway.fakes.gemini_fake import FakeGemini
 from gateway.fakes.ollama_fake import FakeOllama
 from gateway.fakes.openai_fake import FakeOpenAI
+from gateway.providers.catalog import PROVIDERS, load, spec
 
 
 class FakeUpstreams:
+    """One fake per wire the catalog's provider types speak (several types may share one, as every
+    OpenAI-compatible type shares the OpenAI fake)."""
+
     def __init__(self) -> None:
-        self.ollama = FakeOllama()
-        self.gemini = FakeGemini()
-        self.openai = FakeOpenAI()
+        self.by_class: dict[str, FakeServer] = {}
+        for provider in PROVIDERS.values():
+            if provider.fake not in self.by_class:
+                self.by_class[provider.fake] = load(provider.fake)()
+
+    @property
+    def ollama(self) -> FakeOllama:
+        return cast(FakeOllama, self.by_class[spec("ollama").fake])
+
+    @property
+    def gemini(self) -> FakeGemini:
+        return cast(FakeGemini, self.by_class[spec("gemini").fake])
+
+    @property
+    def openai(self) -> FakeOpenAI:
+        return cast(FakeOpenAI, self.by_class[spec("openai").fake])
 
     @property
     def servers(self) -> tuple[FakeServer, ...]:
-        return (self.ollama, self.gemini, self.openai)
+        return tuple(self.by_class.values())
 
     async def start(self, host: str = "127.0.0.1") -> None:
         for s in self.servers:
@@ -35,17 +52,22 @@ class FakeUpstreams:
     def url(self, server: FakeServer) -> str:
         return f"http://{self.host}:{server.port}"
 
+    def url_for(self, provider: str) -> str:
+        """The base URL a backend of this provider type uses to reach its fake."""
+        described = spec(provider)
+        return self.url(self.by_class[described.fake]) + described.fake_path
+
     @property
     def ollama_url(self) -> str:
-        return self.url(self.ollama)
+        return self.url_for("ollama")
 
     @property
     def gemini_url(self) -> str:
-        return self.url(self.gemini)
+        return self.url_for("gemini")
 
     @property
     def openai_url(self) -> str:
-        return self.url(self.openai) + "/v1"
+        return self.url_for("openai")
 
 
 class ThreadedFakes(FakeUpstreams):

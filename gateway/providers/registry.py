@@ -1,20 +1,13 @@
-"""Explicit provider-type -> adapter registry, and the set of adapters built for one app."""
+"""The set of adapters built for one app: each backend's adapter is its provider type's, as the catalog
+(`gateway.providers.catalog`) names it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from gateway.providers.base import Provider
-from gateway.providers.gemini import GeminiProvider
-from gateway.providers.ollama import OllamaProvider
-from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.providers.catalog import load, spec
 from gateway.settings import Backend
-
-PROVIDER_TYPES: dict[str, Callable[[Backend], Provider]] = {
-    "ollama": OllamaProvider,
-    "gemini": GeminiProvider,
-    "openai": OpenAICompatProvider,
-}
 
 
 class Providers:
@@ -26,7 +19,7 @@ class Providers:
     @classmethod
     def for_backends(cls, backends: list[Backend]) -> Providers:
         """The adapter of each backend's provider type (the app's case; tests may pass fakes instead)."""
-        return cls({b.name: PROVIDER_TYPES[b.provider](b) for b in backends})
+        return cls({b.name: load(spec(b.provider).adapter)(b) for b in backends})
 
     def __getitem__(self, name: str) -> Provider:
         return self._by_name[name]

@@ -1,4 +1,5 @@
-// The dashboard: reads /v1/usage and /v1/requests with the signed-in key and draws them (plain SVG).
+// The dashboard: reads /v1/usage and /v1/requests with the signed-in key and draws them (plain SVG). A
+// request's id opens its detail (#request=<id>, detail.js).
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -39,7 +40,9 @@
     };
     label(SMR.usd(max), L - 4, P + 3, "end");
     label("$0", L - 4, H - P + 3, "end");
-    if (groups.length) { label(groups[0].group, L, H - 8, "start"); label(groups[groups.length - 1].group, W - P, H - 8, "end"); }
+    // One bucket (e.g. the last hour): one label under its dots, not the same one at both ends of the axis.
+    if (groups.length === 1) label(groups[0].group, x(0), H - 8, "middle");
+    else if (groups.length) { label(groups[0].group, L, H - 8, "start"); label(groups[groups.length - 1].group, W - P, H - 8, "end"); }
     for (const s of series) {
       const line = document.createElementNS(SVG, "polyline");
       line.setAttribute("points", values.map((v, i) => `${x(i).toFixed(1)},${y(v[s]).toFixed(1)}`).join(" "));
@@ -77,29 +80,31 @@
   function drawRecent(tbody, rows) {
     tbody.replaceChildren();
     for (const r of rows) {
-      const tier = r.tier || (r.status >= 400 ? "none" : "direct");
+      // A request refused or failed before routing has no tier or model: say so, not "none" / "(none)".
+      const tier = r.tier || (r.status >= 400 ? "error" : "direct");
+      const link = SMR.el("a", { href: "#request=" + encodeURIComponent(r.id), text: r.id });
       tbody.append(SMR.el("tr", { "data-id": r.id },
-        SMR.el("td", { text: r.created.replace("T", " ").slice(0, 19) }),
+        SMR.el("td", { text: SMR.when(r.created) }),
         SMR.el("td", { text: r.tenant || "" }),
         SMR.el("td", {}, SMR.el("span", { class: "tier tier-" + tier, text: tier })),
         SMR.el("td", { class: "num", text: r.score == null ? "" : r.score.toFixed(3) }),
         SMR.el("td", { text: r.classifier || "" }),
-        SMR.el("td", { text: r.model || "" }),
+        SMR.el("td", { text: r.model || "-" }),
         SMR.el("td", { class: "num", text: SMR.usd(r.cost_usd) }),
         SMR.el("td", { class: "num", text: SMR.usd(r.savings_usd) }),
         SMR.el("td", { text: r.cache }),
         SMR.el("td", { class: "num", text: Math.round(r.latency_ms) + " ms" }),
         SMR.el("td", { class: "num", text: String(r.status) }),
-        SMR.el("td", { class: "muted", text: r.id })));
+        SMR.el("td", { class: "id" }, link)));
     }
   }
 
   async function load() {
     const error = $("error");
     error.hidden = true;
-    if (!SMR.getKey()) {
+    if (!SMR.showSignedIn()) {
       $("who").textContent = "not signed in";
-      $("cards").replaceChildren(); return;
+      $("cards").replaceChildren(); $("detail").hidden = true; return;
     }
     try {
       const hours = Number($("range").value);
@@ -124,6 +129,7 @@
       drawShares($("tiers"), tiers.data);
       drawShares($("models"), models.data);
       drawRecent($("recent").querySelector("tbody"), recent.data);
+      showDetail();
       document.body.dataset.loaded = String(Date.now());
     } catch (e) {
       error.textContent = e.message; error.hidden = false;
@@ -131,7 +137,17 @@
     }
   }
 
+  function showDetail() {
+    const m = /^#request=(.+)$/.exec(location.hash);
+    if (!m || !SMR.getKey()) { $("detail").hidden = true; return; }
+    const id = decodeURIComponent(m[1]);
+    if (!$("detail").hidden && $("detail").dataset.id === id) return;  // shown already (a refresh)
+    SMR.requestDetail.show($("detail"), id);
+    $("detail").scrollIntoView({ block: "nearest" });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    window.addEventListener("hashchange", showDetail);
     SMR.signin($("signin"), load);
     for (const id of ["range", "refresh"]) $(id).addEventListener(id === "range" ? "change" : "click", load);
     for (const id of ["tenant", "key"]) $(id).addEventListener("change", load);

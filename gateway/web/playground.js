@@ -10,7 +10,8 @@
     if (!SMR.getKey()) { $("who").textContent = "not signed in"; return; }
     try {
       const models = await SMR.json("/v1/models");
-      select.replaceChildren(...models.data.map((m) => SMR.el("option", { value: m.id, text: m.id })));
+      const chat = models.data.filter((m) => !m.endpoints || m.endpoints.includes("/v1/chat/completions"));
+      select.replaceChildren(...chat.map((m) => SMR.el("option", { value: m.id, text: m.id })));
       select.value = "auto";
       $("who").textContent = "signed in";
     } catch (e) { showError(e); }

@@ -152,3 +152,97 @@ def test_playground_streams_and_dashboard_shows_the_tenant(gw: GatewayThread, fa
     sign_in(wrong, "smr_not-a-key")
     wrong.wait_for_selector("#error:not([hidden])")
     assert wrong.text_content("#who") == "key refused"
+
+
+# The dashboard's defects (issue 28): each test failed before its fix.
+
+def xaxis_labels(page: Any) -> list[str]:
+    texts: list[str] = page.eval_on_selector_all("#timeline text", "ts => ts.map(t => t.textContent)")
+    return [t for t in texts if not t.startswith("$")]  # the y axis' labels are dollars
+
+
+def test_signed_out_the_dashboard_shows_only_the_sign_in_form(gw: GatewayThread, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(gw.url + "/dashboard")
+        page.wait_for_selector("#who:has-text('not signed in')")
+        assert page.is_visible("#signin input") and page.is_visible("#signin button[type=submit]")
+        for hidden in ("#signin button.secondary", ".filters", "#cards", ".panels", "#recent", "#timeline"):
+            assert not page.is_visible(hidden), hidden
+        sign_in(page, ADMIN)
+        page.wait_for_selector("body[data-loaded]")
+        assert page.is_visible("#signin button.secondary") and page.is_visible("#recent")
+        page.click("#signin button.secondary")
+        page.wait_for_selector("#who:has-text('not signed in')")
+        assert not page.is_visible("#recent") and not page.is_visible("#signin button.secondary")
+    finally:
+        page.close()
+
+
+def an_ok_and_a_refused_request(gw: GatewayThread) -> tuple[str, str]:
+    """A fresh tenant's key and the id of its one answered request; its second request was refused."""
+    key = new_key(gw, "hour-" + secrets.token_hex(3))
+    ok = chat(gw, key, "What is the capital of France?")
+    bad = httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                     content=b'{"model": "auto", "messages": [')  # refused before any routing: no tier, no model
+    assert bad.status_code == 400
+    deadline = time.time() + 10
+    while len(httpx.get(gw.url + "/v1/requests", headers={"Authorization": f"Bearer {key}"}).json()["data"]) < 2:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    return key, ok
+
+
+def last_hour(page: Any) -> None:
+    page.wait_for_selector("body[data-loaded]")
+    before = int(page.get_attribute("body", "data-loaded") or 0)  # read before the reload it starts can end
+    page.select_option("#range", "1")
+    page.wait_for_function("n => Number(document.body.dataset.loaded) > n", arg=before)
+
+
+def test_a_one_hour_range_labels_its_bucket_once(gw: GatewayThread, browser: Any) -> None:
+    key, _ = an_ok_and_a_refused_request(gw)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(gw.url + "/dashboard")
+        sign_in(page, key)
+        last_hour(page)
+        labels = xaxis_labels(page)
+        assert labels and len(labels) == len(set(labels)), labels  # not the same hour at both ends
+    finally:
+        page.close()
+
+
+def test_error_rows_say_error_not_a_tier_or_model(gw: GatewayThread, browser: Any) -> None:
+    key, ok = an_ok_and_a_refused_request(gw)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(gw.url + "/dashboard")
+        sign_in(page, key)
+        last_hour(page)
+        rows = page.eval_on_selector_all(
+            "#recent tbody tr", "rs => rs.map(r => [r.dataset.id, [...r.cells].map(c => c.textContent)])")
+        cells = {rid: texts for rid, texts in rows}
+        refused = next(texts for rid, texts in rows if rid != ok)
+        assert refused[2] == "error" and refused[5] == "-", refused  # tier, model: not "none" / "(none)"
+        assert cells[ok][2] == "simple" and cells[ok][5] == "local"
+        tiers = page.eval_on_selector_all("#tiers .bar", "bs => bs.map(b => b.dataset.group)")
+        models = page.eval_on_selector_all("#models .bar", "bs => bs.map(b => b.dataset.group)")
+        assert set(tiers) == {"simple", "error"} and set(models) == {"local", "error"}, (tiers, models)
+    finally:
+        page.close()
+
+
+def test_the_dashboard_fits_a_phone(gw: GatewayThread, browser: Any) -> None:
+    key = new_key(gw, "phone-" + secrets.token_hex(3))
+    chat(gw, key, "Design a fault-tolerant distributed queue with exactly-once delivery")
+    page = browser.new_page(viewport={"width": 420, "height": 900})
+    try:
+        page.goto(gw.url + "/dashboard")
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 420
+        sign_in(page, key)
+        page.wait_for_selector("#recent tbody tr")
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 420  # the table scrolls in its box
+        page.screenshot(path=str(ARTIFACTS / "dashboard-420.png"), full_page=True)
+    finally:
+        page.close()

@@ -331,3 +331,15 @@ def test_hand_made_paraphrases_mostly_hit(embedder: Embedder) -> None:
     assert len(PAIRS["paraphrase"]) >= 50
     hits = _pair_hits(embedder, PAIRS["paraphrase"])
     assert sum(hits) >= 0.85 * len(hits), f"only {sum(hits)} of {len(hits)} paraphrases hit"
+
+
+def test_the_embedder_does_not_spin_threads_while_idle(embedder: Embedder) -> None:
+    """Issue 27: onnxruntime's default intra-op pool (one thread per core) spins after every pass, which
+    cost the default configuration ~30 ms of CPU per cache miss on 2 cores; one pass at a time on the
+    embedder's own thread, never spinning, is what serving runs."""
+    assert embedder.backend == "onnx"
+    opts = embedder._onnx.session.get_session_options()
+    assert opts.intra_op_num_threads == 1
+    assert opts.inter_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import psycopg
 
 from gateway.fakes.server import free_port
 
@@ -135,6 +136,16 @@ def test_admin_commands_against_the_database(pg_url: str) -> None:
     key = next(line.split()[-1] for line in created.splitlines() if line.startswith("key:"))
     key_id = next(line.split()[-1] for line in created.splitlines() if line.startswith("id:"))
     assert key.startswith("smr_")
+    # every limit field is a flag (LimitSet's), checked as the API checks it
+    limited = run("keys", "create", "--name", "day", "--tenant", "cli-tenant", "--rate-limit-rpd", "5",
+                  "--budget-usd", "2.5", "--budget-period", "month")
+    limited_id = next(line.split()[-1] for line in limited.splitlines() if line.startswith("id:"))
+    row = psycopg.connect(pg_url).execute("SELECT rate_limit_rpd, budget_usd, budget_period FROM api_keys"
+                                          " WHERE id = %s", (limited_id,)).fetchone()
+    assert row == (5, 2.5, "month")
+    bad = smr("keys", "create", "--name", "x", "--tenant", "t", "--rate-limit-rpd", "0", env=env)
+    out, _ = bad.communicate(timeout=60)
+    assert bad.returncode != 0 and "rate_limit_rpd" in out and "Traceback" not in out
     listed = run("keys", "list", "--tenant", "cli-tenant")
     assert key_id in listed and key not in listed
     rotated = run("keys", "rotate", key_id, "--grace", "0")

@@ -17,8 +17,8 @@ from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
 from router_core.classifiers.difficulty import DifficultyClassifier
 from router_core.difficulty import HEAD_PATH, difficulty_logits, load_head
-from router_core.outcomes import NON_COMMERCIAL, load_all
 from router_core.types import Conversation, Turn
+from router_lab.outcomes import NON_COMMERCIAL, load_all
 from tests.helpers import REASON
 from tests.integration.test_cli import CLEAN_ENV, ROOT
 

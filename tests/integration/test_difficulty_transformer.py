@@ -23,10 +23,10 @@ from router_core.classifiers.heuristic import HeuristicClassifier
 from router_core.classifiers.tiered import TieredClassifier
 from router_core.difficulty import HEAD_PATHS, difficulty_logits, load_head
 from router_core.embedder import Embedder
-from router_core.outcomes import NON_COMMERCIAL, load_all
 from router_core.pipeline import ClassifierPipeline
 from router_core.registry import difficulty_embedding
 from router_core.types import Conversation, Turn
+from router_lab.outcomes import NON_COMMERCIAL, load_all
 from tests.helpers import REASON, GatewayThread, make_settings
 from tests.integration.test_difficulty_router import DATA
 

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from router_core.outcomes import DATA, read_text
+from router_lab.outcomes import DATA, read_text
 
 SHARED = DATA / "router_outcomes"
 
@@ -59,7 +59,7 @@ def smr(pg_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def log_tenant(pg_url: str) -> str:
-    from router_core.outcomes import load_all
+    from router_lab.outcomes import load_all
 
     tenant = "calib-" + secrets.token_hex(3)
     texts = [r.prompt for r in load_all(SHARED.parent)]  # 15,499 prompts of five kinds of traffic

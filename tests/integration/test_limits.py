@@ -159,6 +159,20 @@ def test_patch_and_tenant_limits_apply_to_both_processes(two: tuple[str, str]) -
     assert httpx.put(a + "/v1/tenants/x/limits", json={}, headers={"Authorization": "Bearer nope"}).status_code == 403
 
 
+def test_requests_per_day_hold_across_processes_for_keys_and_tenants(two: tuple[str, str]) -> None:
+    a, b = two
+    k = new_key(a, rate_limit_rpd=3)
+    assert k["rate_limit_rpd"] == 3 and httpx.get(a + "/v1/keys", headers=H).json()["data"][-1]["rate_limit_rpd"] == 3
+    got = [chat(x, k["key"]).status_code for x in (a, b, a, b)]
+    assert got == [200, 200, 200, 429]
+    t = new_key(a)
+    r = httpx.put(b + f"/v1/tenants/{t['tenant']}/limits", json={"rate_limit_rpd": 1}, headers=H)
+    assert r.status_code == 200 and r.json()["limits"]["rate_limit_rpd"] == 1
+    time.sleep(0.3)
+    assert [chat(x, t["key"]).status_code for x in (a, b)] == [200, 429]
+    assert httpx.patch(a + f"/v1/keys/{t['id']}", json={"rate_limit_rpd": 0}, headers=H).status_code == 400
+
+
 def test_token_limits_up_to_the_documented_maximum_are_stored_as_given(two: tuple[str, str]) -> None:
     # A tokens-per-minute limit past 2**31 - 1 (the API takes up to 10**12) was a 500 from Postgres
     # ("integer out of range"), found by the OpenAPI fuzz test.

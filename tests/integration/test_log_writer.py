@@ -15,7 +15,8 @@ import msgspec
 import psycopg
 import pytest
 
-from gateway.db.log_writer import LogRow, LogWriter
+from gateway.db.log_row import LogRow
+from gateway.db.log_writer import LogWriter
 from gateway.db.migrate import migrate, migrations_dir
 from gateway.fakes.server import free_port
 from tests.helpers import GatewayThread
@@ -121,3 +122,21 @@ def test_a_nul_byte_in_model_does_not_stop_the_request_log(gateway: GatewayThrea
     assert health["request_log"]["db_up"] is True and health["request_log"]["quarantined"] == 0
     with psycopg.connect(pg_url) as c:
         assert c.execute("SELECT count(*) FROM request_log WHERE requested_model = 'gptx'").fetchone()[0] >= 1  # type: ignore[index]
+
+
+async def test_a_spill_file_named_with_this_process_pid_is_written_at_start(migrated: str, tmp_path: Path) -> None:
+    """A pid is reused (a container's gateway is pid 1 after every restart): the file a killed process left
+    under this process's own name was skipped as 'ours' and never written until the next outage."""
+    tag = "own-pid-" + secrets.token_hex(3)
+    enc = msgspec.json.encode
+    (tmp_path / f"request_log.{os.getpid()}.jsonl").write_bytes(enc(row(tag, requested_model="spilled")) + b"\n")
+    (tmp_path / f"request_log.{os.getpid()}.replaying").write_bytes(enc(row(tag, requested_model="replaying")) + b"\n")
+    w = LogWriter(migrated, tmp_path)
+    w.start()
+    try:
+        assert await w.flush()
+        assert await w.flush()  # the .replaying file first, then the spill file
+    finally:
+        await w.close()
+    assert sorted(str(m) for m, _, _ in logged(migrated, tag)) == ["replaying", "spilled"]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("request_log.") and "quarantine" not in f]

@@ -162,6 +162,9 @@ def test_unknown_fields_are_forwarded_to_openai_upstreams(gateway: GatewayThread
 
 def test_models_list(gateway: GatewayThread) -> None:
     with sync_client(gateway) as client:
-        ids = [m.id for m in client.models.list()]
+        models = list(client.models.list())
+    ids = [m.id for m in models]
     assert ids[:4] == ["auto", "smr/simple", "smr/medium", "smr/complex"]
-    assert set(ids[4:]) == {"local", "flash", "pro", "oai"}
+    chat = [m.id for m in models if "/v1/chat/completions" in (m.model_extra or {}).get("endpoints", [])]
+    assert set(chat[4:]) == {"local", "flash", "pro", "oai"}
+    assert {"minilm", "text-embedding-3-small"} <= set(ids) - set(chat)  # embeddings: listed, not as chat models

@@ -199,7 +199,7 @@ def test_shadow_savings_equal_the_dry_run_sum_on_a_replayed_log(fakes: ThreadedF
     # The log to replay: real prompts of every difficulty.
     import json
 
-    from router_core.outcomes import DATA, read_text
+    from router_lab.outcomes import DATA, read_text
 
     prompts = [json.loads(line)["prompt"] for name in ("arena_hard_v01_per_prompt.jsonl",
                                                        "alpaca_eval_per_prompt.jsonl")

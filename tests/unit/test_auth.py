@@ -14,7 +14,7 @@ from gateway.db.keys import KeyRecord
 from gateway.errors import AuthenticationFailed, AuthUnavailable
 
 KEY = "smr_known"
-RECORD = KeyRecord("id-1", "app", "acme", "smr_known", dt.datetime.now(dt.UTC))
+RECORD = KeyRecord(id="id-1", name="app", tenant="acme", prefix="smr_known", created_at=dt.datetime.now(dt.UTC))
 
 
 class Store:

@@ -7,19 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router_core.difficulty import (
-    EXTRA_FEATURES,
-    evaluate,
-    fit,
-    leave_source_out,
-    logistic_map,
-    model_pairs,
-    prompt_inputs,
-    spearman,
-    targets,
-)
-from router_core.irt import rasch
-from router_core.outcomes import Outcomes, mmlu_group
+from router_core.difficulty import EXTRA_FEATURES
+from router_lab.difficulty import fit, logistic_map, prompt_inputs, targets
+from router_lab.held_out import evaluate, leave_source_out, model_pairs, spearman
+from router_lab.irt import rasch
+from router_lab.outcomes import Outcomes, mmlu_group
 
 
 def synthetic(n_prompts: int = 400, n_models: int = 12, seed: int = 7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,7 +111,7 @@ def test_the_bootstrap_interval_says_whether_a_source_is_below_random_beyond_its
     assert informed.apgr_low > 0.5 and not informed.surely_below_random  # type: ignore[operator]
     assert backwards.apgr_high < 0.5 and backwards.surely_below_random  # type: ignore[operator]
     # The margin over prompt length (unrelated to the answer here) has its interval on the right side of 0.
-    from router_core.difficulty import margin_interval
+    from router_lab.held_out import margin_interval
 
     ahead, behind = margin_interval([informed], "bench"), margin_interval([backwards], "bench")
     assert ahead is not None and behind is not None and ahead[0] > 0 > behind[1]
@@ -137,7 +129,7 @@ def test_the_bootstrap_interval_says_whether_a_source_is_below_random_beyond_its
 
 def test_a_refit_on_ratings_corrects_the_difficulty_heads_logits_and_keeps_its_map() -> None:
     from router_core.difficulty import DifficultyHead, Scaling, difficulty_logits
-    from router_core.feedback import auc, refit_difficulty
+    from router_lab.feedback import auc, refit_difficulty
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(300, 6))

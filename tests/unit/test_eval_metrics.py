@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router_core.evals.metrics import apgr, cpt, curve, report
+from router_lab.evals.metrics import apgr, cpt, curve, report
 
 # Four prompts. The cheap model gets #0 and #1 right, the strong one #0, #1, #2 (never #3).
 CHEAP = np.array([1, 1, 0, 0])

@@ -1,14 +1,23 @@
-"""The shape of the code: no import circle in the runtime packages, no module over 400 lines, the
-environment read only by the settings loader, and nothing for training or tests inside the runtime."""
+"""The shape of the code: serving apart from research (the gateway and `smr serve` load no training,
+fitting or evaluation code; router_core never imports router_lab), no import circle, no module over 400
+lines, the environment read only by the settings loader, and nothing for training or tests inside the
+runtime."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gateway", "router_core")
+PACKAGES = ("gateway", "router_core", "router_lab")
+# What only training and evaluation load: the research package, its libraries, and the modules that held
+# research inside router_core before the split (they must not come back).
+RESEARCH = ("router_lab", "sklearn", "scipy", "router_core.evals", "router_core.irt",
+            "router_core.outcomes", "router_core.data", "router_core.train", "router_core.feedback",
+            "router_core.calibrate")
 
 
 def _module(path: Path) -> str:
@@ -72,12 +81,81 @@ def test_cycle_finder_sees_a_circle() -> None:
 def test_no_import_circle_in_the_runtime_packages() -> None:
     graph = import_graph()
     assert "gateway.request_path" in graph and "gateway.routing" in graph["gateway.request_path"]
-    assert find_cycle(graph) is None
+    assert "router_lab.difficulty" in graph and "router_core.difficulty" in graph["router_lab.difficulty"]
+    assert (cycle := find_cycle(graph)) is None, f"import circle: {' -> '.join(cycle)}"
 
 
 def test_no_module_over_400_lines() -> None:
     long = {str(f.relative_to(ROOT)): n for f in _runtime_files() if (n := len(f.read_text().splitlines())) > 400}
-    assert long == {}
+    assert long == {}, f"modules over 400 lines (split them): {long}"
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """The modules a file imports when it is imported (not inside a function or class)."""
+    out: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def _all_imports(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_serving_never_depends_on_research() -> None:
+    # router_core (what the gateway runs) imports nothing of router_lab, anywhere; the gateway imports it only
+    # inside the functions of the commands that train or evaluate, so `smr serve` never loads it.
+    lab = lambda mods: sorted(m for m in mods if m == "router_lab" or m.startswith("router_lab."))  # noqa: E731
+    core = {str(f.relative_to(ROOT)): lab(_all_imports(f)) for f in (ROOT / "router_core").rglob("*.py")}
+    assert {f: m for f, m in core.items() if m} == {}
+    gw = {str(f.relative_to(ROOT)): lab(_top_level_imports(f)) for f in (ROOT / "gateway").rglob("*.py")}
+    assert {f: m for f, m in gw.items() if m} == {}
+    # router_lab is research on top of router_core; it never reaches up into the gateway.
+    up = {str(f.relative_to(ROOT)): sorted(m for m in _all_imports(f) if m.split(".")[0] == "gateway")
+          for f in (ROOT / "router_lab").rglob("*.py")}
+    assert {f: m for f, m in up.items() if m} == {}
+
+
+SERVE_PROBE = """
+import sys
+import msgspec
+import gateway.app
+import router_core
+from gateway.cli import main, serve
+from gateway.settings import read_settings, validate
+
+print(" ".join(sorted(sys.modules)))
+s = read_settings(None)
+s = validate(msgspec.structs.replace(s, auth=msgspec.structs.replace(s.auth, admin_key="smr_admin_" + "x" * 24)))
+gateway.app.create_app(s)
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_serving_loads_no_training_code() -> None:
+    # What `smr serve` loads: the app module, the CLI, and the app built with the default config (the tiered
+    # classifier and its difficulty head; nothing is reached over the network to build it). Nothing of
+    # training or evaluation among them.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "SMR_ADMIN_KEY": "smr_admin_" + "x" * 24}
+    done = subprocess.run([sys.executable, "-c", SERVE_PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported, built = (line.split() for line in done.stdout.splitlines()[-2:])
+    # Importing the app, router_core and the CLI loads no torch (lazy: it costs seconds and hundreds of MiB;
+    # building the app may load it where a GPU is present).
+    assert "gateway.app" in imported and "torch" not in imported
+    assert "router_core.classifiers.tiered" in built
+    research = sorted(m for m in built if any(m == r or m.startswith(r + ".") for r in RESEARCH))
+    assert research == [], f"serving loaded training/evaluation code: {research}"
 
 
 def test_only_the_settings_loader_reads_the_environment_in_the_gateway() -> None:
@@ -97,9 +175,9 @@ def test_training_and_scratch_helpers_live_outside_the_runtime_package() -> None
 
 def test_no_code_reads_a_folder_beside_the_repository() -> None:
     # A fresh clone has nothing beside it: the data the tests, `smr eval`, `smr train` and the studies read
-    # is in data/ (router_core.outcomes.DATA). Only provenance text may name where data once came from.
+    # is in data/ (router_lab.outcomes.DATA). Only provenance text may name where data once came from.
     reads = re.compile(r"""["']\.\./shared|parents\[\d\]\s*/\s*["']shared["']|ROOT\.parent\s*/\s*["']shared""")
-    offenders = [str(f.relative_to(ROOT)) for top in ("gateway", "router_core", "tests", "bench")
+    offenders = [str(f.relative_to(ROOT)) for top in ("gateway", "router_core", "router_lab", "tests", "bench")
                  for f in (ROOT / top).rglob("*.py") if ".venv" not in f.parts and reads.search(f.read_text())]
     assert offenders == []
     assert (ROOT / "data" / "SOURCES.md").exists()

@@ -190,3 +190,27 @@ async def test_a_stream_cut_short_is_charged_for_what_was_generated(ending: str)
     assert spent == pytest.approx(row.cost_usd) and reserved == pytest.approx(0.0, abs=1e-12)
     used = (await h.counters.take([RateCheck("key", "key-1", "tokens", 1_000_000, 0)])).states[0].used
     assert used >= row.prompt_tokens + row.completion_tokens
+
+
+async def test_requests_per_day_refuse_past_the_limit_beside_a_per_minute_one() -> None:
+    # A limit kind added as a LimitSet field and a RATE_LIMITS line: the day's counter is apart from the minute's.
+    h = Harness(cache=False)
+    for _ in range(2):
+        await h.serve(principal=key(rate_limit_rpd=2, rate_limit_rpm=100))
+    with pytest.raises(RateLimited) as err:
+        await h.serve(principal=key(rate_limit_rpd=2, rate_limit_rpm=100))
+    e = err.value
+    assert e.type == "requests" and e.headers is not None
+    assert e.headers["x-ratelimit-limit-requests"] == "2"  # the tighter counter of the kind
+    assert int(e.headers["retry-after"]) > 60  # the day's window, not the minute's
+    assert len(h.fakes["cheap"].calls) == 2
+
+
+def test_every_limit_field_has_one_home() -> None:
+    from gateway.api.keys import KeyCreate
+    from gateway.db.keys import KeyRecord
+    from gateway.limits import LIMIT_FIELDS, RATE_LIMITS
+
+    assert set(LIMIT_FIELDS) <= set(KeyCreate.__struct_fields__)
+    assert set(LIMIT_FIELDS) <= set(KeyRecord.__struct_fields__)
+    assert {r.field for r in RATE_LIMITS} <= set(LIMIT_FIELDS)

@@ -19,7 +19,7 @@ from gateway.app import build_pipeline
 from gateway.auth import ANONYMOUS, Principal
 from gateway.cache.memory import MemoryExactStore
 from gateway.cache.service import ResponseCache
-from gateway.db.log_writer import LogRow
+from gateway.db.log_row import LogRow
 from gateway.errors import AllBackendsFailed, InvalidRequest, PermissionDenied, UpstreamHTTPError
 from gateway.fakes.provider import FakeProvider, Reply
 from gateway.fallback import ChainCaller

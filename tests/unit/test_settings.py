@@ -53,6 +53,8 @@ def test_smr_config_env_picks_the_file(tmp_path: Path) -> None:
     ('[auth]\nenabled = false\n[log]\nbatch_size = 0\n', "setting 'log'"),
     ('[auth]\nenabled = false\n[cache]\nembedding_batch_window_s = -1\n', "embedding_batch_window_s"),
     ('[cache]\nembedding_backend = "tensorrt"\n', "cache.embedding_backend"),
+    ('[auth]\nenabled = false\n[log]\nspill_after_s = 0\n', "spill_after_s > 0"),
+    ('[auth]\nenabled = false\n[learning]\njudge = "ghost"\n', "learning.judge"),
     ('not toml at all [', "invalid TOML"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:

@@ -1,16 +1,43 @@
-"""`router_core.train` on a small synthetic set: folds keep groups whole, and the chosen head beats
-prompt length where the signal is in the embedding."""
+"""`router_lab.train` on a small synthetic set: folds keep groups whole, and the chosen head beats
+prompt length where the signal is in the embedding. Without the train extra, `smr train` and `smr eval`
+say what to install instead of failing with a traceback."""
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from router_core.classifiers.embedding import Head
-from router_core.data import Example
 from router_core.features import STRUCTURE_FEATURES
-from router_core.train import held_out_sets, train
+from router_lab.data import Example
+from router_lab.train import held_out_sets, train
+
+ROOT = Path(__file__).resolve().parents[2]
+# scikit-learn and scipy made unimportable, as on an install without the train extra.
+WITHOUT_EXTRA = """
+import sys
+sys.modules["sklearn"] = None
+sys.modules["scipy"] = None
+from gateway.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("args", [["train", "data"], ["train", "--difficulty"], ["eval", "--data", "x.jsonl"],
+                                  ["eval", "--leave-source-out"]])
+def test_training_commands_without_the_train_extra_say_what_to_install(args: list[str]) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "SMR_ADMIN_KEY": "smr_admin_" + "x" * 24}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_EXTRA, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "pip install -e '.[train]'" in line and "scikit-learn" in line
 
 
 def synthetic(n_groups: int = 8, per_group: int = 60) -> tuple[list[Example], np.ndarray]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from router_core.outcomes import read_text
+from router_lab.outcomes import read_text
 
 CHEAP_COLUMN = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG_COLUMN = "gpt-4-1106-preview"

@@ -6,7 +6,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from router_core.evals.metrics import Curve
+from router_lab.evals.metrics import Curve
 
 W, H, PAD = 480, 360, 40
 

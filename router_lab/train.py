@@ -19,10 +19,10 @@ from typing import NamedTuple, TextIO
 import numpy as np
 
 from router_core.classifiers.embedding import Head
-from router_core.data import Example
 from router_core.embedder import Embedder
-from router_core.evals.metrics import apgr, curve
 from router_core.features import STRUCTURE_FEATURES, structure
+from router_lab.data import Example
+from router_lab.evals.metrics import apgr, curve
 
 SEED = 20261125
 REPEATS = 3                        # fold assignments (seeds SEED, SEED+1, ...) the choice is averaged over

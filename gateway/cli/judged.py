@@ -1,0 +1,237 @@
+"""`smr eval --from-logs`, `smr calibrate --from-logs --target-quality Q` and `smr train --from-judgements`:
+the router tuned on stored judgements (gateway.learning: sampled answers compared with the reference tier's).
+
+For each tier pair (the tier that served, the reference tier) the judged traffic gives a quality/cost
+curve: sending the requests the router scores highest to the reference tier, the share of the reference's
+quality kept against the share of calls left on the cheaper tier. A served answer's quality is 0 where the
+judge preferred the reference's, else 1; the reference's is 0 where the judge preferred the served one.
+APGR (average performance gap recovered) is the curve's mean height above the cheap tier's quality, as a
+share of the gap to the reference's: 0.5 for a router that cannot tell, 1 for one that sends exactly the
+requests that need it first. The scores are the configured router's (the pipeline as the gateway runs
+it), so a head refitted on judgements (`smr train --from-judgements --write H`, then routing.difficulty_head
+= H) shows here. Calibration fits on one half of the judgements (by request id) and reports the quality on
+the other, then writes the cut-offs fitted on all of them.
+
+`smr eval --from-logs`, `smr calibrate --from-logs --target-quality Q` and `smr train --from-judgements`
+(gateway.cli.router) call these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from gateway.cli.admin import with_pool
+from gateway.cli.from_logs import _window, offline_settings
+from gateway.cli.scoring import WRITE_DEFAULT, decide_all, write_cutoffs
+from gateway.learning.store import Judgement, JudgementStore
+from gateway.prompt_log import conversation_of
+from gateway.settings import Settings
+
+
+class Pair(msgspec.Struct, frozen=True):
+    """One tier pair's judged traffic: scores, and each request's quality on either tier."""
+
+    tier: str
+    reference: str
+    scores: np.ndarray
+    weak: np.ndarray    # the served (cheaper) tier's answer: 1 good enough, 0 the reference's was better
+    strong: np.ndarray  # the reference's answer: 0 where the served one was better
+    ids: list[str]
+
+
+def qualities(js: Sequence[Judgement]) -> tuple[np.ndarray, np.ndarray]:
+    weak = np.array([0.0 if j.verdict == "reference" else 1.0 for j in js])
+    strong = np.array([0.0 if j.verdict == "served" else 1.0 for j in js])
+    return weak, strong
+
+
+def curve(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    """Expected quality (a share of the reference's) with the k highest-scored requests on the reference
+    tier, k = 0..n; requests with equal scores are taken in random order (their gains averaged)."""
+    gain = strong - weak
+    order = np.argsort(-scores, kind="mergesort")
+    s, g = scores[order], gain[order].copy()
+    for v in np.unique(s):
+        tie = s == v
+        g[tie] = g[tie].mean()
+    kept = (weak.sum() + np.concatenate([[0.0], np.cumsum(g)])) / max(strong.sum(), 1e-9)
+    return np.asarray(kept)
+
+
+def apgr(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> float:
+    c = curve(scores, weak, strong)
+    gap = c[-1] - c[0]
+    return float(np.mean((c - c[0]) / gap)) if gap > 0 else 1.0
+
+
+def quality_at(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray, cutoff: float) -> tuple[float, float]:
+    """(quality kept, share of calls on the reference tier) routing score >= cutoff to the reference."""
+    up = scores >= cutoff
+    return float(np.where(up, strong, weak).sum() / max(strong.sum(), 1e-9)), float(up.mean())
+
+
+def cutoff_for_quality(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray, target: float) -> float:
+    """The highest cut-off (fewest reference calls) keeping `target` of the reference's quality on this
+    sample; halfway to the next lower score, so a request scored between them goes up."""
+    values = np.unique(scores)[::-1]
+    if quality_at(scores, weak, strong, float("inf"))[0] >= target:
+        return 1.0
+    for i, v in enumerate(values):
+        if quality_at(scores, weak, strong, float(v))[0] >= target:
+            below = float(values[i + 1]) if i + 1 < len(values) else 0.0
+            return round((float(v) + below) / 2, 4)
+    return 0.0
+
+
+def pairs(js: list[Judgement], scores: np.ndarray) -> list[Pair]:
+    out = []
+    for key in sorted({(j.tier, j.reference_tier) for j in js}):
+        idx = [i for i, j in enumerate(js) if (j.tier, j.reference_tier) == key]
+        weak, strong = qualities([js[i] for i in idx])
+        out.append(Pair(key[0], key[1], scores[idx], weak, strong, [js[i].request_id for i in idx]))
+    return out
+
+
+def _read(settings: Settings, args: argparse.Namespace) -> list[Judgement]:
+    since, until = _window(args)
+
+    async def fetch(pool: Any) -> list[Judgement]:
+        return await JudgementStore(pool).window(since, until, args.tenant)
+
+    return [j for j in asyncio.run(with_pool(settings, fetch)) if j.prompt]
+
+
+def _scored(args: argparse.Namespace, need: int = 20) -> tuple[Settings, list[Judgement], np.ndarray] | None:
+    settings = offline_settings(args.config)
+    js = _read(settings, args)
+    if len(js) < need:
+        print(f"only {len(js)} judgements in this window: need at least {need} (learning.sample_rate > 0, and "
+              "traffic on `auto`)", file=sys.stderr)
+        return None
+    decisions = decide_all([conversation_of(j.prompt or "") for j in js], settings)
+    return settings, js, np.array([d.score for d in decisions], dtype=float)
+
+
+def eval_from_logs(args: argparse.Namespace) -> int:
+    found = _scored(args, need=1)
+    if found is None:
+        return 2
+    settings, js, scores = found
+    lo, hi = settings.routing.cutoffs
+    result = []
+    for p in pairs(js, scores):
+        c = curve(p.scores, p.weak, p.strong)
+        cut = lo if p.tier == "simple" else hi
+        q, up = quality_at(p.scores, p.weak, p.strong, cut)
+        points = {f"{k / 10:.1f}": round(float(c[round(k / 10 * (len(c) - 1))]), 4) for k in range(11)}
+        row = {"pair": f"{p.tier}->{p.reference}", "judged": len(p.ids), "apgr": round(apgr(p.scores, p.weak,
+               p.strong), 4), "cheap_quality": round(float(c[0]), 4), "quality_at_cutoff": round(q, 4),
+               "reference_share_at_cutoff": round(up, 4), "cutoff": cut, "curve": points}
+        result.append(row)
+        print(f"{row['pair']}: {row['judged']} judged, APGR {row['apgr']:.3f}; all on {p.tier}: quality "
+              f"{row['cheap_quality']:.1%}; at cut-off {cut}: quality {q:.1%} with {up:.1%} of calls on {p.reference}")
+        print("  quality kept by share of calls on the reference: " +
+              "  ".join(f"{float(k):.0%}:{v:.1%}" for k, v in points.items()))
+    if args.json:
+        print(json.dumps({"judgements": len(js), "pairs": result}))
+    return 0
+
+
+def calibrate_from_judgements(args: argparse.Namespace) -> int:
+    if not 0 < args.target_quality <= 1:
+        print("--target-quality is a share of the reference's quality, e.g. 0.95", file=sys.stderr)
+        return 2
+    found = _scored(args)
+    if found is None:
+        return 2
+    from router_lab.calibrate import held_out
+
+    settings, js, scores = found
+    test = held_out([j.request_id for j in js])
+    cuts: dict[str, float] = {}
+    result: dict[str, Any] = {"judgements": len(js), "target_quality": args.target_quality, "pairs": []}
+    held = {j.request_id for j, h in zip(js, test, strict=True) if h}
+    for p in pairs(js, scores):
+        t = np.array([i in held for i in p.ids], dtype=bool)
+        if t.all() or not t.any():
+            continue
+        half = cutoff_for_quality(p.scores[~t], p.weak[~t], p.strong[~t], args.target_quality)
+        fq, fu = quality_at(p.scores[~t], p.weak[~t], p.strong[~t], half)
+        hq, hu = quality_at(p.scores[t], p.weak[t], p.strong[t], half)
+        # What is written is fitted on every judgement: the halves say what to expect on unseen traffic.
+        cut = cuts[p.tier] = cutoff_for_quality(p.scores, p.weak, p.strong, args.target_quality)
+        result["pairs"].append({"pair": f"{p.tier}->{p.reference}", "cutoff": cut, "half_cutoff": half,
+                                "fitted": int((~t).sum()), "held_out": int(t.sum()), "fitted_quality": round(fq, 4),
+                                "held_out_quality": round(hq, 4), "held_out_reference_share": round(hu, 4)})
+        print(f"{p.tier}->{p.reference}: fitted on one half, cut-off {half}: quality {fq:.1%} there ({fu:.1%} on "
+              f"{p.reference}), {hq:.1%} on the held-out half ({hu:.1%} on {p.reference}); on all: cut-off {cut}")
+    if not cuts:
+        print("no tier pair has judgements in both halves", file=sys.stderr)
+        return 2
+    current = settings.routing.cutoffs
+    hi = cuts.get("medium", cuts.get("simple", current[1]))
+    lo = min(cuts.get("simple", current[0]), hi)
+    result["cutoffs"] = [lo, hi]
+    print(f"cutoffs = [{lo}, {hi}]  (target quality {args.target_quality:.1%} of the reference's)")
+    if args.json:
+        print(json.dumps(result))
+    if args.write:
+        write_cutoffs(Path(args.write), (lo, hi))
+    return 0
+
+
+def train_from_judgements(args: argparse.Namespace) -> int:
+    """Refit the configured classifier's head on judgements (label 1: the reference's answer was better),
+    as `smr train --from-logs` does on ratings; print the held-out AUC before and after."""
+
+    from gateway.cli.from_logs import _difficulty_design, _embedding_design, _tiered_design
+    from router_core.classifiers.embedding import Head
+    from router_core.difficulty import difficulty_logits
+    from router_lab.calibrate import held_out
+    from router_lab.feedback import auc, refit, refit_difficulty
+
+    heads: dict[str, tuple[Callable[..., Any], ...]] = {
+        "tiered": (_tiered_design, difficulty_logits, refit_difficulty),
+        "difficulty": (_difficulty_design, difficulty_logits, refit_difficulty),
+        "embedding": (_embedding_design, Head.logits, refit)}
+    setting = {"tiered": "difficulty_head", "difficulty": "difficulty_head", "embedding": "embedding_head"}
+    settings = offline_settings(args.config)
+    name = args.classifier or next((n for n in settings.routing.classifiers if n in heads), None)
+    if name not in heads:
+        print(f"smr train --from-judgements refits the head of {' or '.join(heads)}", file=sys.stderr)
+        return 2
+    js = _read(settings, args)
+    ys = np.array([1.0 if j.verdict == "reference" else 0.0 for j in js])
+    test = held_out([j.request_id for j in js])
+    if len(js) < 20 or len(set(ys[~test])) < 2 or len(set(ys[test])) < 2:
+        print(f"{len(js)} judgements: need at least 20, with both verdicts in both halves", file=sys.stderr)
+        return 2
+    design, logits, refit_head = heads[name]
+    try:
+        head, x = design(settings, [conversation_of(j.prompt or "") for j in js])
+    except (OSError, ValueError) as exc:
+        print(f"smr: routing.{setting[name]}: {exc}", file=sys.stderr)
+        return 2
+    fitted = refit_head(head, x[~test], ys[~test], args.l2)
+    before, after = auc(logits(head, x)[test], ys[test]), auc(logits(fitted, x)[test], ys[test])
+    print(f"{len(js)} judgements ({int(ys.sum())} where the reference was better), {name} head: fitted on "
+          f"{int((~test).sum())}, held out {int(test.sum())}")
+    print(f"held-out AUC (ranks the requests that needed the reference first): {before:.3f} now, "
+          f"{after:.3f} refitted ({after - before:+.3f})")
+    if not args.write or args.write == WRITE_DEFAULT:
+        print("nothing written (add --write PATH to write the refitted head)")
+        return 0
+    figures = {"judgements": len(ys), "held_out_auc_before": round(before, 3), "held_out_auc_refitted": round(after, 3)}
+    final = msgspec.structs.replace(refit_head(head, x, ys, args.l2), cv=figures)
+    Path(args.write).write_text(json.dumps(msgspec.to_builtins(final)) + "\n")
+    print(f"wrote {args.write}; use it with routing.{setting[name]} = \"{args.write}\"")
+    return 0

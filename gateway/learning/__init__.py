@@ -1,0 +1,7 @@
+"""Sampled second opinions: a share of `auto` answers, judged against the reference tier's off the request path.
+
+    sampler.py   which requests are sampled (pure), and the daily spending caps (Redis)
+    judge.py     the rule judge (JSON, tool schemas, final numbers) and the model judge (judge_pairwise.md)
+    store.py     judgements in Postgres (migrations/0009_judgements.sql)
+    worker.py    the bounded queue and the one task that drains it
+"""
