@@ -28,7 +28,7 @@ browser:
 		echo "could not install chromium (apt-get install -y chromium): the browser tests will fail"
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway router_core router_lab tests bench

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -33,9 +36,9 @@ from gateway.lifespan import lifespan
 from gateway.openapi import add_body_schemas, openapi_config, openapi_json
 from gateway.request_ids import add_request_id, ids
 from gateway.settings import Settings
-from router_core import ClassifierPipeline, build_classifier
-from router_core.embedder import Embedder, pick_device
-from router_core.registry import difficulty_embedding
+from router_core import ClassifierPipeline, registry
+from router_core.classifiers.base import ENCODER
+from router_core.embedder import Embedder
 
 log = logging.getLogger("gateway")
 
@@ -86,17 +89,34 @@ def _internal_error(request: Request, exc: Exception) -> Response:
     return Response(content=err.to_json(), status_code=500, media_type=JSON)
 
 
+def classifier_context(settings: Settings) -> registry.Context:
+    """What every classifier may read besides its options: the cut-offs and the encoder's device."""
+    return registry.Context(settings.routing.cutoffs, settings.cache.device)
+
+
+def classifier_options(settings: Settings, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The typed options of each classifier named (default: the configured ones), from
+    `routing.classifier_options` over the old flat spelling; a bad one is a SettingsError naming it."""
+    r = settings.routing
+    try:
+        return registry.configure(r.classifiers if names is None else names, r.classifier_options,
+                                  msgspec.structs.asdict(r))
+    except registry.OptionError as exc:
+        raise SettingsError(f"config: setting '{exc.setting}': {exc}") from None
+
+
 def difficulty_reads(settings: Settings) -> str:
     """The difficulty classifier's embedding, `auto` resolved: minilm where the encoder's device is a GPU."""
-    requested = settings.routing.difficulty_embedding
-    return difficulty_embedding(requested, pick_device(settings.cache.device) if requested == "auto" else "")
+    options = classifier_options(settings, ["difficulty"])["difficulty"]
+    return registry.difficulty_reads(options, classifier_context(settings))
 
 
 def routing_needs_encoder(settings: Settings) -> bool:
-    """Whether a configured classifier reads the transformer encoder (the embedding classifier, or the
-    difficulty classifier on minilm)."""
-    names = settings.routing.classifiers
-    return "embedding" in names or ("difficulty" in names and difficulty_reads(settings) == "minilm")
+    """Whether a configured classifier declares that it needs the transformer encoder (asked of the
+    registry from its options, nothing built)."""
+    context = classifier_context(settings)
+    return any(ENCODER in registry.needs(name, options, context)
+               for name, options in classifier_options(settings).items())
 
 
 def build_embedder(settings: Settings) -> Embedder | None:
@@ -110,20 +130,15 @@ def build_embedder(settings: Settings) -> Embedder | None:
 
 
 def build_pipeline(settings: Settings, embedder: Embedder | None) -> ClassifierPipeline:
-    r = settings.routing
-    options = {"embedder": embedder, "cutoffs": r.cutoffs, "ollama_url": r.llm_base_url, "model": r.llm_model,
-               "timeout_s": r.llm_timeout_s, "head_path": r.embedding_head, "difficulty_head": r.difficulty_head,
-               "difficulty_embedding": difficulty_reads(settings) if "difficulty" in r.classifiers else "static"}
+    """Each configured classifier built from the registry and its typed options, in order."""
+    r, context = settings.routing, classifier_context(settings)
     classifiers = []
-    for name in r.classifiers:
+    for name, options in classifier_options(settings).items():
         try:
-            classifiers.append(build_classifier(name, options))
-        except KeyError as exc:
-            raise SettingsError(f"config: setting 'routing.classifiers': {exc.args[0]}") from None
-        except (OSError, ValueError) as exc:  # its head file: missing, unreadable, not a head, or another kind's
-            setting = {"embedding": "embedding_head", "difficulty": "difficulty_head",
-                       "tiered": "difficulty_head"}.get(name, "classifiers")
-            raise SettingsError(f"config: setting 'routing.{setting}': {exc}") from None
+            classifiers.append(registry.build(name, options, context, embedder))
+        except registry.OptionError as exc:  # e.g. its head file: missing, unreadable, another embedding's
+            where = registry.setting(name, exc.field, r.classifier_options.get(name)) if exc.field else exc.setting
+            raise SettingsError(f"config: setting '{where}': {exc}") from None
     return ClassifierPipeline(classifiers, r.cutoffs, r.classifier_budget_s)
 
 

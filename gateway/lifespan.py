@@ -183,7 +183,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         gw = Gateway(settings, pipeline, providers, auth, pool, writer, cache, counters, tracer)
         stack.push_async_callback(gw.admission.drain)
         if gw.learning is not None:  # sampled second opinions: one task, stopped before the pool and the log close
-            gw.learning.start()
+            gw.learning.start(gw.cache)  # and the refresher of the cache's learned threshold
             stack.push_async_callback(gw.learning.close)
         if client is not None:
             watcher = asyncio.create_task(watch_limits_redis(gw.admission, client), name="limits-redis-watch")

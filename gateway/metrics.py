@@ -154,12 +154,17 @@ def _number(v: float | int | bool) -> str:
     return repr(float(v)) if isinstance(v, float) else str(int(v))
 
 
+# Values that go down as well as up; every other number in a part is a counter.
+_GAUGES = frozenset({"buffered", "threshold", "threshold_checks", "wrong_hit_rate"})
+
+
 def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, object] | None,
            limits: Mapping[str, object] | None = None, circuits: Mapping[str, str] | None = None,
-           lag: LoopLag | None = None, gc_pauses: GcPauses | None = None) -> str:
+           lag: LoopLag | None = None, gc_pauses: GcPauses | None = None,
+           learning: Mapping[str, object] | None = None) -> str:
     """The exposition text: request counters and durations, tokens, cost and savings, the event loop's lag
     and GC pauses, then the cache's, the request-log writer's and the limits' counters (absent when that
-    part is off)."""
+    part is off), and the learning worker's (second opinions and semantic-cache checks)."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_text: str) -> None:
@@ -208,7 +213,7 @@ def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, 
             gauge = {"closed": "0", "half_open": "0.5", "open": "1"}[state]
             out.append(f"smr_backend_circuit_open{_labels(('backend',), (backend,))} {gauge}")
     parts = (("smr_cache", cache, "response cache"), ("smr_request_log", writer, "request-log writer"),
-             ("smr_limits", limits, "rate limits' and budgets'"))
+             ("smr_limits", limits, "rate limits' and budgets'"), ("smr_learning", learning, "learning worker's"))
     for prefix, part, what in parts:
         if part is None:
             continue
@@ -217,7 +222,7 @@ def render(m: Metrics, cache: Mapping[str, object] | None, writer: Mapping[str, 
                 family(f"{prefix}_{key}", "gauge", f"The {what}'s {key.replace('_', ' ')} (1 = yes).")
                 out.append(f"{prefix}_{key} {int(value)}")
             elif isinstance(value, int | float):
-                kind = "gauge" if key == "buffered" else "counter"
+                kind = "gauge" if key in _GAUGES else "counter"
                 name = f"{prefix}_{key}" + ("_total" if kind == "counter" else "")
                 family(name, kind, f"The {what}'s {key.replace('_', ' ')} count.")
                 out.append(f"{name} {_number(value)}")

@@ -11,7 +11,8 @@
     6. store       remember the answer for the cache, off the request path
     7. account     exactly one record (metrics + request log) for success, error, cancel or client gone,
                    and the admission ticket settled (tokens used, the budget reservation to the real cost)
-    8. learn       a sampled `auto` JSON answer is queued for a second opinion (gateway.learning), never awaited
+    8. learn       a sampled `auto` JSON answer is queued for a second opinion (gateway.learning), never awaited;
+                   so is a sampled semantic hit or near miss, for a check of the cached answer
 
 No HTTP types here: the edge hands in a `PathRequest` and turns the `Answer` or `StreamAnswer` into
 a response. A stream is accounted for when it ends, by the stream itself (`streaming.to_sse`).
@@ -216,7 +217,9 @@ class RequestPath:
             policy, lk = await self._lookup(ctx, preq, principal)
             span.set_attribute("smr.cache", ctx.cache)
         if lk is not None and lk.hit is not None:
-            return self._from_cache(ctx, req, lk.hit)
+            answer = self._from_cache(ctx, req, lk.hit)
+            self._check_cache(ctx, req, preq.raw, lk, None)
+            return answer
         # 3. route (auto shifts down as a budget nears its end)
         used = 0.0
         if preq.force_tier is None and (req.model or self.router.default_model) == "auto":
@@ -275,7 +278,20 @@ class RequestPath:
                                                 int(time.time())))
         # 7. account
         smr = self._done(ctx, 200)
+        self._check_cache(ctx, req, {}, lk, answered)
         return Answer(self._served(ctx, route, backend, ctx.priced, smr), c.message, c.finish_reason)
+
+    def _check_cache(self, ctx: RequestContext, req: ChatCompletionRequest, raw: dict[str, object],
+                     lk: Lookup | None, fresh: Answered | None) -> None:
+        """8. learn: a semantic hit, or a near miss with the answer the client got, queued for a check."""
+        if self.learning is None or lk is None or lk.threshold is None:
+            return
+        tenant = ctx.principal.tenant if ctx.principal else None
+        if lk.hit is not None and lk.hit.kind == "hit-semantic":
+            self.learning.offer_cache(ctx.request_id, tenant, "hit", lk.hit, lk.threshold, req, raw)
+        elif lk.near is not None and fresh is not None:
+            self.learning.offer_cache(ctx.request_id, tenant, "near_miss", lk.near, lk.threshold, req, raw,
+                                      fresh.completion.message, fresh.backend.name)
 
     # ------------------------------------------------------------------ steps
     async def _lookup(self, ctx: RequestContext, preq: PathRequest,

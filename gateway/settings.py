@@ -33,6 +33,7 @@ from gateway.settings_model import (  # noqa: F401  (re-exported: the settings' 
     Timeouts,
     TracingSettings,
 )
+from router_core.registry import OptionError, configure
 from router_core.types import TIERS
 
 
@@ -194,6 +195,10 @@ def validate(settings: Settings) -> Settings:
         raise SettingsError("config: setting 'routing': need breaker_failures >= 1 and breaker_cooldown_s > 0")
     if not r.classifiers:
         raise SettingsError("config: setting 'routing.classifiers': needs at least one classifier")
+    try:  # each classifier's typed options (and its name), as the pipeline will be built
+        configure(r.classifiers, r.classifier_options, msgspec.structs.asdict(r))
+    except OptionError as exc:
+        raise SettingsError(f"config: setting '{exc.setting}': {exc}") from None
     if r.default_model != "auto" and r.default_model not in reserved and r.default_model not in names:
         raise SettingsError(f"config: setting 'routing.default_model': unknown model {r.default_model!r}")
     if settings.server.max_body_bytes < 1024:
@@ -206,6 +211,8 @@ def validate(settings: Settings) -> Settings:
     c = settings.cache
     if c.ttl_s < 1 or not 0.0 < c.similarity <= 1.0 or c.lookup_timeout_s <= 0:
         raise SettingsError("config: setting 'cache': need ttl_s >= 1, 0 < similarity <= 1, lookup_timeout_s > 0")
+    if not 0.0 < c.max_wrong_hit_rate < 1.0:
+        raise SettingsError("config: setting 'cache.max_wrong_hit_rate': need 0 < max_wrong_hit_rate < 1")
     if c.embedding_batch_window_s < 0 or c.embedding_max_batch < 1 or c.embedding_max_batch_tokens < 1:
         raise SettingsError("config: setting 'cache': need embedding_batch_window_s >= 0, embedding_max_batch >= 1, "
                             "embedding_max_batch_tokens >= 1")

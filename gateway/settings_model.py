@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -88,6 +88,10 @@ class RoutingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # score < cutoffs[0] -> simple; < cutoffs[1] -> medium; else complex.
     cutoffs: tuple[float, float] = (0.35, 0.62)
     classifier_budget_s: float = 0.5
+    # Each classifier's options, a table per classifier name (router_core.registry: the options each takes),
+    # e.g. [routing.classifier_options.fixed] score = 0.9. The flat llm_*, embedding_head and difficulty_*
+    # settings below are the old spelling of some of them, used where a table does not give them.
+    classifier_options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     baseline: str = "gemini-2.5-pro"
     # The `llm` classifier: a small model on Ollama asked for SIMPLE, MEDIUM or COMPLEX.
     llm_base_url: str = "http://127.0.0.1:11434"
@@ -169,6 +173,10 @@ class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     semantic: bool = True
     # Cosine similarity a semantic candidate needs before the guard looks at it.
     similarity: float = 0.92
+    # Learn the similarity threshold from checked hits (needs learning.sample_rate > 0 and the database):
+    # the lowest threshold whose Wilson 95% upper bound on wrong hits stays under max_wrong_hit_rate.
+    learn_threshold: bool = False
+    max_wrong_hit_rate: float = 0.02
     # Reject near-miss candidates (different numbers, negation, names, opposite words).
     guard: bool = True
     # Requests with a higher temperature (or tools, or n > 1) are not cached.

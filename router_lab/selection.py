@@ -78,10 +78,16 @@ def heuristic_results(rows: Sequence[Outcomes]) -> dict[str, HeldOut]:
     from router_core.types import Conversation, Turn
 
     h = HeuristicClassifier()
+
+    def score(prompt: str) -> float:
+        scored = h.score_now(Conversation((Turn("user", prompt),)))  # the heuristic always answers inline
+        assert scored is not None
+        return scored.score
+
     out = {}
     for source in sorted({r.source for r in rows}):
         part = [r for r in rows if r.source == source]
-        out[source] = evaluate(part, np.array([h.score_now(Conversation((Turn("user", r.prompt),))) for r in part]))
+        out[source] = evaluate(part, np.array([score(r.prompt) for r in part]))
     return out
 
 

@@ -52,7 +52,7 @@ def conv(prompt: str) -> Conversation:
 
 def scorers(rows: list[Outcomes], tiered: TieredClassifier) -> dict[str, np.ndarray]:
     convs = [conv(r.prompt) for r in rows]
-    return {DEFAULT: np.array([tiered.score_now(c) for c in convs]),
+    return {DEFAULT: np.array([tiered.score_now(c).score for c in convs]),
             "head alone": np.array(tiered.ranker.score_batch(convs)),
             "length": np.array([len(r.prompt) for r in rows], dtype=float),
             "heuristic": np.array([heuristic_score(c) for c in convs])}
@@ -126,7 +126,7 @@ def main() -> None:
     print("| source | prompts | simple | medium | complex |\n|---|---|---|---|---|")
     for s in [*wanted, *sorted({r.source for r in held})]:
         part = [r for r in [*rows, *held] if r.source == s]
-        tiers = [tier_for(tiered.score_now(conv(r.prompt)), CUTOFFS) for r in part]
+        tiers = [tier_for(tiered.score_now(conv(r.prompt)).score, CUTOFFS) for r in part]
         share = {t: tiers.count(t) / len(tiers) for t in ("simple", "medium", "complex")}
         print(f"| {s} | {len(part)} | {share['simple']:.0%} | {share['medium']:.0%} | {share['complex']:.0%} |")
 

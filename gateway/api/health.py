@@ -85,7 +85,9 @@ def _cache(gw: Gateway) -> dict[str, object] | None:
     return {"store": gw.cache.exact.name, "semantic": gw.cache.semantic, "guard": gw.cache.guard is not None,
             "device": gw.cache.embedder.device if gw.cache.embedder else None,
             "embedding_backend": gw.cache.embedder.backend if gw.cache.embedder else None,
-            **msgspec.to_builtins(gw.cache.stats)}
+            **msgspec.to_builtins(gw.cache.stats),
+            # The similarity a semantic hit needs: configured, or learned from checked hits (docs/caching.md).
+            "acceptance": gw.cache.acceptance.report()}
 
 
 @get("/health")

@@ -24,11 +24,17 @@ async def own_text(gw: Gateway, state: State) -> str:
     """This process's exposition text (labelled with its worker index under `--workers`)."""
     cache: dict[str, object] | None = None
     if gw.cache is not None:
-        cache = {**msgspec.to_builtins(gw.cache.stats), "store_up": await gw.cache.reachable()}
+        acc = gw.cache.acceptance
+        cache = {**msgspec.to_builtins(gw.cache.stats), "store_up": await gw.cache.reachable(),
+                 "threshold": acc.threshold, "threshold_checks": acc.current.checks}
+        if acc.current.wrong_rate is not None:
+            cache["wrong_hit_rate"] = acc.current.wrong_rate
     writer = msgspec.to_builtins(gw.writer.stats) if gw.writer is not None else None
     limits = {k: v for k, v in msgspec.to_builtins(gw.admission.stats).items() if k != "last_error"}
     circuits = {b.name: gw.breakers.state(b.name) for b in gw.settings.backends}
-    text = render(gw.metrics, cache, writer, limits, circuits, state.get("loop_lag"), state.get("gc_pauses"))
+    learning = msgspec.to_builtins(gw.learning.stats) if gw.learning is not None else None
+    text = render(gw.metrics, cache, writer, limits, circuits, state.get("loop_lag"), state.get("gc_pauses"),
+                  learning)
     slot: WorkerSlot | None = state.get("worker")
     return with_label(text, "worker", str(slot.index)) if slot is not None else text
 

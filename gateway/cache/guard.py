@@ -203,13 +203,18 @@ class GuardModel(msgspec.Struct, frozen=True):
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def same_question(self, a: str, b: str, cosine: float) -> bool:
+        return self.verdict(a, b, cosine)[0]
+
+    def verdict(self, a: str, b: str, cosine: float) -> tuple[bool, float]:
+        """(the same question?, the model's probability; 0.0 when a hard rule rejects the pair)."""
         # Hard rules first: other numbers, an antonym swapped in, a negation on one side only, or other
         # names on both sides never pass, whatever the model says.
         sa, sb = _side(a), _side(b)
         x = _features(sa, sb, cosine)
         if _rules_reject(sa, sb, x):
-            return False
-        return self.probability_of(x) >= self.threshold
+            return False, 0.0
+        p = self.probability_of(x)
+        return p >= self.threshold, p
 
 
 WEIGHTS_PATH = Path(__file__).with_name("guard_weights.json")

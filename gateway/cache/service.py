@@ -2,6 +2,11 @@
 
 Nothing here fails a request: a store error or a lookup slower than `lookup_timeout_s` counts as a
 miss (and is counted), and storing happens after the response, off the request path.
+
+The similarity a semantic candidate needs comes from `acceptance` (gateway/cache/acceptance.py): the
+configured `cache.similarity`, or the threshold learned from checked hits, read from memory (the
+learning worker refreshes it). While it learns, a miss whose nearest candidate sits just under the
+threshold (and passes the guard) keeps that candidate as `Lookup.near`, to be checked as a near miss.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from gateway.cache.base import CachedAnswer, ExactStore, VectorIndex, answer_decoder, answer_encoder
+from gateway.cache.acceptance import Acceptance
+from gateway.cache.base import CachedAnswer, Candidate, ExactStore, VectorIndex, answer_decoder, answer_encoder
 from gateway.cache.guard import GuardModel
 from gateway.cache.keys import cache_keys, last_user_text, tenant_tag
 from gateway.settings import CacheSettings
@@ -45,6 +51,7 @@ class Hit(msgspec.Struct, frozen=True):
     answer: CachedAnswer
     kind: Literal["hit-exact", "hit-semantic"]
     similarity: float | None = None
+    guard_score: float | None = None  # the guard model's probability that it is the same question
 
 
 class Lookup(msgspec.Struct):
@@ -54,6 +61,8 @@ class Lookup(msgspec.Struct):
     prompt: str
     vector: np.ndarray | None = None
     hit: Hit | None = None
+    near: Hit | None = None  # a near miss (just under the threshold), kept only while the threshold learns
+    threshold: float | None = None  # the threshold this lookup used
 
 
 class CacheStats(msgspec.Struct):
@@ -77,6 +86,7 @@ class ResponseCache:
         self.guard = guard
         self.cfg = cfg
         self.stats = CacheStats()
+        self.acceptance = Acceptance(cfg.similarity, cfg.max_wrong_hit_rate, learn=False)  # on: gateway.learning
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -109,19 +119,33 @@ class ResponseCache:
                 lk.vector = await self.embedder.embed(lk.prompt)
                 async with asyncio.timeout(timeout):
                     candidates = await self.index.search(lk.tenant, lk.scope, lk.vector, 3)
+                lk.threshold = threshold = self.acceptance.threshold
                 for c in candidates:
-                    if c.similarity < self.cfg.similarity:
+                    if c.similarity < threshold:
+                        if self.acceptance.learn and lk.near is None and self.acceptance.near_miss(c.similarity):
+                            lk.near = self._passed(lk.prompt, c)
                         break
-                    if self.guard is not None and not self.guard.same_question(lk.prompt, c.prompt, c.similarity):
+                    hit = self._passed(lk.prompt, c)
+                    if hit is None:
                         self.stats.guard_rejections += 1
                         continue
-                    lk.hit = Hit(answer_decoder.decode(c.payload), "hit-semantic", round(c.similarity, 4))
+                    lk.hit = hit
                     self.stats.hits_semantic += 1
                     return lk
         except (Exception, TimeoutError) as exc:  # the cache never fails a request
             self._failed(exc)
         self.stats.misses += 1
         return lk
+
+    def _passed(self, prompt: str, c: Candidate) -> Hit | None:
+        """The candidate as a semantic hit, or None when the guard says it is another question."""
+        score: float | None = None
+        if self.guard is not None:
+            same, score = self.guard.verdict(prompt, c.prompt, c.similarity)
+            if not same:
+                return None
+        return Hit(answer_decoder.decode(c.payload), "hit-semantic", round(c.similarity, 4),
+                   None if score is None else round(score, 4))
 
     def save_later(self, lk: Lookup, answer: CachedAnswer) -> None:
         """Store after the response has gone; keeps a reference so the task is not collected."""

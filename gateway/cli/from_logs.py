@@ -112,25 +112,68 @@ def calibrate_from_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def train_from_logs(args: argparse.Namespace) -> int:
-    """Refit the head of `--classifier` (default: the first trainable one of routing.classifiers) on rated
-    requests, as a correction to the head it uses now; print the held-out AUC before and after."""
+def trainable_head(settings: Settings, args: argparse.Namespace, command: str) -> str | None:
+    """The classifier whose head to refit: `--classifier`, else the first trainable one configured."""
+    name = args.classifier or next((n for n in settings.routing.classifiers if n in _SETTING), None)
+    if name not in _SETTING:
+        print(f"{command} refits the head of {' or '.join(_SETTING)}; "
+              f"{'--classifier is ' + repr(name) if name else 'routing.classifiers has neither'}", file=sys.stderr)
+        return None
+    return name
+
+
+def refit_and_report(settings: Settings, args: argparse.Namespace, name: str, prompts: list[str],
+                     ys: np.ndarray, test: np.ndarray, what: str, positive: str) -> int:
+    """Refit `name`'s head on labelled prompts (1: a stronger model was needed) as a correction to the head it
+    uses now, fitted on one half and reported on the other (held-out AUC before and after); with --write,
+    write the head refitted on every label. Shared by `smr train --from-logs` (ratings) and
+    `--from-judgements`."""
     from router_core.classifiers.embedding import Head
     from router_core.difficulty import difficulty_logits
-    from router_lab.calibrate import held_out
-    from router_lab.feedback import auc, label, refit, refit_difficulty
+    from router_lab.feedback import auc, refit, refit_difficulty
 
     heads: dict[str, tuple[Callable[..., Any], ...]] = {   # design rows, logits, refit
         "tiered": (_tiered_design, difficulty_logits, refit_difficulty),   # its ranking is the difficulty head's
         "difficulty": (_difficulty_design, difficulty_logits, refit_difficulty),
         "embedding": (_embedding_design, Head.logits, refit)}
-    setting = {"tiered": "difficulty_head", "difficulty": "difficulty_head", "embedding": "embedding_head"}
+    design, logits, refit_head = heads[name]
+    try:
+        head, x = design(settings, [conversation_of(p) for p in prompts])
+    except (OSError, ValueError) as exc:  # the configured head: missing, unreadable or for the other embedding
+        print(f"smr: routing.{_SETTING[name]}: {exc}", file=sys.stderr)
+        return 2
+    fitted = refit_head(head, x[~test], ys[~test], args.l2)
+    before, after = auc(logits(head, x)[test], ys[test]), auc(logits(fitted, x)[test], ys[test])
+    print(f"{len(ys)} {what} ({int(ys.sum())} {positive}), {name} head: fitted on "
+          f"{int((~test).sum())}, held out {int(test.sum())}")
+    print(f"held-out AUC (ranks the requests that needed a stronger model first): {before:.3f} now, "
+          f"{after:.3f} refitted ({after - before:+.3f})")
+    if not args.write or args.write == WRITE_DEFAULT:
+        print("nothing written (add --write PATH to write the refitted head)")
+        return 0
+    out = Path(args.write)
+    # Refitted on every label; its figures are the held-out ones above (the packaged head's cross-validated
+    # figures describe the packaged head, not this one).
+    figures = {"judgements" if what == "judgements" else "ratings": len(ys), "held_out_auc_before": round(before, 3),
+               "held_out_auc_refitted": round(after, 3)}
+    final = msgspec.structs.replace(refit_head(head, x, ys, args.l2), cv=figures)
+    out.write_text(json.dumps(msgspec.to_builtins(final)) + "\n")
+    print(f"wrote {out}; use it with routing.{_SETTING[name]} = \"{out}\"")
+    return 0
+
+
+_SETTING = {"tiered": "difficulty_head", "difficulty": "difficulty_head", "embedding": "embedding_head"}
+
+
+def train_from_logs(args: argparse.Namespace) -> int:
+    """Refit the head of `--classifier` (default: the first trainable one of routing.classifiers) on rated
+    requests, as a correction to the head it uses now; print the held-out AUC before and after."""
+    from router_lab.calibrate import held_out
+    from router_lab.feedback import label
 
     settings = offline_settings(args.config)
-    name = args.classifier or next((n for n in settings.routing.classifiers if n in heads), None)
-    if name not in heads:
-        print(f"smr train --from-logs refits the head of {' or '.join(heads)}; "
-              f"{'--classifier is ' + repr(name) if name else 'routing.classifiers has neither'}", file=sys.stderr)
+    name = trainable_head(settings, args, "smr train --from-logs")
+    if name is None:
         return 2
     rows: list[RatedRequest] = _read(settings, args, rated=True)
     labelled = [(r, y) for r in rows if (y := label(r.tier, r.rating)) is not None]
@@ -140,29 +183,8 @@ def train_from_logs(args: argparse.Namespace) -> int:
         print(f"{len(rows)} rated requests with logged prompts, {len(labelled)} usable as labels: need at least 20, "
               "with good and bad ratings in both halves (POST /v1/feedback, log.prompts = true)", file=sys.stderr)
         return 2
-    design, logits, refit_head = heads[name]
-    try:
-        head, x = design(settings, [conversation_of(r.prompt) for r, _ in labelled])
-    except (OSError, ValueError) as exc:  # the configured head: missing, unreadable or for the other embedding
-        print(f"smr: routing.{setting[name]}: {exc}", file=sys.stderr)
-        return 2
-    fitted = refit_head(head, x[~test], ys[~test], args.l2)
-    before, after = auc(logits(head, x)[test], ys[test]), auc(logits(fitted, x)[test], ys[test])
-    print(f"{len(labelled)} rated requests ({int(ys.sum())} needed a stronger model), {name} head: fitted on "
-          f"{int((~test).sum())}, held out {int(test.sum())}")
-    print(f"held-out AUC (ranks the requests that needed a stronger model first): {before:.3f} now, "
-          f"{after:.3f} refitted ({after - before:+.3f})")
-    if not args.write or args.write == WRITE_DEFAULT:
-        print("nothing written (add --write PATH to write the refitted head)")
-        return 0
-    out = Path(args.write)
-    # Refitted on every rating; its figures are the held-out ones above (the packaged head's cross-validated
-    # figures describe the packaged head, not this one).
-    figures = {"ratings": len(ys), "held_out_auc_before": round(before, 3), "held_out_auc_refitted": round(after, 3)}
-    final = msgspec.structs.replace(refit_head(head, x, ys, args.l2), cv=figures)
-    out.write_text(json.dumps(msgspec.to_builtins(final)) + "\n")
-    print(f"wrote {out}; use it with routing.{setting[name]} = \"{out}\"")
-    return 0
+    return refit_and_report(settings, args, name, [r.prompt for r, _ in labelled], ys, test, "rated requests",
+                            "needed a stronger model")
 
 
 def _difficulty_design(settings: Settings, convs: list[Any]) -> tuple[Any, np.ndarray]:

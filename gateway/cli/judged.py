@@ -22,7 +22,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from gateway.cli.admin import with_pool
 from gateway.cli.from_logs import _window, offline_settings
-from gateway.cli.scoring import WRITE_DEFAULT, decide_all, write_cutoffs
+from gateway.cli.scoring import decide_all, write_cutoffs
 from gateway.learning.store import Judgement, JudgementStore
 from gateway.prompt_log import conversation_of
 from gateway.settings import Settings
@@ -192,22 +192,12 @@ def calibrate_from_judgements(args: argparse.Namespace) -> int:
 def train_from_judgements(args: argparse.Namespace) -> int:
     """Refit the configured classifier's head on judgements (label 1: the reference's answer was better),
     as `smr train --from-logs` does on ratings; print the held-out AUC before and after."""
-
-    from gateway.cli.from_logs import _difficulty_design, _embedding_design, _tiered_design
-    from router_core.classifiers.embedding import Head
-    from router_core.difficulty import difficulty_logits
+    from gateway.cli.from_logs import refit_and_report, trainable_head
     from router_lab.calibrate import held_out
-    from router_lab.feedback import auc, refit, refit_difficulty
 
-    heads: dict[str, tuple[Callable[..., Any], ...]] = {
-        "tiered": (_tiered_design, difficulty_logits, refit_difficulty),
-        "difficulty": (_difficulty_design, difficulty_logits, refit_difficulty),
-        "embedding": (_embedding_design, Head.logits, refit)}
-    setting = {"tiered": "difficulty_head", "difficulty": "difficulty_head", "embedding": "embedding_head"}
     settings = offline_settings(args.config)
-    name = args.classifier or next((n for n in settings.routing.classifiers if n in heads), None)
-    if name not in heads:
-        print(f"smr train --from-judgements refits the head of {' or '.join(heads)}", file=sys.stderr)
+    name = trainable_head(settings, args, "smr train --from-judgements")
+    if name is None:
         return 2
     js = _read(settings, args)
     ys = np.array([1.0 if j.verdict == "reference" else 0.0 for j in js])
@@ -215,23 +205,5 @@ def train_from_judgements(args: argparse.Namespace) -> int:
     if len(js) < 20 or len(set(ys[~test])) < 2 or len(set(ys[test])) < 2:
         print(f"{len(js)} judgements: need at least 20, with both verdicts in both halves", file=sys.stderr)
         return 2
-    design, logits, refit_head = heads[name]
-    try:
-        head, x = design(settings, [conversation_of(j.prompt or "") for j in js])
-    except (OSError, ValueError) as exc:
-        print(f"smr: routing.{setting[name]}: {exc}", file=sys.stderr)
-        return 2
-    fitted = refit_head(head, x[~test], ys[~test], args.l2)
-    before, after = auc(logits(head, x)[test], ys[test]), auc(logits(fitted, x)[test], ys[test])
-    print(f"{len(js)} judgements ({int(ys.sum())} where the reference was better), {name} head: fitted on "
-          f"{int((~test).sum())}, held out {int(test.sum())}")
-    print(f"held-out AUC (ranks the requests that needed the reference first): {before:.3f} now, "
-          f"{after:.3f} refitted ({after - before:+.3f})")
-    if not args.write or args.write == WRITE_DEFAULT:
-        print("nothing written (add --write PATH to write the refitted head)")
-        return 0
-    figures = {"judgements": len(ys), "held_out_auc_before": round(before, 3), "held_out_auc_refitted": round(after, 3)}
-    final = msgspec.structs.replace(refit_head(head, x, ys, args.l2), cv=figures)
-    Path(args.write).write_text(json.dumps(msgspec.to_builtins(final)) + "\n")
-    print(f"wrote {args.write}; use it with routing.{setting[name]} = \"{args.write}\"")
-    return 0
+    return refit_and_report(settings, args, name, [j.prompt or "" for j in js], ys, test, "judgements",
+                            "where the reference was better")

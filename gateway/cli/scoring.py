@@ -22,40 +22,37 @@ def embedder() -> Any:
 
 
 def score_all(name: str, convs: list[Conversation], settings: Any, batch: int = 64) -> list[float]:
-    """Scores in input order, batched, progress on stderr."""
-    from router_core.classifiers.embedding import EmbeddingClassifier, classifier_text, load_head
-    from router_core.registry import build_classifier
+    """Scores in input order, progress on stderr: a classifier that needs the encoder in blocking batches
+    (one forward pass each), any other one at a time through its awaited path, as the gateway asks it
+    (where it gives no answer, the middle score)."""
+    from gateway.app import classifier_context, classifier_options
+    from router_core import registry
+    from router_core.classifiers.base import ENCODER, ClassifierError
 
+    options, context = classifier_options(settings, [name])[name], classifier_context(settings)
+    needs = registry.needs(name, options, context)
+    clf = registry.build(name, options, context, embedder() if ENCODER in needs else None)
     scores: list[float] = []
-    if name == "embedding":
-        head = settings.routing.embedding_head
-        clf = EmbeddingClassifier(embedder(), load_head(Path(head)) if head else None)
+    if ENCODER in needs:
         for i in range(0, len(convs), batch):
-            scores += clf.score_batch([classifier_text(c) for c in convs[i:i + batch]])
+            scores += clf.score_batch(convs[i:i + batch])
             print(f"\r{min(i + batch, len(convs))}/{len(convs)}", end="", file=sys.stderr)
         print(file=sys.stderr)
         return scores
-    from router_core.classifiers.base import ClassifierError
-
-    options = {"cutoffs": settings.routing.cutoffs, "ollama_url": settings.routing.llm_base_url,
-               "model": settings.routing.llm_model, "timeout_s": settings.routing.llm_timeout_s}
-    clf_any = build_classifier(name, options)
 
     async def run() -> list[float]:
         out, failed = [], 0
         try:
             for i, c in enumerate(convs):
                 try:
-                    out.append(await clf_any.score(c))
+                    out.append((await clf.score(c)).score)
                 except ClassifierError:  # no answer (the gateway would fall through): the middle score
                     failed += 1
                     out.append(float("nan"))
                 if i % 100 == 0:
                     print(f"\r{i + 1}/{len(convs)}", end="", file=sys.stderr)
         finally:
-            close = getattr(clf_any, "aclose", None)
-            if close is not None:
-                await close()
+            await clf.aclose()
         print(f"\r{len(convs)} scored, {failed} without an answer" if failed else "", file=sys.stderr)
         return [0.5 if s != s else s for s in out]
 

@@ -37,7 +37,7 @@ class Pool(AsyncConnectionPool):
     """`AsyncConnectionPool` whose connections are checked on checkout, within a deadline, and whose
     failures to reach the database are `DatabaseUnavailable`."""
 
-    def __init__(self, url: str, *, max_size: int = 10, timeout: float = 5.0, check_timeout_s: float = 0.4,
+    def __init__(self, url: str, *, max_size: int = 10, timeout: float = 5.0, check_timeout_s: float = 1.0,
                  retry_s: float = 2.0, connect_timeout_s: int = 3) -> None:
         super().__init__(url, min_size=1, max_size=max_size, open=False, timeout=timeout, check=self._alive,
                          name="gateway", kwargs={"connect_timeout": connect_timeout_s})

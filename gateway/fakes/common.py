@@ -20,6 +20,7 @@ __all__ = ["Behaviour", "FakeServer", "Stats", "count_tokens", "fake_arguments",
            "reply_text", "split_pieces", "wrong_reply"]
 
 _word = re.compile(r"\S+")
+_word_chars = re.compile(r"[a-z]+")
 # What the weak-model and judge knobs call "a multi-step maths or code request": LaTeX maths, digits joined
 # by an operator, a code fence or a Python def, "function", or solve / calculate / compute / how many.
 HARD = re.compile(r"\$|\\frac|\d\s*[-+*/^=]\s*\d|```|\bdef \w+\(|\b(function|solve|calculate|compute|how many)\b",
@@ -54,6 +55,11 @@ class Behaviour(msgspec.Struct, omit_defaults=True):
     fail_hard: bool = False
     # A pairwise judge (gateway/learning/judge_pairwise.md's prompt): `judge_reply`.
     judge: bool = False
+    # The judge also simulates near misses for the semantic cache's checks: questions whose right answer
+    # hinges on one of these words ("simple" vs "technical" terms). An answer to a question with other of
+    # these words than the request loses to one with the request's own (the fakes' answers quote the
+    # question they answer). Empty: the judge as before.
+    judge_words: tuple[str, ...] = ()
 
 
 class Stats(msgspec.Struct):
@@ -83,16 +89,28 @@ def wrong_reply(label: str, model: str) -> str:
     return f"[{label} {model}] {WRONG}: I worked it through and got nowhere."
 
 
-def judge_reply(prompt: str) -> str:
+def judge_reply(prompt: str, words: tuple[str, ...] = ()) -> str:
     """A simulated pairwise judge: on a multi-step maths or code request it prefers the answer that is not
-    a weak model's wrong one (`wrong_reply`), [[A]] or [[B]]; everything else is a tie, [[C]]. It reads
-    the request and the answers from the judge prompt's [Request], [Answer A] and [Answer B] sections."""
+    a weak model's wrong one (`wrong_reply`), [[A]] or [[B]]; with `words` (Behaviour.judge_words), the
+    answer that mentions the same of them as the request over one that does not; everything else is a
+    tie, [[C]]. It reads the request and the answers from the judge prompt's [Request], [Answer A] and
+    [Answer B] sections."""
     parts = {m.group(1): m.group(2) for m in _SECTION.finditer(prompt)}
     a_wrong, b_wrong = WRONG in parts.get("Answer A", ""), WRONG in parts.get("Answer B", "")
     verdict = "C"
     if hard_request(parts.get("Request", "")) and a_wrong != b_wrong:
         verdict = "B" if a_wrong else "A"
+    elif words:
+        want = _mentions(parts.get("Request", ""), words)
+        a_fits, b_fits = (_mentions(parts.get(k, ""), words) == want for k in ("Answer A", "Answer B"))
+        if a_fits != b_fits:
+            verdict = "A" if a_fits else "B"
     return f"Simulated judgement. [[{verdict}]]"
+
+
+def _mentions(text: str, words: tuple[str, ...]) -> frozenset[str]:
+    lowered = set(_word_chars.findall(text.lower()))
+    return frozenset(w for w in words if w in lowered)
 
 
 def fake_arguments(schema: dict[str, Any] | None, prompt: str) -> dict[str, Any]:

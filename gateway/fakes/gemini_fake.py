@@ -77,7 +77,7 @@ class FakeGemini(FakeServer):
         if self.behaviour.reply is not None:
             out = [{"text": self.behaviour.reply}]
         elif self.behaviour.judge:
-            out = [{"text": judge_reply(_texts(last))}]
+            out = [{"text": judge_reply(_texts(last), self.behaviour.judge_words)}]
         elif self.behaviour.fail_hard and response is None and hard_request(_texts(last)):
             out = [{"text": wrong_reply(self.label, model)}]
         elif response is not None:

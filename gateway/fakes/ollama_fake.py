@@ -65,7 +65,7 @@ class FakeOllama(FakeServer):
         if self.behaviour.reply is not None:
             text = self.behaviour.reply
         elif self.behaviour.judge:
-            text = judge_reply(last.get("content") or "")
+            text = judge_reply(last.get("content") or "", self.behaviour.judge_words)
         elif self.behaviour.fail_hard and last.get("role") == "user" and hard_request(last.get("content") or ""):
             text = wrong_reply(self.label, body.get("model", "?"))
         elif last.get("role") == "tool":

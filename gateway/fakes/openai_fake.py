@@ -49,7 +49,7 @@ class FakeOpenAI(FakeServer):
         if self.behaviour.reply is not None:
             text: str | None = self.behaviour.reply
         elif self.behaviour.judge:
-            text = judge_reply(_text(last.get("content")))
+            text = judge_reply(_text(last.get("content")), self.behaviour.judge_words)
         elif self.behaviour.fail_hard and last.get("role") == "user" and hard_request(_text(last.get("content"))):
             text = wrong_reply(self.label, body.get("model", "?"))
         elif last.get("role") == "tool":

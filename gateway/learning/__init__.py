@@ -3,5 +3,6 @@
     sampler.py   which requests are sampled (pure), and the daily spending caps (Redis)
     judge.py     the rule judge (JSON, tool schemas, final numbers) and the model judge (judge_pairwise.md)
     store.py     judgements in Postgres (migrations/0009_judgements.sql)
+    cache_checks.py  checks of semantic-cache hits and near misses, and the refresher of the learned threshold
     worker.py    the bounded queue and the one task that drains it
 """

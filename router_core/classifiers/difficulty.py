@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from router_core.classifiers.base import Abstain
+from router_core.classifiers.base import ENCODER, Abstain, Classifier, Scored
 from router_core.classifiers.embedding import classifier_text
 from router_core.difficulty import HEAD_PATHS, DifficultyHead, load_head
 from router_core.static_embed import StaticEmbedder, Tokens
@@ -128,7 +128,7 @@ class _Head:
         return self._score_one(text_part, shares), tuple(f"{what(i)} ({c:+.2f})" for i, c in moved)
 
 
-class DifficultyClassifier(_Head):
+class DifficultyClassifier(_Head, Classifier):
     """The static path: everything on the CPU, inline (the default without a GPU)."""
 
     reads = "static"
@@ -152,9 +152,8 @@ class DifficultyClassifier(_Head):
         ids = self.embedder.token_ids([text])[0]
         return float(self.embedder.pool_one(ids) @ self._w_text), self.features.one(text, ids, user_turns(conv))
 
-    def score_now(self, conv: Conversation) -> float:
-        text_part, extra = self._parts_one(conv)
-        return self._score_one(text_part, self._shares(extra))
+    def score_now(self, conv: Conversation) -> Scored:
+        return Scored(*self.score_with_reasons(conv))
 
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
         return self._explained(*self._parts_one(conv), top)
@@ -163,21 +162,22 @@ class DifficultyClassifier(_Head):
         """`score_with_reasons` for any conversation, however short (what the `tiered` classifier ranks)."""
         return self._explained(*self.parts(conv), top)
 
-    async def score(self, conv: Conversation) -> float:
+    async def score(self, conv: Conversation) -> Scored:
         """Concurrent callers share one batch: the requests that arrive before the loop's next turn are
-        scored together (`score_batch`)."""
+        scored together (`score_batch`; the score alone: `score_now` says why)."""
         self._decline_if_short(classifier_text(conv))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         self._pending.append((conv, future))
         if len(self._pending) == 1:
             loop.call_soon(self._flush)
-        return await future
+        return Scored(await future)
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         try:
-            scores = [self.score_now(batch[0][0])] if len(batch) == 1 else self.score_batch([c for c, _ in batch])
+            convs = [c for c, _ in batch]
+            scores = [self.score_now(convs[0]).score] if len(convs) == 1 else self.score_batch(convs)
         except Exception as exc:  # every waiter hears of it; the pipeline falls through to its next classifier
             for _, f in batch:
                 if not f.done():
@@ -188,11 +188,12 @@ class DifficultyClassifier(_Head):
                 f.set_result(s)
 
 
-class EncoderDifficultyClassifier(_Head):
+class EncoderDifficultyClassifier(_Head, Classifier):
     """The transformer path: MiniLM's sentence embedding (from the shared, loaded `Embedder`, on the GPU
     where one is present) with the head trained on it; the named features as on the static path."""
 
     reads = "minilm"
+    needs = frozenset({ENCODER})
 
     def __init__(self, encoder: Embedder, head: DifficultyHead | None = None,
                  embedder: StaticEmbedder | None = None) -> None:
@@ -207,11 +208,9 @@ class EncoderDifficultyClassifier(_Head):
             return np.asarray(conv.embedding, dtype=np.float64)
         return np.asarray(await self.encoder.embed(text), dtype=np.float64)
 
-    async def score_explained(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
+    async def score(self, conv: Conversation) -> Scored:
+        """The score and why (the three parts that moved it most), awaiting the encoder."""
         text = classifier_text(conv)
         self._decline_if_short(text)
         vector = await self._vector(conv, text)
-        return self._explained(float(vector @ self._w_text), self._extra_one(text, conv), top)
-
-    async def score(self, conv: Conversation) -> float:
-        return (await self.score_explained(conv))[0]
+        return Scored(*self._explained(float(vector @ self._w_text), self._extra_one(text, conv), 3))

@@ -10,11 +10,13 @@ embedding already computed for the request (the semantic cache's) is reused, nev
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
+from router_core.classifiers.base import ENCODER, Classifier, Scored
 from router_core.embedder import Embedder
 from router_core.features import STRUCTURE_FEATURES, structure
 from router_core.types import Conversation
@@ -63,22 +65,24 @@ def classifier_text(conv: Conversation) -> str:
     return "\n".join(users[-3:]) if users else conv.all_text
 
 
-class EmbeddingClassifier:
+class EmbeddingClassifier(Classifier):
     name = "embedding"
+    needs = frozenset({ENCODER})
 
     def __init__(self, embedder: Embedder, head: Head | None = None) -> None:
         self.embedder = embedder
         self.head = head or load_head()
 
-    async def score(self, conv: Conversation) -> float:
+    async def score(self, conv: Conversation) -> Scored:
         text = classifier_text(conv)
         if conv.embedding is not None and conv.embedded_text == text:
             vector = conv.embedding
         else:
             vector = await self.embedder.embed(text)
-        return self.head.score(np.asarray(vector, dtype=np.float32), text)
+        return Scored(self.head.score(np.asarray(vector, dtype=np.float32), text))
 
-    def score_batch(self, texts: list[str]) -> list[float]:
+    def score_batch(self, convs: Sequence[Conversation]) -> list[float]:
         """Blocking, for offline use (`smr classify`, `smr eval`): one forward pass per batch."""
+        texts = [classifier_text(c) for c in convs]
         vectors = self.embedder.encode_batch(texts)
         return [self.head.score(v, t) for v, t in zip(vectors, texts, strict=True)]

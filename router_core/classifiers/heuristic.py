@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from router_core.classifiers.base import Classifier, Scored
 from router_core.features import Features, extract
 from router_core.types import Conversation
 
@@ -39,27 +40,14 @@ def scored(conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
     return score, tuple(f"{name} ({c:+.2f})" for name, c in moved[:top])
 
 
-def heuristic_reasons(conv: Conversation, top: int = 3) -> tuple[str, ...]:
-    return scored(conv, top)[1]
-
-
 def heuristic_score(conv: Conversation) -> float:
     return 1.0 / (1.0 + math.exp(-heuristic_logit(extract(conv))))
 
 
-class HeuristicClassifier:
+class HeuristicClassifier(Classifier):
     """Always answers, in microseconds: the last link of every pipeline."""
 
     name = "heuristic"
 
-    def score_now(self, conv: Conversation) -> float:
-        return heuristic_score(conv)
-
-    def reasons(self, conv: Conversation) -> tuple[str, ...]:
-        return heuristic_reasons(conv)
-
-    def score_with_reasons(self, conv: Conversation) -> tuple[float, tuple[str, ...]]:
-        return scored(conv)
-
-    async def score(self, conv: Conversation) -> float:
-        return heuristic_score(conv)
+    def score_now(self, conv: Conversation) -> Scored:
+        return Scored(*scored(conv))

@@ -13,7 +13,7 @@ import re
 import httpx
 import ollama
 
-from router_core.classifiers.base import ClassifierError
+from router_core.classifiers.base import Classifier, ClassifierError, Scored
 from router_core.types import Conversation
 
 SYSTEM = """You route user requests to the cheapest model that can answer them well.
@@ -33,7 +33,7 @@ def parse(answer: str) -> str:
     return m.group(1).upper()
 
 
-class OllamaLLMClassifier:
+class OllamaLLMClassifier(Classifier):
     name = "llm"
 
     def __init__(self, base_url: str, model: str, cutoffs: tuple[float, float], timeout_s: float = 2.0) -> None:
@@ -43,7 +43,11 @@ class OllamaLLMClassifier:
         # The middle of each tier's score range, so the configured cut-offs give back the named tier.
         self.scores = {"SIMPLE": lo / 2, "MEDIUM": (lo + hi) / 2, "COMPLEX": (hi + 1) / 2}
 
-    async def score(self, conv: Conversation) -> float:
+    def _scored(self, answer: str) -> Scored:
+        tier = parse(answer)
+        return Scored(self.scores[tier], (f"{self.model} answered {tier}",))
+
+    async def score(self, conv: Conversation) -> Scored:
         text = conv.last_user[:4000]
         try:
             messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
@@ -51,7 +55,7 @@ class OllamaLLMClassifier:
                                        options={"temperature": 0, "num_predict": 4})
         except (ollama.ResponseError, httpx.HTTPError, ConnectionError) as exc:
             raise ClassifierError(f"ollama: {type(exc).__name__}: {exc}") from None
-        return self.scores[parse(r.message.content or "")]
+        return self._scored(r.message.content or "")
 
     async def aclose(self) -> None:
         await self.client._client.aclose()
@@ -69,7 +73,7 @@ class OpenAICompatLLMClassifier(OllamaLLMClassifier):
         lo, hi = cutoffs
         self.scores = {"SIMPLE": lo / 2, "MEDIUM": (lo + hi) / 2, "COMPLEX": (hi + 1) / 2}
 
-    async def score(self, conv: Conversation) -> float:
+    async def score(self, conv: Conversation) -> Scored:
         body = {"model": self.model, "temperature": 0, "max_tokens": 4, "stream": False,
                 "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": conv.last_user[:4000]}]}
         try:
@@ -78,7 +82,7 @@ class OpenAICompatLLMClassifier(OllamaLLMClassifier):
             answer = r.json()["choices"][0]["message"]["content"]
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise ClassifierError(f"openai-compatible: {type(exc).__name__}: {exc}") from None
-        return self.scores[parse(answer or "")]
+        return self._scored(answer or "")
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from router_core.classifiers.base import Classifier, Scored
 from router_core.classifiers.difficulty import DifficultyClassifier
 from router_core.classifiers.embedding import classifier_text
 from router_core.kinds import traffic_kind
@@ -43,7 +44,7 @@ def last_user(conv: Conversation) -> str:
     return users[-1] if users else (conv.turns[-1].text if conv.turns else "")
 
 
-class TieredClassifier:
+class TieredClassifier(Classifier):
     """A quick-task detector for `simple`, then the difficulty ranking for `medium` against `complex`."""
 
     name = "tiered"
@@ -74,7 +75,11 @@ class TieredClassifier:
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, t)))), (
             f"{_KIND_WORDS[kind]}, ranked by its length: {len(text)} chars",)
 
+    def score_now(self, conv: Conversation) -> Scored:
+        return Scored(*self.score_with_reasons(conv))
+
     def score_with_reasons(self, conv: Conversation, top: int = 3) -> tuple[float, tuple[str, ...]]:
+        """The score and why, with the `top` reasons (`score_now` keeps three)."""
         last, text = last_user(conv), classifier_text(conv)
         kind = traffic_kind(text)
         verdict = assess(last, kind if text == last == last.strip() else None)   # one turn: its kind once
@@ -88,9 +93,3 @@ class TieredClassifier:
         if bump:
             calibrated = 1.0 / (1.0 + math.exp(-(math.log(calibrated / (1.0 - calibrated)) + bump)))
         return self._above_simple(calibrated), (verdict.why, *reasons)
-
-    def score_now(self, conv: Conversation) -> float:
-        return self.score_with_reasons(conv)[0]
-
-    async def score(self, conv: Conversation) -> float:
-        return self.score_now(conv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,10 @@ CLEAN_ENV = {k: v for k, v in os.environ.items()
 
 
 def smr(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env=env or CLEAN_ENV,
+    env = dict(env or CLEAN_ENV)
+    # a data folder of its own (embedded servers, spill files): tests run side by side (pytest -n 2)
+    env.setdefault("SMR_DATA_DIR", tempfile.mkdtemp(prefix="smr-cli-"))
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

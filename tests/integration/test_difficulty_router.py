@@ -57,12 +57,12 @@ def test_multi_turn_scoring_counts_the_earlier_turns() -> None:
     chat = Conversation((Turn("user", task), Turn("assistant", "Base case ..."), Turn("user", follow)))
     joined = Conversation((Turn("user", f"{task}\n{follow}"),))
     alone = Conversation((Turn("user", follow),))
-    assert c.score_now(chat) == pytest.approx(c.score_now(joined), abs=1e-12) != c.score_now(alone)
-    assert c.score_batch([alone, chat]) == pytest.approx([c.score_now(alone), c.score_now(chat)], abs=1e-12)
+    assert c.score_now(chat).score == pytest.approx(c.score_now(joined).score, abs=1e-12) != c.score_now(alone).score
+    assert c.score_batch([alone, chat]) == pytest.approx([c.score_now(alone).score, c.score_now(chat).score], abs=1e-12)
     logits = difficulty_logits(c.head, c.design([alone, chat]))  # the rows a refit on ratings uses
-    assert 1 / (1 + np.exp(-logits)) == pytest.approx([c.score_now(alone), c.score_now(chat)], abs=1e-9)
+    assert 1 / (1 + np.exp(-logits)) == pytest.approx([c.score_now(alone).score, c.score_now(chat).score], abs=1e-9)
     score, reasons = c.score_with_reasons(chat)
-    assert score == c.score_now(chat) and reasons
+    assert (score, reasons) == (c.score_now(chat).score, c.score_now(chat).reasons) and reasons
 
 
 def test_the_reasons_say_in_words_what_moved_the_score() -> None:

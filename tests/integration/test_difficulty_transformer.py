@@ -107,8 +107,8 @@ def test_the_transformer_path_scores_one_at_a_time_as_in_a_batch_and_declines_sh
     maths = Conversation((Turn("user", "Compute the eigenvalues of [[2, 1], [1, 2]] and explain each step."),))
 
     async def run() -> tuple[list[float], tuple[str, ...], object]:
-        scores = [await c.score(x) for x in (alone, chat, maths)]
-        _, reasons = await c.score_explained(chat)
+        scores = [(await c.score(x)).score for x in (alone, chat, maths)]
+        reasons = (await c.score(chat)).reasons
         pipeline = ClassifierPipeline([c, HeuristicClassifier()], (0.35, 0.62))
         return scores, reasons, await pipeline.decide(Conversation((Turn("user", "hi"),)))
 
@@ -133,8 +133,8 @@ def test_the_semantic_caches_embedding_of_the_same_text_is_reused_not_computed_a
 
     async def run() -> tuple[list[float], int]:
         before = encoder.embedded
-        reused = [await c.score(given), await c.score(other)]
-        return [*reused, await c.score(plain), await c.score(stale)], encoder.embedded - before
+        reused = [(await c.score(given)).score, (await c.score(other)).score]
+        return [*reused, (await c.score(plain)).score, (await c.score(stale)).score], encoder.embedded - before
 
     (from_cache, flipped, computed, not_reused), encoded = asyncio.run(run())
     assert encoded == 2  # only `plain` and `stale` reached the encoder
@@ -159,7 +159,7 @@ def test_the_gateway_routes_with_the_transformer_path_when_configured(fakes: Thr
     assert "routing: classifiers difficulty (on the minilm embedding), heuristic" in caplog.text
     # The score is the transformer path's, not the static one's.
     conv = Conversation((Turn("user", TASK),))
-    static = DifficultyClassifier().score_now(conv)
+    static = DifficultyClassifier().score_now(conv).score
     assert smr["score"] != pytest.approx(static, abs=1e-3)
 
 

@@ -320,3 +320,21 @@ def test_judgements_teach_a_router_that_cannot_tell_to_keep_a_target_quality(
     end = pair(judged_cli(pg_url, "eval", "--from-logs", "--config", str(after), *fresh_window, "--json"))
     assert end["apgr"] >= 0.8, end
     assert abs(end["quality_at_cutoff"] - 0.95) <= 0.03, end  # the target held on traffic it never saw
+
+
+def test_cache_checks_take_the_same_draw_and_judges() -> None:
+    from gateway.fakes.common import judge_reply
+    from gateway.learning.cache_checks import check_verdict, checked
+
+    on = LearningSettings(sample_rate=0.3, exclude_tenants=["private"])
+    ids = [f"req_{i:06d}" for i in range(2000)]
+    assert [checked(on, i, "t") for i in ids] == [sampled(on, i, "t", "auto", "simple") for i in ids]
+    assert not any(checked(on, i, "private") for i in ids)
+    assert not any(checked(LearningSettings(), i, None) for i in ids)
+    assert [check_verdict(v) for v in ("served", "tie", "reference", None)] == ["right", "right", "wrong", "unsure"]
+    # the fake judge's near misses: the answer with the request's own key words wins
+    prompt = ("[Request]\nExplain gravity in technical terms\n[Answer A]\nSimulated answer to: Explain gravity "
+              "in simple terms\n[Answer B]\nSimulated answer to: Explain gravity in technical terms\n"
+              "Reply with [[A]], [[B]] or [[C]]")
+    assert judge_reply(prompt, ("technical",)).endswith("[[B]]")
+    assert judge_reply(prompt).endswith("[[C]]")

@@ -4,6 +4,8 @@ fake upstream type."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import openai
 import pytest
@@ -168,3 +170,14 @@ def test_models_list(gateway: GatewayThread) -> None:
     chat = [m.id for m in models if "/v1/chat/completions" in (m.model_extra or {}).get("endpoints", [])]
     assert set(chat[4:]) == {"local", "flash", "pro", "oai"}
     assert {"minilm", "text-embedding-3-small"} <= set(ids) - set(chat)  # embeddings: listed, not as chat models
+
+
+def test_the_readmes_sdk_snippet_runs_as_printed(gateway: GatewayThread, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = readme.split("The openai SDK, unchanged but for `base_url`:\n\n```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(snippet.replace("http://127.0.0.1:8080/v1", gateway.url + "/v1"), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    text = re.sub(r"CompletionUsage\([^)]*\)", "", out)
+    assert "CompletionUsage(" in out and "None" not in text  # the text, then the usage; no finish chunk's None
+    assert "Simulated answer to: Name three prime numbers" in out
+    assert "\n2 384\n" in out  # two embeddings of MiniLM's 384 dimensions

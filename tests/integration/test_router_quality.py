@@ -51,7 +51,7 @@ def test_embedding_classifier_loads_offline_with_the_committed_head(embedder: Em
     for part in ("", "_mmlu", "_alpaca"):
         assert head.cv["apgr" + part] > head.cv["apgr_length" + part], part
     clf = EmbeddingClassifier(embedder, head)
-    scores = clf.score_batch([p for p, _ in FIXED])
+    scores = clf.score_batch([Conversation.from_prompt(p) for p, _ in FIXED])
     for (prompt, known), got in zip(FIXED, scores, strict=True):
         assert got == pytest.approx(known, abs=2e-3), prompt
 
@@ -179,10 +179,10 @@ async def test_embedding_classifier_reuses_a_computed_embedding(embedder: Embedd
     text = FIXED[2][0]
     vector = embedder.encode_batch([text])[0]
     before = embedder.embedded
-    reused = await clf.score(Conversation(Conversation.from_prompt(text).turns, vector, text))
+    reused = (await clf.score(Conversation(Conversation.from_prompt(text).turns, vector, text))).score
     assert embedder.embedded == before, "no second forward pass"
     assert reused == pytest.approx(FIXED[2][1], abs=2e-3)
-    assert await clf.score(Conversation.from_prompt(text)) == pytest.approx(reused, abs=1e-5)
+    assert (await clf.score(Conversation.from_prompt(text))).score == pytest.approx(reused, abs=1e-5)
     assert embedder.embedded == before + 1
 
 

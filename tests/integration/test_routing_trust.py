@@ -87,7 +87,7 @@ def test_a_wobbling_score_does_not_switch_models(fakes: ThreadedFakes, pg_url: s
          "the queue", "how the consumer acknowledges a message after it is processed and stored",
          "the logs", "how the dead-letter queue is drained, replayed and audited over several weeks of operation"])]
     h = HeuristicClassifier()
-    scores = [h.score_now(Conversation((Turn("user", t),))) for t in turns]
+    scores = [h.score_now(Conversation((Turn("user", t),))).score for t in turns]
     cut = sorted(scores)[len(scores) // 2]
     margin = max(abs(s - cut) for s in scores) + 0.01
     raw = ["medium" if s >= cut else "simple" for s in scores]

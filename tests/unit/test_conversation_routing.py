@@ -3,14 +3,14 @@ around a cut-off does not switch models. A classifier with scripted scores stand
 
 from __future__ import annotations
 
-from router_core import ClassifierPipeline, Conversation, Turn
+from router_core import Classifier, ClassifierPipeline, Conversation, Scored, Turn
 from router_core.conversation import ConversationPolicy, decide_in_conversation, is_follow_up, sticky_tier
 
 CUTOFFS = (0.35, 0.62)
 POLICY = ConversationPolicy()
 
 
-class Scripted:
+class Scripted(Classifier):
     """Scores a conversation by its last user turn's text, from a table."""
 
     name = "scripted"
@@ -19,9 +19,9 @@ class Scripted:
         self.scores = scores
         self.calls = 0
 
-    def score_now(self, conv: Conversation) -> float:
+    def score_now(self, conv: Conversation) -> Scored:
         self.calls += 1
-        return self.scores[conv.last_user]
+        return Scored(self.scores[conv.last_user])
 
 
 def chat(*turns: tuple[str, str]) -> Conversation:

@@ -143,7 +143,7 @@ def test_scores_keep_the_pipelines_contract_and_the_rankings_order() -> None:
     clf = tiered()
     texts = ["hi", "Design a banking API", "Tell me about Rome", "Write a lock-free hash map in C++",
              "Derive the Black-Scholes equation from a replicating portfolio, step by step"]
-    scores = np.array([clf.score_now(one(t)) for t in texts])
+    scores = np.array([clf.score_now(one(t)).score for t in texts])
     assert ((0 <= scores) & (scores <= 1)).all()
     assert scores[0] < CUTOFFS[0] <= scores[1:].min()
 

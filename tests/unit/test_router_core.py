@@ -7,7 +7,7 @@ import math
 import pytest
 
 from router_core import ClassifierPipeline, Conversation, tier_for
-from router_core.classifiers.base import Abstain, ClassifierError
+from router_core.classifiers.base import Abstain, Classifier, ClassifierError, Scored
 from router_core.classifiers.heuristic import HeuristicClassifier, heuristic_score
 from router_core.features import extract
 
@@ -55,33 +55,33 @@ def test_conversation_length_raises_score() -> None:
     assert heuristic_score(long) > heuristic_score(short)
 
 
-class Slow:
+class Slow(Classifier):
     name = "slow"
 
-    async def score(self, c: Conversation) -> float:
+    async def score(self, c: Conversation) -> Scored:
         await asyncio.sleep(5)
-        return 0.9
+        return Scored(0.9)
 
 
-class Broken:
+class Broken(Classifier):
     name = "broken"
 
-    async def score(self, c: Conversation) -> float:
+    async def score(self, c: Conversation) -> Scored:
         raise ClassifierError("model not loaded")
 
 
-class OutOfRange:
+class OutOfRange(Classifier):
     name = "wild"
 
-    async def score(self, c: Conversation) -> float:
-        return 1.7
+    async def score(self, c: Conversation) -> Scored:
+        return Scored(1.7)
 
 
-class Fixed:
+class Fixed(Classifier):
     name = "fixed"
 
-    async def score(self, c: Conversation) -> float:
-        return 0.5
+    async def score(self, c: Conversation) -> Scored:
+        return Scored(0.5)
 
 
 async def test_pipeline_falls_through_timeout_error_and_bad_scores() -> None:
@@ -102,10 +102,10 @@ async def test_pipeline_all_fail_uses_fallback_tier() -> None:
     assert d.tier == "complex" and d.classifier == "none"
 
 
-class Declines:
+class Declines(Classifier):
     name = "declines"
 
-    async def score(self, c: Conversation) -> float:
+    async def score(self, c: Conversation) -> Scored:
         raise Abstain("too short")
 
 
