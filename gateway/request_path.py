@@ -11,7 +11,8 @@
     6. store       remember the answer for the cache, off the request path
     7. account     exactly one record (metrics + request log) for success, error, cancel or client gone,
                    and the admission ticket settled (tokens used, the budget reservation to the real cost)
-    8. learn       a sampled `auto` JSON answer is queued for a second opinion (gateway.learning), never awaited;
+    8. learn       a sampled `auto` answer (JSON, or a stream once complete) is queued for a second opinion
+                   (gateway.learning), never awaited;
                    so is a sampled semantic hit or near miss, for a check of the cached answer
 
 No HTTP types here: the edge hands in a `PathRequest` and turns the `Answer` or `StreamAnswer` into
@@ -348,6 +349,11 @@ class RequestPath:
                     self._remember(policy, lk, CachedAnswer(
                         ResponseMessage(content=summary.text), "stop", summary.priced.usage, backend.name,
                         backend.provider, route.tier, lk.prompt if lk else "", served.created))
+                if self.learning is not None and summary.text and not call.request.tools:  # 8. learn (streamed)
+                    tenant = ctx.principal.tenant if ctx.principal else None
+                    self.learning.offer(ctx.request_id, tenant, route.mode, route.tier, route.classifier, route.score,
+                                        backend, call.request, call.raw, ResponseMessage(content=summary.text),
+                                        summary.priced.usage.prompt_tokens if summary.priced else 0)
 
         return StreamAnswer(served, to_sse(opened, call.request, served.id, served.created, self.baseline, on_done,
                                            served.smr, ctx.first_priced))

@@ -195,6 +195,23 @@ def test_sampled_answers_are_judged_logged_as_learning_and_kept_across_a_restart
     assert len(judged(pg_url, ids + more)) == 3
 
 
+def test_a_streamed_auto_answer_is_sampled_and_judged_with_its_assembled_text(
+        fakes: ThreadedFakes, pg_url: str, redis_stack: EmbeddedRedis) -> None:
+    fakes.ollama.behaviour = Behaviour(fail_hard=True)
+    fakes.openai.behaviour = Behaviour(judge=True)
+    hard = "Write a function to merge two sorted lists."
+    with GatewayThread(learning_settings(fakes, pg_url, redis_stack.url)) as gw:
+        body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": hard}]}
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=30) as r:
+            text = "".join(r.iter_text())
+        assert r.status_code == 200 and "data: [DONE]" in text and "judge" not in text.lower()
+        chunk = json.loads(text.split("data: ", 2)[1].split("\n", 1)[0])
+        ids = ["req_" + chunk["id"].removeprefix("chatcmpl-")]
+        found = wait_judged(pg_url, ids, 1)
+    # the judge saw the streamed (wrong) answer, assembled: it prefers the reference's
+    assert found[0][1:3] == ("reference", "model:oai") and found[0][3] == f"user: {hard}"
+
+
 def test_the_learning_cap_stops_sampling(fakes: ThreadedFakes, pg_url: str, redis_stack: EmbeddedRedis) -> None:
     calls = fakes.gemini.stats.requests  # the reference tier's backend (the fakes' stats are per session)
     fakes.openai.behaviour = Behaviour(judge=True)
