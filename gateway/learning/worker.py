@@ -179,16 +179,9 @@ class Learner:
         reference = await self._call(job, "reference", UpstreamCall(req, raw), self.chain)
         cost = reference[1].cost_usd
         ref_msg, ref_backend = reference[0].completion.message, reference[0].backend
-        ruled = rule_verdict(req, job.message, ref_msg, job.backend, ref_backend)
-        verdict: Verdict | None = None
-        judge_name = ""
-        if ruled is not None:
-            verdict, judge_name = ruled
-        elif self.judge is not None:
-            started = time.perf_counter()
-            verdict, answered = await self.judge.judge(job.request_id, req, job.message, ref_msg)
-            cost += self._logged(job, "judge", req, answered, started).cost_usd
-            judge_name = self.judge.name
+        verdict, judge_name, judged_cost = await self._verdict(job, req, job.message, ref_msg, job.backend,
+                                                               ref_backend)
+        cost += judged_cost
         self.stats.cost_usd += cost
         await self.caps.spend(job.tenant, cost)
         if verdict is None:
@@ -199,6 +192,19 @@ class Learner:
                                        job.backend.name, self.cfg.reference_tier, ref_backend.name, verdict,
                                        judge_name, round(cost, 10), logged_prompt(job.request)))
         self.stats.judged += 1
+
+    async def _verdict(self, job: Any, req: ChatCompletionRequest, served: Any, other: Any, served_backend: Backend,
+                       other_backend: Backend) -> tuple[Verdict | None, str, float]:
+        """A rule's verdict where the request makes one checkable, else the judge model's (and what its call
+        cost); ("", None) when neither can say."""
+        ruled = rule_verdict(req, served, other, served_backend, other_backend)
+        if ruled is not None:
+            return ruled[0], ruled[1], 0.0
+        if self.judge is None:
+            return None, "", 0.0
+        started = time.perf_counter()
+        verdict, answered = await self.judge.judge(job.request_id, req, served, other)
+        return verdict, self.judge.name, self._logged(job, "judge", req, answered, started).cost_usd
 
     async def process_cache(self, job: CacheJob) -> None:
         """Judge the cached answer against a fresh one to the new prompt; store the check."""
@@ -217,19 +223,12 @@ class Learner:
             cost, fresh, fresh_backend = priced.cost_usd, answered.completion.message, answered.backend
         else:
             fresh, fresh_backend = job.fresh, self.settings.backend(job.fresh_backend or "") or cached_backend
-        ruled = rule_verdict(req, job.cached, fresh, cached_backend, fresh_backend)
-        verdict: Verdict | None = None
-        judge_name = "none"
-        if ruled is not None:
-            verdict, judge_name = ruled
-        elif self.judge is not None:
-            started = time.perf_counter()
-            verdict, judged = await self.judge.judge(job.request_id, req, job.cached, fresh)
-            cost += self._logged(job, "judge", req, judged, started).cost_usd
-            judge_name = self.judge.name
+        verdict, judge_name, judged_cost = await self._verdict(job, req, job.cached, fresh, cached_backend,
+                                                               fresh_backend)
+        cost += judged_cost
         self.stats.cost_usd += cost
         await self.caps.spend(job.tenant, cost)
-        if ruled is None and self.judge is None:
+        if not judge_name:  # neither a rule nor a judge model could say
             self.stats.unjudged += 1
             return
         right = check_verdict(verdict)
