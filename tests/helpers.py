@@ -106,3 +106,11 @@ def lookup_request(gw: GatewayThread, request_id: str, key: str) -> httpx.Respon
         if r.status_code != 404 or time.time() > deadline:
             return r
         time.sleep(0.05)
+
+
+def new_api_key(gw: GatewayThread, admin_key: str, name: str, tenant: str, **limits: object) -> str:
+    """A key made through `POST /v1/keys` with the admin key (any of the limit fields given)."""
+    r = httpx.post(gw.url + "/v1/keys", json={"name": name, "tenant": tenant, **limits},
+                   headers={"Authorization": f"Bearer {admin_key}"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["key"])

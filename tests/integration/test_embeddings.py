@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from gateway.fakes.server import ThreadedFakes
-from tests.helpers import GatewayThread, lookup_request, make_settings
+from tests.helpers import GatewayThread, lookup_request, make_settings, new_api_key
 
 ADMIN = "embeddings-admin"
 
@@ -81,10 +81,7 @@ def gw(fakes: ThreadedFakes, pg_url: str, upstream: str) -> Iterator[GatewayThre
 
 
 def new_key(gw: GatewayThread, **limits: object) -> str:
-    r = httpx.post(gw.url + "/v1/keys", json={"name": "embed", "tenant": "emb", **limits},
-                   headers={"Authorization": f"Bearer {ADMIN}"})
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
+    return new_api_key(gw, ADMIN, "embed", "emb", **limits)
 
 
 @pytest.fixture(scope="module")

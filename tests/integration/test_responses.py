@@ -16,7 +16,7 @@ import pytest
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
-from tests.helpers import GatewayThread, lookup_request, make_settings
+from tests.helpers import GatewayThread, lookup_request, make_settings, new_api_key
 
 ADMIN = "responses-admin"
 MODELS = {"local": "ollama", "flash": "gemini", "oai": "openai"}
@@ -31,10 +31,7 @@ def gw(fakes: ThreadedFakes, pg_url: str) -> Iterator[GatewayThread]:
 
 
 def new_key(gw: GatewayThread, **limits: object) -> str:
-    r = httpx.post(gw.url + "/v1/keys", json={"name": "responses", "tenant": "resp", **limits},
-                   headers={"Authorization": f"Bearer {ADMIN}"})
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
+    return new_api_key(gw, ADMIN, "responses", "resp", **limits)
 
 
 @pytest.fixture(scope="module")
