@@ -7,7 +7,8 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from bench.procs import ROOT, cached_gateway_backing, python, serve_gateway
+from bench.load import measured
+from bench.procs import cached_gateway_backing, serve_gateway
 
 BASE = "How do I reverse a list in Python without modifying the original?"
 
@@ -36,7 +37,7 @@ def write(tmp: Path, n: int, r: int) -> dict[str, Path]:
 
 
 def run(smoke: bool) -> list[str]:
-    n = 30 if smoke else 400
+    n = 10 if smoke else 400  # smoke: every kind of request answered, no figure read
     repeats = 1 if smoke else 3
     results: dict[str, list[dict[str, float]]] = {}
     with cached_gateway_backing("cache") as (tmp, config):
@@ -45,13 +46,12 @@ def run(smoke: bool) -> list[str]:
         gateway = serve_gateway("cache-gateway", cfg, tmp)
         url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
         try:
-            subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(write(tmp, n, 0)["exact hit"]),
-                            "--requests", "3"], cwd=ROOT, check=True, capture_output=True)  # stores BASE
+            measured(["--url", url, "--bodies", str(write(tmp, n, 0)["exact hit"]), "--requests", "3"],
+                     in_process=smoke)  # stores BASE
             for r in range(repeats):
                 for name, path in write(tmp, n, r + 1).items():
-                    out = subprocess.run([python(), "-m", "bench.load", "--url", url, "--bodies", str(path),
-                                          "--requests", str(n)], cwd=ROOT, check=True, capture_output=True, text=True)
-                    results.setdefault(name, []).append(json.loads(out.stdout))
+                    results.setdefault(name, []).append(
+                        measured(["--url", url, "--bodies", str(path), "--requests", str(n)], in_process=smoke))
             health = json.loads(subprocess.run(["curl", "-s", f"http://127.0.0.1:{gateway.port}/health"],
                                                capture_output=True, text=True).stdout or "{}")
         finally:

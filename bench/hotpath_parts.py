@@ -10,6 +10,11 @@ in clock ticks (10 ms), so its column is coarse at a few hundred calls. The part
 intra-op thread per core, spinning) and with the shipped ones (one thread, no spinning); the static
 embedding for comparison; the exact-key GET; the HNSW search (k = 3, the lookup's) in an index of
 `--entries` prompts of the same tenant and scope; the guard on three near candidates; storing one entry.
+The index holds the static embedding (128 d) since the two-stage lookup; the last rows are whole semantic
+lookups through `ResponseCache.lookup` as serving runs them (exact GET, static embedding, search, the gate,
+MiniLM only when a candidate passes it): a miss whose near candidates the guard's rules reject (bench.hotpath's
+stream), a miss on an unrelated prompt (data/router_outcomes' chat prompts), and a semantic hit on a
+paraphrase whose entry already has its MiniLM vector.
 """
 
 from __future__ import annotations
@@ -26,14 +31,20 @@ from pathlib import Path
 import psutil
 
 from bench.hotpath import libssl_env
+from bench.studies.cache_embedding import chat_prompts
+from gateway.cache.base import CachedAnswer, answer_encoder
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.cache.guard import load_guard
 from gateway.cache.redis_store import RedisExactStore, RedisVectorIndex, connect
+from gateway.cache.service import Lookup, ResponseCache
+from gateway.settings import CacheSettings
+from gateway.wire import ResponseMessage, Usage
 from router_core.embedder import Embedder
 from router_core.static_embed import StaticEmbedder
 
 PAUSE_S = 0.005
 TENANT, SCOPE = "0123456789abcdef", "fedcba9876543210"
+OTHER_SCOPE, HIT_SCOPE = "00000000000000000000000000000001", "00000000000000000000000000000002"
 
 
 def prompt(i: int) -> str:
@@ -85,13 +96,22 @@ async def parts(entries: int, calls: int) -> list[str]:
         static = StaticEmbedder()
         guard = load_guard()
         exact = RedisExactStore(client, server.url, owns_client=False)
-        index = await RedisVectorIndex.open(client, embedder.dim, server.url)
+        index = await RedisVectorIndex.open(client, static.dim, server.url)
         assert index is not None
-        vectors = embedder.encode_batch([prompt(i) for i in range(entries)])
+        vectors = static.embed_batch([prompt(i) for i in range(entries)])
+        answer = answer_encoder.encode(CachedAnswer(ResponseMessage(content="..."), "stop", Usage(1, 1, 2), "b", "p",
+                                                    None, "", 0))
         for i in range(entries):
-            await index.add(TENANT, SCOPE, vectors[i], prompt(i), b'{"answer": "..."}', 3600)
-        query = embedder.encode_batch([prompt(entries + 1)])[0]
+            await index.add(TENANT, SCOPE, vectors[i], prompt(i), answer, 3600)
+        unrelated = chat_prompts()
+        for text in unrelated[:entries]:
+            await index.add(TENANT, OTHER_SCOPE, static.embed(text), text, answer, 3600)
+        stored = "How do I reverse a list in Python?"
+        await index.add(TENANT, HIT_SCOPE, static.embed(stored), stored, answer, 3600,
+                        embedder.encode_batch([stored])[0])
+        query = static.embed(prompt(entries + 1))
         found = await index.search(TENANT, SCOPE, query, 3)
+        cache = ResponseCache(exact, index, embedder, guard, CacheSettings(lookup_timeout_s=5.0), static)
 
         async def embed(i: int) -> object:
             return embedder.encode_batch([prompt(100_000 + i)])
@@ -112,6 +132,20 @@ async def parts(entries: int, calls: int) -> list[str]:
             await index.add(TENANT, SCOPE, query, prompt(200_000 + i), b'{"answer": "..."}', 60)
             return None
 
+        def lookup(scope: str, text: str) -> Awaitable[Lookup]:
+            return cache.lookup(Lookup(TENANT, f"smr:x:{TENANT}:{text}", scope, text))
+
+        async def miss_rules(i: int) -> object:
+            return await lookup(SCOPE, prompt(300_000 + i))
+
+        async def miss_unrelated(i: int) -> object:
+            return await lookup(OTHER_SCOPE, unrelated[(entries + i) % len(unrelated)])
+
+        async def hit(i: int) -> object:
+            lk = await lookup(HIT_SCOPE, "How can I reverse a list in Python?")
+            assert lk.hit is not None
+            return lk
+
         async def nothing(i: int) -> object:
             return None
 
@@ -127,12 +161,19 @@ async def parts(entries: int, calls: int) -> list[str]:
         rows[f"HNSW search, k = 3, {entries:,} entries in the scope"] = await meter.measure(calls, search)
         rows[f"guard on {len(found)} near candidates"] = await meter.measure(calls, judge)
         rows["storing one entry (HSET + EXPIRE, after the response)"] = await meter.measure(calls, add)
+        rows["lookup, a miss: near candidates the guard's rules reject (no MiniLM)"] = await meter.measure(
+            calls, miss_rules)
+        rows["lookup, a miss: an unrelated prompt (no MiniLM)"] = await meter.measure(calls, miss_unrelated)
+        rows["lookup, a semantic hit (MiniLM on the prompt; the entry's vector stored)"] = await meter.measure(
+            calls, hit)
+        skipped = cache.stats.encoder_skipped
     finally:
         await client.aclose()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     out = ["| part | CPU us / call (gateway) | CPU us / call (Redis) | wall us / call |", "|---|---|---|---|"]
     out += [f"| {name} | {c - base[0]:,.0f} | {s - base[1]:,.0f} | {w:,.0f} |" for name, (c, s, w) in rows.items()]
+    out.append(f"\n{skipped:,} lookups settled without MiniLM, {cache.stats.encoder_runs:,} ran it.")
     return out
 
 

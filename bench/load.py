@@ -10,10 +10,15 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def run(
@@ -67,7 +72,8 @@ async def run(
     }
 
 
-def main() -> None:
+def measure(argv: list[str] | None = None) -> dict[str, object]:
+    """The run these command-line arguments ask for, in this process (what `main` prints)."""
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
     p.add_argument("--body", help="one JSON body for every request")
@@ -77,7 +83,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--seconds", type=float, help="run for this long instead of a number of requests")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     headers = {"content-type": "application/json"}
     for h in a.header:
         k, _, v = h.partition(":")
@@ -90,10 +96,23 @@ def main() -> None:
     try:  # the same event loop as the servers measured (uvicorn takes uvloop when it is installed)
         import uvloop
     except ImportError:
-        result = asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
-    else:
-        result = uvloop.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
-    json.dump(result, sys.stdout)
+        return asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
+    return uvloop.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
+
+
+def measured(argv: list[str], in_process: bool = False) -> dict[str, Any]:
+    """`python -m bench.load ARGV`'s result: in its own process (the client's CPU apart from the caller's), or,
+    `in_process` (a smoke run: no figure is read, and an interpreter start-up is most of its time), in this one."""
+    if in_process:
+        return measure(argv)
+    out = subprocess.run([sys.executable, "-m", "bench.load", *argv], cwd=ROOT, check=True, capture_output=True,
+                         text=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    json.dump(measure(), sys.stdout)
 
 
 if __name__ == "__main__":

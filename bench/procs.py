@@ -70,6 +70,7 @@ class Proc:
             self.p.wait(10)
         except subprocess.TimeoutExpired:
             self.p.kill()
+            self.p.wait()  # reaped: no zombie left behind
         self.log.close()
 
 

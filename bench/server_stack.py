@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
-from bench.procs import ROOT, Proc, cached_gateway_backing, cpu_seconds, python, serve_gateway
+from bench.libssl import share_libssl11
+from bench.load import measured
+from bench.procs import Proc, cached_gateway_backing, cpu_seconds, python, serve_gateway
 
 BODY = json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": "What is a Python tuple?"}]})
 
@@ -35,22 +37,27 @@ def run(smoke: bool) -> list[str]:
     repeats = 1 if smoke else 3
     gateways: dict[str, Proc] = {}
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    share_libssl11()  # the gateways start at once: one libssl1.1 for their Redis servers, fetched before
     with cached_gateway_backing("stack", log_requests=False) as (tmp, config):
         cfg = tmp / "stack.toml"
         cfg.write_text(config.replace("[cache]\n", "[cache]\nsemantic = false\n"))  # exact hits need no model
         try:
-            for name, cmd in STACKS.items():
-                gateways[name] = serve_gateway(f"stack-{len(gateways)}", cfg, tmp, cmd)
+            # Started side by side: each start-up waits on its imports and a health poll, not on the others.
+            with ThreadPoolExecutor(len(STACKS)) as pool:
+                started = {name: pool.submit(serve_gateway, f"stack-{i}", cfg, tmp, cmd)
+                           for i, (name, cmd) in enumerate(STACKS.items())}
+            gateways.update({name: f.result() for name, f in started.items() if f.exception() is None})
+            for f in started.values():
+                f.result()  # one that did not start raises here; the ones that did are stopped below
             for _ in range(repeats):
                 for name, proc in gateways.items():
                     for request, extra in REQUESTS.items():
-                        cmd = [python(), "-m", "bench.load", "--url",
-                               f"http://127.0.0.1:{proc.port}/v1/chat/completions", "--body", BODY, *extra]
-                        subprocess.run([*cmd, "--requests", "20"], cwd=ROOT, check=True, capture_output=True)  # warm
+                        args = ["--url", f"http://127.0.0.1:{proc.port}/v1/chat/completions", "--body", BODY,
+                                *extra]
+                        if not smoke:  # smoke: the run itself is the check, no figure is read
+                            measured([*args, "--requests", "20"])  # warm
                         cpu0 = cpu_seconds(proc.pid)
-                        out = subprocess.run([*cmd, "--requests", str(n)], cwd=ROOT, check=True, capture_output=True,
-                                             text=True)
-                        r = json.loads(out.stdout)
+                        r = measured([*args, "--requests", str(n)], in_process=smoke)
                         r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / n
                         results.setdefault((name, request), []).append(r)
         finally:

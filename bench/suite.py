@@ -10,12 +10,12 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from bench import cache_bench, classifiers, log_writer, server_stack
+from bench.libssl import share_libssl11
 from bench.procs import (
     ROOT,
     Proc,
@@ -39,13 +39,15 @@ def body(model: str, stream: bool) -> str:
     return json.dumps(b)
 
 
-def load(url: str, model: str, stream: bool, concurrency: int, requests: int) -> dict[str, float]:
-    out = subprocess.run(
-        [python(), "-m", "bench.load", "--url", url, "--body", body(model, stream), "--concurrency", str(concurrency),
-         "--requests", str(requests)] + (["--stream"] if stream else []),
-        cwd=ROOT, capture_output=True, text=True, check=True)
-    result: dict[str, float] = json.loads(out.stdout)
-    return result
+def load(url: str, model: str, stream: bool, concurrency: int, requests: int,
+         smoke: bool = False) -> dict[str, float]:
+    """`bench.load` against `url`: in its own process (its CPU apart from ours), or in this one for a smoke run,
+    where no figure is read and an interpreter start-up would be most of the time."""
+    from bench.load import measured
+
+    argv = ["--url", url, "--body", body(model, stream), "--concurrency", str(concurrency),
+            "--requests", str(requests)] + (["--stream"] if stream else [])
+    return measured(argv, in_process=smoke)
 
 
 def machine() -> str:
@@ -75,7 +77,7 @@ class Overhead:
         self.smoke = smoke
         self.concurrencies = [1, 4] if smoke else [1, 16, 64]
         self.repeats = 1 if smoke else 3
-        self.per_run = 30 if smoke else 400
+        self.per_run = 10 if smoke else 400  # smoke: every scenario answers real requests; no figure is read
         self.results: dict[tuple[str, bool, int], list[dict[str, float]]] = {}
         self.procs: dict[str, Proc] = {}
         self.rss: dict[str, tuple[float, float]] = {}
@@ -128,7 +130,7 @@ class Overhead:
         try:
             scenarios = self.start(tmp, db.url)
             for url, model, _ in scenarios.values():  # warm-up
-                load(url, model, False, 2, 20)
+                load(url, model, False, 2, 4 if self.smoke else 20, self.smoke)
             names = list(scenarios)
             for rep in range(self.repeats):
                 # Each repeat starts the scenarios at a different place, so none always runs right after
@@ -139,7 +141,7 @@ class Overhead:
                         for name in order:
                             url, model, proc = scenarios[name]
                             cpu0 = cpu_seconds(proc.pid) if proc else 0.0
-                            r = load(url, model, stream, c, self.per_run * (2 if c > 1 else 1))
+                            r = load(url, model, stream, c, self.per_run * (2 if c > 1 else 1), self.smoke)
                             if proc:
                                 r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(r["requests"], 1)
                             self.results.setdefault((name, stream, c), []).append(r)
@@ -227,6 +229,7 @@ def main() -> None:
                     help="run only these sections (repeatable); the result goes to bench/results/partial.md")
     args = ap.parse_args()
     only = set(args.only or SECTIONS)
+    share_libssl11()  # one fetch for every gateway's embedded Redis, not one per data folder
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     kind = "smoke" if args.smoke else "full" if only == set(SECTIONS) else "partial"

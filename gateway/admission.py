@@ -4,15 +4,17 @@ Three steps on the request path (`RequestPath.serve`), and a settlement when the
 
     admit(principal, req, raw)   request-level rules, then the key's and the tenant's rate limits
                                  (requests and prompt tokens per minute), all taken atomically or none;
-                                 the prompt is every part a provider bills (`pricing.prompt_tokens`)
+                                 the prompt is every part a provider bills (`pricing.prompt_tokens`).
+                                 The same call reads how much of its budgets is used, for `auto` routing
     check_route(ticket, tier)    the key's and the tenant's allowed tiers, before any call
     reserve(ticket, chain, req)  the worst-case cost against the key's and the tenant's budgets
     settle(ticket, priced)       completion tokens, and the prompt tokens the upstream reported past the
                                  estimate, onto the token limits; the reservation to the real cost
 
-Counters live in Redis (`limiter.py`) so every gateway process enforces one limit. When Redis cannot
-be reached, `limits.rates_on_redis_error` / `limits.budgets_on_redis_error` choose: "open" serves the
-request and says so in /health and /metrics, "closed" refuses it with 503.
+Counters live in Redis (`limiter.py`) so every gateway process enforces one limit: one script call to
+admit, one to reserve, one to settle. When Redis cannot be reached, `limits.rates_on_redis_error` /
+`limits.budgets_on_redis_error` choose: "open" serves the request and says so in /health and /metrics,
+"closed" refuses it with 503.
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ class LimitStats(msgspec.Struct):
 class Ticket:
     """What admission took for one request, to settle when it ends (exactly once)."""
 
-    __slots__ = ("budgets", "checks", "hold", "principal", "prompt_estimate", "reserved_usd", "settled", "states",
-                 "tenant_limits")
+    __slots__ = ("budget_share", "budgets", "checks", "hold", "peeked", "principal", "prompt_estimate",
+                 "reserved_usd", "settled", "states", "tenant_limits")
 
     def __init__(self, principal: Principal, tenant_limits: LimitSet) -> None:
         self.principal = principal
@@ -89,6 +91,8 @@ class Ticket:
         self.hold: Hold | None = None  # also when Redis failed open: the spend is still settled, late
         self.settled = False
         self.prompt_estimate: int | None = None  # every billed part of the prompt, once a limit needs it
+        self.budget_share: float | None = None  # the largest share of a budget used, read on admission
+        self.peeked: tuple[bytes | None, ...] = ()  # (value,): the key `admit` was asked to peek at, read with it
 
     @property
     def headers(self) -> dict[str, str]:
@@ -100,6 +104,7 @@ class Admission:
                  counters: Counters | None = None, tenants: TenantLimitsSource | None = None,
                  spend: SpendSource | None = None, cache_ttl_s: float = 10.0) -> None:
         self.allow_n = routing.allow_n_greater_than_one
+        self.default_model = routing.default_model
         self.cfg = limits or LimitsSettings()
         self.counters = counters
         self.tenants = tenants
@@ -112,8 +117,10 @@ class Admission:
 
     # ------------------------------------------------------------------ 1. admit
     async def admit(self, principal: Principal, req: ChatCompletionRequest,
-                    raw: dict[str, object] | None = None) -> Ticket:
-        """`raw`: the body as sent (OpenAI-compatible upstreams get, and bill, the fields `req` does not know)."""
+                    raw: dict[str, object] | None = None, peek: str | None = None) -> Ticket:
+        """`raw`: the body as sent (OpenAI-compatible upstreams get, and bill, the fields `req` does not know).
+        `peek`: a key of the counters' store (the exact cache's entry) to read in the same round trip, when the
+        request takes rate windows: `ticket.peeked` is then `(value,)`, else `()` (read it yourself)."""
         if req.n is not None and req.n > 1 and not self.allow_n:
             raise InvalidRequest("n > 1 is not supported by this gateway; send n = 1 or leave it out",
                                  param="n", code="unsupported_value")
@@ -127,10 +134,15 @@ class Admission:
             checks = rate_checks("key", principal.lineage or principal.key_id, key_limits, tokens) + checks
         if not checks or self.counters is None:
             return ticket
-        taken = await self._guarded(self.counters.take(checks), self.cfg.rates_on_redis_error, "rate limits")
+        # `auto` routing shifts down as a budget nears its end: read with the rate windows, in the same call
+        reads = self.budgets(ticket, dt.datetime.now(dt.UTC)) if (req.model or self.default_model) == "auto" else []
+        taken = await self._guarded(self.counters.take(checks, reads, peek), self.cfg.rates_on_redis_error,
+                                    "rate limits")
         if taken is None:
             return ticket
-        ticket.states = taken.states
+        ticket.states, ticket.peeked = taken.states, taken.peeked
+        if reads:
+            ticket.budget_share = share(reads, taken.used_usd)
         if taken.refused is not None:
             self.stats.rate_limited += 1
             c = taken.refused
@@ -165,15 +177,14 @@ class Admission:
                             budget_check("tenant", p.tenant, ticket.tenant_limits, now)) if b is not None]
 
     async def budget_used(self, ticket: Ticket) -> float:
-        """The largest share of a budget (the key's or the tenant's) spent or held; 0 without budgets."""
-        worst = 0.0
+        """The largest share of a budget (the key's or the tenant's) spent or held; 0 without budgets. Read on
+        admission when the request took rate windows, else here."""
+        if ticket.budget_share is not None:
+            return ticket.budget_share
         if self.counters is None:
-            return worst
-        for b in self.budgets(ticket, dt.datetime.now(dt.UTC)):
-            used = await self._guarded(self.counters.used(b), "open", "budgets")
-            if used is not None and b.budget_usd > 0:
-                worst = max(worst, used / b.budget_usd)
-        return worst
+            return 0.0
+        budgets = self.budgets(ticket, dt.datetime.now(dt.UTC))
+        return share(budgets, [await self._guarded(self.counters.used(b), "open", "budgets") for b in budgets])
 
     # ------------------------------------------------------------------ 3. reserve the worst case
     async def reserve(self, ticket: Ticket, chain: tuple[Backend, ...], req: ChatCompletionRequest,
@@ -230,12 +241,14 @@ class Admission:
         task.add_done_callback(self._tasks.discard)
 
     async def _settle(self, ticket: Ticket, token_checks: list[RateCheck], tokens: int, cost: float) -> None:
+        """One call: the tokens onto their windows, the hold settled. A settlement that fails is tried again
+        until Redis answers (`Replays`, the budgets only: tokens of a window gone by would count nowhere)."""
         assert self.counters is not None
-        if token_checks and tokens:
-            await self._guarded(self.counters.add_tokens(token_checks, tokens), "open", "rate limits")
-        if ticket.budgets and ticket.hold is not None and self.replays is not None:
-            if await self._guarded(self.counters.settle(ticket.budgets, ticket.hold, cost), "open", "budgets") is None:
-                self.replays.add(ticket.budgets, ticket.hold, cost)  # tried again until Redis answers
+        hold = ticket.hold if ticket.budgets else None
+        settled = await self._guarded(self.counters.settle(ticket.budgets, hold, cost, token_checks, tokens), "open",
+                                      "budgets" if hold is not None else "rate limits")
+        if settled is None and hold is not None and self.replays is not None:
+            self.replays.add(ticket.budgets, hold, cost)
 
     async def drain(self) -> None:
         """At shutdown: the settlements under way, then one last try of those waiting for Redis."""
@@ -296,3 +309,9 @@ class Admission:
             log.warning("limits: cannot rebuild the %s %s's spend from the request log (%s); starting at 0",
                         b.scope, b.owner, type(exc).__name__)
             return 0.0
+
+
+def share(budgets: list[BudgetCheck], used: list[float | None]) -> float:
+    """The largest share of a budget used (None: not known, or not read), 0 with none."""
+    return max((u / b.budget_usd for b, u in zip(budgets, used, strict=True) if u is not None and b.budget_usd > 0),
+               default=0.0)

@@ -53,7 +53,7 @@ class Gateway:
         self.counters = counters or MemoryCounters()
         self.admission = Admission(settings.routing, settings.limits, self.counters, self.tenants,
                                    SpendLog(pool) if pool is not None else None, settings.auth.key_cache_ttl_s)
-        # Key and tenant changes reach every process sharing the Redis at once (the feed ends with the loop).
+        # Key and tenant changes reach every process sharing the Redis at once (closed by the lifespan).
         self.changes = ChangeFeed(self.counters.client if isinstance(self.counters, RedisCounters) else None)
         self.changes.listen(auth.on_change)
         self.changes.listen(self.admission.on_change)

@@ -39,6 +39,7 @@ from gateway.settings import Settings
 from gateway.tracing import build_tracer
 from router_core import ClassifierPipeline
 from router_core.embedder import Embedder
+from router_core.static_embed import StaticEmbedder
 
 log = logging.getLogger("gateway")
 
@@ -81,18 +82,21 @@ async def open_cache(settings: Settings, stack: AsyncExitStack, client: aioredis
         return None
     exact: ExactStore
     index: VectorIndex | None = None
+    # The semantic index holds the static embedding (MiniLM only confirms a candidate): docs/caching.md.
+    static = await asyncio.to_thread(StaticEmbedder) if cfg.semantic and embedder is not None else None
     try:
         if client is None:
             raise ConnectionError("no Redis")
         await client.ping()
-        if cfg.semantic and embedder is not None:
-            index = await RedisVectorIndex.open(client, embedder.dim, url or "")
+        if static is not None:
+            index = await RedisVectorIndex.open(client, static.dim, url or "")
         exact = RedisExactStore(client, url or "", owns_client=False)
         log.info("cache: Redis at %s (semantic %s)", url, "on" if index is not None else "off")
     except (OSError, RedisError) as exc:
         log.warning("cache: no Redis (%s); using the in-process store: exact and semantic, THIS PROCESS ONLY", exc)
-        exact, index = MemoryExactStore(), MemoryVectorIndex()
-    cache = ResponseCache(exact, index, embedder if cfg.semantic else None, load_guard() if cfg.guard else None, cfg)
+        exact, index = MemoryExactStore(), MemoryVectorIndex(dim=static.dim if static is not None else None)
+    cache = ResponseCache(exact, index, embedder if cfg.semantic else None, load_guard() if cfg.guard else None, cfg,
+                          static)
     stack.push_async_callback(cache.aclose)
     return cache
 
@@ -181,6 +185,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if settings.tracing.otlp_endpoint:
             log.info("tracing: OpenTelemetry spans to %s", settings.tracing.otlp_endpoint)
         gw = Gateway(settings, pipeline, providers, auth, pool, writer, cache, counters, tracer)
+        stack.push_async_callback(gw.changes.close)  # unsubscribed before the Redis client under it closes
         stack.push_async_callback(gw.admission.drain)
         if gw.learning is not None:  # sampled second opinions: one task, stopped before the pool and the log close
             gw.learning.start(gw.cache)  # and the refresher of the cache's learned threshold

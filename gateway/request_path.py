@@ -33,12 +33,14 @@ from gateway.admission import Admission
 from gateway.auth import Principal
 from gateway.cache.base import CachedAnswer
 from gateway.cache.keys import route_key
+from gateway.cache.redis_store import RedisExactStore
 from gateway.cache.service import CachePolicy, Hit, Lookup, ResponseCache, cache_policy
 from gateway.cascade import fails
 from gateway.errors import ClientClosedRequest, GatewayError, InternalError
 from gateway.explain import explain
 from gateway.fallback import Answered, ChainCaller, OpenStream
 from gateway.learning.worker import Learner
+from gateway.limiter import RedisCounters
 from gateway.pricing import Priced, fill_usage, price, price_cache_hit, prompt_tokens, with_first_call
 from gateway.prompt_log import logged_prompt
 from gateway.providers.base import UpstreamCall
@@ -133,6 +135,7 @@ class RequestPath:
         self.log_prompts = settings.log.prompts
         self.tracer = tracer
         self.learning: Learner | None = None  # sampled second opinions (gateway.learning), set by the Gateway
+        self._peek = shared_redis(cache, admission)
 
     async def serve(self, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
@@ -211,11 +214,13 @@ class RequestPath:
 
     async def _serve(self, ctx: RequestContext, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
-        # 1. admit
-        ticket = ctx.ticket = await self.admission.admit(principal, req, preq.raw)
+        # 1. admit (the exact cache's entry read in the same round trip when they share one Redis)
+        policy, lk = self._prepare(preq, principal)
+        peek = lk.key if self._peek and lk is not None and policy.lookup else None
+        ticket = ctx.ticket = await self.admission.admit(principal, req, preq.raw, peek)
         # 2. cache
         with self.tracer.span("smr.cache.lookup") as span:
-            policy, lk = await self._lookup(ctx, preq, principal)
+            lk = await self._lookup(ctx, policy, lk, ticket.peeked)
             span.set_attribute("smr.cache", ctx.cache)
         if lk is not None and lk.hit is not None:
             answer = self._from_cache(ctx, req, lk.hit)
@@ -295,26 +300,30 @@ class RequestPath:
                                       fresh.completion.message, fresh.backend.name)
 
     # ------------------------------------------------------------------ steps
-    async def _lookup(self, ctx: RequestContext, preq: PathRequest,
-                      principal: Principal) -> tuple[CachePolicy, Lookup | None]:
-        """Whether the cache applies, and the lookup; sets `ctx.cache` to bypass, miss or hit-*.
-        A stored answer from a tier this key may not use is not served (it counts as a miss)."""
+    def _prepare(self, preq: PathRequest, principal: Principal) -> tuple[CachePolicy, Lookup | None]:
+        """Whether the cache applies, and the lookup's keys (no I/O); None: the cache is bypassed."""
         cache, req = self.cache, preq.request
         if cache is None:
-            ctx.cache = "bypass"
             return NO_CACHE, None
         policy = cache_policy(req, preq.cache_control, preq.smr_cache, cache.cfg)
         if not (policy.lookup or policy.store):
-            ctx.cache = "bypass"
             return policy, None
-        lk = cache.prepare(principal.tenant, req, route_key(req.model, preq.force_tier, self.router.default_model),
-                           preq.raw)
+        return policy, cache.prepare(principal.tenant, req,
+                                     route_key(req.model, preq.force_tier, self.router.default_model), preq.raw)
+
+    async def _lookup(self, ctx: RequestContext, policy: CachePolicy, lk: Lookup | None,
+                      peeked: tuple[bytes | None, ...]) -> Lookup | None:
+        """The lookup (`peeked`: the exact entry, already read); sets `ctx.cache` to bypass, miss or hit-*.
+        A stored answer from a tier this key may not use is not served (it counts as a miss)."""
+        if self.cache is None or lk is None:
+            ctx.cache = "bypass"
+            return lk
         if policy.lookup:
-            lk = await cache.lookup(lk)
+            lk = await self.cache.lookup(lk, peeked)
             if lk.hit is not None and ctx.ticket and not self.admission.tier_allowed(ctx.ticket, lk.hit.answer.tier):
                 lk.hit = None
         ctx.cache = lk.hit.kind if lk.hit else ("miss" if policy.lookup else "bypass")
-        return policy, lk
+        return lk
 
     def _from_cache(self, ctx: RequestContext, req: ChatCompletionRequest, hit: Hit) -> Answer | StreamAnswer:
         a = hit.answer
@@ -367,6 +376,14 @@ class RequestPath:
                 smr: Explanation) -> Served:
         return Served(response_id(ctx), int(time.time()), route.tier, backend.name, backend.provider, route.classifier,
                       ctx.cache, priced, None, ctx.started, ctx.ticket.headers if ctx.ticket else None, smr)
+
+
+def shared_redis(cache: ResponseCache | None, admission: Admission) -> bool:
+    """Whether the exact cache and the limit counters use one Redis client: then admission reads the cache's
+    entry with its script, in one round trip."""
+    counters = admission.counters
+    return (cache is not None and isinstance(cache.exact, RedisExactStore) and isinstance(counters, RedisCounters)
+            and cache.exact.client is counters.client)
 
 
 def response_id(ctx: RequestContext) -> str:

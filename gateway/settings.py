@@ -211,6 +211,9 @@ def validate(settings: Settings) -> Settings:
     c = settings.cache
     if c.ttl_s < 1 or not 0.0 < c.similarity <= 1.0 or c.lookup_timeout_s <= 0:
         raise SettingsError("config: setting 'cache': need ttl_s >= 1, 0 < similarity <= 1, lookup_timeout_s > 0")
+    if not -1.0 <= c.prefilter_similarity <= 1.0:
+        raise SettingsError("config: setting 'cache.prefilter_similarity': need a cosine from -1 to 1 "
+                            "(-1 lets every candidate through to MiniLM)")
     if not 0.0 < c.max_wrong_hit_rate < 1.0:
         raise SettingsError("config: setting 'cache.max_wrong_hit_rate': need 0 < max_wrong_hit_rate < 1")
     if c.embedding_batch_window_s < 0 or c.embedding_max_batch < 1 or c.embedding_max_batch_tokens < 1:

@@ -171,8 +171,11 @@ class CacheSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
     ttl_s: int = 3600
     semantic: bool = True
-    # Cosine similarity a semantic candidate needs before the guard looks at it.
+    # Cosine similarity (MiniLM's) a semantic candidate needs before the guard looks at it.
     similarity: float = 0.92
+    # The semantic lookup's first stage: a candidate whose static-embedding cosine is under this is a miss
+    # without running MiniLM (0: MiniLM confirms every candidate the static search finds).
+    prefilter_similarity: float = 0.80
     # Learn the similarity threshold from checked hits (needs learning.sample_rate > 0 and the database):
     # the lowest threshold whose Wilson 95% upper bound on wrong hits stays under max_wrong_hit_rate.
     learn_threshold: bool = False

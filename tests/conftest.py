@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.libssl import fetched_libssl11
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.fakes.server import ThreadedFakes
 from tests.helpers import GatewayThread, make_settings
@@ -43,8 +44,14 @@ def pg_url(database: ScratchDatabase) -> str:
 
 @pytest.fixture(scope="session")
 def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """A private redis-stack-server (Redis with the query engine) on a free port, for this test run."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    """A private redis-stack-server (Redis with the query engine) on a free port, for this test run. Its
+    libssl1.1 is fetched once for every run and worker (under .smr, as bench.libssl does) and linked where
+    the server would fetch its own (`<base>/libssl11`), which tests hand to the gateways they start."""
+    base = tmp_path_factory.mktemp("redis")
+    lib = fetched_libssl11()
+    if lib is not None:
+        (base / "libssl11").symlink_to(lib.parents[2], target_is_directory=True)  # <libssl11>/usr/lib/<arch>
+    server = EmbeddedRedis(base)
     server.start()
     yield server
     server.stop()
@@ -55,3 +62,20 @@ def gateway(fakes: ThreadedFakes, pg_url: str) -> Iterator[GatewayThread]:
     """An open gateway (no keys) in front of the fakes, logging every request to Postgres."""
     with GatewayThread(make_settings(fakes, db_url=pg_url)) as gw:
         yield gw
+
+
+# The modules with the longest tests (minutes together: benchmarks' smoke runs, studies, trainings), first.
+# Under `pytest -n 2 --dist worksteal` each worker takes a half of the list in order and an idle worker takes
+# the not-yet-started end of the other's: with these first, what is left at the end is seconds-long tests and
+# not a one-minute benchmark that keeps one worker busy while the other waits. Each module stays together.
+SLOW_MODULES_FIRST = (
+    "tests/integration/test_bench_smoke.py", "tests/integration/test_learning.py",
+    "tests/integration/test_tails_smoke.py", "tests/integration/test_hotpath_smoke.py",
+    "tests/integration/test_judged_learning.py", "tests/unit/test_train.py", "tests/integration/test_cli.py",
+    "tests/integration/test_learning_bench_smoke.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {module: i for i, module in enumerate(SLOW_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep order

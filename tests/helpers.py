@@ -83,7 +83,7 @@ def make_settings(fakes: FakeUpstreams, extra_backends: list[Backend] | None = N
 
 
 # The request log, read back (the tests' own connection).
-def rows(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+def rows(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as c:
         return c.execute(sql, params).fetchall()  # type: ignore[arg-type]
 

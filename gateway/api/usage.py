@@ -2,12 +2,15 @@
 
 `view=shadow`: requests served in shadow mode (routing.shadow), with what routing would have cost.
 `view=learning`: what learning's own calls (reference answers and judges, gateway.learning) cost; the
-served view leaves them out."""
+served view leaves them out. Its `learning` object is what the dashboard draws (gateway/learning/report.py):
+the judged share, each tier pair's quality/cost curve, the semantic cache's measured wrong-hit rate, and
+learning's spend apart from serving's."""
 
 from __future__ import annotations
 
 from typing import cast
 
+import msgspec
 from litestar import Request, Response, get
 
 from gateway.api.deps import key_param, label_param
@@ -15,6 +18,7 @@ from gateway.auth import Principal
 from gateway.db.usage import GROUP_SQL, GroupBy, UsageReport, View, parse_time
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.gateway import Gateway
+from gateway.learning.report import LearningUsageReport, summarize
 from gateway.wire import encoder
 
 
@@ -35,4 +39,8 @@ async def get_usage(request: Request, gw: Gateway, principal: Principal) -> Resp
     groups = await gw.log_queries.usage(cast(View, view), cast(GroupBy, group_by), start, end, tenant,
                                         key_param(request))
     report = UsageReport(group_by=group_by, tenant=tenant, data=groups, from_=start, to=end, view=view)
+    if view == "learning":
+        figures = await gw.log_queries.learning(start, end, tenant, key_param(request))
+        rule = gw.cache.acceptance.report() if gw.cache is not None and gw.cache.semantic else None
+        report = LearningUsageReport(**msgspec.structs.asdict(report), learning=summarize(figures, gw.settings, rule))
     return Response(encoder.encode(report), media_type="application/json")

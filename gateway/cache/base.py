@@ -1,4 +1,6 @@
-"""The two cache roles (an exact store and a vector index) and what a cache entry holds."""
+"""The two cache roles (an exact store and a vector index), what a cache entry holds, and the two encoders
+the semantic lookup reads: a cheap static one the index is searched with, and the sentence encoder
+(MiniLM) that confirms a candidate (gateway/cache/service.py says how they are used)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ class CachedAnswer(msgspec.Struct, frozen=True):
 class Candidate(msgspec.Struct, frozen=True):
     prompt: str
     payload: bytes
-    similarity: float
+    similarity: float  # as the index computes it (the static embedding's cosine); the service swaps in MiniLM's
+    key: str = ""      # the entry's id in its index, to attach its `confirm` vector to later
+    confirm: np.ndarray | None = None  # the entry's MiniLM vector, once a lookup has computed it
 
 
 answer_encoder = msgspec.json.Encoder()  # JSON, not msgpack: search results come back as text
@@ -46,11 +50,35 @@ class ExactStore(Protocol):
 
 
 class VectorIndex(Protocol):
-    """Prompt vectors with their answers, searched within one tenant and one context scope."""
+    """Prompt vectors (the static embedding's) with their answers, searched within one tenant and one context
+    scope. An entry may also carry its prompt's MiniLM vector (`confirm`), stored with it or attached later."""
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]: ...
 
     async def add(self, tenant: str, scope: str, vector: np.ndarray, prompt: str, payload: bytes,
-                  ttl_s: int) -> None: ...
+                  ttl_s: int, confirm: np.ndarray | None = None) -> None: ...
+
+    async def attach(self, key: str, confirm: np.ndarray) -> None:
+        """Keep `confirm` on the entry `key` (nothing when it has expired meanwhile)."""
+        ...
 
     async def clear(self, tenant: str | None) -> int: ...
+
+
+class StaticEncoder(Protocol):
+    """The cheap first stage (router_core.static_embed.StaticEmbedder): a unit vector, inline, no model pass."""
+
+    dim: int
+
+    def embed(self, text: str) -> np.ndarray: ...
+
+
+class SentenceEncoder(Protocol):
+    """The confirming encoder (router_core.embedder.Embedder, MiniLM): unit vectors, off the event loop and
+    micro-batched (texts asked for together share a forward pass)."""
+
+    dim: int
+    device: str
+    backend: str
+
+    async def embed(self, text: str) -> np.ndarray: ...

@@ -134,13 +134,15 @@ class EmbeddedRedis:
         self.stop()
         raise EmbeddedRedisError("redis-stack-server did not answer within 20 s")
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM (it keeps nothing on disk: no save, no append-only file), SIGKILL past `grace_s`; reaped."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
         if self.proc is not None:
             self._pid_file().unlink(missing_ok=True)
             self._url_file().unlink(missing_ok=True)

@@ -118,8 +118,7 @@ def _features(a: _Side, b: _Side, cosine: float) -> list[float]:
     ca, cb = a.content, b.content
     union = ca | cb
     jaccard = len(ca & cb) / len(union) if union else 1.0
-    sa, sb = set(la), set(lb)
-    antonym = any(_ANTONYM_OF.get(w, set()) & (sa - sb) for w in sb - sa)
+    antonym = _antonym(la, lb)
     return [
         1.0,
         cosine,
@@ -161,14 +160,26 @@ def _asks(lowered: list[str]) -> set[str]:
     return {w for w in lowered if w in _SPECIFIC_ASKS}
 
 
+def _antonym(la: list[str], lb: list[str]) -> bool:
+    """A word of one side whose antonym is on the other side only ("open" / "closed")."""
+    sa, sb = set(la), set(lb)
+    return any(_ANTONYM_OF.get(w, set()) & (sa - sb) for w in sb - sa)
+
+
 def hard_reject(a: str, b: str) -> bool:
-    sa, sb = _side(a), _side(b)
-    return _rules_reject(sa, sb, _features(sa, sb, 1.0))
+    return _rules_reject(_side(a), _side(b))
 
 
-def _rules_reject(a: _Side, b: _Side, x: list[float]) -> bool:
-    """The hard rules, given the pair's `features` (the ones used here do not depend on the cosine)."""
-    if x[2] or x[7] or x[3]:
+def hard_rejects(prompt: str, others: list[str]) -> list[bool]:
+    """`hard_reject(prompt, o)` for each of `others`, parsing the prompt once."""
+    mine = _side(prompt)
+    return [_rules_reject(mine, _side(o)) for o in others]
+
+
+def _rules_reject(a: _Side, b: _Side) -> bool:
+    """The hard rules: other numbers, a negation on one side, an antonym swapped in, another kind of ask, a
+    restrictive word on one side, a narrowing qualifier, other names or the same names in swapped roles."""
+    if a.numbers != b.numbers or a.negated != b.negated or _antonym(a.lower, b.lower):
         return True
     asks_a, asks_b = _asks(a.lower), _asks(b.lower)
     if (asks_a or asks_b) and asks_a != asks_b:
@@ -210,10 +221,9 @@ class GuardModel(msgspec.Struct, frozen=True):
         # Hard rules first: other numbers, an antonym swapped in, a negation on one side only, or other
         # names on both sides never pass, whatever the model says.
         sa, sb = _side(a), _side(b)
-        x = _features(sa, sb, cosine)
-        if _rules_reject(sa, sb, x):
+        if _rules_reject(sa, sb):
             return False, 0.0
-        p = self.probability_of(x)
+        p = self.probability_of(_features(sa, sb, cosine))
         return p >= self.threshold, p
 
 

@@ -44,31 +44,75 @@ class MemoryExactStore:
         return None
 
 
+class _Entry:
+    __slots__ = ("confirm", "expires", "key", "payload", "prompt", "vector")
+
+    def __init__(self, key: str, expires: float, vector: np.ndarray, prompt: str, payload: bytes,
+                 confirm: np.ndarray | None) -> None:
+        self.key, self.expires, self.vector, self.prompt, self.payload = key, expires, vector, prompt, payload
+        self.confirm = confirm
+
+
 class MemoryVectorIndex:
-    def __init__(self, max_entries: int = 50_000) -> None:
+    """One dimension per index (the first vector added or searched fixes it): a vector of another size, such
+    as an older version's MiniLM vector, is refused rather than compared."""
+
+    def __init__(self, max_entries: int = 50_000, dim: int | None = None) -> None:
         self.max_entries = max_entries
-        self._buckets: dict[tuple[str, str], list[tuple[float, np.ndarray, str, bytes]]] = {}
+        self.dim = dim
+        self._buckets: dict[tuple[str, str], list[_Entry]] = {}
+        self._by_key: dict[str, _Entry] = {}
+        self._next = 0
+
+    def _check(self, vector: np.ndarray) -> None:
+        if self.dim is None:
+            self.dim = int(vector.shape[-1])
+        elif vector.shape[-1] != self.dim:
+            raise ValueError(f"this index holds {self.dim}-dimensional vectors, not {vector.shape[-1]}")
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        self._check(vector)
         now = time.monotonic()
-        entries = [e for e in self._buckets.get((tenant, scope), []) if e[0] >= now]
-        self._buckets[(tenant, scope)] = entries
+        bucket = self._buckets.get((tenant, scope), [])
+        entries = [e for e in bucket if e.expires >= now]
+        if len(entries) < len(bucket):
+            self._buckets[(tenant, scope)] = entries
+            for e in bucket:
+                if e.expires < now:
+                    self._by_key.pop(e.key, None)
         if not entries:
             return []
-        sims = np.stack([e[1] for e in entries]) @ vector
+        sims = np.stack([e.vector for e in entries]) @ vector
         best = np.argsort(-sims)[:k]
-        return [Candidate(entries[i][2], entries[i][3], float(sims[i])) for i in best]
+        return [Candidate(entries[i].prompt, entries[i].payload, float(sims[i]), entries[i].key, entries[i].confirm)
+                for i in best]
 
     async def add(self, tenant: str, scope: str, vector: np.ndarray, prompt: str, payload: bytes,
-                  ttl_s: int) -> None:
+                  ttl_s: int, confirm: np.ndarray | None = None) -> None:
+        self._check(vector)
         bucket = self._buckets.setdefault((tenant, scope), [])
         if len(bucket) >= self.max_entries:
-            bucket.pop(0)
-        bucket.append((time.monotonic() + ttl_s, vector.astype(np.float32), prompt, payload))
+            self._by_key.pop(bucket.pop(0).key, None)
+        self._next += 1
+        entry = _Entry(f"{tenant}:{self._next}", time.monotonic() + ttl_s, vector.astype(np.float32), prompt,
+                       payload, None if confirm is None else confirm.astype(np.float32))
+        bucket.append(entry)
+        self._by_key[entry.key] = entry
+
+    async def attach(self, key: str, confirm: np.ndarray) -> None:
+        entry = self._by_key.get(key)
+        if entry is not None:
+            entry.confirm = confirm.astype(np.float32)
 
     async def clear(self, tenant: str | None) -> int:
         if tenant is None:
             n = sum(len(v) for v in self._buckets.values())
             self._buckets.clear()
+            self._by_key.clear()
             return n
-        return sum(len(self._buckets.pop(k)) for k in [k for k in self._buckets if k[0] == tenant])
+        n = 0
+        for k in [k for k in self._buckets if k[0] == tenant]:
+            for e in self._buckets.pop(k):
+                self._by_key.pop(e.key, None)
+                n += 1
+        return n

@@ -2,6 +2,11 @@
 entries are hashes in an HNSW cosine vector index with TAG fields for the tenant and the context
 scope (`RedisVectorIndex`), so a hit can only come from the same tenant and the same context.
 Without the query engine (plain Redis) there is no index and only the exact cache works.
+
+The index is versioned: version 2 (`smr_semantic_v2`, keys `smr:s2:`) indexes the static embedding (128
+dimensions) and keeps the prompt's MiniLM vector beside it, unindexed (`confirm`); version 1
+(`smr_semantic`, keys `smr:s:`) indexed MiniLM vectors. An older gateway's entries are never searched by
+this one (another index over another key prefix) and expire with their TTL; `clear` removes both.
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ from redis.exceptions import ResponseError
 from gateway.cache.base import Candidate
 
 log = logging.getLogger("gateway.cache")
-INDEX = "smr_semantic"
+INDEX = "smr_semantic_v2"
 EXACT_PREFIX = "smr:x:"
-SEM_PREFIX = "smr:s:"
+SEM_PREFIX = "smr:s2:"
+OLD_SEM_PREFIXES = ("smr:s:",)  # version 1 (MiniLM vectors in the index): cleared, never searched
+# HSET only while the entry lives: an expired entry must not come back as a hash without a TTL.
+_ATTACH = ("if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'confirm', ARGV[1]) end "
+           "return 0")
+# A new entry and its TTL in one command (one round trip, no pipeline; never a hash without its TTL).
+_ADD = "redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
 
 
 def connect(url: str, timeout_s: float) -> aioredis.Redis:
@@ -69,6 +80,8 @@ class RedisExactStore:
 class RedisVectorIndex:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        self._attach = client.register_script(_ATTACH)
+        self._add = client.register_script(_ADD)
 
     @classmethod
     async def open(cls, client: aioredis.Redis, dim: int, url: str = "") -> RedisVectorIndex | None:
@@ -91,23 +104,33 @@ class RedisVectorIndex:
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
         q = (Query(f"(@tenant:{{{tenant}}} @scope:{{{scope}}})=>[KNN {k} @vec $v AS dist]")
-             .sort_by("dist").return_fields("prompt", "answer", "dist").dialect(2).paging(0, k))
+             .sort_by("dist").return_fields("prompt", "answer", "dist").return_field("confirm", decode_field=False)
+             .dialect(2).paging(0, k))
         res = await self.client.ft(INDEX).search(q, query_params={"v": vector.astype(np.float32).tobytes()})
         out = []
         for doc in res.docs:  # type: ignore[union-attr]
             prompt = doc.prompt.decode() if isinstance(doc.prompt, bytes) else doc.prompt
             payload = doc.answer if isinstance(doc.answer, bytes) else doc.answer.encode()
-            out.append(Candidate(prompt, payload, 1.0 - float(doc.dist)))
+            raw = getattr(doc, "confirm", None)
+            confirm = np.frombuffer(raw, dtype=np.float32) if isinstance(raw, bytes) and raw else None
+            out.append(Candidate(prompt, payload, 1.0 - float(doc.dist), doc.id, confirm))
         return out
 
     async def add(self, tenant: str, scope: str, vector: np.ndarray, prompt: str, payload: bytes,
-                  ttl_s: int) -> None:
+                  ttl_s: int, confirm: np.ndarray | None = None) -> None:
         key = f"{SEM_PREFIX}{tenant}:{secrets.token_hex(8)}"
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={"tenant": tenant, "scope": scope, "prompt": prompt, "answer": payload,
-                                    "vec": vector.astype(np.float32).tobytes()})
-            pipe.expire(key, ttl_s)
-            await pipe.execute()
+        args: list[str | bytes | int] = [ttl_s, "tenant", tenant, "scope", scope, "prompt", prompt, "answer", payload,
+                                         "vec", vector.astype(np.float32).tobytes()]
+        if confirm is not None:
+            args += ["confirm", confirm.astype(np.float32).tobytes()]
+        await self._add(keys=[key], args=args)
+
+    async def attach(self, key: str, confirm: np.ndarray) -> None:
+        await self._attach(keys=[key], args=[confirm.astype(np.float32).tobytes()])
 
     async def clear(self, tenant: str | None) -> int:
-        return await _unlink_matching(self.client, f"{SEM_PREFIX}{tenant + ':' if tenant else ''}*")
+        suffix = f"{tenant}:*" if tenant else "*"
+        n = 0
+        for prefix in (SEM_PREFIX, *OLD_SEM_PREFIXES):
+            n += await _unlink_matching(self.client, prefix + suffix)
+        return n

@@ -3,6 +3,16 @@
 Nothing here fails a request: a store error or a lookup slower than `lookup_timeout_s` counts as a
 miss (and is counted), and storing happens after the response, off the request path.
 
+The semantic lookup has two stages. The index holds each prompt's static embedding (the table look-up
+the difficulty classifier reads, well under a millisecond); a lookup embeds the prompt the same way and
+takes the index's nearest `SEARCH_K`. A candidate goes on only when its static cosine reaches
+`cache.prefilter_similarity` and, with the guard on, no hard rule of the guard rejects it (other numbers,
+a negation, other names...: those would be rejected whatever MiniLM says). With none left, the lookup is
+a miss and MiniLM never runs (counted in `encoder_skipped`). Otherwise MiniLM embeds the prompt, and the
+prompts of the candidates whose MiniLM vector is not stored yet, in one micro-batched pass; those vectors
+are then attached to their entries, so each entry is encoded at most once. The decision is the one-stage
+cache's: MiniLM cosine at or above the acceptance threshold, then the guard.
+
 The similarity a semantic candidate needs comes from `acceptance` (gateway/cache/acceptance.py): the
 configured `cache.similarity`, or the threshold learned from checked hits, read from memory (the
 learning worker refreshes it). While it learns, a miss whose nearest candidate sits just under the
@@ -13,20 +23,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Literal
 
 import msgspec
 import numpy as np
 
 from gateway.cache.acceptance import Acceptance
-from gateway.cache.base import CachedAnswer, Candidate, ExactStore, VectorIndex, answer_decoder, answer_encoder
-from gateway.cache.guard import GuardModel
+from gateway.cache.base import (
+    CachedAnswer,
+    Candidate,
+    ExactStore,
+    SentenceEncoder,
+    StaticEncoder,
+    VectorIndex,
+    answer_decoder,
+    answer_encoder,
+)
+from gateway.cache.guard import GuardModel, hard_rejects
 from gateway.cache.keys import cache_keys, last_user_text, tenant_tag
 from gateway.settings import CacheSettings
 from gateway.wire import ChatCompletionRequest
-from router_core.embedder import Embedder
 
 log = logging.getLogger("gateway.cache")
+SEARCH_K = 3  # candidates the static search returns (the one-stage cache searched MiniLM's nearest 3)
 
 
 class CachePolicy(msgspec.Struct, frozen=True):
@@ -59,7 +79,8 @@ class Lookup(msgspec.Struct):
     key: str
     scope: str
     prompt: str
-    vector: np.ndarray | None = None
+    vector: np.ndarray | None = None  # the prompt's MiniLM vector, when the lookup needed it (routing reuses it)
+    static: np.ndarray | None = None  # its static embedding (what the index is searched with)
     hit: Hit | None = None
     near: Hit | None = None  # a near miss (just under the threshold), kept only while the threshold learns
     threshold: float | None = None  # the threshold this lookup used
@@ -69,7 +90,9 @@ class CacheStats(msgspec.Struct):
     hits_exact: int = 0
     hits_semantic: int = 0
     misses: int = 0
-    guard_rejections: int = 0
+    guard_rejections: int = 0  # a candidate the guard rejected (a hard rule at the static stage, or the model)
+    encoder_skipped: int = 0   # semantic lookups settled by the static stage alone: no MiniLM pass
+    encoder_runs: int = 0      # semantic lookups that ran MiniLM to confirm a candidate
     stored: int = 0
     errors: int = 0
     timeouts: int = 0
@@ -77,12 +100,17 @@ class CacheStats(msgspec.Struct):
 
 
 class ResponseCache:
-    def __init__(self, exact: ExactStore, index: VectorIndex | None, embedder: Embedder | None,
-                 guard: GuardModel | None, cfg: CacheSettings) -> None:
+    def __init__(self, exact: ExactStore, index: VectorIndex | None, embedder: SentenceEncoder | None,
+                 guard: GuardModel | None, cfg: CacheSettings, static: StaticEncoder | None = None) -> None:
         self.exact = exact
         # The semantic cache needs both an index and an embedder; without either it is off.
         self.index = index if embedder is not None and cfg.semantic else None
         self.embedder = embedder if self.index is not None else None
+        if self.index is not None and static is None:
+            from router_core.static_embed import StaticEmbedder
+
+            static = StaticEmbedder()
+        self.static = static if self.index is not None else None
         self.guard = guard
         self.cfg = cfg
         self.stats = CacheStats()
@@ -106,19 +134,25 @@ class ResponseCache:
             self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:200]
 
-    async def lookup(self, lk: Lookup) -> Lookup:
+    async def lookup(self, lk: Lookup, peeked: tuple[bytes | None, ...] = ()) -> Lookup:
+        """`peeked`: `(value,)` when the exact entry was already read (with the admit script, one round trip);
+        `()` reads it here."""
         timeout = self.cfg.lookup_timeout_s
         try:
-            async with asyncio.timeout(timeout):
-                payload = await self.exact.get(lk.key)
+            if peeked:
+                payload = peeked[0]
+            else:
+                async with asyncio.timeout(timeout):
+                    payload = await self.exact.get(lk.key)
             if payload is not None:
                 lk.hit = Hit(answer_decoder.decode(payload), "hit-exact")
                 self.stats.hits_exact += 1
                 return lk
-            if self.embedder is not None and self.index is not None and lk.prompt:
-                lk.vector = await self.embedder.embed(lk.prompt)
+            if self.embedder is not None and self.index is not None and self.static is not None and lk.prompt:
+                lk.static = self.static.embed(lk.prompt)
                 async with asyncio.timeout(timeout):
-                    candidates = await self.index.search(lk.tenant, lk.scope, lk.vector, 3)
+                    found = await self.index.search(lk.tenant, lk.scope, lk.static, SEARCH_K)
+                candidates = await self._confirmed(lk, self._gate(lk.prompt, found))
                 lk.threshold = threshold = self.acceptance.threshold
                 for c in candidates:
                     if c.similarity < threshold:
@@ -137,6 +171,39 @@ class ResponseCache:
         self.stats.misses += 1
         return lk
 
+    def _gate(self, prompt: str, found: list[Candidate]) -> list[Candidate]:
+        """The first stage (no I/O): the candidates whose static cosine reaches the gate and that no hard rule
+        of the guard rejects (those could never be served, whatever MiniLM says; counted as guard rejections)."""
+        near = [c for c in found if c.similarity >= self.cfg.prefilter_similarity]
+        if self.guard is None:
+            return near
+        kept = [c for c, out in zip(near, hard_rejects(prompt, [c.prompt for c in near]), strict=True) if not out]
+        self.stats.guard_rejections += len(near) - len(kept)
+        return kept
+
+    async def _confirmed(self, lk: Lookup, passed: list[Candidate]) -> list[Candidate]:
+        """The second stage: the gate's candidates with MiniLM's cosine as their similarity, nearest first.
+        MiniLM embeds the prompt and the candidates without a stored vector in one micro-batched pass; their
+        vectors are then attached to their entries, off the request path. Nothing passed: no MiniLM at all."""
+        if not passed:
+            self.stats.encoder_skipped += 1
+            return []
+        assert self.embedder is not None and self.index is not None
+        self.stats.encoder_runs += 1
+        dim = self.embedder.dim
+        stale = [c for c in passed if c.confirm is None or c.confirm.shape != (dim,)]
+        vectors = await asyncio.gather(self.embedder.embed(lk.prompt), *(self.embedder.embed(c.prompt) for c in stale))
+        lk.vector, fresh = vectors[0], iter(vectors[1:])
+        scored = []
+        for c in passed:
+            confirm = c.confirm
+            if confirm is None or confirm.shape != (dim,):
+                confirm = next(fresh)
+                if c.key:
+                    self._later(self.index.attach(c.key, confirm))
+            scored.append(msgspec.structs.replace(c, similarity=float(np.dot(confirm, lk.vector)), confirm=confirm))
+        return sorted(scored, key=lambda c: -c.similarity)
+
     def _passed(self, prompt: str, c: Candidate) -> Hit | None:
         """The candidate as a semantic hit, or None when the guard says it is another question."""
         score: float | None = None
@@ -149,9 +216,19 @@ class ResponseCache:
 
     def save_later(self, lk: Lookup, answer: CachedAnswer) -> None:
         """Store after the response has gone; keeps a reference so the task is not collected."""
-        task = asyncio.create_task(self._save(lk, answer))
+        self._later(self._save(lk, answer))
+
+    def _later(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(self._quietly(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _quietly(self, work: Coroutine[object, object, None]) -> None:
+        try:
+            async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 20, 1.0)):
+                await work
+        except (Exception, TimeoutError) as exc:
+            self._failed(exc)
 
     async def _save(self, lk: Lookup, answer: CachedAnswer) -> None:
         payload = answer_encoder.encode(answer)
@@ -159,9 +236,10 @@ class ResponseCache:
         try:
             async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 20, 1.0)):
                 await self.exact.set(lk.key, payload, ttl)
-                if self.embedder is not None and self.index is not None and lk.prompt:
-                    vector = lk.vector if lk.vector is not None else await self.embedder.embed(lk.prompt)
-                    await self.index.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl)
+                if self.index is not None and self.static is not None and lk.prompt:
+                    # The static vector (cheap) always; MiniLM's only when the lookup computed it.
+                    vector = lk.static if lk.static is not None else self.static.embed(lk.prompt)
+                    await self.index.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl, lk.vector)
             self.stats.stored += 1
         except (Exception, TimeoutError) as exc:
             self._failed(exc)

@@ -7,7 +7,8 @@ quality kept against the share of calls left on the cheaper tier. A served answe
 judge preferred the reference's, else 1; the reference's is 0 where the judge preferred the served one.
 APGR (average performance gap recovered) is the curve's mean height above the cheap tier's quality, as a
 share of the gap to the reference's: 0.5 for a router that cannot tell, 1 for one that sends exactly the
-requests that need it first. The scores are the configured router's (the pipeline as the gateway runs
+requests that need it first (the pure part is gateway/learning/curve.py, which the dashboard draws from
+too). The scores are the configured router's (the pipeline as the gateway runs
 it), so a head refitted on judgements (`smr train --from-judgements --write H`, then routing.difficulty_head
 = H) shows here. Calibration fits on one half of the judgements (by request id) and reports the quality on
 the other, then writes the cut-offs fitted on all of them.
@@ -22,7 +23,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ import numpy as np
 from gateway.cli.admin import with_pool
 from gateway.cli.from_logs import _window, offline_settings
 from gateway.cli.scoring import decide_all, write_cutoffs
+from gateway.learning.curve import cutoff_for_quality, pair_curves, qualities, quality_at
 from gateway.learning.store import Judgement, JudgementStore
 from gateway.prompt_log import conversation_of
 from gateway.settings import Settings
@@ -46,50 +47,6 @@ class Pair(msgspec.Struct, frozen=True):
     weak: np.ndarray    # the served (cheaper) tier's answer: 1 good enough, 0 the reference's was better
     strong: np.ndarray  # the reference's answer: 0 where the served one was better
     ids: list[str]
-
-
-def qualities(js: Sequence[Judgement]) -> tuple[np.ndarray, np.ndarray]:
-    weak = np.array([0.0 if j.verdict == "reference" else 1.0 for j in js])
-    strong = np.array([0.0 if j.verdict == "served" else 1.0 for j in js])
-    return weak, strong
-
-
-def curve(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
-    """Expected quality (a share of the reference's) with the k highest-scored requests on the reference
-    tier, k = 0..n; requests with equal scores are taken in random order (their gains averaged)."""
-    gain = strong - weak
-    order = np.argsort(-scores, kind="mergesort")
-    s, g = scores[order], gain[order].copy()
-    for v in np.unique(s):
-        tie = s == v
-        g[tie] = g[tie].mean()
-    kept = (weak.sum() + np.concatenate([[0.0], np.cumsum(g)])) / max(strong.sum(), 1e-9)
-    return np.asarray(kept)
-
-
-def apgr(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> float:
-    c = curve(scores, weak, strong)
-    gap = c[-1] - c[0]
-    return float(np.mean((c - c[0]) / gap)) if gap > 0 else 1.0
-
-
-def quality_at(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray, cutoff: float) -> tuple[float, float]:
-    """(quality kept, share of calls on the reference tier) routing score >= cutoff to the reference."""
-    up = scores >= cutoff
-    return float(np.where(up, strong, weak).sum() / max(strong.sum(), 1e-9)), float(up.mean())
-
-
-def cutoff_for_quality(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray, target: float) -> float:
-    """The highest cut-off (fewest reference calls) keeping `target` of the reference's quality on this
-    sample; halfway to the next lower score, so a request scored between them goes up."""
-    values = np.unique(scores)[::-1]
-    if quality_at(scores, weak, strong, float("inf"))[0] >= target:
-        return 1.0
-    for i, v in enumerate(values):
-        if quality_at(scores, weak, strong, float(v))[0] >= target:
-            below = float(values[i + 1]) if i + 1 < len(values) else 0.0
-            return round((float(v) + below) / 2, 4)
-    return 0.0
 
 
 def pairs(js: list[Judgement], scores: np.ndarray) -> list[Pair]:
@@ -126,19 +83,17 @@ def eval_from_logs(args: argparse.Namespace) -> int:
     if found is None:
         return 2
     settings, js, scores = found
-    lo, hi = settings.routing.cutoffs
     result = []
-    for p in pairs(js, scores):
-        c = curve(p.scores, p.weak, p.strong)
-        cut = lo if p.tier == "simple" else hi
-        q, up = quality_at(p.scores, p.weak, p.strong, cut)
-        points = {f"{k / 10:.1f}": round(float(c[round(k / 10 * (len(c) - 1))]), 4) for k in range(11)}
-        row = {"pair": f"{p.tier}->{p.reference}", "judged": len(p.ids), "apgr": round(apgr(p.scores, p.weak,
-               p.strong), 4), "cheap_quality": round(float(c[0]), 4), "quality_at_cutoff": round(q, 4),
-               "reference_share_at_cutoff": round(up, 4), "cutoff": cut, "curve": points}
+    for pc in pair_curves(js, scores, settings.routing.cutoffs):
+        points = {f"{pt.reference_share:.1f}": pt.quality for pt in pc.points}
+        row = {"pair": pc.pair, "judged": pc.judged, "apgr": pc.apgr, "cheap_quality": pc.cheap_quality,
+               "quality_at_cutoff": pc.quality_at_cutoff, "reference_share_at_cutoff": pc.reference_share_at_cutoff,
+               "cutoff": pc.cutoff, "curve": points}
         result.append(row)
-        print(f"{row['pair']}: {row['judged']} judged, APGR {row['apgr']:.3f}; all on {p.tier}: quality "
-              f"{row['cheap_quality']:.1%}; at cut-off {cut}: quality {q:.1%} with {up:.1%} of calls on {p.reference}")
+        tier, reference = pc.pair.split("->")
+        print(f"{pc.pair}: {pc.judged} judged, APGR {pc.apgr:.3f}; all on {tier}: quality {pc.cheap_quality:.1%}; "
+              f"at cut-off {pc.cutoff}: quality {pc.quality_at_cutoff:.1%} with {pc.reference_share_at_cutoff:.1%} "
+              f"of calls on {reference}")
         print("  quality kept by share of calls on the reference: " +
               "  ".join(f"{float(k):.0%}:{v:.1%}" for k, v in points.items()))
     if args.json:

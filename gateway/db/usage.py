@@ -87,12 +87,18 @@ def _where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | Non
         params.append(end)
     if tenant is not None:
         # learning's rows carry no tenant (no tenant's bill or budget counts them): a tenant's are those of the
-        # requests of its that were sampled (the judgements)
-        where.append("client_request_id IN (SELECT request_id FROM judgements WHERE tenant = %s)" if learning
-                     else "tenant = %s")
+        # requests of its that were sampled (judgements) or whose semantic hit was checked (cache_checks)
+        if learning:
+            where.append("client_request_id IN (SELECT request_id FROM judgements WHERE tenant = %s "
+                         "UNION ALL SELECT request_id FROM cache_checks WHERE tenant = %s)")
+            params.append(tenant)
+        else:
+            where.append("tenant = %s")
         params.append(tenant)
     if key is not None:
-        where.append("key_id = %s::uuid")
+        # learning's rows carry no key either: a key's are those of the requests it made
+        where.append("client_request_id IN (SELECT request_id FROM request_log WHERE key_id = %s::uuid)" if learning
+                     else "key_id = %s::uuid")
         params.append(key)
     return where, params
 
@@ -243,6 +249,64 @@ async def recent_requests(pool: AsyncConnectionPool, start: dt.datetime | None, 
                             RecentRequest) for r in rows]
 
 
+class JudgedRow(msgspec.Struct, frozen=True):
+    """What the dashboard's quality/cost curve reads of a judgement: its pair, its verdict, the router's score."""
+
+    tier: str
+    reference_tier: str
+    verdict: str
+    score: float | None
+
+
+class LearningFigures(msgspec.Struct, frozen=True):
+    """The raw figures of learning in a window (a tenant's, a key's or all): see gateway.learning.report."""
+
+    auto_requests: int          # answered `auto` requests (what sampling draws from)
+    serving_cost_usd: float     # the traffic served
+    learning_cost_usd: float    # learning's own calls (reference answers, judges, fresh answers for cache checks)
+    learning_calls: int
+    judged: list[JudgedRow]
+    hit_checks: dict[str, int]  # checked semantic hits by verdict: "right", "wrong", "unsure"
+    near_miss_checks: int
+
+
+def _learning_where(start: dt.datetime | None, end: dt.datetime | None, tenant: str | None,
+                    key: str | None) -> tuple[str, list[object]]:
+    """judgements' and cache_checks' rows in the window, of the tenant, of requests the key made."""
+    where = ["(%s::timestamptz IS NULL OR ts >= %s::timestamptz)", "(%s::timestamptz IS NULL OR ts < %s::timestamptz)"]
+    params: list[object] = [start, start, end, end]
+    if tenant is not None:
+        where.append("tenant = %s")
+        params.append(tenant)
+    if key is not None:
+        where.append("request_id IN (SELECT request_id FROM request_log WHERE key_id = %s::uuid)")
+        params.append(key)
+    return " AND ".join(where), params
+
+
+async def learning_figures(pool: AsyncConnectionPool, start: dt.datetime | None, end: dt.datetime | None,
+                           tenant: str | None, key: str | None = None) -> LearningFigures:
+    served = await usage(pool, "all", start, end, tenant, key)
+    spent = await usage(pool, "all", start, end, tenant, key, learning=True)
+    where, params = _where(start, end, tenant, key)
+    auto = await _fetch(pool, "SELECT count(*) AS n FROM request_log WHERE requested_model = 'auto' "
+                              f"AND http_status < 400 AND {' AND '.join(where)}", params)
+    mine, mine_params = _learning_where(start, end, tenant, key)
+    judged = await _fetch(pool, "SELECT tier, reference_tier, verdict, score FROM judgements "
+                                f"WHERE {mine} ORDER BY ts", mine_params)
+    checks = await _fetch(pool, "SELECT kind, verdict, count(*) AS n FROM cache_checks "
+                                f"WHERE {mine} GROUP BY 1, 2", mine_params)
+    hit_checks = {"right": 0, "wrong": 0, "unsure": 0}
+    for c in checks:
+        if c["kind"] == "hit":
+            hit_checks[c["verdict"]] = int(c["n"])
+    return LearningFigures(
+        auto_requests=int(auto[0]["n"]), serving_cost_usd=served[0].cost_usd if served else 0.0,
+        learning_cost_usd=spent[0].cost_usd if spent else 0.0, learning_calls=spent[0].requests if spent else 0,
+        judged=[JudgedRow(r["tier"], r["reference_tier"], r["verdict"], r["score"]) for r in judged],
+        hit_checks=hit_checks, near_miss_checks=sum(int(c["n"]) for c in checks if c["kind"] == "near_miss"))
+
+
 class LogQueries:
     """The queries the usage, requests and dashboard handlers run, over the app's pool."""
 
@@ -254,6 +318,10 @@ class LogQueries:
         if view == "shadow":
             return await shadow_usage(self._pool, group_by, start, end, tenant, key)
         return await usage(self._pool, group_by, start, end, tenant, key, learning=view == "learning")
+
+    async def learning(self, start: dt.datetime | None, end: dt.datetime | None, tenant: str | None,
+                       key: str | None = None) -> LearningFigures:
+        return await learning_figures(self._pool, start, end, tenant, key)
 
     async def request(self, request_id: str, tenant: str | None) -> LoggedRequest | None:
         return await logged_request(self._pool, request_id, tenant)

@@ -16,7 +16,9 @@ import pytest
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.cache.guard import load_guard
 from gateway.fakes.server import ThreadedFakes, free_port
+from gateway.settings import CacheSettings
 from router_core.embedder import Embedder
+from router_core.static_embed import StaticEmbedder
 from tests.helpers import GatewayThread, make_settings
 
 ADMIN = "cache-admin"
@@ -116,6 +118,92 @@ def test_semantic_hit_on_a_paraphrase(gw: GatewayThread) -> None:
     assert r.headers["x-smr-cache"] == "hit-semantic", str(httpx.get(gw.url + "/health").json()["cache"])
     assert 0.92 <= float(r.headers["x-smr-cache-similarity"]) <= 1.0
     assert "reverse a list in Python" in r.json()["choices"][0]["message"]["content"]
+
+
+def test_a_miss_without_a_close_candidate_skips_minilm(gw: GatewayThread) -> None:
+    """The two-stage lookup: unrelated prompts (and other numbers, which the guard rejects anyway) miss on the
+    static embedding alone; /health and /metrics count the lookups that never ran MiniLM."""
+    key = key_for(gw, "skip")
+    before = httpx.get(gw.url + "/health").json()["cache"]
+    for prompt in ("How do I bake sourdough bread?", "Explain the causes of the French Revolution",
+                   "Question 7: how do I reverse a list of 7 strings in Python?", "What is the capital of Peru?",
+                   "Question 8: how do I reverse a list of 8 strings in Python?"):
+        assert ask(gw, key, prompt).headers["x-smr-cache"] == "miss"
+        settle(gw)
+    after = httpx.get(gw.url + "/health").json()["cache"]
+    assert after["encoder_skipped"] - before["encoder_skipped"] == 5
+    assert after["encoder_runs"] == before["encoder_runs"]
+    assert scrape(gw)["smr_cache_encoder_skipped_total"] == after["encoder_skipped"]
+
+
+def test_a_gate_no_candidate_reaches_is_a_miss_without_minilm(fakes: ThreadedFakes, pg_url: str,
+                                                               redis_stack: EmbeddedRedis) -> None:
+    """`cache.prefilter_similarity` is honoured: above every possible cosine, even a paraphrase misses, unconfirmed."""
+    with GatewayThread(cache_settings(fakes, pg_url, redis_stack.url, prefilter_similarity=1.0)) as g:  # type: ignore[arg-type]
+        key = key_for(g, "gate")
+        ask(g, key, "How do I reverse a list in Python?")
+        settle(g)
+        assert ask(g, key, "How can I reverse a list in Python?").headers["x-smr-cache"] == "miss"
+        cache = httpx.get(g.url + "/health").json()["cache"]
+        assert cache["encoder_runs"] == 0 and cache["encoder_skipped"] == 2
+
+
+def test_an_older_index_is_never_searched(gw: GatewayThread, redis_stack: EmbeddedRedis) -> None:
+    """Version 1 indexed MiniLM vectors under smr:s:; this one indexes static vectors (smr_semantic_v2, smr:s2:).
+    An old entry for the very same prompt, tenant and scope is not found, and `clear` removes it."""
+    import redis
+
+    from gateway.cache.keys import cache_keys, tenant_tag
+    from gateway.wire import ChatCompletionRequest, Message
+
+    if gw.store != "redis":  # type: ignore[attr-defined]
+        pytest.skip("the in-process index lives and dies with its process (and refuses another vector size)")
+    key = key_for(gw, "old-index")
+    prompt = "What does an old cache entry look like?"
+    req = ChatCompletionRequest(model="smr/medium", messages=[Message(role="user", content=prompt)])
+    _, scope = cache_keys(req, "model:smr/medium")
+    tag = tenant_tag("old-index")
+    client = redis.Redis.from_url(redis_stack.url)
+    try:
+        info = client.ft("smr_semantic_v2").info()
+        assert "128" in str(info["attributes"])
+        client.hset(f"smr:s:{tag}:old", mapping={"tenant": tag, "scope": scope, "prompt": prompt,
+                                                 "answer": b"{}", "vec": np.ones(384, np.float32).tobytes()})
+        assert ask(gw, key, prompt.replace("What does", "What do")).headers["x-smr-cache"] == "miss"
+        r = httpx.delete(gw.url + "/v1/cache?tenant=old-index", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert r.status_code == 200 and client.exists(f"smr:s:{tag}:old") == 0
+    finally:
+        client.close()
+
+
+def test_the_redis_index_keeps_an_entrys_minilm_vector(redis_stack: EmbeddedRedis) -> None:
+    """An entry's MiniLM vector, attached by the lookup that first needed it, comes back with the entry (bytes
+    intact); attaching to an entry that has expired does not bring it back as a key without a TTL."""
+    import asyncio
+
+    from gateway.cache.redis_store import RedisVectorIndex, connect
+
+    async def run() -> None:
+        client = connect(redis_stack.url, 1.0)
+        try:
+            index = await RedisVectorIndex.open(client, 128)
+            assert index is not None
+            v = np.full(128, 128 ** -0.5, dtype=np.float32)
+            await index.add("attach", "scope", v, "a prompt", b"{}", 60)
+            (found,) = await index.search("attach", "scope", v, 3)
+            assert found.confirm is None and found.key.startswith("smr:s2:attach:")
+            minilm = np.linspace(-1, 1, 384, dtype=np.float32)
+            await index.attach(found.key, minilm)
+            (again,) = await index.search("attach", "scope", v, 3)
+            assert again.confirm is not None and np.array_equal(again.confirm, minilm)
+            assert 0 < await client.ttl(found.key) <= 60
+            await index.attach("smr:s2:attach:expired", minilm)
+            assert await client.exists("smr:s2:attach:expired") == 0
+            await index.clear("attach")
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
 
 
 def test_different_question_misses(gw: GatewayThread) -> None:
@@ -314,11 +402,14 @@ def embedder() -> Embedder:
 
 
 def _pair_hits(embedder: Embedder, pairs: list[list[str]]) -> list[bool]:
-    guard = load_guard()
+    """As serving decides: the static cosine through the default gate, then MiniLM's at 0.92, then the guard."""
+    guard, static, gate = load_guard(), StaticEmbedder(), CacheSettings().prefilter_similarity
     a = embedder.encode_batch([p[0] for p in pairs])
     b = embedder.encode_batch([p[1] for p in pairs])
     cos = np.sum(a * b, axis=1)
-    return [float(c) >= 0.92 and guard.same_question(x, y, float(c)) for (x, y), c in zip(pairs, cos, strict=True)]
+    near = np.sum(static.embed_batch([p[0] for p in pairs]) * static.embed_batch([p[1] for p in pairs]), axis=1)
+    return [float(s) >= gate and float(c) >= 0.92 and guard.same_question(x, y, float(c))
+            for (x, y), c, s in zip(pairs, cos, near, strict=True)]
 
 
 def test_all_hand_made_near_misses_miss(embedder: Embedder) -> None:

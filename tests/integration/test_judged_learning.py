@@ -24,9 +24,9 @@ import pytest
 import redis
 
 from gateway.cache.embedded import EmbeddedRedis
-from gateway.cli.judged import apgr, curve, cutoff_for_quality, quality_at
 from gateway.fakes.common import Behaviour, hard_request
 from gateway.fakes.server import ThreadedFakes, free_port
+from gateway.learning.curve import apgr, curve, cutoff_for_quality, quality_at
 from gateway.learning.judge import parse_verdict, rule_verdict, served_first
 from gateway.learning.sampler import day_keys, sampled
 from gateway.settings import Backend, Settings
@@ -42,8 +42,8 @@ TIERS = {"simple": ["local"], "medium": ["local"], "complex": ["pro"]}
 def learning_settings(fakes: ThreadedFakes, pg_url: str, redis_url: str | None, routing: dict[str, Any] | None = None,
                       **learning: Any) -> Settings:
     cfg = {"sample_rate": 1.0, "judge": "oai", "budget_usd_per_day": 1000.0, **learning}
-    return make_settings(fakes, db_url=pg_url, tiers=TIERS, redis={"url": redis_url}, learning=cfg,
-                         **({"routing": routing} if routing else {}))
+    sections: dict[str, Any] = {"routing": routing} if routing else {}
+    return make_settings(fakes, db_url=pg_url, tiers=TIERS, redis={"url": redis_url}, learning=cfg, **sections)
 
 
 def ask(gw: GatewayThread, prompts: list[str]) -> list[str]:
@@ -74,7 +74,14 @@ def wait_judged(pg_url: str, ids: list[str], n: int, timeout: float = 60) -> lis
 
 
 def learner_stats(gw: GatewayThread) -> Any:
-    return gw.server.config.app.state.gateway.learning.stats  # type: ignore[attr-defined]
+    return gw.server.config.app.state.gateway.learning.stats  # type: ignore[union-attr]
+
+
+def short_pauses(gw: GatewayThread) -> None:
+    """A paused job waits out the outage in shorter steps (the same three waits, then dropped and counted):
+    these tests see an outage that does not end, where 3.5 s a job is waiting and nothing else."""
+    app: Any = gw.server.config.app
+    app.state.gateway.learning.pause_waits_s = (0.01, 0.02, 0.04)
 
 
 def wait_settled(gw: GatewayThread, n: int, timeout: float = 30) -> Any:
@@ -146,7 +153,7 @@ def test_nothing_sampled_at_rate_0_and_no_prompt_kept(fakes: ThreadedFakes, pg_u
     calls = fakes.gemini.stats.requests  # the reference tier's backend (the fakes' stats are per session)
     settings = learning_settings(fakes, pg_url, redis_stack.url, sample_rate=0.0)
     with GatewayThread(settings) as gw:
-        assert gw.server.config.app.state.gateway.learning is None  # type: ignore[attr-defined]
+        assert gw.server.config.app.state.gateway.learning is None  # type: ignore[union-attr]
         ids = ask(gw, [EASY] * 5)
         wait_for_rows(pg_url, "request_id = ANY(%s)", 5, (ids,))
     assert fakes.gemini.stats.requests == calls  # no reference call
@@ -181,9 +188,9 @@ def test_sampled_answers_are_judged_logged_as_learning_and_kept_across_a_restart
         assert served[0]["requests"] == 2 and spent[0]["requests"] >= 3 and spent[0]["cost_usd"] > 0
     assert found[ids[0]][1:3] == ("reference", "model:oai") and found[ids[1]][1:3] == ("tie", "model:oai")
     assert found[ids[0]][3] == f"user: {hard}" and found[ids[0]][5] == "complex"  # served by `local`
-    learning = rows(pg_url, "SELECT requested_model, backend, cost_usd, tenant, prompt FROM request_log "
-                            "WHERE endpoint = 'learning' AND client_request_id = %s ORDER BY requested_model",
-                    (ids[0],))
+    learning: list[tuple[Any, ...]] = rows(
+        pg_url, "SELECT requested_model, backend, cost_usd, tenant, prompt FROM request_log "
+                "WHERE endpoint = 'learning' AND client_request_id = %s ORDER BY requested_model", (ids[0],))
     assert [(m, b) for m, b, *_ in learning] == [("learning:judge", "oai"), ("learning:reference", "pro")]
     assert all(c > 0 and t is None and p is None for _, _, c, t, p in learning)  # priced; no tenant's bill
     assert found[ids[0]][6] == pytest.approx(sum(c for _, _, c, _, _ in learning), rel=1e-6)
@@ -233,6 +240,7 @@ def test_an_outage_pauses_learning_without_errors(fakes: ThreadedFakes, pg_url: 
     fakes.openai.behaviour = Behaviour(judge=True)
     dead = f"redis://127.0.0.1:{free_port()}/0"  # Redis down: the caps cannot be held, so nothing is spent
     with GatewayThread(learning_settings(fakes, pg_url, dead)) as gw:
+        short_pauses(gw)
         ids = ask(gw, [EASY] * 3)  # every answer a 200
         stats = wait_settled(gw, 3)
     assert stats.paused == 3 and stats.failed == 0 and judged(pg_url, ids) == []
@@ -243,9 +251,10 @@ def test_a_circuit_open_on_the_reference_pauses_learning(fakes: ThreadedFakes, p
                                                          redis_stack: EmbeddedRedis) -> None:
     calls = fakes.gemini.stats.requests  # the reference tier's backend (the fakes' stats are per session)
     with GatewayThread(learning_settings(fakes, pg_url, redis_stack.url)) as gw:
-        breakers = gw.server.config.app.state.gateway.breakers  # type: ignore[attr-defined]
+        breakers = gw.server.config.app.state.gateway.breakers  # type: ignore[union-attr]
         for _ in range(breakers.threshold):
             breakers.failure("pro")
+        short_pauses(gw)
         ids = ask(gw, [EASY] * 2)
         stats = wait_settled(gw, 2)
     assert stats.paused == 2 and judged(pg_url, ids) == [] and fakes.gemini.stats.requests == calls

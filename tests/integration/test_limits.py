@@ -133,7 +133,7 @@ def test_budget_race_across_two_processes_ends_at_or_under_it(fakes: ThreadedFak
     assert statuses.count(200) + statuses.count(429) == 40
     time.sleep(0.3)  # settlements run after the responses
     r = redis.Redis.from_url(redis_stack.url)
-    spent, reserved = (float(v) for v in r.hmget(f"smr:budget:key:{k['id']}:total", "spent", "reserved"))
+    spent, reserved = (float(v or "nan") for v in r.hmget(f"smr:budget:key:{k['id']}:total", "spent", "reserved"))
     assert reserved == pytest.approx(0, abs=1e-12) and 0 < spent <= 5.5 * worst
 
 
@@ -275,12 +275,15 @@ def test_allowed_tiers_hold_against_another_keys_cached_answer(fakes: ThreadedFa
     assert complete.status_code == 403
 
 
-def test_budget_aware_downgrade_through_redis(two: tuple[str, str], redis_stack: EmbeddedRedis) -> None:
+@pytest.mark.parametrize("rpm", [None, 100])
+def test_budget_aware_downgrade_through_redis(two: tuple[str, str], redis_stack: EmbeddedRedis,
+                                              rpm: int | None) -> None:
+    """With a rate limit too, the budget is read in the same script call as the rate windows (issue 27)."""
     a, _ = two
-    k = new_key(a, budget_usd=1.0)
+    k = new_key(a, budget_usd=1.0, **({"rate_limit_rpm": rpm} if rpm else {}))
     r = redis.Redis.from_url(redis_stack.url)
     r.hset(f"smr:budget:key:{k['id']}:total", mapping={"spent": "0.9", "reserved": "0"})  # 90 % spent
-    client = openai.OpenAI(base_url=a + "/v1", api_key=k["key"], max_retries=0, timeout=20)
+    client = openai.OpenAI(base_url=a + "/v1", api_key=str(k["key"]), max_retries=0, timeout=20)
     got = client.chat.completions.with_raw_response.create(model="auto", max_tokens=20, messages=[
         {"role": "user", "content": "Design a fault-tolerant distributed database with consensus"}])
     assert got.headers["x-smr-tier"] == "medium"  # complex, one tier lower

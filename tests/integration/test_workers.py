@@ -4,6 +4,7 @@ starts once; a key's rate limit holds across them, `/metrics` on any worker show
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import signal
@@ -70,7 +71,14 @@ def mentioning(text: str) -> list[psutil.Process]:
 
 def stop_and_check(proc: psutil.Process, watched: list[psutil.Process], data_dir: Path) -> None:
     proc.send_signal(signal.SIGTERM)
-    proc.wait(40)
+    try:
+        proc.wait(60)
+    except psutil.TimeoutExpired:  # not a graceful stop: kill the whole family so nothing is left, then fail
+        for p in [*family(proc), *mentioning(str(data_dir))]:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(watched, timeout=10)
+        raise AssertionError("smr serve --workers did not stop within 60 s of SIGTERM") from None
     _, alive = psutil.wait_procs(watched, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
     assert mentioning(str(data_dir)) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cache.guard import hard_reject, narrowed
+from gateway.cache.guard import hard_reject, hard_rejects, narrowed
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -37,3 +37,10 @@ def test_narrowed_needs_a_qualifier_in_the_same_sentence() -> None:
     assert not narrowed("What is a joint venture?", "What is a joint venture, really?")
     assert not narrowed("What is a joint venture?", "What is a joint venture?")
     assert not narrowed("What is photosynthesis?", "What is photosynthesis exactly?")
+
+
+def test_one_prompt_against_its_candidates_is_each_pair_on_its_own() -> None:
+    prompt = "Is port 6379 open?"
+    others = ["Is port 6380 open?", "Is port 6379 closed?", "Is the port 6379 open?", "Is port 6379 open now?"]
+    assert hard_rejects(prompt, others) == [hard_reject(prompt, o) for o in others] == [True, True, False, False]
+    assert hard_rejects(prompt, []) == []

@@ -57,6 +57,7 @@ def test_smr_config_env_picks_the_file(tmp_path: Path) -> None:
     ('[auth]\nenabled = false\n[learning]\njudge = "ghost"\n', "learning.judge"),
     ('[auth]\nenabled = false\n[cache]\nmax_wrong_hit_rate = 0\n', "max_wrong_hit_rate"),
     ('[auth]\nenabled = false\n[cache]\nmax_wrong_hit_rate = 1.0\n', "max_wrong_hit_rate"),
+    ('[auth]\nenabled = false\n[cache]\nprefilter_similarity = 1.5\n', "cache.prefilter_similarity"),
     ('not toml at all [', "invalid TOML"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:

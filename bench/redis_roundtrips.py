@@ -1,0 +1,355 @@
+"""Redis round trips and commands per request on the default configuration's path (issue 27).
+
+    python -m bench.redis_roundtrips [--requests 200] [--semantic] [--classifiers tiered,heuristic]
+                                     [--redis-url URL]
+
+Runs the real app in this process (`create_app` under uvicorn, `tests.helpers.GatewayThread`) in front of
+the fake upstreams, with a scratch PostgreSQL database and a Redis of its own (a private `redis-server`, or
+the embedded redis-stack-server, or `--redis-url`): auth on, a key with a rate limit and a budget (as
+`bench.hotpath` makes), the exact cache on (`--semantic`: the semantic cache too), the request log on,
+`model = "auto"` and a new prompt every request, so each is a cache miss that is then stored.
+
+Per request, after the first requests have warmed the key, the tenant and the budget:
+- round trips, counted in the client (every command sent alone, and every pipeline, is one), by what sent
+  them: the limiter's scripts by name (admission, settle), the exact cache's GET and SET (the GET goes in
+  one pipeline with the admit script when the cache and the limits share a Redis), anything else
+  (the key lookup and the tenant's limits are read from PostgreSQL and kept in memory: no Redis command);
+- commands Redis ran (`INFO commandstats` deltas), by name: a script's own commands count here, one each;
+
+`--steps N`: the limiter's calls and the exact cache's GET alone for N requests of that key (admit, hold,
+settle, as the request path makes them, against the same private Redis; the GET in one pipeline with the admit
+script and, alternated with it, sent alone as before): CPU per request of this process (the client side) and of the
+Redis server (`INFO cpu`), wall time per request. The whole request's CPU is `bench.hotpath`'s.
+Settlements and cache stores run after the response: each request's settlement is awaited before the next
+request is sent, so that what one request costs does not depend on whether the next one overlapped it (a
+budget with another hold in flight costs a command or two more; `bench.hotpath`'s wrk runs overlap them).
+
+`measure(...)` is the smoke mode a test calls (a few requests, a few seconds); `ROUND_TRIPS_MAX` and
+`COMMANDS_MAX` are what this path reached, which the test holds it to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import redis
+import redis.asyncio.client as aioclient
+
+ADMIN = "roundtrips-admin-key"
+# What the default path reached (`python -m bench.redis_roundtrips`): the smoke test keeps it there.
+ROUND_TRIPS_MAX = 4.0  # 5 before the exact cache's GET went in the admit script's round trip
+COMMANDS_MAX = 27.0
+# The limiter's scripts are told apart by their SHA-1; these modules hold their sources.
+SCRIPT_MODULES = ("gateway.limiter", "gateway.limit_scripts")
+CACHE_SCRIPT_MODULES = ("gateway.cache.redis_store",)  # the semantic index's scripts: "cache <name>"
+EXACT_PREFIX = "smr:x:"
+
+
+class Count(msgspec.Struct, frozen=True):
+    requests: int
+    round_trips: float                 # per request
+    commands: float                    # per request, as Redis counts them (a script's commands included)
+    round_trips_by: dict[str, float]   # "admission: <script>", "settle: <script>", "cache get", ... per request
+    commands_by: dict[str, float]      # Redis command name -> per request
+
+
+def script_names() -> dict[str, str]:
+    """SHA-1 of each limiter script -> its name (the module constant, or its key in a `SCRIPTS` dict)."""
+    names: dict[str, str] = {}
+    for module in SCRIPT_MODULES + CACHE_SCRIPT_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found = {k: v for k, v in vars(mod).items() if isinstance(v, str) and "redis.call" in v}
+        scripts = getattr(mod, "SCRIPTS", {})
+        if isinstance(scripts, dict):
+            found |= {k: v for k, v in scripts.items() if isinstance(v, str)}
+        prefix = "cache " if module in CACHE_SCRIPT_MODULES else ""
+        for name, text in found.items():
+            names[hashlib.sha1(text.encode()).hexdigest()] = prefix + name.strip("_").lower()
+    return names
+
+
+SETTLE_SCRIPTS = ("settle", "add")  # "add": the tokens' own script before issue 27
+
+
+def label(args: tuple[Any, ...], scripts: dict[str, str]) -> str:
+    """What one round trip was for, from its command and arguments."""
+    name = str(args[0]).upper() if args else "?"
+    if name in ("EVALSHA", "EVAL"):
+        body = str(args[1])
+        script = scripts.get(body if name == "EVALSHA" else hashlib.sha1(body.encode()).hexdigest(), "script ?")
+        if script.startswith("cache "):
+            return script
+        return f"{'settle' if script in SETTLE_SCRIPTS else 'admission'}: {script}"
+    key = args[1].decode() if len(args) > 1 and isinstance(args[1], bytes) else str(args[1]) if len(args) > 1 else ""
+    if key.startswith(EXACT_PREFIX):
+        return f"cache {name.lower()}"
+    if name.startswith("FT."):
+        return "cache semantic search"
+    return name
+
+
+class Tally:
+    """Round trips made by every asyncio Redis client in this process, while installed, counted when answered:
+    a command sent alone is one, a pipeline one (labelled by its commands)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.scripts = script_names()
+        self._lock = threading.Lock()
+
+    def add(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Tally]:
+        single, pipelined = aioclient.Redis.execute_command, aioclient.Pipeline.execute
+        tally = self
+
+        async def execute_command(client: aioclient.Redis, *args: Any, **options: Any) -> Any:
+            try:
+                return await single(client, *args, **options)
+            finally:  # counted once answered: a count that has seen a settlement has seen it done
+                tally.add(label(args, tally.scripts))
+
+        async def execute(pipe: aioclient.Pipeline, raise_on_error: bool = True) -> Any:
+            stack = [c[0] for c in pipe.command_stack]
+            try:
+                return await pipelined(pipe, raise_on_error)
+            finally:
+                if stack:
+                    tally.add("pipeline: " + " + ".join(sorted({label(a, tally.scripts) for a in stack})))
+
+        aioclient.Redis.execute_command = execute_command  # type: ignore[method-assign, assignment]
+        aioclient.Pipeline.execute = execute  # type: ignore[method-assign, assignment]
+        try:
+            yield self
+        finally:
+            aioclient.Redis.execute_command = single  # type: ignore[method-assign]
+            aioclient.Pipeline.execute = pipelined  # type: ignore[method-assign]
+
+
+def commandstats(client: redis.Redis) -> Counter[str]:
+    info = client.info("commandstats")
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
+
+
+def server_cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def steps(redis_url: str, n: int, warm: int = 200) -> str:
+    """The limiter's calls for `n` requests of a key with a rate limit and a monthly budget, `auto`; the exact
+    cache's GET read with the admit script (one pipeline), and, side by side, sent alone (as before)."""
+    await _steps(redis_url, n, warm, peek=False)  # the first run warms the server and this process
+    return "\n".join([await _steps(redis_url, n, warm, peek) for _ in range(3) for peek in (False, True)])
+
+
+async def _steps(redis_url: str, n: int, warm: int, peek: bool) -> str:
+    import redis.asyncio as aioredis
+
+    from gateway.limiter import RedisCounters
+    from gateway.limits import BudgetCheck, Hold, RateCheck
+
+    client, server = aioredis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
+    try:
+        counters = RedisCounters(client)
+        owner = "steps-" + str(time.time_ns())
+        budget = BudgetCheck("key", owner, 1e9, "month", "m-steps")
+        checks = [RateCheck("key", owner, "requests", 100_000_000, 1)]
+        await counters.init_spend(budget, 0.0, 0)
+
+        async def one(i: int) -> None:
+            if peek:
+                await counters.take(checks, [budget], peek=f"{EXACT_PREFIX}steps:{i}")
+            else:
+                await counters.take(checks, [budget])
+                await client.get(f"{EXACT_PREFIX}steps:{i}")
+            hold = Hold(f"{owner}-{i}", 0.001, 30.0)
+            await counters.reserve([budget], hold, [40 * 86_400])
+            await counters.settle([budget], hold, 0.0005)
+
+        for i in range(warm):
+            await one(-1 - i)
+        cpu0, server0, wall0 = time.process_time(), server_cpu_s(server), time.perf_counter()
+        for i in range(n):
+            await one(i)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        server_cpu = server_cpu_s(server) - server0
+    finally:
+        await client.aclose()
+        server.close()
+    how = "admit + cache GET in one pipeline" if peek else "admit, then the cache GET alone"
+    return (f"The limiter's calls and the cache GET, {n} requests ({how}, hold, settle): "
+            f"client CPU {cpu * 1e6 / n:,.0f} us, "
+            f"Redis CPU {server_cpu * 1e6 / n:,.0f} us, wall {wall * 1e6 / n:,.0f} us per request.")
+
+
+def settles(counts: Counter[str]) -> int:
+    return sum(v for k, v in counts.items() if k.startswith("settle"))
+
+
+def settled(tally: Tally, before: Counter[str], n: int, still_s: float = 0.2, timeout_s: float = 10.0) -> None:
+    """Wait for what runs after the responses: `n` settlements since `before`, then the counts still for
+    `still_s` (the cache stores)."""
+    deadline = time.time() + timeout_s
+    last, since = tally.snapshot(), time.time()
+    while time.time() < deadline:
+        time.sleep(0.002)
+        now = tally.snapshot()
+        if now != last:
+            last, since = now, time.time()
+        if settles(now - before) >= n and time.time() - since >= still_s:
+            return
+
+
+def measure(fakes: Any, db_url: str, redis_url: str, requests: int = 20, semantic: bool = False,
+            classifiers: tuple[str, ...] = ("heuristic",), warm: int = 3) -> Count:
+    """Round trips and commands per request over `requests` cache-missing requests with a limited, budgeted
+    key, through the real app in this process (the fakes: `gateway.fakes.server.ThreadedFakes`)."""
+    from tests.helpers import GatewayThread, make_settings
+
+    settings = make_settings(fakes, db_url=db_url, redis={"url": redis_url},
+                             auth={"enabled": True, "admin_key": ADMIN},
+                             cache={"enabled": True, "semantic": semantic},
+                             routing={"classifiers": list(classifiers)})
+    server = redis.Redis.from_url(redis_url)
+    tally = Tally()
+    try:
+        with tally.installed(), GatewayThread(settings) as gw, httpx.Client(timeout=30) as http:
+            r = http.post(gw.url + "/v1/keys", headers={"Authorization": f"Bearer {ADMIN}"}, json={
+                "name": "roundtrips", "tenant": "roundtrips", "rate_limit_rpm": 100_000_000,
+                "budget_usd": 1_000_000.0, "budget_period": "month"})
+            r.raise_for_status()
+            headers = {"Authorization": f"Bearer {r.json()['key']}"}
+            tag = str(time.time_ns())
+
+            def send(i: int) -> None:
+                got = http.post(gw.url + "/v1/chat/completions", headers=headers, json={
+                    "model": "auto", "messages": [{"role": "user", "content": f"Question {tag}-{i}: how do I "
+                                                                               f"reverse a list in Python?"}]})
+                if got.status_code != 200:
+                    raise RuntimeError(f"the gateway answered {got.status_code}: {got.text[:300]}")
+
+            start = tally.snapshot()
+            for i in range(warm):  # the key, its tenant and its budget's period are read once, then known
+                send(-1 - i)
+            settled(tally, start, warm)
+            trips0, cmds0 = tally.snapshot(), commandstats(server)
+            for i in range(requests):
+                send(i)
+                settled(tally, trips0, i + 1, still_s=0.0)
+            settled(tally, trips0, requests)
+            trips, cmds = tally.snapshot() - trips0, commandstats(server) - cmds0
+    finally:
+        server.close()
+    cmds -= Counter({"info": 1})  # the first INFO of this count
+    per = float(requests)
+    return Count(requests, sum(trips.values()) / per, sum(cmds.values()) / per,
+                 {k: v / per for k, v in sorted(trips.items())}, {k: v / per for k, v in sorted(cmds.items())})
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A Redis only this run uses (so INFO commandstats counts only it): Debian's redis-server when there
+    is one, else the embedded redis-stack-server."""
+    exe = shutil.which("redis-server")
+    tmp = Path(tempfile.mkdtemp(prefix="smr-rt-redis-"))
+    try:
+        if exe is None:
+            from gateway.cache.embedded import EmbeddedRedis
+
+            server = EmbeddedRedis(tmp)
+            yield server.start()
+            server.stop()
+            return
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                 "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = redis.Redis(port=port)
+            deadline = time.time() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+            client.close()
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(count: Count) -> list[str]:
+    rows = [f"Per request, over {count.requests} cache-missing requests with a limited, budgeted key: "
+            f"**{count.round_trips:.2f} round trips**, **{count.commands:.2f} commands** run by Redis.", "",
+            "| round trip (client side) | per request |", "|---|---|"]
+    rows += [f"| {k} | {v:.2f} |" for k, v in count.round_trips_by.items()]
+    rows += ["", "| command (Redis's INFO commandstats) | per request |", "|---|---|"]
+    rows += [f"| {k} | {v:.2f} |" for k, v in sorted(count.commands_by.items(), key=lambda kv: -kv[1])]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.redis_roundtrips")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--semantic", action="store_true", help="the semantic cache on too (needs redis-stack)")
+    ap.add_argument("--classifiers", default="tiered,heuristic")
+    ap.add_argument("--redis-url", default=None, help="default: a private server (INFO counts only this run)")
+    ap.add_argument("--steps", type=int, default=0, help="also time the limiter's calls alone, this many requests")
+    args = ap.parse_args(argv)
+    from gateway.fakes.server import ThreadedFakes
+    from tests.scratch import ScratchDatabase
+
+    fakes = ThreadedFakes().start_in_thread()
+    db = ScratchDatabase()
+    try:
+        with contextlib.ExitStack() as stack:
+            url = args.redis_url or stack.enter_context(private_redis())
+            count = measure(fakes, db.url, url, args.requests, args.semantic, tuple(args.classifiers.split(",")))
+            timed = asyncio.run(steps(url, args.steps)) if args.steps else ""
+    finally:
+        db.drop()
+        fakes.stop_thread()
+    print("\n".join(table(count) + (["", timed] if timed else [])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

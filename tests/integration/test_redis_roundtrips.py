@@ -1,0 +1,96 @@
+"""Redis round trips per request on the default path stay where issue 27 brought them (`bench.redis_roundtrips`
+in its smoke mode): a cache-missing `auto` request with a rate-limited, budgeted key costs one round trip to
+be admitted (its rate windows, and its budget read for routing) that also reads the exact cache's entry (one
+pipeline), one to hold its worst case, one to settle, and the exact cache's SET. A count, not a timing."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import httpx
+import numpy as np
+import redis.asyncio as aioredis
+
+from bench.redis_roundtrips import ADMIN, COMMANDS_MAX, ROUND_TRIPS_MAX, Tally, measure
+from gateway.cache.embedded import EmbeddedRedis
+from gateway.cache.redis_store import RedisVectorIndex, connect
+from gateway.fakes.server import ThreadedFakes
+from gateway.limiter import RedisCounters
+from gateway.limits import RateCheck
+from tests.helpers import GatewayThread, make_settings
+
+
+def test_a_limited_budgeted_request_costs_four_round_trips(fakes: ThreadedFakes, pg_url: str,
+                                                          redis_stack: EmbeddedRedis) -> None:
+    count = measure(fakes, pg_url, redis_stack.url, requests=10)
+    # (before: 5, the admit script and the cache's GET one round trip each)
+    assert count.round_trips_by == {"pipeline: admission: admit + cache get": 1.0, "admission: reserve": 1.0,
+                                    "cache set": 1.0, "settle: settle": 1.0}, count.round_trips_by
+    assert count.round_trips <= ROUND_TRIPS_MAX
+    # What Redis ran, the scripts' own commands included (before: 6 round trips, 40 commands)
+    assert count.commands <= COMMANDS_MAX, count.commands_by
+    assert "script" not in count.commands_by and "exists" not in count.commands_by  # no SCRIPT LOAD / EXISTS
+
+
+def test_a_repeated_request_of_a_limited_key_is_an_exact_hit_read_with_the_admit_script(
+        fakes: ThreadedFakes, pg_url: str, redis_stack: EmbeddedRedis) -> None:
+    settings = make_settings(fakes, db_url=pg_url, redis={"url": redis_stack.url},
+                             auth={"enabled": True, "admin_key": ADMIN}, cache={"enabled": True, "semantic": False})
+    tally = Tally()
+    with tally.installed(), GatewayThread(settings) as gw, httpx.Client(timeout=30) as http:
+        r = http.post(gw.url + "/v1/keys", headers={"Authorization": f"Bearer {ADMIN}"}, json={
+            "name": "peek", "tenant": "peek", "rate_limit_rpm": 1000, "budget_usd": 100.0, "budget_period": "month"})
+        r.raise_for_status()
+        headers = {"Authorization": f"Bearer {r.json()['key']}"}
+        body = {"model": "auto", "messages": [{"role": "user", "content": f"Peek {time.time_ns()}: reverse a list?"}]}
+        first = http.post(gw.url + "/v1/chat/completions", headers=headers, json=body)
+        assert first.status_code == 200 and first.headers["x-smr-cache"] == "miss"
+        deadline = time.time() + 10
+        while tally.snapshot()["cache set"] < 1 and time.time() < deadline:  # stored after the response
+            time.sleep(0.01)
+        before = tally.snapshot()
+        second = http.post(gw.url + "/v1/chat/completions", headers=headers, json=body)
+        assert second.status_code == 200 and second.headers["x-smr-cache"] == "hit-exact"
+        assert second.json()["choices"][0]["message"] == first.json()["choices"][0]["message"]
+        sent = tally.snapshot() - before
+        assert sent["pipeline: admission: admit + cache get"] == 1 and sent["cache get"] == 0, sent
+        assert second.headers["x-ratelimit-remaining-requests"] == "998"  # both requests were counted
+
+
+async def test_the_admit_script_and_the_peek_survive_a_server_that_lost_its_scripts(redis_stack: EmbeddedRedis) -> None:
+    client = aioredis.Redis.from_url(redis_stack.url)
+    try:
+        counters = RedisCounters(client)
+        owner, key = secrets.token_hex(6), f"smr:x:peek:{secrets.token_hex(6)}"
+        await client.set(key, b"stored", ex=60)
+        await client.script_flush()  # as after a restart or a failover: EVALSHA answers NOSCRIPT
+        taken = await counters.take([RateCheck("key", owner, "requests", 2, 1)], peek=key)
+        assert taken.refused is None and taken.peeked == (b"stored",)
+        assert [s.used for s in taken.states] == [1]
+        again = await counters.take([RateCheck("key", owner, "requests", 2, 1)], peek=key + ":absent")
+        assert again.peeked == (None,) and [s.used for s in again.states] == [2]
+        refused = await counters.take([RateCheck("key", owner, "requests", 2, 1)], peek=key)
+        assert refused.refused is not None and refused.peeked == (b"stored",)
+    finally:
+        await client.aclose()
+
+
+async def test_a_semantic_entry_is_stored_with_its_ttl_in_one_round_trip(redis_stack: EmbeddedRedis) -> None:
+    client = connect(redis_stack.url, 1.0)
+    tenant = secrets.token_hex(8)
+    try:
+        index = await RedisVectorIndex.open(client, 4)
+        assert index is not None
+        await index.add(tenant + "0", "scope", np.ones(4, dtype=np.float32), "first", b"{}", 120)  # loads the script
+        tally = Tally()
+        with tally.installed():
+            await index.add(tenant, "scope", np.ones(4, dtype=np.float32), "a prompt", b'{"answer": 1}', 120,
+                            np.ones(3, dtype=np.float32))
+        assert tally.snapshot() == {"cache add": 1}  # before: a pipeline of HSET and EXPIRE
+        [key] = [k async for k in client.scan_iter(match=f"smr:s2:{tenant}:*")]
+        assert 0 < await client.ttl(key) <= 120
+        assert await client.hget(key, "prompt") == b"a prompt" and await client.hget(key, "scope") == b"scope"
+        assert len(await client.hget(key, "confirm")) == 12  # type: ignore[arg-type]
+    finally:
+        await client.aclose()

@@ -1,0 +1,184 @@
+"""The semantic cache's two-stage lookup (gateway/cache/service.py): the static embedding gates, MiniLM confirms.
+
+The confirming encoder is a spy that records every text it is asked to embed; its vectors are the static
+embedding's (or, where a test says so, the same vector for every text), so no model is loaded. The real
+MiniLM through HTTP is tests/integration/test_cache.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from gateway.cache.base import CachedAnswer
+from gateway.cache.guard import load_guard
+from gateway.cache.memory import MemoryExactStore, MemoryVectorIndex
+from gateway.cache.service import Lookup, ResponseCache
+from gateway.settings import CacheSettings
+from gateway.wire import ChatCompletionRequest, Message, ResponseMessage, Usage
+from router_core.static_embed import StaticEmbedder
+
+PAIRS = json.loads((Path(__file__).parents[1] / "data" / "cache_pairs.json").read_text())
+ANSWER = CachedAnswer(ResponseMessage(content="cached"), "stop", Usage(1, 1, 2), "flash", "fake", "medium", "", 0)
+
+
+@pytest.fixture(scope="module")
+def static() -> StaticEmbedder:
+    return StaticEmbedder()
+
+
+class SpyEncoder:
+    """Stands in for MiniLM: counts texts and passes; `same=True` makes every text the same vector."""
+
+    device, backend = "cpu", "spy"
+
+    def __init__(self, static: StaticEmbedder, same: bool = False) -> None:
+        self.static, self.same, self.dim = static, same, static.dim
+        self.texts: list[str] = []
+
+    async def embed(self, text: str) -> np.ndarray:
+        self.texts.append(text)
+        return np.ones(self.dim, dtype=np.float32) / np.sqrt(self.dim) if self.same else self.static.embed(text)
+
+
+def make_cache(static: StaticEmbedder, spy: SpyEncoder, guard: bool = True, **cfg: object) -> ResponseCache:
+    settings = msgspec.structs.replace(CacheSettings(), lookup_timeout_s=5.0, **cfg)
+    return ResponseCache(MemoryExactStore(), MemoryVectorIndex(), spy, load_guard() if guard else None, settings,
+                         static)
+
+
+def request(text: str) -> ChatCompletionRequest:
+    return ChatCompletionRequest(model="auto", messages=[Message(role="user", content=text)])
+
+
+async def ask(cache: ResponseCache, text: str) -> Lookup:
+    """A lookup, and on a miss the answer stored, as the request path does."""
+    lk = await cache.lookup(cache.prepare("tenant", request(text), "model:auto"))
+    if lk.hit is None:
+        await cache._save(lk, ANSWER)
+    await cache.drain()
+    return lk
+
+
+async def pair(cache: ResponseCache, first: str, then: str) -> Lookup:
+    await ask(cache, first)
+    return await ask(cache, then)
+
+
+def test_a_miss_without_a_close_candidate_never_runs_minilm(static: StaticEmbedder) -> None:
+    spy = SpyEncoder(static)
+    cache = make_cache(static, spy)
+
+    async def run() -> Lookup:
+        await ask(cache, "How do I bake sourdough bread at home?")
+        await ask(cache, "Explain the causes of the French Revolution")
+        return await ask(cache, "What is the capital of Australia?")
+
+    lk = asyncio.run(run())
+    assert lk.hit is None and lk.vector is None
+    assert spy.texts == [], "neither the lookups nor storing their answers ran MiniLM"
+    assert cache.stats.encoder_skipped == 3 and cache.stats.encoder_runs == 0 and cache.stats.misses == 3
+    assert cache.stats.stored == 3
+
+
+def test_a_near_miss_the_guard_rules_reject_never_runs_minilm(static: StaticEmbedder) -> None:
+    """Other numbers (bench.hotpath's stream): close by any embedding, rejected by a hard rule whatever it says."""
+    spy = SpyEncoder(static)
+    cache = make_cache(static, spy)
+
+    async def run() -> list[Lookup]:
+        return [await ask(cache, f"Question {i}: how do I reverse a list of {i} strings in Python?")
+                for i in range(1, 6)]
+
+    assert all(lk.hit is None for lk in asyncio.run(run()))
+    assert spy.texts == []
+    assert cache.stats.encoder_skipped == 5 and cache.stats.guard_rejections >= 4
+
+
+def test_a_paraphrase_hits_and_each_entry_is_encoded_once(static: StaticEmbedder) -> None:
+    spy = SpyEncoder(static)
+    cache = make_cache(static, spy)
+
+    async def run() -> tuple[Lookup, Lookup]:
+        await ask(cache, "How do I reverse a list in Python?")
+        first = await ask(cache, "How can I reverse a list in Python?")
+        second = await ask(cache, "How do you reverse a list in Python?")
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert first.hit is not None and first.hit.kind == "hit-semantic"
+    assert second.hit is not None and second.hit.kind == "hit-semantic"
+    assert first.hit.similarity is not None and first.hit.similarity >= 0.92
+    # The first confirmation encodes the prompt and the stored entry's; the entry keeps its vector, so the
+    # second encodes the new prompt only.
+    assert spy.texts == ["How can I reverse a list in Python?", "How do I reverse a list in Python?",
+                         "How do you reverse a list in Python?"]
+    assert cache.stats.encoder_runs == 2 and cache.stats.hits_semantic == 2
+
+
+def test_the_decision_reads_minilm_not_the_gate(static: StaticEmbedder) -> None:
+    """A candidate through the gate still needs MiniLM's cosine at the threshold: a confirming encoder that
+    puts the two prompts far apart makes a miss, however close their static vectors are."""
+
+    class Apart(SpyEncoder):
+        async def embed(self, text: str) -> np.ndarray:
+            self.texts.append(text)
+            v = np.zeros(self.dim, dtype=np.float32)
+            v[len(self.texts) % self.dim] = 1.0
+            return v
+
+    spy = Apart(static)
+    cache = make_cache(static, spy)
+
+    async def run() -> Lookup:
+        await ask(cache, "How do I reverse a list in Python?")
+        return await ask(cache, "How can I reverse a list in Python?")
+
+    lk = asyncio.run(run())
+    assert lk.hit is None and len(spy.texts) == 2 and cache.stats.encoder_runs == 1
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_the_accept_decision_is_the_one_stage_rule(static: StaticEmbedder, guard: bool) -> None:
+    """With the gate open (0), every hand-made pair hits exactly when the one-stage rule says so: MiniLM's
+    cosine (here the spy's) at 0.92 or more, then the guard. The guard's precision is unchanged by the
+    first stage: its hard rules only settle earlier what they would have rejected anyway."""
+    model = load_guard()
+    for kind in ("near_miss", "paraphrase"):
+        for a, b in PAIRS[kind]:
+            spy = SpyEncoder(static)
+            cache = make_cache(static, spy, guard=guard, prefilter_similarity=0.0)
+            lk = asyncio.run(pair(cache, a, b))
+            cos = float(np.dot(static.embed(a), static.embed(b)))
+            expected = cos >= 0.92 and (not guard or model.same_question(b, a, cos))
+            assert (lk.hit is not None) == expected, (kind, a, b, cos)
+
+
+def test_a_gate_above_every_candidate_is_a_miss_without_minilm(static: StaticEmbedder) -> None:
+    spy = SpyEncoder(static, same=True)
+    cache = make_cache(static, spy, prefilter_similarity=1.01)
+
+    async def run() -> Lookup:
+        await ask(cache, "How do I reverse a list in Python?")
+        return await ask(cache, "How can I reverse a list in Python?")
+
+    assert asyncio.run(run()).hit is None and spy.texts == []
+
+
+def test_the_in_process_index_refuses_vectors_of_another_size() -> None:
+    """An index of static vectors (128) never compares an older version's MiniLM vector (384)."""
+    index = MemoryVectorIndex(dim=128)
+
+    async def run() -> None:
+        await index.add("t", "s", np.ones(128, dtype=np.float32), "p", b"{}", 60)
+        with pytest.raises(ValueError, match="128"):
+            await index.add("t", "s", np.ones(384, dtype=np.float32), "p", b"{}", 60)
+        with pytest.raises(ValueError, match="128"):
+            await index.search("t", "s", np.ones(384, dtype=np.float32), 3)
+
+    asyncio.run(run())
