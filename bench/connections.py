@@ -46,10 +46,10 @@ def serve(port: int, upstream: str, mode: str) -> None:
     """The gateway side: `smr serve`'s uvicorn.run with this mode's options."""
     import uvicorn
 
-    import gateway.connections
+    import gateway.edge.connections
     from gateway.app import create_app
-    from gateway.server import uvicorn_options
-    from gateway.settings import parse_settings, validate
+    from gateway.edge.server import uvicorn_options
+    from gateway.vocab.settings import parse_settings, validate
 
     settings = validate(parse_settings({
         "server": {"header_timeout_s": 2.0}, "auth": {"enabled": False}, "cache": {"enabled": False},
@@ -58,7 +58,7 @@ def serve(port: int, upstream: str, mode: str) -> None:
         "backends": [{"name": "up", "provider": "openai", "model": "bench-model", "base_url": f"{upstream}/v1",
                       "api_key": "bench"}]}))
     if mode == "guard-no-trim":
-        gateway.connections._malloc_trim = lambda: None  # type: ignore[assignment]
+        gateway.edge.connections._malloc_trim = lambda: None  # type: ignore[assignment]
     options = uvicorn_options(settings) if mode != "stock" else {"http": "httptools", "access_log": False,
                                                                   "server_header": False}
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning", **options)
@@ -211,7 +211,7 @@ def protocol_us(repeats: int, n: int = 20_000) -> dict[str, float]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
-    from gateway.server import uvicorn_options
+    from gateway.edge.server import uvicorn_options
 
     body = CHAT.encode()
     request = HEAD % len(body) + body

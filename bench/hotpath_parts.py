@@ -37,8 +37,8 @@ from gateway.cache.embedded import EmbeddedRedis
 from gateway.cache.guard import load_guard
 from gateway.cache.redis_store import RedisExactStore, RedisVectorIndex, connect
 from gateway.cache.service import Lookup, ResponseCache
-from gateway.settings import CacheSettings
-from gateway.wire import ResponseMessage, Usage
+from gateway.vocab.settings import CacheSettings
+from gateway.vocab.wire import ResponseMessage, Usage
 from router_core.embedder import Embedder
 from router_core.static_embed import StaticEmbedder
 

@@ -67,7 +67,7 @@ def gateway_cpu_s(exclude: list[int]) -> float:
 
 def default_config_app(tmp: Path, db_url: str, upstream_url: str, semantic: bool) -> object:
     from bench.hotpath import default_config, libssl_env
-    from gateway.settings import load_settings
+    from gateway.vocab.settings import load_settings
 
     cfg = tmp / "config.toml"
     cfg.write_text(default_config(upstream_url, db_url, tmp / "spill", semantic))
@@ -99,9 +99,9 @@ def main() -> None:
     headers: list[str] = []
     not_ours: list[int] = []  # child processes whose CPU is not the gateway's (the fake upstream)
     if args.no_peek:
-        import gateway.request_path
+        import gateway.path.request_path
 
-        gateway.request_path.shared_redis = lambda cache, admission: False  # type: ignore[assignment]
+        gateway.path.request_path.shared_redis = lambda cache, admission: False  # type: ignore[assignment]
     if args.default_config:
         from bench.procs import fake_openai
         from tests.scratch import ScratchDatabase

@@ -56,7 +56,7 @@ ADMIN = "roundtrips-admin-key"
 ROUND_TRIPS_MAX = 4.0  # 5 before the exact cache's GET went in the admit script's round trip
 COMMANDS_MAX = 27.0
 # The limiter's scripts are told apart by their SHA-1; these modules hold their sources.
-SCRIPT_MODULES = ("gateway.limiter", "gateway.limit_scripts")
+SCRIPT_MODULES = ("gateway.infra.limiter", "gateway.infra.limit_scripts")
 CACHE_SCRIPT_MODULES = ("gateway.cache.redis_store",)  # the semantic index's scripts: "cache <name>"
 EXACT_PREFIX = "smr:x:"
 
@@ -172,8 +172,8 @@ async def steps(redis_url: str, n: int, warm: int = 200) -> str:
 async def _steps(redis_url: str, n: int, warm: int, peek: bool) -> str:
     import redis.asyncio as aioredis
 
-    from gateway.limiter import RedisCounters
-    from gateway.limits import BudgetCheck, Hold, RateCheck
+    from gateway.infra.limiter import RedisCounters
+    from gateway.vocab.limits import BudgetCheck, Hold, RateCheck
 
     client, server = aioredis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
     try:

@@ -12,7 +12,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
-from gateway.accounting import RequestContext
 from gateway.api.backends import list_backends
 from gateway.api.cache_admin import clear_cache
 from gateway.api.chat import chat_completions
@@ -30,12 +29,13 @@ from gateway.api.responses import create_response
 from gateway.api.route import dry_run
 from gateway.api.tenants import get_tenant_limits, put_tenant_limits
 from gateway.api.usage import get_usage
-from gateway.embeddings import EmbeddingService
-from gateway.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
+from gateway.edge.openapi import add_body_schemas, openapi_config, openapi_json
+from gateway.infra.request_ids import add_request_id, ids
 from gateway.lifespan import lifespan
-from gateway.openapi import add_body_schemas, openapi_config, openapi_json
-from gateway.request_ids import add_request_id, ids
-from gateway.settings import Settings
+from gateway.path.accounting import RequestContext
+from gateway.path.embeddings import EmbeddingService
+from gateway.vocab.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SettingsError
+from gateway.vocab.settings import Settings
 from router_core import ClassifierPipeline, registry
 from router_core.classifiers.base import ENCODER
 from router_core.embedder import Embedder
@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         request_max_body_size=settings.server.max_body_bytes,
         before_send=[add_request_id],
-        logging_config=None,  # logging is the process's (gateway.logs.configure, from the CLI), not Litestar's
+        logging_config=None,  # logging is the process's (gateway.infra.logs.configure, from the CLI), not Litestar's
         openapi_config=openapi_config(),
         on_startup=[add_body_schemas],
         on_shutdown=[embeddings.aclose],

@@ -7,28 +7,28 @@ import time
 
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.accounting import Accounting
-from gateway.admission import Admission
-from gateway.auth import Authenticator
-from gateway.breaker import Breakers
 from gateway.cache.service import ResponseCache
-from gateway.changes import ChangeFeed
 from gateway.db.feedback import FeedbackStore
 from gateway.db.keys import KeyStore
 from gateway.db.limits import SpendLog, TenantLimitsStore
 from gateway.db.log_writer import LogWriter
 from gateway.db.pool import ping
 from gateway.db.usage import LogQueries
-from gateway.fallback import ChainCaller
+from gateway.infra.breaker import Breakers
+from gateway.infra.changes import ChangeFeed
+from gateway.infra.limiter import Counters, MemoryCounters, RedisCounters
+from gateway.infra.logs import AccessLog
+from gateway.infra.metrics import Metrics
+from gateway.infra.tracing import NO_TRACING, Tracer
 from gateway.learning.worker import build_learner
-from gateway.limiter import Counters, MemoryCounters, RedisCounters
-from gateway.logs import AccessLog
-from gateway.metrics import Metrics
+from gateway.path.accounting import Accounting
+from gateway.path.admission import Admission
+from gateway.path.auth import Authenticator
+from gateway.path.fallback import ChainCaller
+from gateway.path.request_path import RequestPath
+from gateway.path.routing import Router
 from gateway.providers.registry import Providers
-from gateway.request_path import RequestPath
-from gateway.routing import Router
-from gateway.settings import Settings
-from gateway.tracing import NO_TRACING, Tracer
+from gateway.vocab.settings import Settings
 from router_core import ClassifierPipeline
 
 

@@ -17,9 +17,6 @@ import redis.asyncio as aioredis
 from litestar import Litestar
 from redis.exceptions import RedisError
 
-from gateway.admission import Admission
-from gateway.aio import within
-from gateway.auth import Authenticator
 from gateway.cache.base import ExactStore, VectorIndex
 from gateway.cache.embedded import EmbeddedRedis, EmbeddedRedisError
 from gateway.cache.guard import load_guard
@@ -32,11 +29,14 @@ from gateway.db.log_writer import LogWriter
 from gateway.db.migrate import migrate, migrations_dir
 from gateway.db.pool import Pool
 from gateway.gateway import Gateway
-from gateway.limiter import Counters, MemoryCounters, RedisCounters
-from gateway.metrics import GcPauses, LoopLag, WorkerSlot, write_atomically
+from gateway.infra.aio import within
+from gateway.infra.limiter import Counters, MemoryCounters, RedisCounters
+from gateway.infra.metrics import GcPauses, LoopLag, WorkerSlot, write_atomically
+from gateway.infra.tracing import build_tracer
+from gateway.path.admission import Admission
+from gateway.path.auth import Authenticator
 from gateway.providers.registry import Providers
-from gateway.settings import Settings
-from gateway.tracing import build_tracer
+from gateway.vocab.settings import Settings
 from router_core import ClassifierPipeline
 from router_core.embedder import Embedder
 from router_core.static_embed import StaticEmbedder

@@ -14,9 +14,9 @@ import psycopg
 import uvicorn
 
 from gateway.app import create_app
+from gateway.edge.server import uvicorn_options
 from gateway.fakes.server import FakeUpstreams
-from gateway.server import uvicorn_options
-from gateway.settings import Backend, Settings, Timeouts, parse_settings, validate
+from gateway.vocab.settings import Backend, Settings, Timeouts, parse_settings, validate
 
 FAST = Timeouts(connect_s=1.0, first_token_s=2.0, total_s=4.0)
 # A difficulty classifier's reason: what moved the score, in words, with the prompt's value and its signed share.

@@ -42,8 +42,8 @@ from gateway.cache.base import CachedAnswer
 from gateway.cache.guard import GuardModel, hard_reject, load_guard
 from gateway.cache.memory import MemoryExactStore, MemoryVectorIndex
 from gateway.cache.service import ResponseCache
-from gateway.settings import CacheSettings
-from gateway.wire import ChatCompletionRequest, Message, ResponseMessage, Usage
+from gateway.vocab.settings import CacheSettings
+from gateway.vocab.wire import ChatCompletionRequest, Message, ResponseMessage, Usage
 from router_core.embedder import Embedder
 from router_core.static_embed import StaticEmbedder
 

@@ -10,8 +10,8 @@ from typing import TypeVar
 from litestar import Request
 from litestar.response import Stream
 
-from gateway.errors import ClientClosedRequest
-from gateway.request_path import Served, StreamAnswer
+from gateway.path.request_path import Served, StreamAnswer
+from gateway.vocab.errors import ClientClosedRequest
 
 JSON = "application/json"
 T = TypeVar("T")

@@ -12,8 +12,8 @@ from litestar import Response, get
 
 from gateway.api.deps import admin_only
 from gateway.gateway import Gateway
-from gateway.settings import Backend, Capabilities, Settings
-from gateway.wire import encoder
+from gateway.vocab.settings import Backend, Capabilities, Settings
+from gateway.vocab.wire import encoder
 from router_core.types import TIERS
 
 

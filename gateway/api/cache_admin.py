@@ -6,9 +6,9 @@ from litestar import Request, Response, delete
 
 from gateway.api.deps import admin_only, label_param
 from gateway.cache.keys import tenant_tag
-from gateway.errors import PermissionDenied
 from gateway.gateway import Gateway
-from gateway.wire import encoder
+from gateway.vocab.errors import PermissionDenied
+from gateway.vocab.wire import encoder
 
 
 @delete("/v1/cache", status_code=200, guards=[admin_only])

@@ -5,12 +5,12 @@ from __future__ import annotations
 from litestar import Request, Response, post
 
 from gateway.api.answers import JSON, served_headers, sse_response, unless_disconnected
-from gateway.auth import Principal
+from gateway.edge.openapi import with_body
 from gateway.gateway import Gateway
-from gateway.openapi import with_body
-from gateway.request_ids import ids
-from gateway.request_path import PathRequest, StreamAnswer
-from gateway.wire import ChatCompletion, ChatCompletionRequest, Choice, encoder, parse_chat_request, usage_out
+from gateway.infra.request_ids import ids
+from gateway.path.auth import Principal
+from gateway.path.request_path import PathRequest, StreamAnswer
+from gateway.vocab.wire import ChatCompletion, ChatCompletionRequest, Choice, encoder, parse_chat_request, usage_out
 
 ENDPOINT = "/v1/chat/completions"
 

@@ -6,12 +6,12 @@ import msgspec
 from litestar import Request, Response, post
 
 from gateway.api.answers import JSON, served_headers, unless_disconnected
-from gateway.auth import Principal
+from gateway.edge.openapi import with_body
 from gateway.gateway import Gateway
-from gateway.openapi import with_body
-from gateway.request_ids import ids
-from gateway.request_path import Answer, PathRequest
-from gateway.wire import (
+from gateway.infra.request_ids import ids
+from gateway.path.auth import Principal
+from gateway.path.request_path import Answer, PathRequest
+from gateway.vocab.wire import (
     ChatCompletionRequest,
     CompleteRequest,
     CompleteResponse,

@@ -10,10 +10,10 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
 
-from gateway.auth import Principal
-from gateway.errors import InvalidRequest
 from gateway.gateway import Gateway
-from gateway.wire import decode_json_object, validation_error
+from gateway.path.auth import Principal
+from gateway.vocab.errors import InvalidRequest
+from gateway.vocab.wire import decode_json_object, validation_error
 
 T = TypeVar("T")
 

@@ -1,5 +1,5 @@
 """POST /v1/embeddings: OpenAI's embeddings API, served by the configured embedding models
-(`gateway.embeddings`): text, a list of texts or token arrays in; float or base64 vectors out."""
+(`gateway.path.embeddings`): text, a list of texts or token arrays in; float or base64 vectors out."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import msgspec
 from litestar import Request, Response, post
 
 from gateway.api.answers import JSON
-from gateway.auth import Principal
-from gateway.embeddings import EmbeddingCall, EmbeddingService, encode_vector
-from gateway.errors import InvalidRequest
+from gateway.edge.openapi import with_body
 from gateway.gateway import Gateway
-from gateway.openapi import with_body
-from gateway.request_ids import ids
-from gateway.wire import Explanation, ModelName, decode_json_object, encoder, validation_error
+from gateway.infra.request_ids import ids
+from gateway.path.auth import Principal
+from gateway.path.embeddings import EmbeddingCall, EmbeddingService, encode_vector
+from gateway.vocab.errors import InvalidRequest
+from gateway.vocab.wire import Explanation, ModelName, decode_json_object, encoder, validation_error
 
 ENDPOINT = "/v1/embeddings"
 Tokens = list[Annotated[int, msgspec.Meta(ge=0)]]

@@ -14,11 +14,11 @@ from litestar import Request, Response, post
 from msgspec import Meta
 
 from gateway.api.deps import decode_body
-from gateway.auth import Principal
-from gateway.errors import NotFound, PermissionDenied
+from gateway.edge.openapi import with_body
 from gateway.gateway import Gateway
-from gateway.openapi import with_body
-from gateway.wire import encoder
+from gateway.path.auth import Principal
+from gateway.vocab.errors import NotFound, PermissionDenied
+from gateway.vocab.wire import encoder
 
 WAIT_FOR_ROW_S = (0.1, 0.25, 0.5, 1.0)
 

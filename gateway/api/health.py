@@ -17,8 +17,8 @@ from litestar import Response, get
 from gateway import __version__
 from gateway.gateway import Gateway
 from gateway.providers.catalog import default_address
-from gateway.settings import Backend
-from gateway.wire import encoder
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import encoder
 
 
 class ProviderHealth(msgspec.Struct):

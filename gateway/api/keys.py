@@ -1,7 +1,7 @@
 """Admin endpoints for API keys: create, list (with each key's spend in its budget period), revoke, rotate.
 All need the admin key.
 
-A change is announced to every gateway process sharing the Redis (`gateway.changes`). A rotated key keeps
+A change is announced to every gateway process sharing the Redis (`gateway.infra.changes`). A rotated key keeps
 its predecessor's lineage, and with it the rate windows and the spend (`gateway.db.keys`)."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from msgspec import Meta
 
 from gateway.api.deps import admin_only, decode_body, label_param
 from gateway.db.keys import KeyListing, KeyStore, NewKey
-from gateway.errors import InvalidRequest, NotFound, PermissionDenied
+from gateway.edge.openapi import with_body
 from gateway.gateway import Gateway
-from gateway.limits import LIMIT_FIELDS, LimitSet
-from gateway.openapi import with_body
-from gateway.wire import decode_json_object, encoder, validation_error
+from gateway.vocab.errors import InvalidRequest, NotFound, PermissionDenied
+from gateway.vocab.limits import LIMIT_FIELDS, LimitSet
+from gateway.vocab.wire import decode_json_object, encoder, validation_error
 
 # Printable text only (no NUL or other control characters), of a sensible length.
 Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -79,7 +79,7 @@ async def create_key(request: Request, gw: Gateway) -> Response:
 @patch("/v1/keys/{key_id:str}", status_code=200, guards=[admin_only], operation_class=with_body(LimitSet))
 async def update_key_limits(request: Request, gw: Gateway, key_id: str) -> Response:
     """Change a key's limits: any of LimitSet's fields (null removes that limit). Every process sharing the
-    Redis applies it at once (`gateway.changes`); without Redis, others see it within auth.key_cache_ttl_s."""
+    Redis applies it at once (`gateway.infra.changes`); without Redis, others see it within auth.key_cache_ttl_s."""
     store = _store(gw)
     raw = decode_json_object(await request.body())
     if raw.get("allowed_tiers") == []:  # not "every tier", which is null

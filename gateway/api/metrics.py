@@ -15,7 +15,7 @@ from litestar.datastructures import State
 
 from gateway.api.deps import admin_when_auth_on
 from gateway.gateway import Gateway
-from gateway.metrics import WorkerSlot, merge, render, with_label
+from gateway.infra.metrics import WorkerSlot, merge, render, with_label
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar adds "; charset=utf-8" to a text/* type itself
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import msgspec
 from litestar import Request, Response, get
 
-from gateway.auth import Principal
-from gateway.embeddings import EmbeddingService
 from gateway.gateway import Gateway
-from gateway.routing import TIER_ALIASES
-from gateway.wire import ModelCard, encoder
+from gateway.path.auth import Principal
+from gateway.path.embeddings import EmbeddingService
+from gateway.path.routing import TIER_ALIASES
+from gateway.vocab.wire import ModelCard, encoder
 
 CHAT = ["/v1/chat/completions", "/v1/responses"]
 EMBEDDINGS = ["/v1/embeddings"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from litestar import Response, get
 from litestar.response import Redirect
 
-from gateway.errors import NotFound
+from gateway.vocab.errors import NotFound
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",

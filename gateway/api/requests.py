@@ -10,12 +10,12 @@ import msgspec
 from litestar import Request, Response, get
 
 from gateway.api.deps import key_param, label_param
-from gateway.auth import Principal
 from gateway.db.usage import RecentRequest, parse_time
-from gateway.errors import InvalidRequest, NotFound, PermissionDenied
 from gateway.gateway import Gateway
-from gateway.request_ids import MAX_ID_CHARS
-from gateway.wire import encoder
+from gateway.infra.request_ids import MAX_ID_CHARS
+from gateway.path.auth import Principal
+from gateway.vocab.errors import InvalidRequest, NotFound, PermissionDenied
+from gateway.vocab.wire import encoder
 
 
 @get("/v1/requests/{request_id:path}")

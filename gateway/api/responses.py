@@ -13,13 +13,9 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from gateway.api.answers import JSON, served_headers, unless_disconnected
-from gateway.auth import Principal
-from gateway.gateway import Gateway
-from gateway.openapi import with_body
-from gateway.request_ids import ids
-from gateway.request_path import Answer, PathRequest, StreamAnswer
-from gateway.responses_stream import to_response_events
-from gateway.responses_wire import (
+from gateway.edge.openapi import with_body
+from gateway.edge.responses_stream import to_response_events
+from gateway.edge.responses_wire import (
     FunctionCallItem,
     OutputItem,
     OutputMessage,
@@ -31,7 +27,11 @@ from gateway.responses_wire import (
     response_usage,
     status_of,
 )
-from gateway.wire import encoder
+from gateway.gateway import Gateway
+from gateway.infra.request_ids import ids
+from gateway.path.auth import Principal
+from gateway.path.request_path import Answer, PathRequest, StreamAnswer
+from gateway.vocab.wire import encoder
 
 ENDPOINT = "/v1/responses"
 

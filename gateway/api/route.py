@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from litestar import Request, Response, post
 
-from gateway.auth import Principal
+from gateway.edge.openapi import with_body
 from gateway.gateway import Gateway
-from gateway.openapi import with_body
-from gateway.request_path import PathRequest
-from gateway.wire import ChatCompletionRequest, encoder, parse_chat_request
+from gateway.path.auth import Principal
+from gateway.path.request_path import PathRequest
+from gateway.vocab.wire import ChatCompletionRequest, encoder, parse_chat_request
 
 ENDPOINT = "/v1/route"
 

@@ -10,11 +10,11 @@ from litestar import Request, Response, get, put
 
 from gateway.api.deps import admin_only
 from gateway.db.limits import TenantLimitsStore
-from gateway.errors import InvalidRequest, NotFound, PermissionDenied
+from gateway.edge.openapi import with_body
 from gateway.gateway import Gateway
-from gateway.limits import NO_LIMITS, LimitSet
-from gateway.openapi import with_body
-from gateway.wire import decode_json_object, encoder, validation_error
+from gateway.vocab.errors import InvalidRequest, NotFound, PermissionDenied
+from gateway.vocab.limits import NO_LIMITS, LimitSet
+from gateway.vocab.wire import decode_json_object, encoder, validation_error
 
 
 class TenantLimits(msgspec.Struct, frozen=True):

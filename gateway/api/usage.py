@@ -14,12 +14,12 @@ import msgspec
 from litestar import Request, Response, get
 
 from gateway.api.deps import key_param, label_param
-from gateway.auth import Principal
 from gateway.db.usage import GROUP_SQL, GroupBy, UsageReport, View, parse_time
-from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.gateway import Gateway
 from gateway.learning.report import LearningUsageReport, summarize
-from gateway.wire import encoder
+from gateway.path.auth import Principal
+from gateway.vocab.errors import InvalidRequest, PermissionDenied
+from gateway.vocab.wire import encoder
 
 
 @get("/v1/usage")

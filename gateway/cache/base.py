@@ -9,7 +9,7 @@ from typing import Protocol
 import msgspec
 import numpy as np
 
-from gateway.wire import ResponseMessage, Usage
+from gateway.vocab.wire import ResponseMessage, Usage
 
 
 class CachedAnswer(msgspec.Struct, frozen=True):

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from gateway.pids import pid_alive
+from gateway.infra.pids import pid_alive
 
 log = logging.getLogger("gateway.cache")
 

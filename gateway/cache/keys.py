@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.wire import ChatCompletionRequest, message_text
+from gateway.vocab.wire import ChatCompletionRequest, message_text
 
 # Request fields that change the answer, besides the messages, taken from the validated request (so 0
 # and 0.0 give one key). Every other field the client sent is in the key too, as sent (`logprobs`,

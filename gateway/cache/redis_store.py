@@ -77,6 +77,17 @@ class RedisExactStore:
             await self.client.aclose()
 
 
+async def _vector_dim(client: aioredis.Redis) -> int | None:
+    """The dimension of the index's vector field, as FT.INFO lists it (None when it does not say)."""
+    info = await client.ft(INDEX).info()
+    for attribute in info.get("attributes") or info.get(b"attributes") or []:
+        words = [w.decode() if isinstance(w, bytes) else w for w in attribute]
+        fields = dict(zip(words[::2], words[1::2], strict=False))
+        if fields.get("identifier") == "vec" and "dim" in fields:
+            return int(fields["dim"])
+    return None
+
+
 class RedisVectorIndex:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
@@ -100,6 +111,11 @@ class RedisVectorIndex:
         except ResponseError as exc:
             if "already exists" not in str(exc).lower():
                 raise
+        found = await _vector_dim(client)
+        if found is not None and found != dim:  # every search would fail: say so once, and stay off
+            log.error("Redis at %s: the index %s holds vectors of another size (%d) than this gateway's (%d): "
+                      "semantic cache off (FT.DROPINDEX %s resets it)", url, INDEX, found, dim, INDEX)
+            return None
         return cls(client)
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:

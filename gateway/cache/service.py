@@ -42,8 +42,8 @@ from gateway.cache.base import (
 )
 from gateway.cache.guard import GuardModel, hard_rejects
 from gateway.cache.keys import cache_keys, last_user_text, tenant_tag
-from gateway.settings import CacheSettings
-from gateway.wire import ChatCompletionRequest
+from gateway.vocab.settings import CacheSettings
+from gateway.vocab.wire import ChatCompletionRequest
 
 log = logging.getLogger("gateway.cache")
 SEARCH_K = 3  # candidates the static search returns (the one-stage cache searched MiniLM's nearest 3)

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 
 from gateway.cli import admin, doctor, router, serve
-from gateway.errors import SettingsError
-from gateway.logs import configure
-from gateway.settings import LogSettings, read_settings
+from gateway.infra.logs import configure
+from gateway.vocab.errors import SettingsError
+from gateway.vocab.settings import LogSettings, read_settings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,10 +16,10 @@ from gateway.db.embedded import start_embedded
 from gateway.db.keys import KeyStore, NewKey
 from gateway.db.migrate import migrate, migrations_dir
 from gateway.db.usage import GROUP_SQL, ShadowGroup, parse_time, shadow_usage, usage
-from gateway.errors import GatewayError
 from gateway.lifespan import open_database
-from gateway.limits import LIMIT_FIELDS, LimitSet
-from gateway.settings import Settings
+from gateway.vocab.errors import GatewayError
+from gateway.vocab.limits import LIMIT_FIELDS, LimitSet
+from gateway.vocab.settings import Settings
 
 T = TypeVar("T")
 MONEY_COLUMNS = ("cost_usd", "baseline_cost_usd", "routing_savings_usd", "cache_savings_usd", "savings_usd",

@@ -29,9 +29,9 @@ import httpx
 import msgspec
 
 from gateway.cli.local import running_demo, settings_without_admin_key
-from gateway.errors import SettingsError
 from gateway.providers.catalog import spec
-from gateway.settings import Backend, Settings
+from gateway.vocab.errors import SettingsError
+from gateway.vocab.settings import Backend, Settings
 
 TIMEOUT_S = 3.0
 

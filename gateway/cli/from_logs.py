@@ -23,9 +23,9 @@ from gateway.cli.admin import with_pool
 from gateway.cli.scoring import WRITE_DEFAULT, embedder, score_all, write_cutoffs
 from gateway.db.feedback import FeedbackStore, LoggedPrompt, RatedRequest
 from gateway.db.usage import parse_time
-from gateway.errors import GatewayError
-from gateway.prompt_log import conversation_of
-from gateway.settings import AuthSettings, Settings, read_settings, validate
+from gateway.vocab.errors import GatewayError
+from gateway.vocab.prompt_log import conversation_of
+from gateway.vocab.settings import AuthSettings, Settings, read_settings, validate
 from router_core.types import TIERS
 
 

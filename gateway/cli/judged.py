@@ -34,8 +34,8 @@ from gateway.cli.from_logs import _window, offline_settings
 from gateway.cli.scoring import decide_all, write_cutoffs
 from gateway.learning.curve import cutoff_for_quality, pair_curves, qualities, quality_at
 from gateway.learning.store import Judgement, JudgementStore
-from gateway.prompt_log import conversation_of
-from gateway.settings import Settings
+from gateway.vocab.prompt_log import conversation_of
+from gateway.vocab.settings import Settings
 
 
 class Pair(msgspec.Struct, frozen=True):

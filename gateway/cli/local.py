@@ -14,8 +14,8 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.pids import pid_alive
-from gateway.settings import Settings, read_settings, validate
+from gateway.infra.pids import pid_alive
+from gateway.vocab.settings import Settings, read_settings, validate
 
 DEMO_FILE = "demo.json"
 

@@ -14,8 +14,8 @@ import msgspec
 import numpy as np
 
 from gateway.cli.scoring import WRITE_DEFAULT, decide_all, embedder, score_all, write_cutoffs
-from gateway.errors import SettingsError
-from gateway.settings import load_settings
+from gateway.vocab.errors import SettingsError
+from gateway.vocab.settings import load_settings
 from router_core.types import Conversation, Turn
 
 

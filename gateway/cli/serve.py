@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gateway.cli.local import forget_demo, record_demo
-from gateway.settings import Backend, Settings, load_settings, read_settings, validate
+from gateway.vocab.settings import Backend, Settings, load_settings, read_settings, validate
 
 if TYPE_CHECKING:
     from gateway.fakes.server import FakeUpstreams
@@ -51,7 +51,7 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.server import uvicorn_options
+    from gateway.edge.server import uvicorn_options
 
     if workers > 1:
         _serve_workers(settings, host or settings.server.host, port or settings.server.port, workers)
@@ -64,7 +64,7 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_level=settings.log.level.lower(),
-        log_config=None,  # uvicorn's loggers go through ours (gateway.logs): JSON lines when log.format = json
+        log_config=None,  # uvicorn's loggers go through ours (gateway.infra.logs): JSON lines when log.format = json
         **uvicorn_options(settings),
     )
 
@@ -77,7 +77,7 @@ def _listen(host: str, port: int, first: bool = False) -> socket.socket:
     """One listening socket on host:port that others may share (SO_REUSEPORT: the kernel balances). The
     first is bound without SO_REUSEPORT once before, so that a port another server holds is refused, not
     silently shared."""
-    from gateway.errors import SettingsError
+    from gateway.vocab.errors import SettingsError
 
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -122,7 +122,7 @@ def _run_worker(app: Any, settings: Settings, sock: socket.socket, slot: Any) ->
     """In the forked child: serve on its socket until told to stop; the exit code."""
     import uvicorn
 
-    from gateway.server import uvicorn_options
+    from gateway.edge.server import uvicorn_options
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
@@ -158,7 +158,7 @@ def _fork_worker(app: Any, settings: Settings, sockets: list[socket.socket], slo
 
 def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:
     from gateway.app import create_app
-    from gateway.metrics import WorkerSlot
+    from gateway.infra.metrics import WorkerSlot
 
     folder = tempfile.mkdtemp(prefix="smr-workers-")
     pids: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)

@@ -11,8 +11,8 @@ from typing import Any
 
 import psutil
 
-from gateway.errors import SettingsError
-from gateway.pids import pid_alive
+from gateway.infra.pids import pid_alive
+from gateway.vocab.errors import SettingsError
 
 log = logging.getLogger("gateway.db")
 

@@ -13,8 +13,8 @@ import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.apikeys import hash_key, new_key
-from gateway.limits import LIMIT_FIELDS, LimitSet, period_start
+from gateway.vocab.apikeys import hash_key, new_key
+from gateway.vocab.limits import LIMIT_FIELDS, LimitSet, period_start
 
 # A key's own columns, then one column per limit field (LimitSet's, in its order).
 _COLUMNS = ", ".join(("id", "name", "tenant", "prefix", "created_at", "expires_at", "revoked_at", "rotated_from",

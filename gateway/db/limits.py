@@ -8,7 +8,7 @@ import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.limits import LIMIT_FIELDS, LimitSet
+from gateway.vocab.limits import LIMIT_FIELDS, LimitSet
 
 _FIELDS = LIMIT_FIELDS  # one column each
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from gateway.aio import within
 from gateway.db.log_row import LogRow
-from gateway.pids import pid_alive
+from gateway.infra.aio import within
+from gateway.infra.pids import pid_alive
 
 log = logging.getLogger("gateway.log_writer")
 

@@ -24,8 +24,8 @@ from contextlib import asynccontextmanager
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from gateway.aio import within
-from gateway.errors import DatabaseUnavailable
+from gateway.infra.aio import within
+from gateway.vocab.errors import DatabaseUnavailable
 
 log = logging.getLogger("gateway.db")
 # psycopg raises OperationalError when the server is away or ends the session (AdminShutdown, a lost socket);

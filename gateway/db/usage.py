@@ -10,7 +10,7 @@ import msgspec
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.errors import InvalidRequest
+from gateway.vocab.errors import InvalidRequest
 
 View = Literal["served", "shadow", "learning"]
 GroupBy = Literal["all", "hour", "day", "model", "tier", "key", "tenant"]

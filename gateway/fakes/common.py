@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.wire import split_pieces
+from gateway.vocab.wire import split_pieces
 
 __all__ = ["Behaviour", "FakeServer", "Stats", "count_tokens", "fake_arguments", "hard_request", "judge_reply",
            "reply_text", "split_pieces", "wrong_reply"]

@@ -15,10 +15,10 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from gateway.errors import UpstreamConnectError
 from gateway.providers.base import Completion, StreamEvent, UpstreamCall, tool_call_event
-from gateway.settings import Backend
-from gateway.wire import Delta, ResponseMessage, ToolCall, Usage, split_pieces
+from gateway.vocab.errors import UpstreamConnectError
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import Delta, ResponseMessage, ToolCall, Usage, split_pieces
 
 
 @dataclass

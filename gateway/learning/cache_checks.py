@@ -24,8 +24,8 @@ import psycopg
 from gateway.cache.acceptance import Acceptance
 from gateway.learning.judge import Verdict
 from gateway.learning.store import CacheCheckStore
-from gateway.settings_model import LearningSettings
-from gateway.wire import ChatCompletionRequest, ResponseMessage
+from gateway.vocab.settings_model import LearningSettings
+from gateway.vocab.wire import ChatCompletionRequest, ResponseMessage
 
 log = logging.getLogger("gateway.learning")
 REFRESH_S = 30.0

@@ -21,12 +21,12 @@ from typing import Literal
 
 import msgspec
 
-from gateway.cascade import fails
-from gateway.fallback import Answered, ChainCaller
-from gateway.prompt_log import logged_prompt
+from gateway.path.cascade import fails
+from gateway.path.fallback import Answered, ChainCaller
 from gateway.providers.base import UpstreamCall
-from gateway.settings import Backend
-from gateway.wire import ChatCompletionRequest, ResponseMessage
+from gateway.vocab.prompt_log import logged_prompt
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import ChatCompletionRequest, ResponseMessage
 
 Verdict = Literal["served", "reference", "tie"]
 PROMPT = (Path(__file__).parent / "judge_pairwise.md").read_text()

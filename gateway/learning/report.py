@@ -19,7 +19,7 @@ import numpy as np
 from gateway.cache.acceptance import wilson_upper
 from gateway.db.usage import LearningFigures, UsageReport, money
 from gateway.learning.curve import PairCurve, pair_curves
-from gateway.settings import Settings
+from gateway.vocab.settings import Settings
 
 
 class CacheFigures(msgspec.Struct, frozen=True):

@@ -15,8 +15,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.aio import within
-from gateway.settings_model import LearningSettings
+from gateway.infra.aio import within
+from gateway.vocab.settings_model import LearningSettings
 
 KEY = "smr:learning:spend:"
 DAY_S = 86_400

@@ -28,22 +28,22 @@ from typing import Any
 import msgspec
 import psycopg
 
-from gateway.accounting import RequestLog
 from gateway.cache.service import Hit, ResponseCache
 from gateway.db.log_row import LogRow
 from gateway.db.log_writer import LogWriter
-from gateway.errors import GatewayError
-from gateway.fallback import Answered, ChainCaller
+from gateway.infra.request_ids import new_request_id
 from gateway.learning.cache_checks import REFRESH_EVERY, CacheJob, Refresher, check_verdict, checked
 from gateway.learning.judge import ModelJudge, Verdict, rule_verdict
 from gateway.learning.sampler import SpendCaps, sampled
 from gateway.learning.store import CacheCheck, CacheCheckStore, Judgement, JudgementStore
-from gateway.pricing import Priced, fill_usage, price
-from gateway.prompt_log import logged_prompt
+from gateway.path.accounting import RequestLog
+from gateway.path.fallback import Answered, ChainCaller
 from gateway.providers.base import UpstreamCall
-from gateway.request_ids import new_request_id
-from gateway.settings import Backend, Settings
-from gateway.wire import ChatCompletionRequest, ResponseMessage
+from gateway.vocab.errors import GatewayError
+from gateway.vocab.pricing import Priced, fill_usage, price
+from gateway.vocab.prompt_log import logged_prompt
+from gateway.vocab.settings import Backend, Settings
+from gateway.vocab.wire import ChatCompletionRequest, ResponseMessage
 
 log = logging.getLogger("gateway.learning")
 

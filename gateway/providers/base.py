@@ -14,8 +14,8 @@ from typing import Protocol
 
 import msgspec
 
-from gateway.settings import Backend
-from gateway.wire import (
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import (
     ChatCompletionRequest,
     Delta,
     DeltaFunction,

@@ -21,7 +21,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from gateway.errors import (
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap, tool_call_event
+from gateway.vocab.errors import (
     InvalidRequest,
     UpstreamConnectError,
     UpstreamError,
@@ -29,9 +30,8 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap, tool_call_event
-from gateway.settings import Backend
-from gateway.wire import (
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import (
     ChatCompletionRequest,
     Delta,
     FunctionCall,

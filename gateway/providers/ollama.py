@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import ollama
 
-from gateway.errors import (
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap, tool_call_event
+from gateway.vocab.errors import (
     InvalidRequest,
     UpstreamConnectError,
     UpstreamError,
@@ -17,9 +18,8 @@ from gateway.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap, tool_call_event
-from gateway.settings import Backend
-from gateway.wire import (
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import (
     ChatCompletionRequest,
     Delta,
     FunctionCall,

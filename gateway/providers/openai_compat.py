@@ -24,17 +24,17 @@ import msgspec
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import __version__
-from gateway.errors import (
+from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap
+from gateway.providers.openai_wire import UpstreamUsage, upstream_chunk_decoder, upstream_completion_decoder
+from gateway.vocab.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gateway.providers.base import Completion, StreamEvent, UpstreamCall, output_cap
-from gateway.providers.openai_wire import UpstreamUsage, upstream_chunk_decoder, upstream_completion_decoder
-from gateway.settings import Backend
-from gateway.wire import Usage, encoder
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import Usage, encoder
 
 OPENAI_URL = "https://api.openai.com/v1"
 _NOT_FORWARDED = frozenset({"model", "stream", "stream_options"})

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.wire import Delta, ResponseMessage
+from gateway.vocab.wire import Delta, ResponseMessage
 
 
 class UpstreamUsage(msgspec.Struct, frozen=True):

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 
 from gateway.providers.base import Provider
 from gateway.providers.catalog import load, spec
-from gateway.settings import Backend
+from gateway.vocab.settings import Backend
 
 
 class Providers:

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.db.migrate import migrate, migrations_dir, pending
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import Backend
+from gateway.vocab.settings import Backend
 from tests.helpers import FAST, GatewayThread, make_settings, rows, wait_for_rows
 from tests.scratch import ScratchDatabase, embedded_server
 

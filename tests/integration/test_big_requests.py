@@ -12,8 +12,8 @@ import httpx
 from gateway.fakes.server import ThreadedFakes
 from gateway.providers.base import UpstreamCall
 from gateway.providers.gemini import OFF_LOOP_MESSAGES, GeminiProvider
-from gateway.settings import Backend
-from gateway.wire import parse_chat_request
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import parse_chat_request
 from tests.helpers import GatewayThread
 
 N = 20_000  # about 3 s of SDK request building on this CPU

@@ -16,7 +16,7 @@ import pytest
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.cache.guard import load_guard
 from gateway.fakes.server import ThreadedFakes, free_port
-from gateway.settings import CacheSettings
+from gateway.vocab.settings import CacheSettings
 from router_core.embedder import Embedder
 from router_core.static_embed import StaticEmbedder
 from tests.helpers import GatewayThread, make_settings
@@ -154,7 +154,7 @@ def test_an_older_index_is_never_searched(gw: GatewayThread, redis_stack: Embedd
     import redis
 
     from gateway.cache.keys import cache_keys, tenant_tag
-    from gateway.wire import ChatCompletionRequest, Message
+    from gateway.vocab.wire import ChatCompletionRequest, Message
 
     if gw.store != "redis":  # type: ignore[attr-defined]
         pytest.skip("the in-process index lives and dies with its process (and refuses another vector size)")
@@ -434,3 +434,31 @@ def test_the_embedder_does_not_spin_threads_while_idle(embedder: Embedder) -> No
     assert opts.inter_op_num_threads == 1
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert opts.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+def test_an_index_made_for_vectors_of_another_size_turns_the_semantic_cache_off_with_one_error(
+        redis_stack: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Before, a gateway adopted such an index and every semantic lookup then failed ("query vector blob size
+    (512) does not match index's expected size (16)"), one counted error per request."""
+    import asyncio
+    import secrets
+
+    from gateway.cache import redis_store
+
+    name = f"smr_semantic_test_{secrets.token_hex(4)}"
+    monkeypatch.setattr(redis_store, "INDEX", name)  # an index of this test's own, over keys of its own
+    monkeypatch.setattr(redis_store, "SEM_PREFIX", f"smr:test:{name}:")
+
+    async def run() -> None:
+        client = redis_store.connect(redis_stack.url, 1.0)
+        try:
+            assert await redis_store.RedisVectorIndex.open(client, 4) is not None
+            assert await redis_store.RedisVectorIndex.open(client, 4) is not None  # the same size: adopted
+            assert await redis_store.RedisVectorIndex.open(client, 128, "the test's Redis") is None
+        finally:
+            await client.ft(name).dropindex()
+            await client.aclose()
+
+    asyncio.run(run())
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert f"the index {name} holds vectors of another size" in error and "semantic cache off" in error

@@ -26,7 +26,7 @@ import pytest
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import Settings
+from gateway.vocab.settings import Settings
 from tests.helpers import GatewayThread, make_settings, rows
 
 TOPICS = ["photosynthesis", "black holes", "inflation", "the french revolution", "machine learning",

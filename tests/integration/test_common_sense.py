@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.common_sense import load_cases, route, table
-from gateway.settings import load_settings
+from gateway.vocab.settings import load_settings
 from router_core.token_features import FEATURES
 
 ROOT = Path(__file__).resolve().parents[2]

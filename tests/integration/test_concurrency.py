@@ -12,7 +12,7 @@ import pytest
 
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import Timeouts
+from gateway.vocab.settings import Timeouts
 from tests.helpers import GatewayThread, backends_for, make_settings
 
 N = 150

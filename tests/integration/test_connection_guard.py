@@ -17,9 +17,9 @@ import httpx
 import uvicorn
 
 from gateway.app import create_app
+from gateway.edge.server import uvicorn_options
 from gateway.fakes.server import ThreadedFakes
-from gateway.server import uvicorn_options
-from gateway.settings import Settings
+from gateway.vocab.settings import Settings
 from tests.helpers import GatewayThread, make_settings
 
 CHAT = {"model": "auto", "messages": [{"role": "user", "content": "What is a Python tuple?"}]}

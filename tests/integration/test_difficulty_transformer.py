@@ -17,7 +17,7 @@ import pytest
 
 from gateway.app import build_embedder, build_pipeline, difficulty_reads, routing_needs_encoder
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import parse_settings, validate
+from gateway.vocab.settings import parse_settings, validate
 from router_core.classifiers.difficulty import DifficultyClassifier, EncoderDifficultyClassifier
 from router_core.classifiers.heuristic import HeuristicClassifier
 from router_core.classifiers.tiered import TieredClassifier
@@ -69,7 +69,7 @@ def test_auto_reads_minilm_where_the_encoder_is_on_a_gpu_and_the_static_embeddin
 
 
 def test_a_head_for_the_other_embedding_is_refused_at_start_up_naming_the_setting() -> None:
-    from gateway.errors import SettingsError
+    from gateway.vocab.errors import SettingsError
 
     minilm_head = str(HEAD_PATHS["minilm"])
     with pytest.raises(SettingsError, match=r"routing\.difficulty_head.*trained on the minilm embedding"):

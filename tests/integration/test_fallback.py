@@ -13,7 +13,7 @@ from gateway.fakes.common import Behaviour
 from gateway.fakes.gemini_fake import FakeGemini
 from gateway.fakes.openai_fake import FakeOpenAI
 from gateway.fakes.server import ThreadedFakes, free_port
-from gateway.settings import Backend, Timeouts
+from gateway.vocab.settings import Backend, Timeouts
 from tests.helpers import GatewayThread, make_settings
 
 QUICK = Timeouts(connect_s=0.5, first_token_s=1.0, total_s=1.5)

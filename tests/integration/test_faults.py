@@ -171,7 +171,7 @@ def test_upstream_faults_give_the_right_answer_and_one_row_each(fakes: ThreadedF
     from gateway.fakes.common import Behaviour
     from gateway.fakes.openai_fake import FakeOpenAI
     from gateway.fakes.server import free_port
-    from gateway.settings import Backend, Timeouts
+    from gateway.vocab.settings import Backend, Timeouts
 
     behaviour, json_status, stream_status = UPSTREAM_FAULTS[fault]
     fake = FakeOpenAI()

@@ -35,10 +35,10 @@ from gateway.db.log_row import LogRow
 from gateway.db.log_writer import LogWriter
 from gateway.db.migrate import migrate, migrations_dir
 from gateway.db.pool import Pool
-from gateway.errors import DatabaseUnavailable
 from gateway.fakes.server import ThreadedFakes
-from gateway.lookups import CachedLookup, SourceDown
-from gateway.pids import pid_alive
+from gateway.infra.lookups import CachedLookup, SourceDown
+from gateway.infra.pids import pid_alive
+from gateway.vocab.errors import DatabaseUnavailable
 from tests.integration.test_faults import server_processes, signal_all, wait_for
 from tests.scratch import embedded_server
 

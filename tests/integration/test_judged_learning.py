@@ -29,9 +29,9 @@ from gateway.fakes.server import ThreadedFakes, free_port
 from gateway.learning.curve import apgr, curve, cutoff_for_quality, quality_at
 from gateway.learning.judge import parse_verdict, rule_verdict, served_first
 from gateway.learning.sampler import day_keys, sampled
-from gateway.settings import Backend, Settings
-from gateway.settings_model import LearningSettings
-from gateway.wire import ChatCompletionRequest, ResponseMessage
+from gateway.vocab.settings import Backend, Settings
+from gateway.vocab.settings_model import LearningSettings
+from gateway.vocab.wire import ChatCompletionRequest, ResponseMessage
 from router_lab.outcomes import DATA, read_text
 from tests.helpers import GatewayThread, make_settings, rows, wait_for_rows
 

@@ -1,4 +1,4 @@
-"""The limit counters' steps side by side, in Redis (the Lua scripts of `gateway.limit_scripts`) and in this
+"""The limit counters' steps side by side, in Redis (the Lua scripts of `gateway.infra.limit_scripts`) and in this
 process's memory: the same answers, one round trip per step in Redis, and the budget's `reserved` exactly what
 its live holds add up to whatever order holds are taken, lapse and settle in (issue 27: fewer round trips)."""
 
@@ -13,8 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cache.embedded import EmbeddedRedis
-from gateway.limiter import Counters, MemoryCounters, RedisCounters
-from gateway.limits import BudgetCheck, Hold, RateCheck
+from gateway.infra.limiter import Counters, MemoryCounters, RedisCounters
+from gateway.vocab.limits import BudgetCheck, Hold, RateCheck
 
 
 class Sent:

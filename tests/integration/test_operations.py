@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.errors import SettingsError
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import read_settings
+from gateway.vocab.errors import SettingsError
+from gateway.vocab.settings import read_settings
 from tests.integration.test_cli import CLEAN_ENV, running
 
 ADMIN = "ops-admin-" + secrets.token_hex(4)

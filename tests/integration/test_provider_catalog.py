@@ -14,10 +14,10 @@ import openai
 import pytest
 
 from gateway.cli.doctor import check_backend
-from gateway.errors import SettingsError
 from gateway.fakes.server import ThreadedFakes
 from gateway.providers.catalog import PROVIDERS
-from gateway.settings import Backend, load_settings
+from gateway.vocab.errors import SettingsError
+from gateway.vocab.settings import Backend, load_settings
 from tests.helpers import GatewayThread, make_settings
 
 MISTRAL = """

@@ -16,8 +16,9 @@ from bench.redis_roundtrips import ADMIN, COMMANDS_MAX, ROUND_TRIPS_MAX, Tally, 
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.cache.redis_store import RedisVectorIndex, connect
 from gateway.fakes.server import ThreadedFakes
-from gateway.limiter import RedisCounters
-from gateway.limits import RateCheck
+from gateway.infra.limiter import RedisCounters
+from gateway.vocab.limits import RateCheck
+from router_core.static_embed import StaticEmbedder
 from tests.helpers import GatewayThread, make_settings
 
 
@@ -80,12 +81,13 @@ async def test_a_semantic_entry_is_stored_with_its_ttl_in_one_round_trip(redis_s
     client = connect(redis_stack.url, 1.0)
     tenant = secrets.token_hex(8)
     try:
-        index = await RedisVectorIndex.open(client, 4)
+        dim = StaticEmbedder().dim  # the gateway's index in this shared server: vectors of its size only
+        index = await RedisVectorIndex.open(client, dim)
         assert index is not None
-        await index.add(tenant + "0", "scope", np.ones(4, dtype=np.float32), "first", b"{}", 120)  # loads the script
+        await index.add(tenant + "0", "scope", np.ones(dim, dtype=np.float32), "first", b"{}", 120)  # loads the script
         tally = Tally()
         with tally.installed():
-            await index.add(tenant, "scope", np.ones(4, dtype=np.float32), "a prompt", b'{"answer": 1}', 120,
+            await index.add(tenant, "scope", np.ones(dim, dtype=np.float32), "a prompt", b'{"answer": 1}', 120,
                             np.ones(3, dtype=np.float32))
         assert tally.snapshot() == {"cache add": 1}  # before: a pipeline of HSET and EXPIRE
         [key] = [k async for k in client.scan_iter(match=f"smr:s2:{tenant}:*")]

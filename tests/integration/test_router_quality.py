@@ -152,7 +152,7 @@ async def test_embedding_never_blocks_the_event_loop() -> None:
 
 def test_settings_configure_the_encoder() -> None:
     from gateway.app import build_embedder
-    from gateway.settings import CacheSettings, Settings
+    from gateway.vocab.settings import CacheSettings, Settings
 
     settings = Settings(cache=CacheSettings(embedding_batch_window_s=0.01, embedding_max_batch=8,
                                             embedding_backend="torch", embedding_max_batch_tokens=512))

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import Backend, Capabilities
+from gateway.vocab.settings import Backend, Capabilities
 from router_core.classifiers.heuristic import HeuristicClassifier
 from router_core.features import estimate_tokens
 from router_core.types import Conversation, Turn

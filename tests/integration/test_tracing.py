@@ -16,8 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import TracingSettings
-from gateway.tracing import NO_TRACING, build_tracer
+from gateway.infra.tracing import NO_TRACING, build_tracer
+from gateway.vocab.settings import TracingSettings
 from tests.helpers import GatewayThread, make_settings
 
 

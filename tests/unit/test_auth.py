@@ -8,10 +8,10 @@ import datetime as dt
 
 import pytest
 
-from gateway.apikeys import hash_key
-from gateway.auth import Authenticator
 from gateway.db.keys import KeyRecord
-from gateway.errors import AuthenticationFailed, AuthUnavailable
+from gateway.path.auth import Authenticator
+from gateway.vocab.apikeys import hash_key
+from gateway.vocab.errors import AuthenticationFailed, AuthUnavailable
 
 KEY = "smr_known"
 RECORD = KeyRecord(id="id-1", name="app", tenant="acme", prefix="smr_known", created_at=dt.datetime.now(dt.UTC))

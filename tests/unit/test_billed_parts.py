@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import Principal
-from gateway.errors import BudgetExceeded, RateLimited
 from gateway.fakes.provider import Reply
-from gateway.limits import LimitSet, RateCheck, budget_check
+from gateway.path.auth import Principal
+from gateway.path.request_path import Answer
 from gateway.providers.base import UpstreamCall
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.ollama import OllamaProvider
 from gateway.providers.openai_compat import OpenAICompatProvider
-from gateway.request_path import Answer
-from gateway.settings import Backend
-from gateway.wire import Usage, encoder, parse_chat_request
+from gateway.vocab.errors import BudgetExceeded, RateLimited
+from gateway.vocab.limits import LimitSet, RateCheck, budget_check
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import Usage, encoder, parse_chat_request
 from tests.unit.test_request_path import Harness
 
 

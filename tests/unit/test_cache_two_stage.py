@@ -19,8 +19,8 @@ from gateway.cache.base import CachedAnswer
 from gateway.cache.guard import load_guard
 from gateway.cache.memory import MemoryExactStore, MemoryVectorIndex
 from gateway.cache.service import Lookup, ResponseCache
-from gateway.settings import CacheSettings
-from gateway.wire import ChatCompletionRequest, Message, ResponseMessage, Usage
+from gateway.vocab.settings import CacheSettings
+from gateway.vocab.wire import ChatCompletionRequest, Message, ResponseMessage, Usage
 from router_core.static_embed import StaticEmbedder
 
 PAIRS = json.loads((Path(__file__).parents[1] / "data" / "cache_pairs.json").read_text())

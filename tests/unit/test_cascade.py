@@ -8,11 +8,11 @@ import json
 import msgspec
 import pytest
 
-from gateway.cascade import fails, is_refusal
 from gateway.fakes.provider import Reply
-from gateway.request_path import Answer, StreamAnswer
-from gateway.settings import Backend
-from gateway.wire import FunctionCall, ResponseMessage, ToolCall, parse_chat_request
+from gateway.path.cascade import fails, is_refusal
+from gateway.path.request_path import Answer, StreamAnswer
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import FunctionCall, ResponseMessage, ToolCall, parse_chat_request
 from tests.unit.test_request_path import Harness, read_sse
 
 BACKEND = Backend(name="cheap", provider="openai", model="m", max_output_tokens=1000)
@@ -176,8 +176,8 @@ async def test_shadow_mode_serves_as_asked_and_logs_what_routing_would_do() -> N
 
 
 def test_cascade_settings_are_checked() -> None:
-    from gateway.errors import SettingsError
-    from gateway.settings import parse_settings, validate
+    from gateway.vocab.errors import SettingsError
+    from gateway.vocab.settings import parse_settings, validate
 
     with pytest.raises(SettingsError, match=r"tiers\.cascade"):
         validate(parse_settings({"tiers": {"cascade": ["complex"]}, "auth": {"enabled": False}}))

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from gateway.app import build_pipeline, classifier_context, classifier_options, routing_needs_encoder
-from gateway.errors import SettingsError
 from gateway.fakes.server import ThreadedFakes
-from gateway.settings import Settings, parse_settings, validate
+from gateway.vocab.errors import SettingsError
+from gateway.vocab.settings import Settings, parse_settings, validate
 from router_core import ClassifierPipeline, Conversation, registry
 from router_core.classifiers.base import ENCODER, Classifier, Scored
 from router_core.classifiers.ollama_llm import OpenAICompatLLMClassifier

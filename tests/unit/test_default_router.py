@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.settings_model import RoutingSettings
+from gateway.vocab.settings_model import RoutingSettings
 from router_core.classifiers.tiered import TieredClassifier
 from router_core.difficulty import SOURCE_MARKS, load_head
 from router_core.kinds import traffic_kind

@@ -9,11 +9,11 @@ import datetime as dt
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.auth import Authenticator
 from gateway.db.keys import KeyRecord
-from gateway.limiter import MemoryCounters
-from gateway.limits import BudgetCheck, Hold
-from gateway.replays import Replays
+from gateway.infra.limiter import MemoryCounters
+from gateway.infra.replays import Replays
+from gateway.path.auth import Authenticator
+from gateway.vocab.limits import BudgetCheck, Hold
 
 BUDGET = BudgetCheck("key", "lineage-1", 1.0, "total", "total")
 

@@ -80,7 +80,7 @@ def test_cycle_finder_sees_a_circle() -> None:
 
 def test_no_import_circle_in_the_runtime_packages() -> None:
     graph = import_graph()
-    assert "gateway.request_path" in graph and "gateway.routing" in graph["gateway.request_path"]
+    assert "gateway.path.request_path" in graph and "gateway.path.routing" in graph["gateway.path.request_path"]
     assert "router_lab.difficulty" in graph and "router_core.difficulty" in graph["router_lab.difficulty"]
     assert (cycle := find_cycle(graph)) is None, f"import circle: {' -> '.join(cycle)}"
 
@@ -131,7 +131,7 @@ import msgspec
 import gateway.app
 import router_core
 from gateway.cli import main, serve
-from gateway.settings import read_settings, validate
+from gateway.vocab.settings import read_settings, validate
 
 print(" ".join(sorted(sys.modules)))
 s = read_settings(None)
@@ -164,7 +164,7 @@ def test_only_the_settings_loader_reads_the_environment_in_the_gateway() -> None
     # The embedded redis-stack-server is started with this process's environment plus OpenSSL 1.1 on
     # LD_LIBRARY_PATH: handing the environment to a child process, not reading a setting from it.
     assert readers == {"gateway/cache/embedded.py"}
-    assert "env.get(" in (ROOT / "gateway" / "settings.py").read_text()
+    assert "env.get(" in (ROOT / "gateway" / "vocab" / "settings.py").read_text()
 
 
 def test_training_and_scratch_helpers_live_outside_the_runtime_package() -> None:
@@ -181,3 +181,36 @@ def test_no_code_reads_a_folder_beside_the_repository() -> None:
                  for f in (ROOT / top).rglob("*.py") if ".venv" not in f.parts and reads.search(f.read_text())]
     assert offenders == []
     assert (ROOT / "data" / "SOURCES.md").exists()
+
+
+# The parts of the gateway, lowest first. A module imports only from its own rank or below: the vocabulary
+# from nothing of the gateway (but the provider descriptors it names), the stores and infrastructure from the
+# vocabulary, the request path from those, the edge and the handlers from the request path, the composition
+# (app, lifespan) from everything, and the CLI and the fakes from anything.
+RANKS = {"vocab": 0, "providers": 1, "infra": 1, "db": 1, "cache": 1, "path": 2, "learning": 2, "edge": 3,
+         "api": 3, "gateway": 3, "lifespan": 4, "app": 4, "cli": 5, "fakes": 5}
+VOCABULARY_MAY_NAME = {"gateway.providers.base", "gateway.providers.catalog"}
+
+
+def _rank(module: str) -> int | None:
+    parts = module.split(".")
+    return RANKS.get(parts[1]) if parts[0] == "gateway" and len(parts) > 1 else None
+
+
+def test_the_folders_name_the_parts_and_imports_only_go_down() -> None:
+    flat = sorted(f.name for f in (ROOT / "gateway").glob("*.py"))
+    assert flat == ["__init__.py", "app.py", "gateway.py", "lifespan.py"], flat
+    folders = {d.name for d in (ROOT / "gateway").iterdir() if (d / "__init__.py").exists()}
+    assert folders - {"web"} <= set(RANKS), folders - set(RANKS)
+    upward = []
+    for name, deps in import_graph().items():
+        if (mine := _rank(name)) is None:
+            continue
+        for dep in deps:
+            theirs = _rank(dep)
+            if theirs is not None and theirs > mine and not (mine == 0 and dep in VOCABULARY_MAY_NAME):
+                upward.append(f"{name} -> {dep}")
+    assert upward == [], f"imports that reach up a layer: {sorted(upward)}"
+    core_up = sorted(f"{name} -> {dep}" for name, deps in import_graph().items() if name.startswith("router_core")
+                     for dep in deps if dep.startswith("gateway"))
+    assert core_up == [], core_up

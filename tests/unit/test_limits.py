@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-from gateway.auth import Principal
-from gateway.errors import BudgetExceeded, PermissionDenied, RateLimited
 from gateway.fakes.provider import Reply
-from gateway.limits import LimitSet, RateCheck, RateState, period_id, ratelimit_headers, worst_case_cost
-from gateway.request_path import Answer, StreamAnswer
-from gateway.settings import Backend
+from gateway.path.auth import Principal
+from gateway.path.request_path import Answer, StreamAnswer
+from gateway.vocab.errors import BudgetExceeded, PermissionDenied, RateLimited
+from gateway.vocab.limits import LimitSet, RateCheck, RateState, period_id, ratelimit_headers, worst_case_cost
+from gateway.vocab.settings import Backend
 from router_core.features import estimate_tokens
 from tests.unit.test_request_path import Harness
 
@@ -93,7 +93,7 @@ async def test_budget_race_forty_concurrent_calls_against_a_budget_worth_five() 
 
 
 async def test_a_failed_call_releases_its_reservation() -> None:
-    from gateway.errors import AllBackendsFailed, UpstreamHTTPError
+    from gateway.vocab.errors import AllBackendsFailed, UpstreamHTTPError
 
     def down(call: object) -> Reply:
         raise UpstreamHTTPError("HTTP 503: down", backend="x", upstream_status=503)
@@ -124,8 +124,7 @@ def test_headers_and_worst_case_are_plain_functions() -> None:
 async def test_no_rolling_minute_holds_more_requests_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """Requests per minute are an exact sliding log: a client that keeps asking gets at most the limit in
     any 60 s (a weighted two-window counter let 103 through in 60 s for a 60/min key across a boundary)."""
-    from gateway import limiter
-
+    from gateway.infra import limiter
     clock = {"t": 1_000_030.0}  # 30 s into a minute
     monkeypatch.setattr(limiter.time, "time", lambda: clock["t"])
     counters = limiter.MemoryCounters()
@@ -145,7 +144,7 @@ async def test_no_rolling_minute_holds_more_requests_than_the_limit(monkeypatch:
 
 async def test_auto_shifts_down_as_a_budget_nears_its_end_before_it_refuses() -> None:
     """At 80 % of a budget spent or held, auto routes one tier lower; at 95 %, two; explained."""
-    from gateway.limits import budget_check
+    from gateway.vocab.limits import budget_check
 
     hard = "Design a fault-tolerant distributed database with consensus and explain the trade-offs"
     h = Harness(cache=False)
@@ -209,7 +208,7 @@ async def test_requests_per_day_refuse_past_the_limit_beside_a_per_minute_one() 
 def test_every_limit_field_has_one_home() -> None:
     from gateway.api.keys import KeyCreate
     from gateway.db.keys import KeyRecord
-    from gateway.limits import LIMIT_FIELDS, RATE_LIMITS
+    from gateway.vocab.limits import LIMIT_FIELDS, RATE_LIMITS
 
     assert set(LIMIT_FIELDS) <= set(KeyCreate.__struct_fields__)
     assert set(LIMIT_FIELDS) <= set(KeyRecord.__struct_fields__)

@@ -7,7 +7,7 @@ import asyncio
 import gc
 import time
 
-from gateway.metrics import GcPauses, LoopLag, Metrics, merge, render, with_label
+from gateway.infra.metrics import GcPauses, LoopLag, Metrics, merge, render, with_label
 
 
 def series(text: str) -> dict[str, str]:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.pricing import baseline_cost_usd, cost_usd, savings_usd
-from gateway.settings import Backend
-from gateway.wire import Usage
+from gateway.vocab.pricing import baseline_cost_usd, cost_usd, savings_usd
+from gateway.vocab.settings import Backend
+from gateway.vocab.wire import Usage
 
 PRO = Backend(name="pro", provider="gemini", model="p", input_price=1.25, output_price=10.0, cached_input_price=0.31)
 FLASH = Backend(name="flash", provider="gemini", model="f", input_price=0.30, output_price=2.50)

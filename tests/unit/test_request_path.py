@@ -13,25 +13,25 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from gateway.accounting import Accounting
-from gateway.admission import Admission
 from gateway.app import build_pipeline
-from gateway.auth import ANONYMOUS, Principal
 from gateway.cache.memory import MemoryExactStore
 from gateway.cache.service import ResponseCache
 from gateway.db.log_row import LogRow
-from gateway.errors import AllBackendsFailed, InvalidRequest, PermissionDenied, UpstreamHTTPError
 from gateway.fakes.provider import FakeProvider, Reply
-from gateway.fallback import ChainCaller
-from gateway.limiter import MemoryCounters
-from gateway.limits import LimitSet
-from gateway.metrics import Metrics
+from gateway.infra.limiter import MemoryCounters
+from gateway.infra.metrics import Metrics
+from gateway.path.accounting import Accounting
+from gateway.path.admission import Admission
+from gateway.path.auth import ANONYMOUS, Principal
+from gateway.path.fallback import ChainCaller
+from gateway.path.request_path import Answer, PathRequest, RequestPath, StreamAnswer
+from gateway.path.routing import Router
 from gateway.providers.base import UpstreamCall
 from gateway.providers.registry import Providers
-from gateway.request_path import Answer, PathRequest, RequestPath, StreamAnswer
-from gateway.routing import Router
-from gateway.settings import Backend, Capabilities, Settings, parse_settings, validate
-from gateway.wire import parse_chat_request
+from gateway.vocab.errors import AllBackendsFailed, InvalidRequest, PermissionDenied, UpstreamHTTPError
+from gateway.vocab.limits import LimitSet
+from gateway.vocab.settings import Backend, Capabilities, Settings, parse_settings, validate
+from gateway.vocab.wire import parse_chat_request
 
 
 class Rows(list[LogRow]):

@@ -5,8 +5,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gateway.errors import SettingsError
-from gateway.settings import Settings, apply_env, load_settings
+from gateway.vocab.errors import SettingsError
+from gateway.vocab.settings import Settings, apply_env, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,12 +7,12 @@ import json
 from collections.abc import AsyncIterator
 
 from gateway.cache.base import CachedAnswer
-from gateway.errors import UpstreamTimeout
-from gateway.fallback import OpenStream
+from gateway.path.fallback import OpenStream
+from gateway.path.streaming import StreamSummary, replay_sse, to_sse
 from gateway.providers.base import StreamEvent, tool_call_event
-from gateway.settings import Backend, Timeouts
-from gateway.streaming import StreamSummary, replay_sse, to_sse
-from gateway.wire import (
+from gateway.vocab.errors import UpstreamTimeout
+from gateway.vocab.settings import Backend, Timeouts
+from gateway.vocab.wire import (
     ChatCompletionRequest,
     Delta,
     FunctionCall,

@@ -13,11 +13,11 @@ import json
 import pytest
 from aiohttp.http_exceptions import LineTooLong
 
-from gateway.auth import Principal
 from gateway.fakes.provider import Reply
-from gateway.limits import LimitSet, budget_check
-from gateway.request_path import Answer, StreamAnswer
-from gateway.wire import Usage
+from gateway.path.auth import Principal
+from gateway.path.request_path import Answer, StreamAnswer
+from gateway.vocab.limits import LimitSet, budget_check
+from gateway.vocab.wire import Usage
 from tests.unit.test_request_path import Harness, read_sse
 
 CONTEXT_WINDOW = 1_000_000  # the harness's backends keep the default
