@@ -115,14 +115,17 @@ def test_training_on_ratings_prints_the_held_out_change_before_writing(pg_url: s
     head = tmp_path / "head.json"
     which = [] if classifier == "tiered" else ["--classifier", classifier]
     setting = {"tiered": "difficulty_head", "embedding": "embedding_head"}[classifier]
-    dry = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which)
-    assert dry.returncode == 0, dry.stderr
-    print(dry.stdout)
-    assert f"{classifier} head" in dry.stdout and "nothing written" in dry.stdout and not head.exists()
-    before, after = (float(x) for x in dry.stdout.split("held-out AUC")[1].split(":")[1].split()[0:3:2])
-    assert after > before  # the ratings taught it something it did not know
+    if classifier == "tiered":  # without --write it prints and writes nothing (the same code for every head;
+        # the MiniLM head's case skips this second fit: MiniLM encoding the ratings is most of its time)
+        dry = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which)
+        assert dry.returncode == 0, dry.stderr
+        assert f"{classifier} head" in dry.stdout and "nothing written" in dry.stdout and not head.exists()
     wrote = smr(pg_url, "train", "--from-logs", "--tenant", tenant, *which, "--write", str(head))
-    assert wrote.returncode == 0 and head.exists() and f"routing.{setting}" in wrote.stdout
+    assert wrote.returncode == 0 and head.exists() and f"routing.{setting}" in wrote.stdout, wrote.stderr
+    print(wrote.stdout)
+    assert f"{classifier} head" in wrote.stdout
+    before, after = (float(x) for x in wrote.stdout.split("held-out AUC")[1].split(":")[1].split()[0:3:2])
+    assert after > before  # the ratings taught it something it did not know
     # The written head carries its own figures (what the refit did on the held-out ratings), not the
     # cross-validated ones of the packaged head it started from, which no longer describe it.
     assert json.loads(head.read_text())["cv"] == {"ratings": 240, "held_out_auc_before": round(before, 3),

@@ -130,7 +130,7 @@ def test_budget_race_across_two_processes_ends_at_or_under_it(fakes: ThreadedFak
     # At least the five the budget holds at the worst case; a few more only if a finished call had settled
     # (to its far smaller real cost) before a late one asked. Never past the budget, checked below.
     assert statuses.count(200) >= 5 and statuses.count(429) >= 25, statuses
-    assert statuses.count(200) + statuses.count(429) == 40
+    assert statuses.count(200) + statuses.count(429) == 40, statuses
     time.sleep(0.3)  # settlements run after the responses
     r = redis.Redis.from_url(redis_stack.url)
     spent, reserved = (float(v or "nan") for v in r.hmget(f"smr:budget:key:{k['id']}:total", "spent", "reserved"))
