@@ -5,13 +5,10 @@ is shown its own tenant only. Screenshots go to tests/artifacts/ (SMR_TEST_ARTIF
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,23 +16,16 @@ import pytest
 
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
+from tests.browser import ARTIFACTS, launched
 from tests.helpers import GatewayThread, make_settings
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("SMR_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
 ADMIN = "browser-admin"
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    # Not a skip: a missing browser fails the suite, saying how to install it (`make test` does).
-    assert Path(CHROMIUM).exists(), "no chromium: apt-get install -y chromium (make test installs it)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with launched() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

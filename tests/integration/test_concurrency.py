@@ -4,6 +4,7 @@ backend queued every call past the 100th behind httpx's default connection pool)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -29,13 +30,19 @@ def patient(fakes: ThreadedFakes) -> Iterator[GatewayThread]:
 
 async def _in_flight_together(gw: GatewayThread, fakes: ThreadedFakes, model: str, stream: bool) -> int:
     fake = fakes.ollama if model == "smr/simple" else fakes.gemini
-    fake.behaviour = Behaviour(latency_ms=2000)
+    fake.behaviour = Behaviour(latency_ms=4000)
     before = fake.stats.requests
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": "hello there"}]}
         calls = [asyncio.create_task(client.post(gw.url + "/v1/chat/completions", json=body)) for _ in range(N)]
-        await asyncio.sleep(1.5)  # inside the upstream's 2 s: how many calls reached it by now?
+        # How many calls reach the upstream before its first answer (4 s)? A gateway that queued them would let
+        # one through; polled, not a fixed sleep, so a loaded machine only makes it wait longer.
+        deadline = time.monotonic() + 3.5
+        for _ in range(1000):
+            if fake.stats.requests - before >= N or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         arrived = fake.stats.requests - before
         statuses = [r.status_code for r in await asyncio.gather(*calls)]
     assert statuses == [200] * N

@@ -6,13 +6,10 @@ prompts that are HTML shown as text. Screenshots go to tests/artifacts/ (SMR_TES
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,10 +17,9 @@ import openai
 import pytest
 
 from gateway.fakes.server import ThreadedFakes
+from tests.browser import ARTIFACTS, launched
 from tests.helpers import GatewayThread, lookup_request, make_settings
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("SMR_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
 ADMIN = "console-admin"
 AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 XSS = '<img src=x onerror="window.__xss=1">'
@@ -39,15 +35,8 @@ def gw(fakes: ThreadedFakes, pg_url: str) -> Iterator[GatewayThread]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    assert Path(CHROMIUM).exists(), "no chromium: apt-get install -y chromium (make test installs it)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with launched() as b:
+        yield b
 
 
 def create(gw: GatewayThread, tenant: str, **fields: Any) -> dict[str, Any]:

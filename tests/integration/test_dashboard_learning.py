@@ -11,11 +11,8 @@ tests/integration/test_browser.py.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,10 +21,9 @@ import pytest
 
 from gateway.cache.acceptance import wilson_upper
 from gateway.fakes.server import ThreadedFakes
+from tests.browser import ARTIFACTS, launched
 from tests.helpers import GatewayThread, make_settings, new_api_key
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("SMR_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "artifacts"))
 ADMIN = "learning-admin"
 CUTOFFS = [0.55, 0.8]
 # Ten judged `simple` answers: the five the router scored highest needed the reference (verdict
@@ -38,13 +34,8 @@ VERDICTS = ["reference"] * 5 + ["tie"] * 5
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    assert Path(CHROMIUM).exists(), "no chromium: apt-get install -y chromium (make test installs it)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with launched() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
