@@ -8,12 +8,14 @@ import json
 import socket
 import time
 
+import msgspec
 from litestar.testing import AsyncTestClient
 
 from gateway.app import create_app
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
-from tests.helpers import GatewayThread, make_settings, rows, wait_for_rows
+from gateway.vocab.settings import Timeouts
+from tests.helpers import GatewayThread, backends_for, make_settings, rows, wait_for_rows
 
 
 async def test_client_gone_as_a_stream_starts_is_logged_charged_and_closes_the_upstream(fakes: ThreadedFakes,
@@ -41,7 +43,10 @@ async def test_client_gone_as_a_stream_starts_is_logged_charged_and_closes_the_u
         if message["type"] == "http.response.start":
             responding.set()
 
-    app = create_app(make_settings(fakes, db_url=pg_url))
+    # A fresh app's first Gemini call (the client's set-up, a new connection) can take seconds on a loaded
+    # machine: generous time limits, so the only way this request ends is the client leaving.
+    patient = backends_for(fakes, Timeouts(connect_s=10, first_token_s=20, total_s=30))
+    app = create_app(msgspec.structs.replace(make_settings(fakes, db_url=pg_url), backends=patient))
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
              "root_path": "", "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 80), "state": {},
