@@ -87,7 +87,7 @@ def test_the_shipped_minilm_head_is_trained_on_permissive_data_and_ahead_of_leng
     assert not {r.source for r in rows if r.licence == NON_COMMERCIAL} & set(head.trained_on)
     assert set(head.licences) <= {"MIT", "Apache-2.0"}
     provenance = HEAD_PATHS["minilm"].with_suffix(".md").read_text()
-    assert "smr train --difficulty ../shared/data --embedding minilm --write" in provenance
+    assert "smr train --difficulty data --embedding minilm --write" in provenance
     assert head.cv["apgr_chat"] > head.cv["apgr_length_chat"] and head.cv["apgr_bench"] > head.cv["apgr_length_bench"]
     with pytest.raises(ValueError, match="EncoderDifficultyClassifier"):
         DifficultyClassifier(head)
