@@ -69,7 +69,8 @@ def gateway(fakes: ThreadedFakes, pg_url: str) -> Iterator[GatewayThread]:
 # the not-yet-started end of the other's: with these first, what is left at the end is seconds-long tests and
 # not a one-minute benchmark that keeps one worker busy while the other waits. Each module stays together.
 SLOW_MODULES_FIRST = (
-    "tests/integration/test_bench_smoke.py", "tests/integration/test_learning.py",
+    "tests/integration/test_bench_smoke.py", "tests/integration/test_studies_smoke.py",
+    "tests/integration/test_learning.py",
     "tests/integration/test_tails_smoke.py", "tests/integration/test_hotpath_smoke.py",
     "tests/integration/test_judged_learning.py", "tests/unit/test_train.py", "tests/integration/test_cli.py",
     "tests/integration/test_learning_bench_smoke.py",
