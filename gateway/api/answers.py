@@ -1,4 +1,4 @@
-"""Turning the request path's answers into HTTP: the `x-smr-*` headers, SSE responses, and
+"""Turning the request path's answers into HTTP: the `x-smr-*` headers, JSON and SSE responses, and
 cancelling the path when the client disconnects before its answer is ready."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from litestar import Request
 from litestar.response import Stream
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.path.request_path import Served, StreamAnswer
 from gateway.vocab.errors import ClientClosedRequest
@@ -35,11 +36,34 @@ def served_headers(s: Served) -> dict[str, str]:
     return headers
 
 
-def sse_response(answer: StreamAnswer) -> Stream:
+class JSONAnswer:
+    """A routed answer's JSON body, sent as `Response(body, media_type=JSON, headers=headers)` sends it (status
+    200; the headers in order, lower-cased, then content-type and content-length) without building that
+    Response, its header objects and the ASGIResponse it turns into for every request. A handler that
+    returns one declares `-> ASGIApp` so that Litestar passes it through as it is."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        self.body = body
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        raw.append((b"content-type", b"application/json"))
+        raw.append((b"content-length", b"%d" % len(self.body)))
+        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def sse_response(answer: StreamAnswer, request: Request) -> ASGIApp:
+    """The SSE response, already the ASGI app Litestar would make of it: a handler declared `-> ASGIApp`
+    would otherwise have it sent with that handler's default media type (JSON) instead of its own."""
     headers = served_headers(answer.served)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
-    return Stream(answer.chunks, media_type="text/event-stream", headers=headers)
+    stream = Stream(answer.chunks, media_type="text/event-stream", headers=headers)
+    return stream.to_asgi_response(app=None, request=request)
 
 
 async def _disconnected(request: Request) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Request, Response, post
+from litestar import Request, post
+from litestar.types import ASGIApp
 
-from gateway.api.answers import JSON, served_headers, sse_response, unless_disconnected
+from gateway.api.answers import JSONAnswer, served_headers, sse_response, unless_disconnected
+from gateway.api.deps import caller
 from gateway.edge.openapi import with_body
-from gateway.gateway import Gateway
 from gateway.infra.request_ids import ids
-from gateway.path.auth import Principal
 from gateway.path.request_path import PathRequest, StreamAnswer
 from gateway.vocab.wire import ChatCompletion, ChatCompletionRequest, Choice, encoder, parse_chat_request, usage_out
 
@@ -16,7 +16,8 @@ ENDPOINT = "/v1/chat/completions"
 
 
 @post(ENDPOINT, status_code=200, opt={"accounted": ENDPOINT}, operation_class=with_body(ChatCompletionRequest))
-async def chat_completions(request: Request, gw: Gateway, principal: Principal) -> Response:
+async def chat_completions(request: Request) -> ASGIApp:
+    gw, principal = await caller(request)
     parsed = parse_chat_request(await request.body(), max_messages=gw.settings.server.max_messages,
                                 max_content_parts=gw.settings.server.max_content_parts)
     h = request.headers
@@ -25,9 +26,9 @@ async def chat_completions(request: Request, gw: Gateway, principal: Principal) 
                        h.get("x-smr-cache"), rid, cid)
     answer = await unless_disconnected(request, gw.path.serve(preq, principal))
     if isinstance(answer, StreamAnswer):
-        return sse_response(answer)
+        return sse_response(answer, request)
     s = answer.served
     assert s.priced is not None
     body = ChatCompletion(s.id, s.created, s.backend, [Choice(answer.message, 0, answer.finish_reason)],
                           usage_out(s.priced.usage), smr=s.smr)
-    return Response(encoder.encode(body), media_type=JSON, headers=served_headers(s))
+    return JSONAnswer(encoder.encode(body), served_headers(s))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Request, Response, post
+from litestar import Request, post
+from litestar.types import ASGIApp
 
-from gateway.api.answers import JSON, served_headers, unless_disconnected
+from gateway.api.answers import JSONAnswer, served_headers, unless_disconnected
+from gateway.api.deps import caller
 from gateway.edge.openapi import with_body
-from gateway.gateway import Gateway
 from gateway.infra.request_ids import ids
-from gateway.path.auth import Principal
 from gateway.path.request_path import Answer, PathRequest
 from gateway.vocab.wire import (
     ChatCompletionRequest,
@@ -24,7 +24,8 @@ ENDPOINT = "/v1/complete"
 
 
 @post(ENDPOINT, status_code=200, opt={"accounted": ENDPOINT}, operation_class=with_body(CompleteRequest))
-async def complete(request: Request, gw: Gateway, principal: Principal) -> Response:
+async def complete(request: Request) -> ASGIApp:
+    gw, principal = await caller(request)
     body = parse_complete_request(await request.body())
     messages = [Message("system", body.system)] if body.system else []
     messages.append(Message("user", body.prompt))
@@ -40,4 +41,4 @@ async def complete(request: Request, gw: Gateway, principal: Principal) -> Respo
                            difficulty_tag=s.tier or "direct", estimated_cost=round(priced.cost_usd, 10),
                            estimated_savings=round(priced.savings_usd, 10), latency_ms=round(s.elapsed_ms(), 2),
                            cache_hit=s.cache.startswith("hit"), smr=s.smr)
-    return Response(encoder.encode(out), media_type=JSON, headers=served_headers(s))
+    return JSONAnswer(encoder.encode(out), served_headers(s))

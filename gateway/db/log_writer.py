@@ -1,8 +1,10 @@
 """The request log, written off the request path.
 
-`record()` only appends to an in-memory buffer. A background task flushes batches with COPY into a staging
-table and `INSERT ... ON CONFLICT (request_id) DO NOTHING`: a batch retried after a lost commit, or a row
-both committed and spilled, is written once. A write has a client-side deadline (`write_timeout_s`): a
+`record()` only appends to an in-memory buffer. A background task flushes batches in one statement, the
+batch sent as one JSON array (encoded by msgspec, read back by `jsonb_to_recordset`): `INSERT ... ON CONFLICT
+(request_id) DO NOTHING`, so a batch retried after a lost commit, or a row both committed and spilled, is
+written once. (It was COPY into a staging table, then INSERT from it: five round trips and a Python call per
+row, several times the CPU per row.) A write has a client-side deadline (`write_timeout_s`): a
 frozen database fails it in time, its connection abandoned, and `db_up` turns false. A row not committed
 `spill_after_s` after `record()` is appended to a JSON-lines spill file and fsync'd (a kill -9 loses at most
 that window), as is the buffer past `buffer_max`. Spilled rows are written before newer ones once Postgres
@@ -27,19 +29,13 @@ from pathlib import Path
 import msgspec
 import psycopg
 
-from gateway.db.log_row import LogRow
+from gateway.db.log_row import COLUMN_TYPES, COLUMNS, LogRow, insert_statement, json_arrays
 from gateway.infra.aio import within
 from gateway.infra.pids import pid_alive
 
 log = logging.getLogger("gateway.log_writer")
 
 
-COLUMNS = LogRow.__struct_fields__
-_COPY = f"COPY request_log_stage ({', '.join(COLUMNS)}) FROM STDIN"
-_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS request_log_stage "
-          "(LIKE request_log INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-_MERGE = (f"INSERT INTO request_log ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM request_log_stage "
-          "ON CONFLICT (request_id) DO NOTHING")
 _row_decoder = msgspec.json.Decoder(LogRow)
 _encoder = msgspec.json.Encoder()
 
@@ -82,15 +78,16 @@ def _clean_text(value: str, limit: int) -> str:
     return value[:limit]
 
 
+_TEXT_AT = tuple((i, f, _MAX_CHARS.get(f, _DEFAULT_MAX_CHARS)) for i, f in enumerate(COLUMNS) if f in _TEXT_FIELDS)
+
+
 def clean_row(row: LogRow) -> LogRow:
     """The row with every text field as Postgres accepts it and within its length."""
+    values = msgspec.structs.astuple(row)
     changes: dict[str, str] = {}
-    for f in _TEXT_FIELDS:
-        v = getattr(row, f)
-        if v is None:
-            continue
-        limit = _MAX_CHARS.get(f, _DEFAULT_MAX_CHARS)
-        if len(v) > limit or "\x00" in v or "\\u0000" in v or not v.isascii():
+    for i, f, limit in _TEXT_AT:
+        v = values[i]
+        if v is not None and (len(v) > limit or "\x00" in v or "\\u0000" in v or not v.isascii()):
             cleaned = _clean_text(v, limit)
             if cleaned != v:
                 changes[f] = cleaned
@@ -114,6 +111,7 @@ class LogWriter:
         self._stats = WriterStats()
         self._wake = asyncio.Event()
         self._conn: psycopg.AsyncConnection | None = None
+        self._insert = ""  # the batch insert, built from the table's column types on connecting
         self._tasks: list[asyncio.Task[None]] = []
         self._spilled_rows = 0  # rows in the spill file not yet written
 
@@ -202,10 +200,13 @@ class LogWriter:
         return True
 
     async def _connection(self) -> psycopg.AsyncConnection:
-        if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=3)
-            await self._conn.execute(_STAGE)
-            await self._conn.commit()
+        if self._conn is None or self._conn.closed or not self._insert:
+            # autocommit: a statement is atomic by itself (no BEGIN and COMMIT round trips). Held before the
+            # column types are read, so that a failure there drops (closes) it as any other.
+            self._insert = ""
+            self._conn = await psycopg.AsyncConnection.connect(self.url, connect_timeout=3, autocommit=True)
+            cur = await self._conn.execute(COLUMN_TYPES)
+            self._insert = insert_statement({name: kind for name, kind in await cur.fetchall()})
         return self._conn
 
     async def _drop_connection(self) -> None:
@@ -217,14 +218,11 @@ class LogWriter:
     async def _write(self, rows: list[LogRow]) -> None:
         async def attempt() -> int:
             conn = await self._connection()
-            async with conn.transaction():
-                async with conn.cursor().copy(_COPY) as copy:
-                    for i, r in enumerate(rows):
-                        await copy.write_row(tuple(getattr(r, c) for c in COLUMNS))
-                        if i % 100 == 99:  # formatting a batch is CPU work: let requests in every 100 rows
-                            await asyncio.sleep(0)
-                cur = await conn.execute(_MERGE)
-            return max(cur.rowcount, 0)
+            inserted = 0
+            for batch in await json_arrays(rows):
+                cur = await conn.execute(self._insert, (batch,))
+                inserted += max(cur.rowcount, 0)
+            return inserted
 
         try:
             # `within`, not `asyncio.timeout`: psycopg answers a cancellation by asking the server to cancel

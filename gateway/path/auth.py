@@ -78,7 +78,10 @@ class Authenticator:
             self._records.forget_where(lambda _: True)
 
     def is_admin(self, key: str | None) -> bool:
-        return bool(key) and self._admin_hash is not None and hmac.compare_digest(hash_key(key or ""), self._admin_hash)
+        return bool(key) and self._is_admin_digest(hash_key(key or ""))
+
+    def _is_admin_digest(self, digest: bytes) -> bool:
+        return self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash)
 
     async def _lookup(self, digest: bytes) -> KeyRecord | None:
         store = self.store
@@ -97,13 +100,14 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None, x_api_key: str | None) -> Principal:
         key = presented_key(authorization, x_api_key)
-        if self.is_admin(key):
+        digest = hash_key(key) if key is not None else None  # once: for the admin key's check and the lookup
+        if key and digest is not None and self._is_admin_digest(digest):
             return ADMIN
         if not self.enabled:
             return ANONYMOUS
-        if key is None:
+        if key is None or digest is None:
             raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-        record = await self._lookup(hash_key(key))
+        record = await self._lookup(digest)
         if record is None:
             raise AuthenticationFailed("Incorrect API key provided")
         why = record.usable(dt.datetime.now(dt.UTC))
