@@ -4,25 +4,23 @@
                                      [--redis-url URL]
 
 Runs the real app in this process (`create_app` under uvicorn, `tests.helpers.GatewayThread`) in front of
-the fake upstreams, with a scratch PostgreSQL database and a Redis of its own (a private `redis-server`, or
-the embedded redis-stack-server, or `--redis-url`): auth on, a key with a rate limit and a budget (as
-`bench.hotpath` makes), the exact cache on (`--semantic`: the semantic cache too), the request log on,
-`model = "auto"` and a new prompt every request, so each is a cache miss that is then stored.
+the fake upstreams, with a scratch PostgreSQL database and a Redis of its own (a private `redis-server`, the
+embedded redis-stack-server with `--semantic`, or `--redis-url`): auth on, a key with a rate limit and a budget,
+the exact cache on (`--semantic`: the semantic cache too), the request log on, `model = "auto"` and a question
+of its own every request, so each is a cache miss that is then stored (a semantic hit is counted apart).
 
 Per request, after the first requests have warmed the key, the tenant and the budget:
-- round trips, counted in the client (every command sent alone, and every pipeline, is one), by what sent
-  them: the limiter's scripts by name (admission, settle), the exact cache's GET and SET (the GET goes in
-  one pipeline with the admit script when the cache and the limits share a Redis), anything else
-  (the key lookup and the tenant's limits are read from PostgreSQL and kept in memory: no Redis command);
-- commands Redis ran (`INFO commandstats` deltas), by name: a script's own commands count here, one each;
+- round trips, counted in the client (a command sent alone, a pipeline, or one write of the gateway's
+  multiplexed `RespClient` with the commands queued in that turn, is one), by what sent them: the limiter's
+  scripts by name (admission, settle), the exact cache's GET (in one pipeline with the admit script) and SET
+  (in one write with the settlement), anything else (keys and tenants' limits come from PostgreSQL);
+- commands Redis ran (`INFO commandstats` deltas), by name: a script's own commands count here, one each.
 
-`--steps N`: the limiter's calls and the exact cache's GET alone for N requests of that key (admit, hold,
-settle, as the request path makes them, against the same private Redis; the GET in one pipeline with the admit
-script and, alternated with it, sent alone as before): CPU per request of this process (the client side) and of the
-Redis server (`INFO cpu`), wall time per request. The whole request's CPU is `bench.hotpath`'s.
-Settlements and cache stores run after the response: each request's settlement is awaited before the next
-request is sent, so that what one request costs does not depend on whether the next one overlapped it (a
-budget with another hold in flight costs a command or two more; `bench.hotpath`'s wrk runs overlap them).
+`--steps N`: the limiter's calls and the exact cache's GET alone for N requests of that key (admit with the GET,
+hold, settle), through the gateway's `RespClient` and, alternated with it, through redis-py (`PyRedisLink`):
+CPU per request of this process (the client side) and of the Redis server (`INFO cpu`), wall time per request.
+Settlements and stores run after the response: each request's settlement is awaited before the next request
+is sent, so that what one request costs does not depend on whether the next one overlapped it.
 
 `measure(...)` is the smoke mode a test calls (a few requests, a few seconds); `ROUND_TRIPS_MAX` and
 `COMMANDS_MAX` are what this path reached, which the test holds it to.
@@ -46,14 +44,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import httpx
 import msgspec
 import redis
 import redis.asyncio.client as aioclient
 
+from gateway.infra import resp
+
 ADMIN = "roundtrips-admin-key"
 # What the default path reached (`python -m bench.redis_roundtrips`): the smoke test keeps it there.
-ROUND_TRIPS_MAX = 4.0  # 5 before the exact cache's GET went in the admit script's round trip
+ROUND_TRIPS_MAX = 3.0  # 5 before the exact cache's GET went in the admit script's round trip, 4 before the SET
+                       # went in the settlement's
 COMMANDS_MAX = 27.0
 # The limiter's scripts are told apart by their SHA-1; these modules hold their sources.
 SCRIPT_MODULES = ("gateway.infra.limiter", "gateway.infra.limit_scripts")
@@ -67,6 +69,7 @@ class Count(msgspec.Struct, frozen=True):
     commands: float                    # per request, as Redis counts them (a script's commands included)
     round_trips_by: dict[str, float]   # "admission: <script>", "settle: <script>", "cache get", ... per request
     commands_by: dict[str, float]      # Redis command name -> per request
+    hits: int = 0                      # requests the semantic cache answered (not reserved, not settled)
 
 
 def script_names() -> dict[str, str]:
@@ -143,13 +146,33 @@ class Tally:
                 if stack:
                     tally.add("pipeline: " + " + ".join(sorted({label(a, tally.scripts) for a in stack})))
 
+        def flush(link: resp._Link) -> None:  # one write of the multiplexed client: one round trip, counted
+            last, what = link.pending[-1][0] if link.out else None, written(link.out, tally.scripts)
+            flushed(link)
+            if last is not None:  # once answered (or failed)
+                last.add_done_callback(lambda _: tally.add(what))
+
+        flushed = resp._Link.flush
         aioclient.Redis.execute_command = execute_command  # type: ignore[method-assign, assignment]
         aioclient.Pipeline.execute = execute  # type: ignore[method-assign, assignment]
+        resp._Link.flush = flush  # type: ignore[method-assign, assignment]
         try:
             yield self
         finally:
             aioclient.Redis.execute_command = single  # type: ignore[method-assign]
             aioclient.Pipeline.execute = pipelined  # type: ignore[method-assign]
+            resp._Link.flush = flushed  # type: ignore[method-assign]
+
+
+def written(out: list[bytes], scripts: dict[str, str]) -> str:
+    """What one write of packed commands was for: one command's label, or the pipeline's labels."""
+    reader = hiredis.Reader()
+    reader.feed(b"".join(out))
+    labels = []
+    while (command := reader.gets()) is not False:
+        words = [w.decode(errors="replace") if i < 2 else w for i, w in enumerate(command)]
+        labels.append(label(tuple(words), scripts))
+    return labels[0] if len(labels) == 1 else "pipeline: " + " + ".join(sorted(set(labels)))
 
 
 def commandstats(client: redis.Redis) -> Counter[str]:
@@ -164,31 +187,31 @@ def server_cpu_s(client: redis.Redis) -> float:
 
 async def steps(redis_url: str, n: int, warm: int = 200) -> str:
     """The limiter's calls for `n` requests of a key with a rate limit and a monthly budget, `auto`; the exact
-    cache's GET read with the admit script (one pipeline), and, side by side, sent alone (as before)."""
-    await _steps(redis_url, n, warm, peek=False)  # the first run warms the server and this process
-    return "\n".join([await _steps(redis_url, n, warm, peek) for _ in range(3) for peek in (False, True)])
+    cache's GET read with the admit script (one pipeline): through the gateway's `RespClient` and, side by side,
+    through redis-py."""
+    await _steps(redis_url, n, warm, "resp")  # the first run warms the server and this process
+    return "\n".join([await _steps(redis_url, n, warm, how) for _ in range(3) for how in ("redis-py", "resp")])
 
 
-async def _steps(redis_url: str, n: int, warm: int, peek: bool) -> str:
+async def _steps(redis_url: str, n: int, warm: int, how: str) -> str:
     import redis.asyncio as aioredis
 
     from gateway.infra.limiter import RedisCounters
+    from gateway.infra.redis_link import PyRedisLink, RedisLink
     from gateway.vocab.limits import BudgetCheck, Hold, RateCheck
 
     client, server = aioredis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
+    link: RedisLink = (resp.RespClient.from_kwargs(client.connection_pool.connection_kwargs) if how == "resp"
+                       else PyRedisLink(client))
     try:
-        counters = RedisCounters(client)
+        counters = RedisCounters(client, link)
         owner = "steps-" + str(time.time_ns())
         budget = BudgetCheck("key", owner, 1e9, "month", "m-steps")
         checks = [RateCheck("key", owner, "requests", 100_000_000, 1)]
         await counters.init_spend(budget, 0.0, 0)
 
         async def one(i: int) -> None:
-            if peek:
-                await counters.take(checks, [budget], peek=f"{EXACT_PREFIX}steps:{i}")
-            else:
-                await counters.take(checks, [budget])
-                await client.get(f"{EXACT_PREFIX}steps:{i}")
+            await counters.take(checks, [budget], peek=f"{EXACT_PREFIX}steps:{i}")
             hold = Hold(f"{owner}-{i}", 0.001, 30.0)
             await counters.reserve([budget], hold, [40 * 86_400])
             await counters.settle([budget], hold, 0.0005)
@@ -201,16 +224,17 @@ async def _steps(redis_url: str, n: int, warm: int, peek: bool) -> str:
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         server_cpu = server_cpu_s(server) - server0
     finally:
+        await link.aclose()
         await client.aclose()
         server.close()
-    how = "admit + cache GET in one pipeline" if peek else "admit, then the cache GET alone"
-    return (f"The limiter's calls and the cache GET, {n} requests ({how}, hold, settle): "
-            f"client CPU {cpu * 1e6 / n:,.0f} us, "
+    return (f"The limiter's calls and the cache GET through {how:8s}, {n} requests (admit + cache GET in one "
+            f"pipeline, hold, settle): client CPU {cpu * 1e6 / n:,.0f} us, "
             f"Redis CPU {server_cpu * 1e6 / n:,.0f} us, wall {wall * 1e6 / n:,.0f} us per request.")
 
 
 def settles(counts: Counter[str]) -> int:
-    return sum(v for k, v in counts.items() if k.startswith("settle"))
+    """Settlements made: sent alone, or in one write with the cache's SET."""
+    return sum(v for k, v in counts.items() if "settle: " in k)
 
 
 def settled(tally: Tally, before: Counter[str], n: int, still_s: float = 0.2, timeout_s: float = 10.0) -> None:
@@ -248,36 +272,56 @@ def measure(fakes: Any, db_url: str, redis_url: str, requests: int = 20, semanti
             headers = {"Authorization": f"Bearer {r.json()['key']}"}
             tag = str(time.time_ns())
 
-            def send(i: int) -> None:
+            def send(i: int) -> bool:
+                """True for a miss (a hit of the semantic cache is neither reserved nor settled)."""
                 got = http.post(gw.url + "/v1/chat/completions", headers=headers, json={
-                    "model": "auto", "messages": [{"role": "user", "content": f"Question {tag}-{i}: how do I "
-                                                                               f"reverse a list in Python?"}]})
+                    "model": "auto", "messages": [{"role": "user", "content": f"Question {tag}-{i}: {question(i)}"}]})
                 if got.status_code != 200:
                     raise RuntimeError(f"the gateway answered {got.status_code}: {got.text[:300]}")
+                return got.headers.get("x-smr-cache") == "miss"
 
             start = tally.snapshot()
-            for i in range(warm):  # the key, its tenant and its budget's period are read once, then known
-                send(-1 - i)
-            settled(tally, start, warm)
+            misses = sum(send(-1 - i) for i in range(warm))  # the key, its tenant and its budget's period are read
+            settled(tally, start, misses)                    # once, then known
             trips0, cmds0 = tally.snapshot(), commandstats(server)
+            misses = 0
             for i in range(requests):
-                send(i)
-                settled(tally, trips0, i + 1, still_s=0.0)
-            settled(tally, trips0, requests)
+                misses += send(i)
+                settled(tally, trips0, misses, still_s=0.0)
+            settled(tally, trips0, misses)
             trips, cmds = tally.snapshot() - trips0, commandstats(server) - cmds0
     finally:
         server.close()
     cmds -= Counter({"info": 1})  # the first INFO of this count
     per = float(requests)
     return Count(requests, sum(trips.values()) / per, sum(cmds.values()) / per,
-                 {k: v / per for k, v in sorted(trips.items())}, {k: v / per for k, v in sorted(cmds.items())})
+                 {k: v / per for k, v in sorted(trips.items())}, {k: v / per for k, v in sorted(cmds.items())},
+                 requests - misses)
+
+
+TOPICS = ("reverse a list in Python", "parse a date in Go", "center a div with CSS", "join two tables in SQL",
+          "read a file line by line in Rust", "sort a map by value in Java", "debounce an input in JavaScript",
+          "profile memory in a C program", "write a bash loop over files", "resize an image with Pillow",
+          "configure nginx as a reverse proxy", "train a logistic regression", "mock a clock in pytest", "compress a "
+          "folder with tar", "rotate a matrix by 90 degrees", "bake sourdough bread", "tune a guitar by ear",
+          "prune a rose bush", "change a bicycle tyre", "write a cover letter")
+
+
+def question(i: int) -> str:
+    """A question of its own per request (the first `len(TOPICS)`), so that the semantic cache, when on, misses
+    them too; the warm-up's (i < 0) are of another kind."""
+    if i < 0:
+        return f"say hello {-i} times in French"
+    topic = TOPICS[i % len(TOPICS)]
+    return f"how do I {topic}? Case {i}: keep it under {10 + i % 7} lines and explain step {i % 5 + 1}."
 
 
 @contextlib.contextmanager
-def private_redis() -> Iterator[str]:
+def private_redis(stack: bool = False) -> Iterator[str]:
     """A Redis only this run uses (so INFO commandstats counts only it): Debian's redis-server when there
-    is one, else the embedded redis-stack-server."""
-    exe = shutil.which("redis-server")
+    is one and `stack` (the query engine, for the semantic cache) is not asked for, else the embedded
+    redis-stack-server."""
+    exe = None if stack else shutil.which("redis-server")
     tmp = Path(tempfile.mkdtemp(prefix="smr-rt-redis-"))
     try:
         if exe is None:
@@ -317,7 +361,8 @@ def private_redis() -> Iterator[str]:
 
 
 def table(count: Count) -> list[str]:
-    rows = [f"Per request, over {count.requests} cache-missing requests with a limited, budgeted key: "
+    rows = [f"Per request, over {count.requests} requests with a limited, budgeted key ({count.hits} of them "
+            f"semantic hits, the others cache misses): "
             f"**{count.round_trips:.2f} round trips**, **{count.commands:.2f} commands** run by Redis.", "",
             "| round trip (client side) | per request |", "|---|---|"]
     rows += [f"| {k} | {v:.2f} |" for k, v in count.round_trips_by.items()]
@@ -341,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     db = ScratchDatabase()
     try:
         with contextlib.ExitStack() as stack:
-            url = args.redis_url or stack.enter_context(private_redis())
+            url = args.redis_url or stack.enter_context(private_redis(args.semantic))
             count = measure(fakes, db.url, url, args.requests, args.semantic, tuple(args.classifiers.split(",")))
             timed = asyncio.run(steps(url, args.steps)) if args.steps else ""
     finally:

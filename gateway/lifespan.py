@@ -32,6 +32,7 @@ from gateway.gateway import Gateway
 from gateway.infra.aio import within
 from gateway.infra.limiter import Counters, MemoryCounters, RedisCounters
 from gateway.infra.metrics import GcPauses, LoopLag, WorkerSlot, write_atomically
+from gateway.infra.redis_link import PyRedisLink, RedisLink
 from gateway.infra.tracing import build_tracer
 from gateway.path.admission import Admission
 from gateway.path.auth import Authenticator
@@ -74,8 +75,22 @@ async def open_redis(settings: Settings, stack: AsyncExitStack) -> tuple[aioredi
     return client, url
 
 
+def hot_link(client: aioredis.Redis) -> RedisLink:
+    """What the request path's commands (limit scripts, the exact cache's GET and SET) travel on: one multiplexed
+    connection (`RespClient`) to the client's server, database and credentials; the client itself over TLS, or
+    where hiredis (which packs and parses for `RespClient`; `redis[hiredis]` installs it) cannot be imported."""
+    pool = client.connection_pool
+    if issubclass(pool.connection_class, aioredis.SSLConnection):
+        return PyRedisLink(client)
+    try:
+        from gateway.infra.resp import RespClient
+    except ImportError:
+        return PyRedisLink(client)
+    return RespClient.from_kwargs(pool.connection_kwargs)
+
+
 async def open_cache(settings: Settings, stack: AsyncExitStack, client: aioredis.Redis | None, url: str | None,
-                     embedder: Embedder | None) -> ResponseCache | None:
+                     embedder: Embedder | None, link: RedisLink | None = None) -> ResponseCache | None:
     """The Redis roles when Redis answers, else the in-process ones (THIS PROCESS ONLY); said once."""
     cfg = settings.cache
     if not cfg.enabled:
@@ -89,8 +104,8 @@ async def open_cache(settings: Settings, stack: AsyncExitStack, client: aioredis
             raise ConnectionError("no Redis")
         await client.ping()
         if static is not None:
-            index = await RedisVectorIndex.open(client, static.dim, url or "")
-        exact = RedisExactStore(client, url or "", owns_client=False)
+            index = await RedisVectorIndex.open(client, static.dim, url or "", link)
+        exact = RedisExactStore(client, url or "", owns_client=False, link=link)
         log.info("cache: Redis at %s (semantic %s)", url, "on" if index is not None else "off")
     except (OSError, RedisError) as exc:
         log.warning("cache: no Redis (%s); using the in-process store: exact and semantic, THIS PROCESS ONLY", exc)
@@ -171,8 +186,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             stack.push_async_callback(embedder.aclose)
         log.info("routing: classifiers %s", ", ".join(pipeline.labels))
         client, redis_url = await open_redis(settings, stack)
-        cache = await open_cache(settings, stack, client, redis_url, embedder)
-        counters: Counters = RedisCounters(client) if client is not None else MemoryCounters()
+        link = hot_link(client) if client is not None else None
+        if link is not None:  # closed after the cache and the settlements have drained, before the client
+            stack.push_async_callback(link.aclose)
+        cache = await open_cache(settings, stack, client, redis_url, embedder, link)
+        counters: Counters = RedisCounters(client, link) if client is not None else MemoryCounters()
         log.info("limits: counters in %s", f"Redis at {redis_url}" if client is not None else
                  "this process's memory (set REDIS_URL to share them between gateway processes)")
         auth = Authenticator(settings.auth.enabled, settings.auth.admin_key,

@@ -18,10 +18,10 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.commands.search.field import TagField, VectorField
 from redis.commands.search.index_definition import IndexDefinition, IndexType
-from redis.commands.search.query import Query
 from redis.exceptions import ResponseError
 
 from gateway.cache.base import Candidate
+from gateway.infra.redis_link import Arg, PyRedisLink, RedisLink, Script, run_script
 
 log = logging.getLogger("gateway.cache")
 INDEX = "smr_semantic_v2"
@@ -55,19 +55,25 @@ async def _unlink_matching(client: aioredis.Redis, pattern: str) -> int:
 
 
 class RedisExactStore:
+    """GET and SET through `link` (the gateway's multiplexed `RespClient`, shared with the limit counters, so a
+    SET and a settlement made in the same turn travel together; by default the redis-py client); the clearing
+    scan through the redis-py client."""
+
     name = "redis"
 
-    def __init__(self, client: aioredis.Redis, url: str = "", owns_client: bool = True) -> None:
+    def __init__(self, client: aioredis.Redis, url: str = "", owns_client: bool = True,
+                 link: RedisLink | None = None) -> None:
         self.client = client
         self.url = url
         self.owns_client = owns_client  # the gateway shares its client with the limit counters
+        self.link: RedisLink = link if link is not None else PyRedisLink(client)
 
     async def get(self, key: str) -> bytes | None:
-        value = await self.client.get(key)
-        return value.encode() if isinstance(value, str) else value
+        value = await self.link.execute("GET", key)
+        return value.encode() if isinstance(value, str) else value  # type: ignore[no-any-return]
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        await self.client.set(key, value, ex=ttl_s)
+        await self.link.execute("SET", key, value, "EX", ttl_s)
 
     async def clear(self, tenant: str | None) -> int:
         return await _unlink_matching(self.client, f"{EXACT_PREFIX}{tenant + ':' if tenant else ''}*")
@@ -89,13 +95,18 @@ async def _vector_dim(client: aioredis.Redis) -> int | None:
 
 
 class RedisVectorIndex:
-    def __init__(self, client: aioredis.Redis) -> None:
+    """Searches, adds and attaches through `link` (as `RedisExactStore`); creating, checking and clearing the
+    index through the redis-py client."""
+
+    def __init__(self, client: aioredis.Redis, link: RedisLink | None = None) -> None:
         self.client = client
-        self._attach = client.register_script(_ATTACH)
-        self._add = client.register_script(_ADD)
+        self.link: RedisLink = link if link is not None else PyRedisLink(client)
+        self._attach = Script(_ATTACH)
+        self._add = Script(_ADD)
 
     @classmethod
-    async def open(cls, client: aioredis.Redis, dim: int, url: str = "") -> RedisVectorIndex | None:
+    async def open(cls, client: aioredis.Redis, dim: int, url: str = "",
+                   link: RedisLink | None = None) -> RedisVectorIndex | None:
         """The index (created if missing), or None when this Redis has no query engine."""
         modules = await client.module_list()
         names = {(m.get(b"name") or m.get("name") or b"") for m in modules}
@@ -116,33 +127,41 @@ class RedisVectorIndex:
             log.error("Redis at %s: the index %s holds vectors of another size (%d) than this gateway's (%d): "
                       "semantic cache off (FT.DROPINDEX %s resets it)", url, INDEX, found, dim, INDEX)
             return None
-        return cls(client)
+        return cls(client, link)
 
     async def search(self, tenant: str, scope: str, vector: np.ndarray, k: int) -> list[Candidate]:
-        q = (Query(f"(@tenant:{{{tenant}}} @scope:{{{scope}}})=>[KNN {k} @vec $v AS dist]")
-             .sort_by("dist").return_fields("prompt", "answer", "dist").return_field("confirm", decode_field=False)
-             .dialect(2).paging(0, k))
-        res = await self.client.ft(INDEX).search(q, query_params={"v": vector.astype(np.float32).tobytes()})
+        """The `k` nearest entries of this tenant and scope, nearest first (FT.SEARCH, its RESP2 reply read here:
+        the total, then each entry's key and its fields)."""
+        res = await self.link.execute(
+            "FT.SEARCH", INDEX, f"(@tenant:{{{tenant}}} @scope:{{{scope}}})=>[KNN {k} @vec $v AS dist]",
+            "RETURN", 4, "prompt", "answer", "dist", "confirm", "SORTBY", "dist", "ASC", "DIALECT", 2, "LIMIT", 0, k,
+            "PARAMS", 2, "v", vector.astype(np.float32).tobytes())
         out = []
-        for doc in res.docs:  # type: ignore[union-attr]
-            prompt = doc.prompt.decode() if isinstance(doc.prompt, bytes) else doc.prompt
-            payload = doc.answer if isinstance(doc.answer, bytes) else doc.answer.encode()
-            raw = getattr(doc, "confirm", None)
+        for i in range(1, len(res) - 1, 2):
+            if not res[i + 1]:  # an entry gone between the search and the read of its fields
+                continue
+            words = res[i + 1]
+            fields = dict(zip([w.decode() if isinstance(w, bytes) else w for w in words[::2]], words[1::2],
+                              strict=False))
+            prompt, payload, raw = fields.get("prompt") or b"", fields.get("answer") or b"", fields.get("confirm")
             confirm = np.frombuffer(raw, dtype=np.float32) if isinstance(raw, bytes) and raw else None
-            out.append(Candidate(prompt, payload, 1.0 - float(doc.dist), doc.id, confirm))
+            key = res[i].decode() if isinstance(res[i], bytes) else str(res[i])
+            out.append(Candidate(prompt.decode("utf-8", "ignore") if isinstance(prompt, bytes) else prompt,
+                                 payload if isinstance(payload, bytes) else payload.encode(),
+                                 1.0 - float(fields.get("dist") or 1.0), key, confirm))
         return out
 
     async def add(self, tenant: str, scope: str, vector: np.ndarray, prompt: str, payload: bytes,
                   ttl_s: int, confirm: np.ndarray | None = None) -> None:
         key = f"{SEM_PREFIX}{tenant}:{secrets.token_hex(8)}"
-        args: list[str | bytes | int] = [ttl_s, "tenant", tenant, "scope", scope, "prompt", prompt, "answer", payload,
+        args: list[Arg] = [ttl_s, "tenant", tenant, "scope", scope, "prompt", prompt, "answer", payload,
                                          "vec", vector.astype(np.float32).tobytes()]
         if confirm is not None:
             args += ["confirm", confirm.astype(np.float32).tobytes()]
-        await self._add(keys=[key], args=args)
+        await run_script(self.link, self._add, [key], args)
 
     async def attach(self, key: str, confirm: np.ndarray) -> None:
-        await self._attach(keys=[key], args=[confirm.astype(np.float32).tobytes()])
+        await run_script(self.link, self._attach, [key], [confirm.astype(np.float32).tobytes()])
 
     async def clear(self, tenant: str | None) -> int:
         suffix = f"{tenant}:*" if tenant else "*"

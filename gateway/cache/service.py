@@ -215,11 +215,14 @@ class ResponseCache:
                    None if score is None else round(score, 4))
 
     def save_later(self, lk: Lookup, answer: CachedAnswer) -> None:
-        """Store after the response has gone; keeps a reference so the task is not collected."""
-        self._later(self._save(lk, answer))
+        """Store after the response has gone (`_save` has its own time limit and failure count: no `_quietly`
+        around it); keeps a reference so the task is not collected."""
+        self._keep(asyncio.create_task(self._save(lk, answer)))
 
     def _later(self, work: Coroutine[object, object, None]) -> None:
-        task = asyncio.create_task(self._quietly(work))
+        self._keep(asyncio.create_task(self._quietly(work)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -231,15 +234,20 @@ class ResponseCache:
             self._failed(exc)
 
     async def _save(self, lk: Lookup, answer: CachedAnswer) -> None:
-        payload = answer_encoder.encode(answer)
         ttl = self.cfg.ttl_s
         try:
+            payload = answer_encoder.encode(answer)
             async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 20, 1.0)):
-                await self.exact.set(lk.key, payload, ttl)
+                stores = [self.exact.set(lk.key, payload, ttl)]
                 if self.index is not None and self.static is not None and lk.prompt:
                     # The static vector (cheap) always; MiniLM's only when the lookup computed it.
                     vector = lk.static if lk.static is not None else self.static.embed(lk.prompt)
-                    await self.index.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl, lk.vector)
+                    stores.append(self.index.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl, lk.vector))
+                # Started together: on the multiplexed link both go out in one write (with the settlement's).
+                done = await asyncio.gather(*stores, return_exceptions=True)
+                failed = [r for r in done if isinstance(r, BaseException)]
+                if failed:
+                    raise failed[0]
             self.stats.stored += 1
         except (Exception, TimeoutError) as exc:
             self._failed(exc)

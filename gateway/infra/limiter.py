@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from gateway.infra import limit_scripts
+from gateway.infra.redis_link import Arg, PyRedisLink, RedisLink, Script, run_script
 from gateway.vocab.limits import WINDOW_MS, BudgetCheck, Hold, RateCheck, RateState
 
 SETTLED_MARK_S = 3600
@@ -91,32 +92,35 @@ class Counters(Protocol):
         ...
 
 
-def _token_windows(checks: Sequence[RateCheck], tokens: int) -> list[str | int]:
+def _token_windows(checks: Sequence[RateCheck], tokens: int) -> list[Arg]:
     return [x for c in checks if c.kind == "tokens" for x in (c.redis_key, c.window_ms)] if tokens > 0 else []
 
 
 class RedisCounters:
-    """One script call per step (EVALSHA: each script is sent once, and again only to a server that lost it)."""
+    """One script call per step (EVALSHA: each script is sent once, and again only to a server that lost it),
+    through `link` (`gateway.infra.redis_link`: the gateway's multiplexed `RespClient`; by default the
+    redis-py client itself). `client` stays for what is off the request path (the change feed, learning)."""
 
     name = "redis"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, link: RedisLink | None = None) -> None:
         self.client = client
-        self._admit = client.register_script(limit_scripts.ADMIT)
-        self._reserve = client.register_script(limit_scripts.RESERVE)
-        self._settle = client.register_script(limit_scripts.SETTLE)
-        self._init = client.register_script(limit_scripts.INIT)
-        self._used = client.register_script(limit_scripts.USED)
+        self.link: RedisLink = link if link is not None else PyRedisLink(client)
+        self._admit = Script(limit_scripts.ADMIT)
+        self._reserve = Script(limit_scripts.RESERVE)
+        self._settle = Script(limit_scripts.SETTLE)
+        self._init = Script(limit_scripts.INIT)
+        self._used = Script(limit_scripts.USED)
 
     async def take(self, checks: list[RateCheck], budgets: Sequence[BudgetCheck] = (),
                    peek: str | None = None) -> Taken:
-        args: list[str | int] = [secrets.token_hex(8), len(checks)]
+        args: list[Arg] = [secrets.token_hex(8), len(checks)]
         for c in checks:
             args += [c.redis_key, c.limit, c.cost, c.kind, c.window_ms]
         args += [b.redis_key for b in budgets]
         peeked: tuple[bytes | None, ...] = ()
         if peek is None:
-            out = await self._admit(keys=[], args=args)
+            out = await run_script(self.link, self._admit, (), args)
         else:
             out, peeked = await self._admit_and_get(args, peek)
         refused, retry = int(out[0]), int(out[1])
@@ -125,16 +129,12 @@ class RedisCounters:
         used = [float(v) if v else None for v in out[2 + 2 * len(checks):]]
         return Taken(checks[refused - 1] if refused else None, retry, states, used, peeked)
 
-    async def _admit_and_get(self, args: list[str | int], key: str) -> tuple[Any, tuple[bytes | None, ...]]:
-        """The admit script and a GET in one pipeline (one round trip). Raw EVALSHA: redis-py's `Script` in a
-        pipeline would send SCRIPT EXISTS every time; a server that lost the script answers NOSCRIPT and the
-        script is then called alone (which loads it). A GET that failed reads as not peeked."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.execute_command("EVALSHA", self._admit.sha, 0, *args)
-            pipe.get(key)
-            out, value = await pipe.execute(raise_on_error=False)
+    async def _admit_and_get(self, args: list[Arg], key: str) -> tuple[Any, tuple[bytes | None, ...]]:
+        """The admit script and a GET in one pipeline (one round trip). A server that lost the script answers
+        NOSCRIPT and the script is then called alone (which loads it). A GET that failed reads as not peeked."""
+        out, value = await self.link.pipeline((("EVALSHA", self._admit.sha, 0, *args), ("GET", key)))
         if isinstance(out, NoScriptError):
-            out = await self._admit(keys=[], args=args)
+            out = await run_script(self.link, self._admit, (), args)
         elif isinstance(out, Exception):
             raise out
         if isinstance(value, Exception):
@@ -142,10 +142,10 @@ class RedisCounters:
         return out, (value.encode() if isinstance(value, str) else value,)
 
     async def reserve(self, budgets: list[BudgetCheck], hold: Hold, ttls: list[int]) -> Reserved:
-        args: list[str | float | int] = [repr(hold.amount), hold.member, math.ceil(hold.ttl_s * 1000)]
+        args: list[Arg] = [repr(hold.amount), hold.member, math.ceil(hold.ttl_s * 1000)]
         for b, ttl in zip(budgets, ttls, strict=True):
             args += [repr(b.budget_usd), ttl]
-        out = await self._reserve(keys=[b.redis_key for b in budgets], args=args)
+        out = await run_script(self.link, self._reserve, [b.redis_key for b in budgets], args)
         i = int(out[0])
         if i < 0:
             return Reserved(missing=budgets[-i - 1])
@@ -154,7 +154,7 @@ class RedisCounters:
         return Reserved()
 
     async def init_spend(self, budget: BudgetCheck, spent: float, ttl: int) -> None:
-        await self._init(keys=[budget.redis_key], args=[repr(spent), ttl])
+        await run_script(self.link, self._init, [budget.redis_key], [repr(spent), ttl])
 
     async def settle(self, budgets: list[BudgetCheck], hold: Hold | None, actual: float,
                      token_checks: Sequence[RateCheck] = (), tokens: int = 0) -> bool:
@@ -163,11 +163,11 @@ class RedisCounters:
             return True
         keys = [b.redis_key for b in budgets] if hold is not None else []
         member, mark = (hold.member, f"smr:settled:{hold.id}") if hold is not None else ("", "")
-        await self._settle(keys=keys, args=[member, repr(actual), mark, SETTLED_MARK_S, tokens, *windows])
+        await run_script(self.link, self._settle, keys, [member, repr(actual), mark, SETTLED_MARK_S, tokens, *windows])
         return True
 
     async def used(self, budget: BudgetCheck) -> float | None:
-        out = await self._used(keys=[budget.redis_key], args=[])
+        out = await run_script(self.link, self._used, [budget.redis_key], [])
         return None if out is None else float(out[0]) + float(out[1])
 
 

@@ -278,12 +278,12 @@ class RequestPath:
         priced = price(fill_usage(c.usage, req, c.message.content or "", backend), backend, self.baseline)
         ctx.backend, ctx.priced = backend, priced
         ctx.attempts = [*ctx.attempts, *answered.attempts]
-        # 6. store
+        # 7. account, then 6. store: the settlement starts first (it reaches Redis a turn later, through its timeout
+        # task), so that it and the store are written in the same turn: one round trip on a shared `RespClient`
+        smr = self._done(ctx, 200)
         self._remember(policy, lk, CachedAnswer(c.message, c.finish_reason, priced.usage, backend.name,
                                                 backend.provider, route.tier, lk.prompt if lk else "",
                                                 int(time.time())))
-        # 7. account
-        smr = self._done(ctx, 200)
         self._check_cache(ctx, req, {}, lk, answered)
         return Answer(self._served(ctx, route, backend, ctx.priced, smr), c.message, c.finish_reason)
 
