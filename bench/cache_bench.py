@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from bench.load import measured
-from bench.procs import cached_gateway_backing, serve_gateway
+from bench.procs import Zygote, cached_gateway_backing, serve_gateway
 
 BASE = "How do I reverse a list in Python without modifying the original?"
 
@@ -36,14 +36,15 @@ def write(tmp: Path, n: int, r: int) -> dict[str, Path]:
     return paths
 
 
-def run(smoke: bool) -> list[str]:
-    n = 10 if smoke else 400  # smoke: every kind of request answered, no figure read
+def run(smoke: bool, zygote: Zygote | None = None) -> list[str]:
+    """The table; `zygote` (smoke): the upstream and the gateway forked from it."""
+    n = 5 if smoke else 400  # smoke: every kind of request answered, no figure read
     repeats = 1 if smoke else 3
     results: dict[str, list[dict[str, float]]] = {}
-    with cached_gateway_backing("cache") as (tmp, config):
+    with cached_gateway_backing("cache", zygote) as (tmp, config):
         cfg = tmp / "cache.toml"
         cfg.write_text(config)
-        gateway = serve_gateway("cache-gateway", cfg, tmp)
+        gateway = serve_gateway("cache-gateway", cfg, tmp, zygote=zygote)
         url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
         try:
             measured(["--url", url, "--bodies", str(write(tmp, n, 0)["exact hit"]), "--requests", "3"],

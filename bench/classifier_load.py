@@ -47,9 +47,10 @@ async def measure(clf: Classifier, n: int, concurrency: int, prompt: str = PROMP
 
 async def row(name: str, clf: Classifier, prompt: str, n: int) -> str:
     """One table row: warm-up, then one at a time (latency) and 8 and 32 at a time (throughput, and
-    the latency a request sees among 32)."""
-    await measure(clf, 8, 1, prompt)
-    p50, p99, r1 = await measure(clf, max(n // 4, 8), 1, prompt)
+    the latency a request sees among 32). An `n` under 8 (a smoke run) also cuts the warm-up and the one at a
+    time runs to `n` prompts."""
+    await measure(clf, min(8, n), 1, prompt)
+    p50, p99, r1 = await measure(clf, max(n // 4, min(8, n)), 1, prompt)
     _, _, r8 = await measure(clf, n, 8, prompt)
     p50_32, _, r32 = await measure(clf, n, 32, prompt)
     return (f"| {name} | {p50:.2f} | {p99:.2f} | {r1:,.0f} | {r8:,.0f} | {r32:,.0f} | {r32 / r1:.1f}x "

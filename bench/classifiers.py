@@ -17,7 +17,7 @@ from router_core.registry import build_classifier
 
 
 async def _run(smoke: bool) -> list[str]:
-    n = 8 if smoke else 256  # smoke: every classifier scores, one at a time and at once; no figure read
+    n = 2 if smoke else 256  # smoke: every classifier scores, one at a time and at once; no figure read
     fakes = FakeUpstreams()
     await fakes.start()
     fakes.ollama.behaviour = Behaviour(reply="MEDIUM")

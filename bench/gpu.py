@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,14 @@ def check(embedder: Embedder, reference: dict[str, np.ndarray], label: str) -> l
 
 
 async def measure_all(model: Path | None, reference: dict[str, np.ndarray] | None, n: int) -> list[str]:
-    import torch
-
     embedder = Embedder(model).load()
-    name = torch.cuda.get_device_name(0) if embedder.device == "cuda" else "no GPU"
-    lines = [f"Device: {name}; backend {embedder.backend} on {embedder.device}; torch {torch.__version__}", ""]
+    if embedder.device == "cuda":
+        import torch
+
+        name, version = torch.cuda.get_device_name(0), str(torch.__version__)
+    else:  # the installed version, without importing torch (seconds of CPU) where it measures only onnx
+        name, version = "no GPU", metadata.version("torch")
+    lines = [f"Device: {name}; backend {embedder.backend} on {embedder.device}; torch {version}", ""]
     rows = list(HEADER)
     clf = EmbeddingClassifier(embedder)
     difficulty = EncoderDifficultyClassifier(embedder)

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,8 +33,21 @@ import httpx
 import msgspec
 import psutil
 
-from bench.procs import ROOT, Proc, fake_openai, free_port, gateway_config, python, serve_gateway
-from bench.suite import machine
+from bench.procs import (
+    ROOT,
+    WRK_CAP_LUA,
+    Proc,
+    Zygote,
+    fake_openai,
+    free_port,
+    gateway_config,
+    http_get,
+    machine,
+    python,
+    run_wrk,
+    serve_gateway,
+    start_together,
+)
 from tests.scratch import ScratchDatabase
 
 WRK = "/usr/bin/wrk"
@@ -90,14 +103,21 @@ def parse_wrk(out: str) -> tuple[int, int, float, float]:
     return requests, errors, _ms(pct["50"]), _ms(pct["99"])
 
 
-def drive(target: Target, stream: bool, conns: int, seconds: float, tag: str) -> Run:
+def reported_rps(out: str) -> float:
+    """wrk's own requests per second (over the time it ran: a capped cell's is less than its -d)."""
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def drive(target: Target, stream: bool, conns: int, seconds: float, tag: str, cap: int | None = None,
+          lua: Path = LUA) -> Run:
+    """One wrk cell; `cap` (smoke): wrk stops after that many answers (`lua` then includes WRK_CAP_LUA)."""
     cpu0 = tree_cpu_s(target.pid) if target.pid else 0.0
-    out = subprocess.run([WRK, "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(LUA),
-                          target.url, "--", target.key, "1" if stream else "0", tag],
-                         capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    out = run_wrk([WRK, "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua),
+                   target.url, "--", target.key, "1" if stream else "0", tag], 1, cap, timeout=seconds + 60)
     cpu = tree_cpu_s(target.pid) - cpu0 if target.pid else None
     requests, errors, p50, p99 = parse_wrk(out)
-    return Run(requests, errors, p50, p99, requests / seconds,
+    rps = requests / seconds if cap is None else reported_rps(out)
+    return Run(requests, errors, p50, p99, rps,
                cpu * 1e6 / requests if cpu is not None and requests else None)
 
 
@@ -135,25 +155,33 @@ def libssl_env() -> dict[str, str]:
 class Stack:
     """The processes of one run; `targets()` yields them ready, everything stops at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, zygote: Zygote | None = None) -> None:
         self.procs: list[Proc] = []
+        self.zygote = zygote  # smoke: the servers are forked from one that has imported them
 
     def targets(self, tmp: Path, db_url: str) -> Iterator[Target]:
-        upstream, upstream_url = fake_openai("hotpath-upstream")
+        upstream, upstream_url = fake_openai("hotpath-upstream", zygote=self.zygote)
         self.procs.append(upstream)
         yield Target("direct (fake upstream)", upstream_url)
         port = free_port()
-        passthrough = Proc("hotpath-passthrough", [python(), "-m", "bench.passthrough", "--upstream", upstream_url,
-                                                   "--port", str(port)], f"http://127.0.0.1:{port}/health")
-        self.procs.append(passthrough)
-        yield Target("passthrough (bench/passthrough.py)", passthrough.url, pid=passthrough.pid)
-        for name, semantic in (("gateway, default config", True), ("gateway, cache.semantic = false", False)):
+
+        def gateway(semantic: bool) -> Proc:
             folder = tmp / ("semantic" if semantic else "exact")
             folder.mkdir()
             cfg = folder / "config.toml"
             cfg.write_text(default_config(upstream_url, db_url, folder / "spill", semantic))
-            gw = serve_gateway(f"hotpath-{folder.name}", cfg, folder, env=libssl_env())
-            self.procs.append(gw)
+            return serve_gateway(f"hotpath-{folder.name}", cfg, folder, env=libssl_env(), zygote=self.zygote)
+
+        # Started side by side (each start-up waits on its own imports and health poll), measured in turn.
+        started = start_together([
+            lambda: Proc("hotpath-passthrough", [python(), "-m", "bench.passthrough", "--upstream", upstream_url,
+                                                 "--port", str(port)], f"http://127.0.0.1:{port}/health",
+                                 zygote=self.zygote),
+            lambda: gateway(True), lambda: gateway(False)])
+        self.procs += started
+        passthrough, *gateways = started
+        yield Target("passthrough (bench/passthrough.py)", passthrough.url, pid=passthrough.pid)
+        for name, gw in zip(("gateway, default config", "gateway, cache.semantic = false"), gateways, strict=True):
             yield Target(name, gw.url, make_key(gw.url), gw.pid)
 
     def stop(self) -> None:
@@ -161,12 +189,19 @@ class Stack:
             p.stop()
 
 
-def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 2.0) -> list[str]:
+def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 2.0,
+        cap: int | None = None) -> list[str]:
+    """The table; `cap` (smoke): each wrk cell stops after that many answers instead of running `seconds`."""
     if shutil.which(WRK) is None:
         raise SystemExit(f"{WRK} is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="smr-hotpath-"))
+    lua = LUA
+    if cap is not None:
+        lua = tmp / LUA.name
+        lua.write_text(LUA.read_text() + WRK_CAP_LUA)
     db = ScratchDatabase()
-    stack = Stack()
+    forks = Zygote() if cap is not None else None  # smoke: the servers are forked from one that has imported them
+    stack = Stack(forks)
     results: dict[tuple[str, bool, int], list[Run]] = {}
     health: dict[str, object] = {}
     idle: dict[str, float] = {}
@@ -174,17 +209,19 @@ def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 
         targets = list(stack.targets(tmp, db.url))
         for t in targets:  # warm: the model's first passes, connection pools, the index's first entries
             check(t)
-            drive(t, False, 1, 1, "warm")
+            drive(t, False, 1, 1, "warm", cap, lua)
         idle = {t.name: idle_ms_per_s(t.pid, idle_s) for t in targets if t.pid}
         for r in range(repeats):
             for stream in (False, True):
                 for conns in concurrencies:
                     for t in targets:
                         results.setdefault((t.name, stream, conns), []).append(
-                            drive(t, stream, conns, seconds, f"{r}{int(stream)}{conns}"))
-        health = httpx.get(targets[2].url + "/health", timeout=10).json()
+                            drive(t, stream, conns, seconds, f"{r}{int(stream)}{conns}", cap, lua))
+        health = json.loads(http_get(targets[2].url + "/health")[1])
     finally:
         stack.stop()
+        if forks is not None:
+            forks.close()
         db.drop()
         shutil.rmtree(tmp, ignore_errors=True)
     return table(results, health, idle, idle_s)
@@ -237,11 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.hotpath")
     ap.add_argument("--seconds", type=float, default=10.0, help="wrk's duration per cell")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--smoke", action="store_true", help="one second per cell, once: the test's mode")
+    ap.add_argument("--smoke", action="store_true", help="20 answers per cell (wrk's 1 s at most), once, servers forked from "
+                    "one zygote: the test's mode")
     args = ap.parse_args(argv)
     seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    rows = run(seconds, repeats, [1, 16], idle_s=0.5 if args.smoke else 2.0)  # smoke: the idle row's code, not its figure
+    # smoke: the idle row's code, not its figure; each cell 20 answers, not a second of them
+    rows = run(seconds, repeats, [1, 16], idle_s=0.5 if args.smoke else 2.0, cap=20 if args.smoke else None)
     head = [f"## Cache-miss hot path (`python -m bench.hotpath{' --smoke' if args.smoke else ''}`, {started}, "
             f"{machine()}; {seconds:g} s per cell, median of {repeats})", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -21,16 +21,25 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-import httpx
-
-from bench.hotpath import WRK, Run, parse_wrk
-from bench.procs import ROOT, Proc, fake_openai, gateway_config, serve_gateway
-from bench.suite import machine
+from bench.hotpath import WRK, Run, parse_wrk, reported_rps
+from bench.procs import (
+    ROOT,
+    WRK_CAP_LUA,
+    Proc,
+    Zygote,
+    fake_openai,
+    gateway_config,
+    http_get,
+    machine,
+    run_wrk,
+    serve_gateway,
+    start_together,
+)
 from tests.scratch import ScratchDatabase
 
 RESULTS = ROOT / "bench" / "results" / "learning_latency.md"
@@ -64,16 +73,18 @@ queue_max = 100000
 """
 
 
-def drive(url: str, lua: Path, conns: int, seconds: float, tag: str) -> Run:
-    out = subprocess.run([WRK, "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua),
-                          url, "--", tag], capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+def drive(url: str, lua: Path, conns: int, seconds: float, tag: str, cap: int | None = None) -> Run:
+    """One wrk cell; `cap` (smoke): wrk stops after that many answers (`lua` then includes WRK_CAP_LUA)."""
+    out = run_wrk([WRK, "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua),
+                   url, "--", tag], 1, cap, timeout=seconds + 60)
     requests, errors, p50, p99 = parse_wrk(out)
-    return Run(requests, errors, p50, p99, requests / seconds, None)
+    rps = requests / seconds if cap is None else reported_rps(out)
+    return Run(requests, errors, p50, p99, rps, None)
 
 
 def counters(url: str) -> dict[str, int]:
     """The learning worker's counters from /metrics (all 0 where learning is off)."""
-    text = httpx.get(url + "/metrics", timeout=10).text
+    text = http_get(url + "/metrics")[1]
     found = {}
     for name in COUNTERS:
         m = re.search(rf"^smr_learning_{name}(?:_total)? (\d+(?:\.\d+)?)$", text, re.M)
@@ -92,43 +103,50 @@ def settle(url: str, timeout_s: float = 120.0) -> dict[str, int]:
         time.sleep(0.5)
 
 
-def run(seconds: float, repeats: int, concurrencies: list[int], redis_url: str | None) -> list[str]:
+def run(seconds: float, repeats: int, concurrencies: list[int], redis_url: str | None,
+        cap: int | None = None) -> list[str]:
+    """The tables; `cap` (smoke): each wrk cell stops after that many answers instead of running `seconds`."""
     if shutil.which(WRK) is None:
         raise SystemExit(f"{WRK} is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="smr-learning-bench-"))
     lua = tmp / "learning.lua"
-    lua.write_text(LUA)
+    lua.write_text(LUA + (WRK_CAP_LUA if cap is not None else ""))
     db = ScratchDatabase()
     procs: list[Proc] = []
     redis_server = None
     results: dict[tuple[str, int], list[Run]] = {}
     learned: dict[str, dict[str, int]] = {}
+    z = Zygote() if cap is not None else None  # smoke: the servers are forked from one that has imported them
     try:
         if redis_url is None:
             from gateway.cache.embedded import EmbeddedRedis
             redis_server = EmbeddedRedis(tmp / "redis")
             redis_url = redis_server.start()
-        upstream, upstream_url = fake_openai("learning-bench-upstream")
+        upstream, upstream_url = fake_openai("learning-bench-upstream", zygote=z)
         procs.append(upstream)
-        gateways: dict[str, str] = {}
-        for i, (name, rate) in enumerate(SIDES):
+        def gateway(i: int, rate: float, redis: str) -> Proc:
             folder = tmp / f"gw{i}"
             folder.mkdir()
             cfg = folder / "config.toml"
-            cfg.write_text(learning_config(gateway_config(upstream_url, db.url, folder / "spill"), rate, redis_url))
-            gw = serve_gateway(f"learning-bench-gw{i}", cfg, folder)
-            procs.append(gw)
-            gateways[name] = gw.url
+            cfg.write_text(learning_config(gateway_config(upstream_url, db.url, folder / "spill"), rate, redis))
+            return serve_gateway(f"learning-bench-gw{i}", cfg, folder, zygote=z)
+
+        started = start_together([partial(gateway, i, rate, redis_url) for i, (_, rate) in enumerate(SIDES)])
+        procs += started
+        gateways = {name: gw.url for (name, _), gw in zip(SIDES, started, strict=True)}
         for name, url in gateways.items():  # warm: first passes, connection pools
-            drive(url, lua, 1, 1, f"warm{len(name)}")
+            drive(url, lua, 1, 1, f"warm{len(name)}", cap)
         for r in range(repeats):
             for conns in concurrencies:
                 for name, url in gateways.items():
-                    results.setdefault((name, conns), []).append(drive(url, lua, conns, seconds, f"{r}c{conns}"))
+                    results.setdefault((name, conns), []).append(
+                        drive(url, lua, conns, seconds, f"{r}c{conns}", cap))
         learned = {name: settle(url) for name, url in gateways.items()}
     finally:
         for p in reversed(procs):
             p.stop()
+        if z is not None:
+            z.close()
         if redis_server is not None:
             redis_server.stop()
         db.drop()
@@ -164,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--redis", default=os.environ.get("REDIS_URL"), help="Redis URL (default: REDIS_URL, else an "
                                                                          "embedded redis-stack-server)")
-    ap.add_argument("--smoke", action="store_true", help="one second per cell, once: the test's mode")
+    ap.add_argument("--smoke", action="store_true", help="20 answers per cell (wrk's 1 s at most), once, servers forked from "
+                    "one zygote: the test's mode")
     args = ap.parse_args(argv)
     seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    rows = run(seconds, repeats, [1, 8], args.redis)
+    rows = run(seconds, repeats, [1, 8], args.redis, cap=20 if args.smoke else None)  # smoke: 20 answers a cell
     head = [f"## Learning's latency (`python -m bench.learning_latency{' --smoke' if args.smoke else ''}`, "
             f"{started}, {machine()}; {seconds:g} s per cell, median of {repeats})", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Closed-loop HTTP load generator (its own process): N requests (or S seconds) at concurrency C, JSON or SSE.
+"""Closed-loop HTTP load generator (its own process): N requests (or S seconds) at concurrency C, JSON or SSE;
+with `--rate R`, the C clients together start at most R requests a second (a smoke run's light load).
 
 Prints one JSON object: requests, errors, seconds, rps, p50_ms, p99_ms, statuses (count per HTTP status,
 0 for a failed connection) and per_second (requests finished in each second of the run).
@@ -23,18 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 async def run(
     url: str, bodies: list[bytes], headers: dict[str, str], stream: bool, concurrency: int, total: int,
-    seconds: float | None = None,
+    seconds: float | None = None, rate: float | None = None,
 ) -> dict[str, object]:
     latencies: list[float] = []
     errors = 0
     remaining = total
+    issued = 0  # with a rate: request k starts no sooner than k / rate seconds after the start
     statuses: dict[int, int] = {}
     finished_at: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
+        def more() -> bool:
+            return (time.perf_counter() - started < seconds) if seconds is not None else remaining > 0
+
         async def worker() -> None:
-            nonlocal remaining, errors
-            while (time.perf_counter() - started < seconds) if seconds is not None else remaining > 0:
+            nonlocal remaining, errors, issued
+            while more():
+                if rate:
+                    issued += 1
+                    await asyncio.sleep(started + (issued - 1) / rate - time.perf_counter())
+                    if not more():
+                        break
                 remaining -= 1
                 body = bodies[remaining % len(bodies)]
                 t0 = time.perf_counter()
@@ -83,6 +93,7 @@ def measure(argv: list[str] | None = None) -> dict[str, object]:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--seconds", type=float, help="run for this long instead of a number of requests")
+    p.add_argument("--rate", type=float, help="start at most this many requests a second (all clients together)")
     a = p.parse_args(argv)
     headers = {"content-type": "application/json"}
     for h in a.header:
@@ -96,8 +107,8 @@ def measure(argv: list[str] | None = None) -> dict[str, object]:
     try:  # the same event loop as the servers measured (uvicorn takes uvloop when it is installed)
         import uvloop
     except ImportError:
-        return asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
-    return uvloop.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds))
+        return asyncio.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds, a.rate))
+    return uvloop.run(run(a.url, bodies, headers, a.stream, a.concurrency, a.requests, a.seconds, a.rate))
 
 
 def measured(argv: list[str], in_process: bool = False) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Reliability under load (issue 13), each figure from one run of this script on loopback:
 
     python -m bench.reliability            # full: 200 streams, 60 s sustained, 30 s outage, 10 min soak
-    python -m bench.reliability --smoke    # seconds of each, as the test suite runs it
+    python -m bench.reliability --smoke    # seconds of each, as the test suite runs it: the timed loads paced
+                                           # at 100 requests a second, the sections but the outage side by
+                                           # side, the servers forked from one zygote (bench.procs)
 
 - streams:   200 concurrent SSE streams through the gateway (an upstream that takes 0.5 s per answer).
 - sustained: non-streaming requests as fast as 16 clients can send them for 60 s with an unlimited key,
@@ -20,31 +22,45 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import psycopg
 
 from bench.libssl import share_libssl11
-from bench.procs import ROOT, Proc, fake_openai, gateway_config, python, rss_mib, serve_gateway
+from bench.load import measured
+from bench.procs import (
+    ROOT,
+    Proc,
+    Zygote,
+    fake_openai,
+    gateway_config,
+    rss_mib,
+    serve_gateway,
+    start_together,
+    stop_together,
+)
 
 ADMIN = "bench-admin"
+SMOKE_RATE = 100  # requests a second of a smoke run's timed loads (a full run sends as fast as its clients can)
 PROMPT = "Explain the difference between a list and a tuple in Python."
 
 
 def load(url: str, key: str, *, concurrency: int, seconds: float | None = None, requests: int = 0,
-         stream: bool = False) -> dict[str, object]:
+         stream: bool = False, smoke: bool = False) -> dict[str, object]:
+    """`bench.load` in its own process; in a smoke run (no figure is read) in this one, and timed runs paced at
+    SMOKE_RATE requests a second: the same code paths, a fraction of the requests."""
     body = {"model": "smr/simple", "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
-    args = [python(), "-m", "bench.load", "--url", url + "/v1/chat/completions", "--body", json.dumps(body),
+    args = ["--url", url + "/v1/chat/completions", "--body", json.dumps(body),
             "--header", f"authorization: Bearer {key}", "--concurrency", str(concurrency)]
     args += ["--seconds", str(seconds)] if seconds is not None else ["--requests", str(requests)]
-    out = subprocess.run(args + (["--stream"] if stream else []), cwd=ROOT, capture_output=True, text=True, check=True)
-    result: dict[str, object] = json.loads(out.stdout)
-    return result
+    if smoke and seconds is not None:
+        args += ["--rate", str(SMOKE_RATE)]
+    return measured(args + (["--stream"] if stream else []), in_process=smoke)
 
 
 def new_key(url: str, **limits: object) -> tuple[str, str]:
@@ -77,29 +93,39 @@ class Bench:
 
         self.pg = embedded_server()
         self.db_url = self.pg.url("postgres")
-        self.upstream, upstream_url = fake_openai("reliability-upstream")
-        self.slow, slow_url = fake_openai("reliability-slow-upstream", latency_ms=500)
-        self.gw = self._gateway("reliability-gateway", upstream_url)
-        self.slow_gw = self._gateway("reliability-gateway-slow", slow_url)
-        self.url = f"http://127.0.0.1:{self.gw.port}"
-        self.key = make_key(self.url)
+        self.zygote = Zygote() if self.smoke else None  # smoke: the servers are forked from one that imported them
+        self.procs: list[Proc] = []
+        try:
+            self.procs += start_together([
+                lambda: fake_openai("reliability-upstream", zygote=self.zygote)[0],
+                lambda: fake_openai("reliability-slow-upstream", latency_ms=500, zygote=self.zygote)[0]])
+            self.upstream, self.slow = self.procs
+            self.procs += start_together([lambda: self._gateway("reliability-gateway", self.upstream.url),
+                                          lambda: self._gateway("reliability-gateway-slow", self.slow.url)])
+            self.gw, self.slow_gw = self.procs[2:]
+            self.url = f"http://127.0.0.1:{self.gw.port}"
+            self.key = make_key(self.url)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def _gateway(self, name: str, upstream: str) -> Proc:
         cfg = self.tmp / f"{name}.toml"
         cfg.write_text(gateway_config(upstream, self.db_url, self.tmp / f"spill-{name}", admin_key=ADMIN))
-        return serve_gateway(name, cfg, data_dir=self.tmp / "data")
+        return serve_gateway(name, cfg, data_dir=self.tmp / "data", zygote=self.zygote)
 
     def __exit__(self, *exc: object) -> None:
-        for p in (self.gw, self.slow_gw, self.upstream, self.slow):
-            p.stop()
+        stop_together(self.procs[::-1])
+        if self.zygote is not None:
+            self.zygote.close()
         self.pg.cleanup()
 
     # ------------------------------------------------------------------ sections
     def streams(self) -> list[str]:
         n = 20 if self.smoke else 200
         url = f"http://127.0.0.1:{self.slow_gw.port}"
-        r = load(url, make_key(url), concurrency=n, requests=2 * n, stream=True)
+        r = load(url, make_key(url), concurrency=n, requests=2 * n, stream=True, smoke=self.smoke)
         return ["| concurrent streams | answers | errors | p50 ms | p99 ms | upstream's own time ms |",
                 "|---|---|---|---|---|---|",
                 f"| {n} | {r['requests']} | {r['errors']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | 500 |"]
@@ -110,9 +136,10 @@ class Bench:
         rpm = 20 if self.smoke else 60
         limited_key = make_key(self.url, rate_limit_rpm=rpm)
         side: dict[str, dict[str, object]] = {}
-        t = threading.Thread(target=lambda: side.update(r=load(self.url, limited_key, concurrency=1, seconds=seconds)))
+        t = threading.Thread(target=lambda: side.update(r=load(self.url, limited_key, concurrency=1, seconds=seconds,
+                                                                 smoke=self.smoke)))
         t.start()
-        main = load(self.url, self.key, concurrency=16, seconds=seconds)
+        main = load(self.url, self.key, concurrency=16, seconds=seconds, smoke=self.smoke)
         t.join()
         lim = side["r"]
         lim_statuses = {int(k): v for k, v in lim["statuses"].items()}  # type: ignore[attr-defined]
@@ -133,7 +160,7 @@ class Bench:
         key, key_id = new_key(self.url)  # its own key: rows of the sections before are not counted as its own
         result: dict[str, dict[str, object]] = {}
         t = threading.Thread(target=lambda: result.update(
-            r=load(self.url, key, concurrency=16, seconds=before_s + down_s + after_s)))
+            r=load(self.url, key, concurrency=16, seconds=before_s + down_s + after_s, smoke=self.smoke)))
         t.start()
         time.sleep(before_s)
         self.pg.stop()
@@ -164,7 +191,7 @@ class Bench:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        r = load(self.url, self.key, concurrency=8, seconds=seconds)
+        r = load(self.url, self.key, concurrency=8, seconds=seconds, smoke=self.smoke)
         done.set()
         sampler.join()
         k = max(1, len(samples) // 10)
@@ -187,9 +214,18 @@ def main() -> None:
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     lines = [f"# bench.reliability ({'smoke' if args.smoke else 'full'} run, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})"]
+    names = args.only or SECTIONS
     with Bench(args.smoke) as b:
-        for name in args.only or SECTIONS:
-            lines += ["", f"## {name}", "", *getattr(b, name)()]
+        if args.smoke:  # no figure is read: the sections run side by side, but the outage (the database stops)
+            with ThreadPoolExecutor(len(names)) as pool:
+                futures = {name: pool.submit(getattr(b, name)) for name in names if name != "outage"}
+            tables = {name: f.result() for name, f in futures.items()}
+            if "outage" in names:
+                tables["outage"] = b.outage()
+        else:
+            tables = {name: getattr(b, name)() for name in names}
+    for name in names:
+        lines += ["", f"## {name}", "", *tables[name]]
     text = "\n".join(lines)
     print(text)
     (ROOT / "bench" / "results" / ("reliability-smoke.md" if args.smoke else "reliability.md")).write_text(text + "\n")

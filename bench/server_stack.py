@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from bench.libssl import share_libssl11
 from bench.load import measured
-from bench.procs import Proc, cached_gateway_backing, cpu_seconds, python, serve_gateway
+from bench.procs import Proc, Zygote, cached_gateway_backing, cpu_seconds, python, serve_gateway, stop_together
 
 BODY = json.dumps({"model": "smr/simple", "messages": [{"role": "user", "content": "What is a Python tuple?"}]})
 
@@ -32,19 +32,20 @@ STACKS = {"httptools + uvloop + hiredis": [python(), "-m", "gateway.cli"],
 REQUESTS = {"exact cache hit": [], "upstream call (cache off)": ["--header", "x-smr-cache: off"]}
 
 
-def run(smoke: bool) -> list[str]:
+def run(smoke: bool, zygote: Zygote | None = None) -> list[str]:
+    """The table; `zygote` (smoke): the upstream and the first stack (the plain command line) forked from it."""
     n = 30 if smoke else 1000
     repeats = 1 if smoke else 3
     gateways: dict[str, Proc] = {}
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     share_libssl11()  # the gateways start at once: one libssl1.1 for their Redis servers, fetched before
-    with cached_gateway_backing("stack", log_requests=False) as (tmp, config):
+    with cached_gateway_backing("stack", zygote, log_requests=False) as (tmp, config):
         cfg = tmp / "stack.toml"
         cfg.write_text(config.replace("[cache]\n", "[cache]\nsemantic = false\n"))  # exact hits need no model
         try:
             # Started side by side: each start-up waits on its imports and a health poll, not on the others.
             with ThreadPoolExecutor(len(STACKS)) as pool:
-                started = {name: pool.submit(serve_gateway, f"stack-{i}", cfg, tmp, cmd)
+                started = {name: pool.submit(serve_gateway, f"stack-{i}", cfg, tmp, cmd, zygote=zygote)
                            for i, (name, cmd) in enumerate(STACKS.items())}
             gateways.update({name: f.result() for name, f in started.items() if f.exception() is None})
             for f in started.values():
@@ -61,8 +62,7 @@ def run(smoke: bool) -> list[str]:
                         r["cpu_ms"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / n
                         results.setdefault((name, request), []).append(r)
         finally:
-            for proc in gateways.values():
-                proc.stop()
+            stop_together(list(gateways.values()))
 
     def med(key: tuple[str, str], field: str) -> float:
         return statistics.median(r[field] for r in results[key])

@@ -1,4 +1,5 @@
-"""The benchmark suite: `bench/run` (full) or `bench/run --smoke` (seconds, tiny load).
+"""The benchmark suite: `bench/run` (full) or `bench/run --smoke` (seconds, tiny load; the sections side by
+side and the servers forked from one zygote, as no figure of it is read).
 
 Scenarios are interleaved and repeated; each figure is a median, and comparisons are ratios taken
 in the same run. Prints a markdown table and writes it to bench/results/latest.md.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import cache_bench, classifiers, log_writer, server_stack
@@ -19,13 +21,18 @@ from bench.libssl import share_libssl11
 from bench.procs import (
     ROOT,
     Proc,
+    Zygote,
     cpu_seconds,
     fake_openai,
     free_port,
     gateway_config,
+    machine,
     python,
     rss_mib,
     serve_gateway,
+    start_together,
+    stop_together,
+    zygote,
 )
 from tests.scratch import ScratchDatabase
 
@@ -50,16 +57,6 @@ def load(url: str, model: str, stream: bool, concurrency: int, requests: int,
     return measured(argv, in_process=smoke)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    import os
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
 LITELLM = ROOT / "bench" / ".litellm-venv" / "bin" / "litellm"
 LITELLM_CONFIG = """model_list:
   - model_name: bench-model
@@ -73,8 +70,9 @@ LITELLM_CONFIG = """model_list:
 class Overhead:
     """Every scenario against one fast fake upstream, interleaved and repeated; medians."""
 
-    def __init__(self, smoke: bool) -> None:
+    def __init__(self, smoke: bool, zygote: Zygote | None = None) -> None:
         self.smoke = smoke
+        self.zygote = zygote  # smoke: the servers are forked from one that has imported them
         self.concurrencies = [1, 4] if smoke else [1, 16, 64]
         self.repeats = 1 if smoke else 3
         self.per_run = 10 if smoke else 400  # smoke: every scenario answers real requests; no figure is read
@@ -83,30 +81,38 @@ class Overhead:
         self.rss: dict[str, tuple[float, float]] = {}
 
     def start(self, tmp: Path, db_url: str) -> dict[str, tuple[str, str, Proc | None]]:
-        self.procs["upstream"], upstream = fake_openai("fake-upstream")
+        self.procs["upstream"], upstream = fake_openai("fake-upstream", zygote=self.zygote)
         scenarios: dict[str, tuple[str, str, Proc | None]] = {"direct": (f"{upstream}/v1/chat/completions",
                                                                          "bench-model", None)}
         port = free_port()
-        self.procs["passthrough"] = Proc("passthrough", [python(), "-m", "bench.passthrough", "--upstream", upstream,
-                                                         "--port", str(port)], f"http://127.0.0.1:{port}/health")
-        scenarios["passthrough (75-line Litestar + aiohttp)"] = (f"http://127.0.0.1:{port}/v1/chat/completions",
-                                                                 "bench-model", self.procs["passthrough"])
 
         def gateway(name: str, log_requests: bool, classifiers: str) -> Proc:
             cfg = tmp / f"{name}.toml"
             cfg.write_text(gateway_config(upstream, db_url, tmp / f"spill-{name}", log_requests=log_requests,
                                           classifiers=classifiers))
-            self.procs[name] = serve_gateway(name, cfg)
-            return self.procs[name]
+            return serve_gateway(name, cfg, zygote=self.zygote)
 
-        gw = gateway("gateway", True, '"tiered", "heuristic"')  # config.toml's default pipeline
+        starts = {"passthrough": lambda: Proc("passthrough", [python(), "-m", "bench.passthrough", "--upstream",
+                                                              upstream, "--port", str(port)],
+                                              f"http://127.0.0.1:{port}/health", zygote=self.zygote),
+                  "gateway": lambda: gateway("gateway", True, '"tiered", "heuristic"'),  # config.toml's default pipeline
+                  "gateway-embedding": lambda: gateway("gateway-embedding", True, '"embedding", "heuristic"'),
+                  "gateway-nolog": lambda: gateway("gateway-nolog", False, '"heuristic"')}
+        if self.smoke:  # a smoke run reads no start-up figure: they start together
+            self.procs.update(zip(starts, start_together(list(starts.values())), strict=True))
+        else:  # one after another, so each start-up figure is its own
+            for name, start in starts.items():
+                self.procs[name] = start()
+        scenarios["passthrough (75-line Litestar + aiohttp)"] = (f"http://127.0.0.1:{port}/v1/chat/completions",
+                                                                 "bench-model", self.procs["passthrough"])
+        gw = self.procs["gateway"]
         url = f"http://127.0.0.1:{gw.port}/v1/chat/completions"
         scenarios["(b) gateway, forced tier"] = (url, "smr/simple", gw)
         scenarios["(c) gateway, auto, default classifier (tiered)"] = (url, "auto", gw)
-        emb = gateway("gateway-embedding", True, '"embedding", "heuristic"')
+        emb = self.procs["gateway-embedding"]
         scenarios["(d) gateway, auto, embedding classifier"] = (
             f"http://127.0.0.1:{emb.port}/v1/chat/completions", "auto", emb)
-        quiet = gateway("gateway-nolog", False, '"heuristic"')
+        quiet = self.procs["gateway-nolog"]
         scenarios["(b) with the request log off"] = (f"http://127.0.0.1:{quiet.port}/v1/chat/completions",
                                                      "smr/simple", quiet)
         if LITELLM.exists():
@@ -149,8 +155,7 @@ class Overhead:
                                 idle, peak = self.rss[pname]
                                 self.rss[pname] = (idle, max(peak, rss_mib(pr.pid)))
         finally:
-            for proc in self.procs.values():
-                proc.stop()
+            stop_together(list(self.procs.values()))
             db.drop()
         return self.table(list(scenarios))
 
@@ -239,18 +244,27 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     kind = "smoke" if args.smoke else "full" if only == set(SECTIONS) else "partial"
     lines = [f"# bench/run ({kind} run, {started}, {machine()})"]
-    if "overhead" in only:
-        ov = Overhead(args.smoke)
-        lines += ["", "## Gateway overhead", "", *ov.run()]
-        lines += ["", "## Targets (ratios from this run)", "", *ov.targets()]
-    if "stack" in only:
-        lines += ["", "## Server stack (the same gateway, one client at a time)", "", *server_stack.run(args.smoke)]
-    if "log-writer" in only:
-        lines += ["", "## Accounting: request-log writer", "", *log_writer.run(args.smoke)]
-    if "cache" in only:
-        lines += ["", "## Cache through HTTP (one client at a time)", "", *cache_bench.run(args.smoke)]
-    if "classifiers" in only:
-        lines += ["", "## Classifiers (in process)", "", *classifiers.run(args.smoke)]
+    with zygote(args.smoke) as forks:  # smoke: the servers are forked from one that has imported them
+        def overhead() -> list[str]:
+            ov = Overhead(args.smoke, forks)
+            return ["## Gateway overhead", "", *ov.run(), "", "## Targets (ratios from this run)", "", *ov.targets()]
+
+        sections: dict[str, Callable[[], list[str]]] = {
+            "overhead": overhead,
+            "stack": lambda: ["## Server stack (the same gateway, one client at a time)", "",
+                              *server_stack.run(args.smoke, forks)],
+            "log-writer": lambda: ["## Accounting: request-log writer", "", *log_writer.run(args.smoke)],
+            "cache": lambda: ["## Cache through HTTP (one client at a time)", "", *cache_bench.run(args.smoke, forks)],
+            "classifiers": lambda: ["## Classifiers (in process)", "", *classifiers.run(args.smoke)]}
+        chosen = [section for name, section in sections.items() if name in only]
+        if args.smoke:  # no figure is read: the sections run side by side, each with its own servers
+            with ThreadPoolExecutor(len(chosen)) as pool:
+                futures = [pool.submit(section) for section in chosen]
+            tables = [f.result() for f in futures]
+        else:
+            tables = [section() for section in chosen]
+    for table in tables:
+        lines += ["", *table]
     text = "\n".join(lines)
     print(text)
     name = "smoke.md" if args.smoke else "latest.md" if kind == "full" else "partial.md"

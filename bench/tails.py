@@ -18,21 +18,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import psutil
 
 from bench.libssl import share_libssl11
-from bench.procs import ROOT, Proc, cpu_seconds, fake_openai, free_port, gateway_config, python
+from bench.procs import (
+    ROOT,
+    WRK_CAP_LUA,
+    Proc,
+    Zygote,
+    cpu_seconds,
+    fake_openai,
+    free_port,
+    gateway_config,
+    http_get,
+    python,
+    run_wrk,
+    start_together,
+    stop_together,
+    zygote,
+)
 from tests.scratch import ScratchDatabase
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
@@ -53,7 +68,7 @@ else
     return wrk.format(nil, nil, nil, head .. tostring(tid) .. "-" .. n .. tail)
   end
 end
-"""
+""" + WRK_CAP_LUA
 
 
 class Run:
@@ -83,13 +98,17 @@ def _ms(text: str) -> float:
     return float(m[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m[2]]
 
 
-def wrk(url: str, body: str, connections: int, seconds: float, tmp: Path) -> Run:
-    path = tmp / f"body-{abs(hash(body))}.json"
+def wrk(url: str, body: str, connections: int, seconds: float, tmp: Path, requests: int | None = None) -> Run:
+    """One wrk run; `requests` (smoke): each thread stops after that many answers (bench.procs.run_wrk)."""
+    fd, name = tempfile.mkstemp(prefix="body-", suffix=".json", dir=tmp)  # its own file: sections may run at once
+    os.close(fd)
+    path = Path(name)
     path.write_text(body)
     script = tmp / f"{path.stem}.lua"
     script.write_text(LUA.format(path=path, mark=MARK, marklen=len(MARK)))
-    out = subprocess.run([WRK, "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-                          "--latency", "--timeout", "10s", "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+    threads = min(2, connections)
+    out = run_wrk([WRK, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
+                   "--latency", "--timeout", "10s", "-s", str(script), url], threads, requests)
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     if len(pct) != 2:
         raise RuntimeError(f"wrk printed no latency distribution:\n{out}")
@@ -152,19 +171,23 @@ class Bench:
         self.seconds = 1.0 if smoke else 10.0
         self.conns = 2 if smoke else 16
         self.repeats = 1 if smoke else 3
+        self.cap = 10 if smoke else None  # smoke: each wrk thread stops after 10 answers (no figure is read)
         self.tmp = Path(tempfile.mkdtemp(prefix="smr-tails-"))
         self.procs: list[Proc] = []
+        self.zygote: Zygote | None = None  # smoke: the servers are forked from one that has imported them
 
     @contextmanager
     def stack(self) -> Iterator[tuple[str, str]]:
         db = ScratchDatabase()
         try:
-            upstream, url = fake_openai("tails-upstream")
-            self.procs.append(upstream)
-            yield url, db.url
+            with zygote(self.smoke) as self.zygote:
+                try:
+                    upstream, url = fake_openai("tails-upstream", zygote=self.zygote)
+                    self.procs.append(upstream)
+                    yield url, db.url
+                finally:
+                    stop_together(self.procs[::-1])
         finally:
-            for p in reversed(self.procs):
-                p.stop()
             db.drop()
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -173,27 +196,27 @@ class Bench:
         cfg.write_text(config)
         port = free_port()
         p = Proc(name, [python(), "-m", "gateway.cli", "serve", "--config", str(cfg), "--port", str(port), *extra],
-                 f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING"})
+                 f"http://127.0.0.1:{port}/health", env={"SMR_LOG_LEVEL": "WARNING"}, zygote=self.zygote)
         self.procs.append(p)
         return p
 
     def passthrough(self, upstream: str) -> Proc:
         port = free_port()
         p = Proc("tails-passthrough", [python(), "-m", "bench.passthrough", "--upstream", upstream, "--port", str(port)],
-                 f"http://127.0.0.1:{port}/health")
+                 f"http://127.0.0.1:{port}/health", zygote=self.zygote)
         self.procs.append(p)
         return p
 
     def measure(self, proc: Proc, body: str, metrics: bool = True, conns: int | None = None, workers: int = 1) -> Run:
         base = f"http://127.0.0.1:{proc.port}"
-        before = httpx.get(base + "/metrics", timeout=10).text if metrics else ""
+        before = http_get(base + "/metrics")[1] if metrics else ""
         cpu0 = process_cpu(proc.pid)
-        r = wrk(base + "/v1/chat/completions", body, conns or self.conns, self.seconds, self.tmp)
+        r = wrk(base + "/v1/chat/completions", body, conns or self.conns, self.seconds, self.tmp, self.cap)
         r.cpu_ms = (process_cpu(proc.pid) - cpu0) * 1000 / max(r.requests, 1)
         if metrics:
             if workers > 1:
                 time.sleep(1.2)  # under --workers, the others' snapshots are up to a second old
-            r.lag = stalls(before, httpx.get(base + "/metrics", timeout=10).text)
+            r.lag = stalls(before, http_get(base + "/metrics")[1])
         return r
 
 
@@ -214,11 +237,12 @@ def body(model: str, stream: bool, messages: int = 1, size: int = 60, unique: bo
 
 def tails(bench: Bench, upstream: str, db_url: str) -> list[str]:
     forced = gateway_config(upstream, db_url, bench.tmp / "spill-forced", log_requests=True, cache=False)
-    pt = bench.passthrough(upstream)
-    gw = bench.gateway("tails-gateway", forced)
-    plain = bench.gateway("tails-gateway-gc-untuned", forced.replace("[server]\n", "[server]\ntune_gc = false\n"))
-    quiet = bench.gateway("tails-gateway-nolog", gateway_config(upstream, db_url, bench.tmp / "spill-quiet",
-                                                                 log_requests=False, cache=False))
+    pt, gw, plain, quiet = start_together([
+        lambda: bench.passthrough(upstream),
+        lambda: bench.gateway("tails-gateway", forced),
+        lambda: bench.gateway("tails-gateway-gc-untuned", forced.replace("[server]\n", "[server]\ntune_gc = false\n")),
+        lambda: bench.gateway("tails-gateway-nolog", gateway_config(upstream, db_url, bench.tmp / "spill-quiet",
+                                                                     log_requests=False, cache=False))])
     rows = [f"| scenario ({bench.conns} connections, wrk {bench.seconds:g} s, median of {bench.repeats}) | body | "
             "req/s | p50 ms | p99 ms | p99 / passthrough's | CPU ms/req | CPU / passthrough's | "
             "loop lags ≥ 10 ms (of timers) | longest lag ≤ ms | full GC passes | longest ≤ ms | errors |", "|" + "---|" * 13]
@@ -257,11 +281,14 @@ def tails(bench: Bench, upstream: str, db_url: str) -> list[str]:
 def workers(bench: Bench, upstream: str, db_url: str) -> list[str]:
     rows = [f"| gateway, forced route, JSON, {bench.conns} connections (median of {bench.repeats}) | req/s | p50 ms | "
             "p99 ms | CPU ms/req | req/s vs 1 worker | errors |", "|---|---|---|---|---|---|---|"]
-    procs = {}
-    for n in (1, 2):
+    def start(n: int) -> Proc:
         cfg = gateway_config(upstream, db_url, bench.tmp / f"spill-w{n}", log_requests=True, cache=False)
-        procs[n] = bench.gateway(f"tails-workers-{n}", cfg, "--workers", str(n))
-        wrk(f"http://127.0.0.1:{procs[n].port}/v1/chat/completions", body("smr/simple", False), 4, 1, bench.tmp)
+        return bench.gateway(f"tails-workers-{n}", cfg, "--workers", str(n))
+
+    procs = dict(zip((1, 2), start_together([lambda: start(1), lambda: start(2)]), strict=True))
+    for n in (1, 2):  # warm-up
+        wrk(f"http://127.0.0.1:{procs[n].port}/v1/chat/completions", body("smr/simple", False), 4, 1, bench.tmp,
+            bench.cap)
     runs: dict[int, list[Run]] = {1: [], 2: []}
     for rep in range(bench.repeats):
         for n in ((1, 2) if rep % 2 == 0 else (2, 1)):
@@ -279,9 +306,10 @@ def workers(bench: Bench, upstream: str, db_url: str) -> list[str]:
 def growth(bench: Bench, upstream: str, db_url: str) -> list[str]:
     cfg = gateway_config(upstream, db_url, bench.tmp / "spill-growth", log_requests=True, cache=True,
                          classifiers='"tiered", "heuristic"')
-    exact = bench.gateway("tails-growth", cfg.replace("[cache]\nenabled = true\n",
-                                                      "[cache]\nenabled = true\nsemantic = false\n"))
-    semantic = bench.gateway("tails-growth-semantic", cfg)
+    exact, semantic = start_together([
+        lambda: bench.gateway("tails-growth", cfg.replace("[cache]\nenabled = true\n",
+                                                          "[cache]\nenabled = true\nsemantic = false\n")),
+        lambda: bench.gateway("tails-growth-semantic", cfg)])
     shapes = [(1, 1_000), (10, 1_000), (100, 1_000), (1, 100_000), (10, 100_000), (100, 100_000)]
     if bench.smoke:
         shapes = [(1, 1_000), (100, 100_000)]
@@ -289,7 +317,8 @@ def growth(bench: Bench, upstream: str, db_url: str) -> list[str]:
             "semantic cache (MiniLM), miss: CPU ms/req | p50 ms | errors |", "|" + "---|" * 9]
     conns = 2  # CPU per request is the measure: no queue (MiniLM at 16 connections would only queue)
     for p in (exact, semantic):
-        wrk(f"http://127.0.0.1:{p.port}/v1/chat/completions", body("auto", False, unique=True), 2, 1, bench.tmp)
+        wrk(f"http://127.0.0.1:{p.port}/v1/chat/completions", body("auto", False, unique=True), 2, 1, bench.tmp,
+            bench.cap)
     for messages, size in shapes:
         miss = bench.measure(exact, body("auto", False, messages, size, unique=True), metrics=False, conns=conns)
         hit = bench.measure(exact, body("auto", False, messages, size), metrics=False, conns=conns)
@@ -301,7 +330,8 @@ def growth(bench: Bench, upstream: str, db_url: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.tails")
-    ap.add_argument("--smoke", action="store_true", help="a second per run at 2 connections: keeps the code honest")
+    ap.add_argument("--smoke", action="store_true", help="10 answers per wrk thread (1 s at most) at 2 connections, the sections side by side, servers "
+                    "forked from one zygote: keeps the code honest")
     ap.add_argument("--only", choices=("tails", "workers", "growth"), action="append")
     args = ap.parse_args()
     share_libssl11()  # one fetch for every gateway's embedded Redis, not one per data folder
@@ -310,14 +340,18 @@ def main() -> None:
     bench = Bench(args.smoke)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"# bench.tails ({'smoke' if args.smoke else 'full'} run, {started}, {psutil.cpu_count()} cores)"]
+    sections = {"tails": ("Tails and event-loop stalls", tails), "workers": ("Workers", workers),
+                "growth": ("Cost against conversation size (classifier and cache on)", growth)}
+    chosen = [name for name in sections if name in only]
     with bench.stack() as (upstream, db_url):
-        if "tails" in only:
-            lines += ["", "## Tails and event-loop stalls", "", *tails(bench, upstream, db_url)]
-        if "workers" in only:
-            lines += ["", "## Workers", "", *workers(bench, upstream, db_url)]
-        if "growth" in only:
-            lines += ["", "## Cost against conversation size (classifier and cache on)", "",
-                      *growth(bench, upstream, db_url)]
+        if bench.smoke:  # no figure is read: the sections run side by side, each with its own gateways
+            with ThreadPoolExecutor(len(chosen)) as pool:
+                futures = [pool.submit(sections[name][1], bench, upstream, db_url) for name in chosen]
+            tables = [f.result() for f in futures]
+        else:
+            tables = [sections[name][1](bench, upstream, db_url) for name in chosen]
+    for name, table in zip(chosen, tables, strict=True):
+        lines += ["", f"## {sections[name][0]}", "", *table]
     text = "\n".join(lines)
     print(text)
     (ROOT / "bench" / "results" / ("tails-smoke.md" if args.smoke else "tails.md")).write_text(text + "\n")

@@ -51,7 +51,7 @@ def test_gpu_bench_runs_and_checks_against_a_cpu_reference(tmp_path: Path) -> No
     made = subprocess.run([sys.executable, "-m", "bench.gpu", "--write-reference", str(ref)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr[-3000:]
-    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--reference", str(ref), "--n", "32"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "bench.gpu", "--reference", str(ref), "--n", "2"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = table(out.stdout)
