@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +80,42 @@ SLOW_MODULES_FIRST = (
 )
 
 
+# The frameworks' own environment (tests/frameworks/setup.sh: half a minute of pip on a fresh clone, much of it
+# waiting on downloads and the disk) is built in the background from the start of a run that will need it, while
+# other tests run; the fixture that needs it runs setup.sh itself, which waits for that one (a lock) and finds
+# it done, or fails with pip's own output. One process starts it: the only one, or xdist's first worker.
+FRAMEWORKS = "tests/integration/test_frameworks.py"
+FRAMEWORKS_SETUP = Path(__file__).resolve().parent / "frameworks" / "setup.sh"
+BACKGROUND_SETUP = pytest.StashKey[subprocess.Popen[bytes]]()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {module: i for i, module in enumerate(SLOW_MODULES_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: the rest keep order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The tests to run are known (deselected ones gone): start the frameworks' setup if one of them needs it."""
+    config = session.config
+    worker = getattr(config, "workerinput", {}).get("workerid", "gw0")
+    if worker != "gw0" or config.option.collectonly or not any(i.nodeid.startswith(FRAMEWORKS) for i in session.items):
+        return
+    # Niced: on a busy machine the tests running meanwhile keep the CPU, and pip takes what is left. A process
+    # group of its own, so that an interrupted run stops pip as well as bash.
+    config.stash[BACKGROUND_SETUP] = subprocess.Popen(["nice", "-n", "10", "bash", str(FRAMEWORKS_SETUP)],
+                                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                      start_new_session=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Nothing started here outlives the run: the background setup is waited for (stopped on an interrupt)."""
+    setup = session.config.stash.get(BACKGROUND_SETUP, None)
+    if setup is None:
+        return
+    if exitstatus == pytest.ExitCode.INTERRUPTED and setup.poll() is None:
+        os.killpg(setup.pid, signal.SIGTERM)
+    try:
+        setup.wait(900)
+    except subprocess.TimeoutExpired:
+        os.killpg(setup.pid, signal.SIGKILL)
+        setup.wait()

@@ -22,6 +22,7 @@ hours on two CPU cores), and only needs torch and transformers besides this repo
 from __future__ import annotations
 
 import argparse
+import copy
 import random
 import sys
 import time
@@ -45,10 +46,12 @@ def train_cross_encoder(pairs: list[Pair], model_dir: Path, epochs: int, lr: flo
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tok = AutoTokenizer.from_pretrained(model_dir)
 
+    pretrained = AutoModel.from_pretrained(model_dir, dtype=torch.float32)  # read once; each fold trains a copy
+
     class CrossEncoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+            self.encoder = copy.deepcopy(pretrained)  # as loading it again would (the load draws no random numbers)
             self.out = torch.nn.Linear(self.encoder.config.hidden_size, 1)
 
         def forward(self, enc: dict[str, Any]) -> Any:

@@ -79,19 +79,42 @@ MIX_WRONG = ["Explain the origins of {t}"]
 JUDGE_WORDS = ("origins",)
 
 
-def mix(client: httpx.Client, topics: list[str], system: str) -> tuple[int, int]:
+class Stored:
+    """The answers the cache has stored (or failed to, or timed out): it stores each miss's answer a moment after
+    the response, so a test that needs an answer stored waits for the count instead of sleeping a fixed time."""
+
+    def __init__(self, gw: GatewayThread) -> None:
+        self.stats = gw.server.config.app.state.gateway.cache.stats  # type: ignore[attr-defined]
+        self.expected = self.done()
+
+    def done(self) -> int:
+        return int(self.stats.stored + self.stats.errors + self.stats.timeouts)
+
+    def after(self, r: httpx.Response) -> httpx.Response:
+        """Count a response whose answer the cache stores (a miss: a hit's answer is stored already)."""
+        self.expected += r.headers["x-smr-cache"] == "miss"
+        return r
+
+    def wait(self, timeout: float = 10) -> None:
+        deadline = time.time() + timeout
+        while self.done() < self.expected and time.time() < deadline:
+            time.sleep(0.002)
+
+
+def mix(gw: GatewayThread, client: httpx.Client, topics: list[str], system: str) -> tuple[int, int]:
     """The mix on these topics: (semantic hits, of which wrong: a near miss answered from another question)."""
     hits = wrong = 0
+    stored = Stored(gw)
     for t in topics:
-        ask(client, BASE.format(t=t), system)
-        time.sleep(0.05)  # stored after the response
+        stored.after(ask(client, BASE.format(t=t), system))
+        stored.wait()  # stored after the response
         for p in (*MIX_RIGHT, *MIX_WRONG):
-            r = ask(client, p.format(t=t), system)
+            r = stored.after(ask(client, p.format(t=t), system))
             if r.headers["x-smr-cache"] == "hit-semantic":
                 hits += 1
                 said = set(re.findall(r"[a-z]+", r.json()["choices"][0]["message"]["content"].lower()))
                 wrong += any(w in p.split() and w not in said for w in JUDGE_WORDS)
-        time.sleep(0.05)
+        stored.wait()
     return hits, wrong
 
 
@@ -122,8 +145,11 @@ def test_on_a_paraphrase_and_near_miss_mix_the_learned_rule_serves_more_hits_und
             assert client.get("/health").json()["cache"]["acceptance"]["threshold"] == 0.92
             started = dt.datetime.now(dt.UTC)
             # two passes (two cache scopes): the threshold comes down in the first, the second meets the near
-            # misses that only a lower threshold's window reaches
-            trained = [mix(client, TOPICS, "Training mix."), mix(client, TOPICS, "Training mix, again.")]
+            # misses that only a lower threshold's window reaches (the checks of the first all counted before it:
+            # without fixed pauses between questions, a loaded machine's learner could still be behind)
+            trained = [mix(gw, client, TOPICS, "Training mix.")]
+            settled(gw)
+            trained.append(mix(gw, client, TOPICS, "Training mix, again."))
             stats = settled(gw)
             checks = rows(pg_url, "SELECT kind, similarity, threshold, verdict, judge, cost_usd FROM cache_checks "
                                   "WHERE ts >= %s", (started,))
@@ -156,11 +182,11 @@ def test_on_a_paraphrase_and_near_miss_mix_the_learned_rule_serves_more_hits_und
             assert cache["checks"] == len(judged_hits) and cache["near_misses"] == len(near)
             assert cache["wrong"] == sum(c[3] == "wrong" for c in hits)
             assert (cache["threshold"], cache["source"], cache["bound"]) == (acceptance["threshold"], "learned", 0.05)
-            learned = mix(client, FRESH, "Fresh mix.")
+            learned = mix(gw, client, FRESH, "Fresh mix.")
         # the same fresh traffic through a gateway with the fixed default threshold (its own cache scope)
         with GatewayThread(settings(fakes, pg_url, redis_stack.url, learn=False)) as gw, \
                 httpx.Client(base_url=gw.url, timeout=30) as client:
-            fixed = mix(client, FRESH, "Fresh mix, fixed threshold.")
+            fixed = mix(gw, client, FRESH, "Fresh mix, fixed threshold.")
         print(f"fresh mix (semantic hits, wrong hits): learned {learned}, fixed 0.92 {fixed}")
         assert learned[1] <= 0.05 * learned[0]  # the bound holds on traffic the rule never saw
         assert learned[0] > fixed[0]            # with more hits than the default threshold serves
@@ -178,34 +204,36 @@ def test_near_misses_judged_wrong_raise_the_threshold_and_keep_wrong_hits_under_
     try:
         with GatewayThread(settings(fakes, pg_url, redis_stack.url, learn=True)) as gw, \
                 httpx.Client(base_url=gw.url, timeout=30) as client:
+            stored = Stored(gw)
             for t in TOPICS:
-                ask(client, BASE.format(t=t), "Near misses.")
-                time.sleep(0.05)
+                stored.after(ask(client, BASE.format(t=t), "Near misses."))
+                stored.wait()
                 for p in (*PARAPHRASES[:3], near):
-                    ask(client, p.format(t=t), "Near misses.")
-                time.sleep(0.05)
+                    stored.after(ask(client, p.format(t=t), "Near misses."))
+                stored.wait()
             settled(gw)
             acceptance = client.get("/health").json()["cache"]["acceptance"]
             print(acceptance)
             assert acceptance["threshold"] > 0.92 and acceptance["source"] in ("learned", "closed")
-            learned = wrong_hits(client, near, "Fresh near misses.")
+            learned = wrong_hits(gw, client, near, "Fresh near misses.")
         with GatewayThread(settings(fakes, pg_url, redis_stack.url, learn=False)) as gw, \
                 httpx.Client(base_url=gw.url, timeout=30) as client:
-            fixed = wrong_hits(client, near, "Fresh near misses, fixed.")
+            fixed = wrong_hits(gw, client, near, "Fresh near misses, fixed.")
         print(f"fresh traffic (hits, wrong hits): learned {learned}, fixed 0.92 {fixed}")
         assert learned[1] <= 0.05 * max(1, learned[0]) and fixed[1] > 0.05 * fixed[0]
     finally:
         fakes.openai.behaviour = Behaviour()
 
 
-def wrong_hits(client: httpx.Client, near: str, system: str) -> tuple[int, int]:
+def wrong_hits(gw: GatewayThread, client: httpx.Client, near: str, system: str) -> tuple[int, int]:
     """(semantic hits, of which wrong: a "technical" question answered from a plain one's cached answer)."""
     hits = wrong = 0
+    stored = Stored(gw)
     for t in FRESH:
-        ask(client, BASE.format(t=t), system)
-        time.sleep(0.05)
+        stored.after(ask(client, BASE.format(t=t), system))
+        stored.wait()
         for p in (*PARAPHRASES[:3], near):
-            r = ask(client, p.format(t=t), system)
+            r = stored.after(ask(client, p.format(t=t), system))
             if r.headers["x-smr-cache"] == "hit-semantic":
                 hits += 1
                 wrong += "technical" in p and "technical" not in r.json()["choices"][0]["message"]["content"]
