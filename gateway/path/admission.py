@@ -198,7 +198,7 @@ class Admission:
         p = prompt_tokens(req) if ticket.prompt_estimate is None else ticket.prompt_estimate
         amount = worst_case_cost(p, req.output_limit, chain) + worst_case_cost(p, req.output_limit, then)
         ttls = [period_ttl_s(b.period) or 0 for b in budgets]
-        hold = Hold(secrets.token_hex(8), amount, hold_ttl_s(chain + then))
+        hold = Hold(secrets.token_hex(8), amount, hold_ttl_s(chain + then, self.cfg.hold_margin_s))
         counters = self.counters
         for _ in range(len(budgets) + 1):
             got = await self._guarded(counters.reserve(budgets, hold, ttls), self.cfg.budgets_on_redis_error,

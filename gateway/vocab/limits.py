@@ -161,13 +161,11 @@ def worst_case_cost(prompt_tokens: int, output_limit: int | None, chain: tuple[B
 
 
 # Beyond its attempts' time limits a request spends a little in admission, routing and settling.
-HOLD_MARGIN_S = 10.0
-
-
-def hold_ttl_s(chain: tuple[Backend, ...]) -> float:
+def hold_ttl_s(chain: tuple[Backend, ...], margin_s: float) -> float:
     """How long a request can hold its budgets: each attempt of its chain (a cascade's both chains) to its
-    whole time limit, then the margin. No request lives longer, so a hold left past this is an orphan."""
-    return sum(b.timeouts.total_s for b in chain) + HOLD_MARGIN_S
+    whole time limit, then the margin (`limits.hold_margin_s`). No request lives longer, so a hold left past
+    this is an orphan."""
+    return sum(b.timeouts.total_s for b in chain) + margin_s
 
 
 def _duration(ms: int) -> str:

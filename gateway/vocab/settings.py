@@ -219,6 +219,11 @@ def validate(settings: Settings) -> Settings:
     if c.embedding_batch_window_s < 0 or c.embedding_max_batch < 1 or c.embedding_max_batch_tokens < 1:
         raise SettingsError("config: setting 'cache': need embedding_batch_window_s >= 0, embedding_max_batch >= 1, "
                             "embedding_max_batch_tokens >= 1")
+    lim = settings.limits
+    if lim.redis_timeout_s <= 0:
+        raise SettingsError("config: setting 'limits.redis_timeout_s': must be > 0")
+    if lim.hold_margin_s < 0:
+        raise SettingsError("config: setting 'limits.hold_margin_s': must be >= 0")
     lg = settings.log
     if lg.batch_size < 1 or lg.buffer_max < lg.batch_size or lg.flush_interval_s <= 0:
         raise SettingsError("config: setting 'log': need batch_size >= 1, buffer_max >= batch_size, "

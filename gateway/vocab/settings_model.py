@@ -238,6 +238,9 @@ class LimitsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     budgets_on_redis_error: Literal["open", "closed"] = "open"
     # A Redis call slower than this counts as unreachable.
     redis_timeout_s: float = 0.25
+    # A budget hold never settled (its gateway died mid-request) lapses this long after the request's longest
+    # possible life (every attempt of its chain to its whole time limit).
+    hold_margin_s: float = 10.0
 
 
 class TracingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

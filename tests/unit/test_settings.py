@@ -58,6 +58,8 @@ def test_smr_config_env_picks_the_file(tmp_path: Path) -> None:
     ('[auth]\nenabled = false\n[cache]\nmax_wrong_hit_rate = 0\n', "max_wrong_hit_rate"),
     ('[auth]\nenabled = false\n[cache]\nmax_wrong_hit_rate = 1.0\n', "max_wrong_hit_rate"),
     ('[auth]\nenabled = false\n[cache]\nprefilter_similarity = 1.5\n', "cache.prefilter_similarity"),
+    ('[auth]\nenabled = false\n[limits]\nhold_margin_s = -1\n', "limits.hold_margin_s"),
+    ('[auth]\nenabled = false\n[limits]\nredis_timeout_s = 0\n', "limits.redis_timeout_s"),
     ('not toml at all [', "invalid TOML"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:
@@ -72,3 +74,15 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, needle: str) ->
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="config file not found"):
         load_settings(tmp_path / "none.toml", env={})
+
+
+def test_a_budget_hold_lapses_the_configured_margin_after_its_chains_time_limits(tmp_path: Path) -> None:
+    from gateway.vocab.limits import hold_ttl_s
+
+    f = tmp_path / "c.toml"
+    f.write_text('[auth]\nenabled = false\n[limits]\nhold_margin_s = 1.5\n')
+    settings = load_settings(f, env={})
+    chain = tuple(settings.backends[:2])
+    limits = sum(b.timeouts.total_s for b in chain)
+    assert hold_ttl_s(chain, settings.limits.hold_margin_s) == pytest.approx(limits + 1.5)
+    assert hold_ttl_s(chain, Settings().limits.hold_margin_s) == pytest.approx(limits + 10.0)  # the default
