@@ -201,6 +201,7 @@ class Proc:
         """`args`; with a zygote, a `python -m MODULE ...` command line is forked from it instead."""
         self.name = name
         self.port = int(ready_url.split(":")[2].split("/")[0])
+        (ROOT / "bench" / "results").mkdir(exist_ok=True)  # not in a fresh clone (ignored)
         self.log = open(ROOT / "bench" / "results" / f"{name}.log", "w")
         started = time.perf_counter()
         self.p: subprocess.Popen[bytes] | Forked
