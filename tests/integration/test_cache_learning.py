@@ -27,7 +27,7 @@ from gateway.cache.embedded import EmbeddedRedis
 from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
 from gateway.vocab.settings import Settings
-from tests.helpers import GatewayThread, make_settings, rows
+from tests.helpers import GatewayThread, make_settings, rows, wait_for_rows
 
 TOPICS = ["photosynthesis", "black holes", "inflation", "the french revolution", "machine learning",
           "plate tectonics", "the immune system", "blockchain", "climate change", "quantum computing",
@@ -162,9 +162,11 @@ def test_on_a_paraphrase_and_near_miss_mix_the_learned_rule_serves_more_hits_und
             assert {c[4] for c in checks} == {"model:oai"}
             wrong = [c for c in checks if c[3] == "wrong"]
             assert wrong and len(wrong) == stats.cache_wrong  # the near misses were met, and judged wrong
-            # each hit's fresh answer is a learning row of its tier, billed to no tenant
-            fresh = rows(pg_url, "SELECT tier, tenant FROM request_log WHERE requested_model = 'learning:cache_fresh' "
-                                 "AND ts >= %s", (started,))
+            # each hit's fresh answer is a learning row of its tier, billed to no tenant (the request log writes
+            # it in its next flush: the last check's row may still be on its way)
+            fresh_at = "requested_model = 'learning:cache_fresh' AND ts >= %s"
+            wait_for_rows(pg_url, fresh_at, len(hits), (started,))
+            fresh = rows(pg_url, f"SELECT tier, tenant FROM request_log WHERE {fresh_at}", (started,))
             assert len(fresh) >= len(hits) and {f for f in fresh} == {("medium", None)}
             acceptance = client.get("/health").json()["cache"]["acceptance"]
             print(acceptance)
