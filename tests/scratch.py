@@ -48,8 +48,8 @@ class ScratchDatabase:
 def embedded_server() -> EmbeddedPostgres:
     """A private server on a fresh cluster of its own: a copy (`cp -a`, ownership kept) of one made once by initdb,
     which takes seconds each time (mostly waiting on fsync) where the copy takes a fraction of one."""
-    data = Path(tempfile.mkdtemp(prefix="smr-pg-")) / "data"
-    subprocess.run(["cp", "-a", str(cluster_template()), str(data)], check=True)
+    data = Path(tempfile.mkdtemp(prefix="smr-pg-"))  # mode 0700, as PostgreSQL wants; deleted with the server
+    subprocess.run(["cp", "-a", f"{cluster_template()}/.", str(data)], check=True)
     return EmbeddedPostgres(data, cleanup="delete")
 
 
