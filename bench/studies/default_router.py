@@ -9,7 +9,8 @@ head's target, ridge penalty and chat weight), and the real `TieredClassifier` s
 prompts, as the gateway would. APGR is averaged over up to nine cheap/strong pairs of the source's models.
 Then the shipped head, as it is, on RouteLLM's own evaluation sets (`data/heldout`: 28 MMLU subjects absent
 from the training data, the GSM8K test split, MT-Bench; Mixtral against GPT-4), never trained on. Last,
-the tier mix the shipped default gives each source at the default cut-offs. `--smoke`: three sources only.
+the tier mix the shipped default gives each source at the default cut-offs. `--smoke` (the test suite's run): three
+sources held out, at most 200 prompts of each source (`outcome_design.smoke_sample`), no RouteLLM sets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.studies.outcome_design import parser
+from bench.studies.outcome_design import parser, smoke_sample
 from router_core.classifiers.difficulty import DifficultyClassifier
 from router_core.classifiers.heuristic import heuristic_score
 from router_core.classifiers.tiered import TieredClassifier
@@ -73,9 +74,10 @@ def measure(part: list[Outcomes], tiered: TieredClassifier, resamples: int) -> t
 def main() -> None:
     ap = parser(__doc__ or "")
     ap.add_argument("--resamples", type=int, default=0, help="bootstrap draws for each kind's margin interval")
-    ap.add_argument("--smoke", action="store_true", help="three sources only (the test suite's run)")
     args = ap.parse_args()
     rows = load_all(Path(args.data))
+    if args.smoke:
+        rows = smoke_sample(rows)
     shipped = load_head(HEAD_PATH)
     embedder = StaticEmbedder()
     vectors, extra = prompt_inputs([r.prompt for r in rows], embedder)
@@ -122,7 +124,8 @@ def main() -> None:
             ci = "" if len(with_draws) < len(ss) else "{:+.3f} to {:+.3f}".format(*interval(np.mean(with_draws, 0)))
             print(f"| {kind}, {label} | {len(ss)} | " + " | ".join(f"{means[n]:.3f}" for n in names)
                   + f" | {margin:+.3f} | {ci} |")
-    print("\nTier mix of the shipped default at cut-offs", CUTOFFS, "(every prompt of the source):\n")
+    which = "at most 200 prompts of each source, smoke mode" if args.smoke else "every prompt of the source"
+    print("\nTier mix of the shipped default at cut-offs", CUTOFFS, f"({which}):\n")
     print("| source | prompts | simple | medium | complex |\n|---|---|---|---|---|")
     for s in [*wanted, *sorted({r.source for r in held})]:
         part = [r for r in [*rows, *held] if r.source == s]

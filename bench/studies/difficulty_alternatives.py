@@ -1,7 +1,7 @@
 """Other ways to order prompts inside a source, measured and not shipped (issue 15: "no source below
 random"):
 
-    python -m bench.studies.difficulty_alternatives [--data data] [--trees]
+    python -m bench.studies.difficulty_alternatives [--data data] [--trees] [--smoke]
 
 - Neighbours (RouteLLM's similarity-weighted ranking, in spirit): a prompt's score is the mean target of
   its k nearest training prompts by cosine on the text vector (chat prompts weighing 4, as in the fit),
@@ -28,8 +28,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.ensemble import HistGradientBoostingRegressor
 
 from bench.studies.outcome_design import parser, rows_and_design
 from router_core.difficulty import EXTRA_FEATURES, load_head
@@ -98,6 +96,8 @@ def main() -> None:
     head, share = ridge(y), ridge(failed)
 
     def trees(cols: np.ndarray, depth: int) -> Scorer:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         def score(idx: np.ndarray, train: np.ndarray) -> np.ndarray:
             m = HistGradientBoostingRegressor(max_depth=depth, max_iter=200, learning_rate=0.05, min_samples_leaf=100,
                                               l2_regularization=1.0, random_state=0)
@@ -121,6 +121,8 @@ def main() -> None:
     for c in (0.6, 0.7, 0.8):
         variants += [("head with a ceiling", f"c={c}, lam={lam}", with_ceiling(c, lam)) for lam in (1.0, 3.0)]
     if args.trees:
+        from sklearn.decomposition import PCA
+
         named = x[:, text.shape[1]:]
         with_pcs = np.hstack([named, PCA(16, random_state=0).fit_transform(text)])
         variants += [("trees", "named features, depth 3", trees(named, 3)),

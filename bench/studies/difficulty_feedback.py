@@ -1,7 +1,7 @@
 """What a deployment's own ratings do for a source the shipped head ranks badly (issue 15: "no source below
 random"; `smr train --from-logs`).
 
-    python -m bench.studies.difficulty_feedback [--data data]
+    python -m bench.studies.difficulty_feedback [--data data] [--smoke]
 
 For each source with model outcomes: the head is fitted without it (leave-source-out, the shipped setting:
 share+gap, alpha 100, chat weight 4), as if the source were a new tenant's traffic. Half of the source's

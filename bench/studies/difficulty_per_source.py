@@ -1,6 +1,6 @@
 """Per-source heads combined, against the pooled head (issue 15: "no source below random").
 
-    python -m bench.studies.difficulty_per_source [--data data]
+    python -m bench.studies.difficulty_per_source [--data data] [--smoke]
 
 APGR only sees the order of prompts inside a source, while the pooled fit also learns what differs
 between sources. Here each training source gets its own ridge head (fitted on its prompts alone, the

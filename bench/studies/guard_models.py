@@ -37,9 +37,11 @@ RECALLS = (0.20, 0.25, 0.30)
 
 
 def train_cross_encoder(pairs: list[Pair], model_dir: Path, epochs: int, lr: float, batch: int = 32,
-                        max_steps: int = 0) -> np.ndarray:
+                        max_steps: int = 0, layers: int = 0) -> np.ndarray:
     """Held-out logits of a cross-encoder (MiniLM over "[CLS] a [SEP] b [SEP]", mean-pooled, one linear
-    output) fine-tuned on the other folds; both orders of each pair in training, averaged in scoring."""
+    output) fine-tuned on the other folds; both orders of each pair in training, averaged in scoring.
+    `layers` > 0 keeps only the encoder's first `layers` transformer layers (smoke runs: the same code path,
+    a fraction of the CPU)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -47,6 +49,9 @@ def train_cross_encoder(pairs: list[Pair], model_dir: Path, epochs: int, lr: flo
     tok = AutoTokenizer.from_pretrained(model_dir)
 
     pretrained = AutoModel.from_pretrained(model_dir, dtype=torch.float32)  # read once; each fold trains a copy
+    if layers:
+        pretrained.encoder.layer = pretrained.encoder.layer[:layers]   # MiniLM is a BERT: a ModuleList of layers
+        pretrained.config.num_hidden_layers = layers
 
     class CrossEncoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -163,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=3e-5)
     ap.add_argument("--max-steps", type=int, default=0, help="stop each fold after this many steps (smoke runs)")
+    ap.add_argument("--batch", type=int, default=32, help="training rows per step (a row: a pair in one order)")
+    ap.add_argument("--layers", type=int, default=0,
+                    help="keep only the encoder's first N layers (smoke runs; default: all)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N pairs (smoke runs)")
     args = ap.parse_args(argv)
     pairs = load_pairs(args.data)[: args.limit or None]
@@ -170,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         from router_core.embedder import default_model_path
 
         scores = train_cross_encoder(pairs, args.model or default_model_path(), args.epochs, args.lr,
-                                     max_steps=args.max_steps)
+                                     batch=args.batch, max_steps=args.max_steps, layers=args.layers)
         np.save(args.train_cross_encoder, scores)
         return 0
 

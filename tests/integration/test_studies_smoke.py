@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -21,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_guard_models_bench_trains_a_cross_encoder_and_tables_every_model(tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     # The hand-made pairs stand in for the Quora ones (not redistributable, not in the repository): 50 near misses,
-    # 50 paraphrases. One training step per fold on the CPU: this checks the code path, not the model.
+    # 50 paraphrases. One training step of 4 rows per fold on the CPU, through MiniLM's first layer only: this checks
+    # the code path, not the model.
     hand = json.loads((ROOT / "tests" / "data" / "cache_pairs.json").read_text())
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"text_a": a, "text_b": b, "label": label}) + "\n"
@@ -33,7 +33,8 @@ def test_guard_models_bench_trains_a_cross_encoder_and_tables_every_model(tmp_pa
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["--data", str(data), "--train-cross-encoder", str(scores), "--max-steps", "1"]) == 0
+        assert main(["--data", str(data), "--train-cross-encoder", str(scores), "--max-steps", "1", "--batch", "4",
+                     "--layers", "1"]) == 0
         ce = np.load(scores)
         assert ce.shape == (100,) and np.isfinite(ce).all() and len(set(ce.round(6))) > 1
         capsys.readouterr()
@@ -47,11 +48,14 @@ def test_guard_models_bench_trains_a_cross_encoder_and_tables_every_model(tmp_pa
     assert rows["shipped guard (features + rules)"][2] == "1.000 (0)"
 
 
-def test_the_default_router_study_runs_in_smoke_mode() -> None:
-    out = subprocess.run([sys.executable, "-m", "bench.studies.default_router", "--smoke"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    per_source, per_kind, mix = (table(part) for part in out.stdout.split("\n\n")[0::2][:3])
+def test_the_default_router_study_runs_in_smoke_mode(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # In this process, as `python -m bench.studies.default_router --smoke` runs it (no second interpreter start-up).
+    from bench.studies.default_router import main
+
+    monkeypatch.setattr(sys, "argv", ["default_router", "--data", str(ROOT / "data"), "--smoke"])
+    main()
+    per_source, per_kind, mix = (table(part) for part in capsys.readouterr().out.split("\n\n")[0::2][:3])
     assert [r[0] for r in per_source] == ["alpaca/vicuna", "bench/human_eval", "mmlu/other"]
     assert all(0.0 < float(cell) < 1.0 for r in per_source for cell in r[2:6])
     assert {r[0] for r in per_kind} == {"chat, leave-source-out", "multiple choice, leave-source-out",
@@ -62,11 +66,11 @@ def test_the_default_router_study_runs_in_smoke_mode() -> None:
 def test_the_difficulty_studies_run_on_the_shared_data(monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     # The ones that take seconds (difficulty_nested takes minutes): every source gets its row. In this process,
-    # as `python -m bench.studies.NAME --data data` runs each, with the data's design computed once for the three
-    # (the same call each would make: five seconds of static embeddings each, and as many of start-up).
+    # as `python -m bench.studies.NAME --data data --smoke` runs each (at most 200 prompts of each source), with the
+    # data's design computed once for the three (the same call each would make, and as many seconds of start-up).
     from bench.studies import outcome_design
 
-    monkeypatch.setattr(sys, "argv", ["study", "--data", str(ROOT / "data")])
+    monkeypatch.setattr(sys, "argv", ["study", "--data", str(ROOT / "data"), "--smoke"])
     made: list[tuple[list[Any], np.ndarray]] = []
 
     def once(description: str, args: Any = None) -> tuple[list[Any], np.ndarray]:
