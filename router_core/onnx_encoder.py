@@ -61,11 +61,23 @@ def _fingerprint(model_path: Path) -> str:
 
 def export(model_path: Path, out: Path) -> None:
     """Export the folder's transformer (last hidden state, dynamic batch and length) to `out`."""
-    import torch
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(str(model_path)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    # The place to write first: a cache folder that cannot be written fails before seconds of model loading.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        _export(AutoModel.from_pretrained(str(model_path)).eval(), AutoTokenizer.from_pretrained(str(model_path)),
+                tmp)
+        os.replace(tmp, out)  # atomic: replicas starting together never read a half-written file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _export(model: Any, tokenizer: Any, tmp: str) -> None:
+    import torch
 
     class Wrapped(torch.nn.Module):
         def __init__(self, inner: Any) -> None:
@@ -77,19 +89,11 @@ def export(model_path: Path, out: Path) -> None:
                               token_type_ids=token_type_ids).last_hidden_state
 
     sample = tokenizer(["warm-up text", "a second, longer warm-up text"], padding=True, return_tensors="pt")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on shapes it fixes; all axes used are dynamic
-            torch.onnx.export(Wrapped(model), tuple(sample[k] for k in INPUTS), tmp, input_names=list(INPUTS),
-                              output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                              dynamic_axes={k: {0: "batch", 1: "tokens"} for k in (*INPUTS, "last_hidden_state")})
-        os.replace(tmp, out)  # atomic: replicas starting together never read a half-written file
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shapes it fixes; all axes used are dynamic
+        torch.onnx.export(Wrapped(model), tuple(sample[k] for k in INPUTS), tmp, input_names=list(INPUTS),
+                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                          dynamic_axes={k: {0: "batch", 1: "tokens"} for k in (*INPUTS, "last_hidden_state")})
 
 
 def export_stem(model_path: Path) -> str:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import os
 import re
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -114,3 +121,52 @@ def new_api_key(gw: GatewayThread, admin_key: str, name: str, tenant: str, **lim
                    headers={"Authorization": f"Bearer {admin_key}"})
     assert r.status_code == 201, r.text
     return str(r.json()["key"])
+
+
+class _Output(io.StringIO):
+    """A command's stdout or stderr; what was written stays readable after the command closes it
+    (`smr classify` writes in `with sys.stdout:`)."""
+
+    def close(self) -> None:
+        self.flush()
+
+
+def smr_in_process(args: Sequence[str], env: Mapping[str, str | None], cwd: Path | None = None,
+                   ) -> subprocess.CompletedProcess[str]:
+    """`smr ARGS` as `python -m gateway.cli` runs it (`SystemExit(main())`), in this process: each command
+    would otherwise pay a second of imports, and loading the classifiers, again. `env` sets (or, with None,
+    removes) variables for the call; the logging set-up the command makes is undone after it."""
+    from gateway.cli import main
+
+    loggers = [logging.getLogger(), *(v for v in logging.root.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    levels, handlers = [lg.level for lg in loggers], logging.getLogger().handlers[:]
+    saved = {k: os.environ.get(k) for k in env}
+    out, err = _Output(), _Output()
+    try:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code: int | str | None = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if exc.code is None or isinstance(exc.code, int) else str(exc.code)
+        if isinstance(code, str):  # as the interpreter does with SystemExit("message")
+            err.write(code + "\n")
+            code = 1
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        for made in logging.root.manager.loggerDict.values():  # loggers the command made and set
+            if isinstance(made, logging.Logger) and made not in loggers:
+                made.setLevel(logging.NOTSET)
+        logging.getLogger().handlers[:] = handlers
+    return subprocess.CompletedProcess(["smr", *args], code or 0, out.getvalue(), err.getvalue())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import httpx
 
@@ -16,7 +17,7 @@ from gateway.vocab.settings import Backend
 from gateway.vocab.wire import parse_chat_request
 from tests.helpers import GatewayThread
 
-N = 20_000  # about 3 s of SDK request building on this CPU
+N = 10_000  # about 1.6 s of SDK request building on this CPU (20,000 took 3.3 s, all of it on the loop)
 
 
 def big_call(n: int = N, stream: bool = False) -> UpstreamCall:
@@ -25,14 +26,21 @@ def big_call(n: int = N, stream: bool = False) -> UpstreamCall:
     return UpstreamCall(parsed.request, parsed.raw)
 
 
-async def _max_loop_lag_while(work: asyncio.Future[object]) -> float:
-    lags = [0.0]
+async def _max_loop_lag_while(work: asyncio.Future[Any]) -> tuple[float, float]:
+    """The longest the loop was held while `work` ran, and how long it ran."""
+    lags, start = [0.0], time.perf_counter()
     while not work.done():
         t0 = time.perf_counter()
         await asyncio.sleep(0.01)
         lags.append(time.perf_counter() - t0 - 0.01)
     await work
-    return max(lags)
+    return max(lags), time.perf_counter() - start
+
+
+def assert_loop_free(lag: float, took: float) -> None:
+    # Built on the loop, the loop is held for nearly all of the call on any CPU (10,000 messages under load:
+    # 1.9 s of 2.0 s, 2.8 s of 3.1 s); off it, for moments (0.15-0.17 s of 2.2-2.8 s).
+    assert lag < 1.0 and lag < 0.5 * took, (lag, took)
 
 
 async def test_a_huge_gemini_request_leaves_the_event_loop_free(fakes: ThreadedFakes) -> None:
@@ -41,7 +49,7 @@ async def test_a_huge_gemini_request_leaves_the_event_loop_free(fakes: ThreadedF
     try:
         await asyncio.sleep(0)
         whole = asyncio.ensure_future(p.complete(big_call()))
-        assert await _max_loop_lag_while(whole) < 1.0  # it was 3.3 s
+        assert_loop_free(*await _max_loop_lag_while(whole))
         assert "fake-gemini" in (whole.result().message.content or "")
 
         async def drain() -> str:
@@ -49,7 +57,7 @@ async def test_a_huge_gemini_request_leaves_the_event_loop_free(fakes: ThreadedF
                            if ev.delta is not None)
 
         streamed = asyncio.ensure_future(drain())
-        assert await _max_loop_lag_while(streamed) < 1.0  # type: ignore[arg-type]
+        assert_loop_free(*await _max_loop_lag_while(streamed))
         assert "fake-gemini" in streamed.result()
     finally:
         await p.aclose()

@@ -5,9 +5,10 @@ OpenAI-compatible server."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,18 @@ from gateway.fakes.common import Behaviour
 from gateway.fakes.server import ThreadedFakes
 from router_core.classifiers.difficulty import DifficultyClassifier
 from router_core.difficulty import HEAD_PATH, difficulty_logits, load_head
+from router_core.static_embed import MAX_CHARS, MAX_TOKENS, StaticEmbedder, Tokens
 from router_core.types import Conversation, Turn
 from router_lab.outcomes import NON_COMMERCIAL, load_all
-from tests.helpers import REASON
+from tests.helpers import REASON, smr_in_process
 from tests.integration.test_cli import CLEAN_ENV, ROOT
 
 DATA = ROOT / "data"
 
 
 def smr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, env=CLEAN_ENV, capture_output=True,
-                          text=True, timeout=600)
+    """`smr ARGS` from the repository root, without the variables CLEAN_ENV leaves out."""
+    return smr_in_process(args, {k: None for k in os.environ if k not in CLEAN_ENV}, cwd=ROOT)
 
 
 def test_classify_without_a_classifier_runs_the_configured_pipeline(tmp_path: Path) -> None:
@@ -129,24 +131,36 @@ def test_eval_runs_the_llm_classifier_against_ollama_or_an_openai_compatible_ser
     assert fakes.openai.stats.last_path.endswith("/v1/chat/completions")
 
 
-def test_the_tokenizer_shortcut_gives_the_tokenizers_ids_on_every_shared_prompt() -> None:
-    from router_core.static_embed import MAX_CHARS, MAX_TOKENS, StaticEmbedder
-
+@pytest.fixture(scope="module")
+def shared_tokens() -> tuple[list[str], StaticEmbedder, Tokens]:
+    """Every shared prompt, a static embedder, and the prompts through its `tokenize` (made once: the
+    tokenizing is most of both tests below)."""
     e = StaticEmbedder()
     texts = [r.prompt for r in load_all(DATA)]
+    return texts, e, e.tokenize(texts)
+
+
+def split(tokens: Tokens) -> list[list[int]]:
+    """Each text's ids back out of a batch's."""
+    ids, starts = tokens.ids.tolist(), tokens.starts.tolist()
+    return [ids[a:b] for a, b in itertools.pairwise(starts)]
+
+
+def test_the_tokenizer_shortcut_gives_the_tokenizers_ids_on_every_shared_prompt(
+        shared_tokens: tuple[list[str], StaticEmbedder, Tokens]) -> None:
+    texts, e, tokens = shared_tokens
     reference = [enc.ids[:MAX_TOKENS] for enc in e.tokenizer.encode_batch([t[:MAX_CHARS] for t in texts],
                                                                          add_special_tokens=False)]
-    assert e.token_ids(texts) == reference
+    # `tokenize` is `token_ids` laid end to end: each text's ids, read back, are the tokenizer's.
+    assert len(tokens.starts) == len(texts) + 1 and split(tokens) == reference
 
 
-def test_one_text_and_a_batch_give_the_same_features_and_embedding_on_every_shared_prompt() -> None:
-    from router_core.static_embed import StaticEmbedder
+def test_one_text_and_a_batch_give_the_same_features_and_embedding_on_every_shared_prompt(
+        shared_tokens: tuple[list[str], StaticEmbedder, Tokens]) -> None:
     from router_core.token_features import TokenFeatures
 
-    e = StaticEmbedder()
+    texts, e, tokens = shared_tokens
     f = TokenFeatures(e.tokenizer)
-    texts = [r.prompt for r in load_all(DATA)]
-    tokens = e.tokenize(texts)
-    ids = e.token_ids(texts)
+    ids = split(tokens)  # the tokenizer's own ids (the test above)
     assert np.array_equal(np.array([f.one(t, i) for t, i in zip(texts, ids, strict=True)]), f.compute(texts, tokens))
     assert np.allclose(np.array([e.pool_one(i) for i in ids]), e.pool(tokens), atol=1e-6)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import psycopg
 import pytest
 
 from router_lab.outcomes import DATA, read_text
+from tests.helpers import smr_in_process
 
 SHARED = DATA / "router_outcomes"
 
@@ -52,9 +51,7 @@ def write_log(pg_url: str, tenant: str, items: list[tuple[str, str, int]], fixed
 
 
 def smr(pg_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": pg_url, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return smr_in_process(args, {"DATABASE_URL": pg_url, "HF_HUB_OFFLINE": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +89,11 @@ def test_calibration_to_a_dollar_budget(pg_url: str, log_tenant: str) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     spent = float(out.stdout.split("estimated cost of the window $")[1].split()[0])
     assert 0 < result["held_out_shares"][2] < 1 and spent <= 20.0 * 1.1
-    tight = smr(pg_url, "calibrate", "--from-logs", "--tenant", log_tenant, "--budget-usd", "0.0001")
+    # A budget below what the window costs with nothing on the complex tier is refused: shown on a small
+    # log (scoring the whole one again adds nothing; the window's cost is what is compared).
+    small = "calib-small-" + secrets.token_hex(3)
+    write_log(pg_url, small, [(p, "medium", 0) for p in prompts("llmrouter_dcrouter_per_prompt.jsonl", 60)])
+    tight = smr(pg_url, "calibrate", "--from-logs", "--tenant", small, "--budget-usd", "0.0001")
     assert tight.returncode == 1 and "costs more than" in tight.stderr
 
 
