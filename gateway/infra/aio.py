@@ -50,6 +50,8 @@ async def within(call: Awaitable[T], seconds: float) -> T:
         task.remove_done_callback(wake)
         if not task.done():
             _abandon(task)
+        else:
+            _settled(task)  # a failure it ended with is nobody's now: not reported as never retrieved
         raise
     timer.cancel()
     task.remove_done_callback(wake)
