@@ -50,7 +50,7 @@ class JSONAnswer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
-        raw.append((b"content-type", b"application/json"))
+        raw.append((b"content-type", JSON.encode()))
         raw.append((b"content-length", b"%d" % len(self.body)))
         await send({"type": "http.response.start", "status": 200, "headers": raw})
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
