@@ -61,6 +61,7 @@ COMMANDS_MAX = 27.0
 SCRIPT_MODULES = ("gateway.infra.limiter", "gateway.infra.limit_scripts")
 CACHE_SCRIPT_MODULES = ("gateway.cache.redis_store",)  # the semantic index's scripts: "cache <name>"
 EXACT_PREFIX = "smr:x:"
+COUNT_PREFIX = "smr:s3n:"  # the semantic index's entry counters, read with its search
 
 
 class Count(msgspec.Struct, frozen=True):
@@ -105,6 +106,8 @@ def label(args: tuple[Any, ...], scripts: dict[str, str]) -> str:
     key = args[1].decode() if len(args) > 1 and isinstance(args[1], bytes) else str(args[1]) if len(args) > 1 else ""
     if key.startswith(EXACT_PREFIX):
         return f"cache {name.lower()}"
+    if key.startswith(COUNT_PREFIX):
+        return "cache semantic counts"
     if name.startswith("FT."):
         return "cache semantic search"
     return name

@@ -104,7 +104,7 @@ async def open_cache(settings: Settings, stack: AsyncExitStack, client: aioredis
             raise ConnectionError("no Redis")
         await client.ping()
         if static is not None:
-            index = await RedisVectorIndex.open(client, static.dim, url or "", link)
+            index = await RedisVectorIndex.open(client, static.dim, url or "", link, cfg.ttl_s)
         exact = RedisExactStore(client, url or "", owns_client=False, link=link)
         log.info("cache: Redis at %s (semantic %s)", url, "on" if index is not None else "off")
     except (OSError, RedisError) as exc:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -47,6 +47,13 @@ from gateway.vocab.wire import ChatCompletionRequest
 
 log = logging.getLogger("gateway.cache")
 SEARCH_K = 3  # candidates the static search returns (the one-stage cache searched MiniLM's nearest 3)
+
+
+def _retrieved(task: asyncio.Future[list[Candidate]]) -> None:
+    """A search started ahead whose result nobody read (an exact hit, a refusal): its failure is not reported as
+    never retrieved (the lookup that does read it counts it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class CachePolicy(msgspec.Struct, frozen=True):
@@ -115,7 +122,7 @@ class ResponseCache:
         self.cfg = cfg
         self.stats = CacheStats()
         self.acceptance = Acceptance(cfg.similarity, cfg.max_wrong_hit_rate, learn=False)  # on: gateway.learning
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def semantic(self) -> bool:
@@ -134,9 +141,28 @@ class ResponseCache:
             self.stats.errors += 1
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:200]
 
-    async def lookup(self, lk: Lookup, peeked: tuple[bytes | None, ...] = ()) -> Lookup:
+    def search_ahead(self, lk: Lookup) -> asyncio.Task[list[Candidate]] | None:
+        """Start the semantic search of `lk` now, so that it goes out with the admission's round trip (the
+        multiplexed link sends what a turn asked for in one write); `lookup(lk, ahead=...)` then awaits it
+        instead of a round trip of its own. None when there is no semantic index or nothing to search with.
+        Its result is dropped when the exact entry hits or admission refuses (a search's Redis CPU, 20-100 us)."""
+        if self.index is None or self.static is None or not lk.prompt:
+            return None
+        lk.static = self.static.embed(lk.prompt)
+        task = asyncio.ensure_future(self._search(self.index, lk))
+        self._keep(task)
+        task.add_done_callback(_retrieved)
+        return task
+
+    async def _search(self, index: VectorIndex, lk: Lookup) -> list[Candidate]:
+        assert lk.static is not None
+        async with asyncio.timeout(self.cfg.lookup_timeout_s):
+            return await index.search(lk.tenant, lk.scope, lk.static, SEARCH_K)
+
+    async def lookup(self, lk: Lookup, peeked: tuple[bytes | None, ...] = (),
+                     ahead: asyncio.Task[list[Candidate]] | None = None) -> Lookup:
         """`peeked`: `(value,)` when the exact entry was already read (with the admit script, one round trip);
-        `()` reads it here."""
+        `()` reads it here. `ahead`: the semantic search `search_ahead` started, awaited instead of searching."""
         timeout = self.cfg.lookup_timeout_s
         try:
             if peeked:
@@ -149,9 +175,11 @@ class ResponseCache:
                 self.stats.hits_exact += 1
                 return lk
             if self.embedder is not None and self.index is not None and self.static is not None and lk.prompt:
-                lk.static = self.static.embed(lk.prompt)
-                async with asyncio.timeout(timeout):
-                    found = await self.index.search(lk.tenant, lk.scope, lk.static, SEARCH_K)
+                if ahead is not None:
+                    found = await ahead
+                else:
+                    lk.static = self.static.embed(lk.prompt)
+                    found = await self._search(self.index, lk)
                 candidates = await self._confirmed(lk, self._gate(lk.prompt, found))
                 lk.threshold = threshold = self.acceptance.threshold
                 for c in candidates:
@@ -222,7 +250,7 @@ class ResponseCache:
     def _later(self, work: Coroutine[object, object, None]) -> None:
         self._keep(asyncio.create_task(self._quietly(work)))
 
-    def _keep(self, task: asyncio.Task[None]) -> None:
+    def _keep(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -154,7 +154,14 @@ def cmd_usage(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from gateway.cache.embedded import running_url as running_redis
     from gateway.cache.keys import tenant_tag
-    from gateway.cache.redis_store import EXACT_PREFIX, RedisExactStore, RedisVectorIndex, connect
+    from gateway.cache.redis_store import (
+        EXACT_PREFIX,
+        OLD_SEM_PREFIXES,
+        SEM_PREFIX,
+        RedisExactStore,
+        RedisVectorIndex,
+        connect,
+    )
 
     settings = admin_settings(args.config)
     url, where = settings.redis.url, "REDIS_URL"
@@ -176,7 +183,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
                 async for key in client.scan_iter(match="smr:*", count=1000):
                     if key.startswith(EXACT_PREFIX.encode()):
                         exact += 1
-                    else:
+                    elif key.startswith(tuple(p.encode() for p in (SEM_PREFIX, *OLD_SEM_PREFIXES))):
                         semantic += 1
                 print(f"redis:            {url} ({where})\nexact entries:    {exact}\n"
                       f"semantic entries: {semantic}")

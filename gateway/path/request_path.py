@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from gateway.cache.base import CachedAnswer
+from gateway.cache.base import CachedAnswer, Candidate
 from gateway.cache.keys import route_key
 from gateway.cache.redis_store import RedisExactStore
 from gateway.cache.service import CachePolicy, Hit, Lookup, ResponseCache, cache_policy
@@ -217,10 +217,12 @@ class RequestPath:
         # 1. admit (the exact cache's entry read in the same round trip when they share one Redis)
         policy, lk = self._prepare(preq, principal)
         peek = lk.key if self._peek and lk is not None and policy.lookup else None
+        # ... and the semantic search started beside it (its command in the same write; read only once admitted)
+        ahead = self.cache.search_ahead(lk) if self._peek and self.cache and lk and policy.lookup else None
         ticket = ctx.ticket = await self.admission.admit(principal, req, preq.raw, peek)
         # 2. cache
         with self.tracer.span("smr.cache.lookup") as span:
-            lk = await self._lookup(ctx, policy, lk, ticket.peeked)
+            lk = await self._lookup(ctx, policy, lk, ticket.peeked, ahead)
             span.set_attribute("smr.cache", ctx.cache)
         if lk is not None and lk.hit is not None:
             answer = self._from_cache(ctx, req, lk.hit)
@@ -312,14 +314,15 @@ class RequestPath:
                                      route_key(req.model, preq.force_tier, self.router.default_model), preq.raw)
 
     async def _lookup(self, ctx: RequestContext, policy: CachePolicy, lk: Lookup | None,
-                      peeked: tuple[bytes | None, ...]) -> Lookup | None:
-        """The lookup (`peeked`: the exact entry, already read); sets `ctx.cache` to bypass, miss or hit-*.
-        A stored answer from a tier this key may not use is not served (it counts as a miss)."""
+                      peeked: tuple[bytes | None, ...], ahead: asyncio.Task[list[Candidate]] | None) -> Lookup | None:
+        """The lookup (`peeked`: the exact entry, already read; `ahead`: the semantic search, already started);
+        sets `ctx.cache` to bypass, miss or hit-*. A stored answer from a tier this key may not use is not
+        served (it counts as a miss)."""
         if self.cache is None or lk is None:
             ctx.cache = "bypass"
             return lk
         if policy.lookup:
-            lk = await self.cache.lookup(lk, peeked)
+            lk = await self.cache.lookup(lk, peeked, ahead)
             if lk.hit is not None and ctx.ticket and not self.admission.tier_allowed(ctx.ticket, lk.hit.answer.tier):
                 lk.hit = None
         ctx.cache = lk.hit.kind if lk.hit else ("miss" if policy.lookup else "bypass")

@@ -133,8 +133,9 @@ def test_a_miss_without_a_close_candidate_skips_minilm(gw: GatewayThread) -> Non
 
 
 def test_an_older_index_is_never_searched(gw: GatewayThread, redis_stack: EmbeddedRedis) -> None:
-    """Version 1 indexed MiniLM vectors under smr:s:; this one indexes static vectors (smr_semantic_v2, smr:s2:).
-    An old entry for the very same prompt, tenant and scope is not found, and `clear` removes it."""
+    """Version 1 indexed MiniLM vectors under smr:s:, version 2 static vectors under two TAGs (smr:s2:); this one
+    (smr_semantic_v3, smr:s3:) one TAG. Old entries for the very same prompt, tenant and scope are not found, and
+    `clear` removes them."""
     import redis
 
     from gateway.cache.keys import cache_keys, tenant_tag
@@ -149,13 +150,16 @@ def test_an_older_index_is_never_searched(gw: GatewayThread, redis_stack: Embedd
     tag = tenant_tag("old-index")
     client = redis.Redis.from_url(redis_stack.url)
     try:
-        info = client.ft("smr_semantic_v2").info()
+        info = client.ft("smr_semantic_v3").info()
         assert "128" in str(info["attributes"])
         client.hset(f"smr:s:{tag}:old", mapping={"tenant": tag, "scope": scope, "prompt": prompt,
                                                  "answer": b"{}", "vec": np.ones(384, np.float32).tobytes()})
+        client.hset(f"smr:s2:{tag}:old", mapping={"tenant": tag, "scope": scope, "prompt": prompt,
+                                                  "answer": b"{}", "vec": np.ones(128, np.float32).tobytes()})
         assert ask(gw, key, prompt.replace("What does", "What do")).headers["x-smr-cache"] == "miss"
         r = httpx.delete(gw.url + "/v1/cache?tenant=old-index", headers={"Authorization": f"Bearer {ADMIN}"})
-        assert r.status_code == 200 and client.exists(f"smr:s:{tag}:old") == 0
+        assert r.status_code == 200
+        assert client.exists(f"smr:s:{tag}:old") == 0 and client.exists(f"smr:s2:{tag}:old") == 0
     finally:
         client.close()
 

@@ -45,15 +45,64 @@ def test_the_redis_index_keeps_an_entrys_minilm_vector(redis_stack: EmbeddedRedi
             v = np.full(128, 128 ** -0.5, dtype=np.float32)
             await index.add("attach", "scope", v, "a prompt", b"{}", 60)
             (found,) = await index.search("attach", "scope", v, 3)
-            assert found.confirm is None and found.key.startswith("smr:s2:attach:")
+            assert found.confirm is None and found.key.startswith("smr:s3:attach:")
             minilm = np.linspace(-1, 1, 384, dtype=np.float32)
             await index.attach(found.key, minilm)
             (again,) = await index.search("attach", "scope", v, 3)
             assert again.confirm is not None and np.array_equal(again.confirm, minilm)
             assert 0 < await client.ttl(found.key) <= 60
-            await index.attach("smr:s2:attach:expired", minilm)
-            assert await client.exists("smr:s2:attach:expired") == 0
+            await index.attach("smr:s3:attach:expired", minilm)
+            assert await client.exists("smr:s3:attach:expired") == 0
             await index.clear("attach")
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_busy_scope_is_searched_in_batches_and_still_finds_its_nearest(redis_stack: EmbeddedRedis) -> None:
+    """A scope holding most of the index (one system prompt's single-turn traffic) is searched with HNSW in
+    batches once the entry counters say so, a small one by brute force; both find the nearest entry, one
+    tenant's search never returns another's entries, and clearing a tenant clears its counters too."""
+    import asyncio
+    import secrets
+
+    from gateway.cache.redis_store import ADHOC, BATCHES, COUNT_PREFIX, RedisVectorIndex, connect
+    from router_core.static_embed import StaticEmbedder
+
+    dim = StaticEmbedder().dim  # the gateway's index in this shared server
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(1500, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    busy, small, other = (secrets.token_hex(8) for _ in range(3))
+
+    async def run() -> None:
+        client = connect(redis_stack.url, 1.0)
+        try:
+            index = await RedisVectorIndex.open(client, dim, window_s=600)
+            assert index is not None
+            for start in range(0, len(vectors), 100):
+                await asyncio.gather(*(index.add(busy, "s", v, f"busy {start + i}", b"{}", 600)
+                                       for i, v in enumerate(vectors[start:start + 100])))
+            for i, v in enumerate(vectors[:3]):
+                await index.add(small, "s", v, f"small {i}", b"{}", 600)
+            await index.add(other, "s", vectors[42], "another tenant's", b"{}", 600)
+            assert index.policy(busy, "s") == ADHOC  # nothing known yet in this process: the exact search
+            for probe in (42, 1234, 42):
+                query = vectors[probe] + 0.01 * rng.normal(size=dim).astype(np.float32)
+                found = await index.search(busy, "s", query / np.linalg.norm(query), 3)
+                assert found[0].prompt == f"busy {probe}" and len(found) == 3
+                assert index.policy(busy, "s") == BATCHES  # the counters read with the search: 1,500 entries
+            found = await index.search(small, "s", vectors[1], 3)
+            assert [c.prompt for c in found][:1] == ["small 1"] and len(found) == 3
+            assert index.policy(small, "s") == ADHOC
+            assert [c.prompt for c in await index.search(other, "s", vectors[42], 3)] == ["another tenant's"]
+            await index.clear(busy)
+            assert [k async for k in client.scan_iter(match=f"{COUNT_PREFIX}{busy}_*")] == []
+            assert await index.search(busy, "s", vectors[42], 3) == []
+            assert index.policy(busy, "s") == ADHOC
+            await index.clear(small)
+            await index.clear(other)
         finally:
             await client.aclose()
 

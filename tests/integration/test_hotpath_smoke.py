@@ -30,3 +30,18 @@ def test_hotpath_smoke_prints_every_row() -> None:
     gateway_rows = [r for r in rows if r.startswith("| gateway")]
     assert all(r.rstrip(" |").endswith("| 0") for r in gateway_rows), "gateway answered errors"  # error column
     assert "Default gateway's cache after the run:" in out.stdout
+
+
+def test_semantic_index_smoke_prints_every_scope_and_way(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m bench.semantic_index --smoke`: every scope share, searched every way, with the one the
+    gateway picks; the nearest entry found by the exact brute force every time (recall 1.00: the recall
+    column is computed, not copied)."""
+    from bench import semantic_index
+
+    assert semantic_index.main(["--smoke"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "%" in r.split("|")[1]]
+    for share in semantic_index.SHARES:
+        mine = [r for r in rows if r.startswith(f"| {share} |")]
+        for how in (*semantic_index.POLICIES, "knn_policy's pick (now)"):
+            assert any(f"| {how}" in r for r in mine), (share, how)
+        assert all(r.rstrip(" |").endswith("1.00") for r in mine if "| brute force |" in r)

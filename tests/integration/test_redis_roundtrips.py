@@ -38,6 +38,17 @@ def test_a_limited_budgeted_request_costs_three_round_trips(fakes: ThreadedFakes
     assert "script" not in count.commands_by and "exists" not in count.commands_by  # no SCRIPT LOAD / EXISTS
 
 
+def test_with_the_semantic_cache_a_miss_still_costs_three_round_trips(fakes: ThreadedFakes, pg_url: str,
+                                                                     redis_stack: EmbeddedRedis) -> None:
+    """The semantic search goes out in the admission's write (before: a round trip of its own, 4 in all), its
+    entry counters with it; the entry is stored in the settlement's write."""
+    count = measure(fakes, pg_url, redis_stack.url, requests=10, semantic=True)
+    assert count.hits == 0
+    assert count.round_trips_by == {
+        "pipeline: admission: admit + cache get + cache semantic counts + cache semantic search": 1.0,
+        "admission: reserve": 1.0, "pipeline: cache add + cache set + settle: settle": 1.0}, count.round_trips_by
+
+
 def test_a_repeated_request_of_a_limited_key_is_an_exact_hit_read_with_the_admit_script(
         fakes: ThreadedFakes, pg_url: str, redis_stack: EmbeddedRedis) -> None:
     settings = make_settings(fakes, db_url=pg_url, redis={"url": redis_stack.url},
@@ -103,7 +114,7 @@ async def test_a_semantic_entry_is_stored_with_its_ttl_in_one_round_trip(redis_s
             await index.add(tenant, "scope", np.ones(dim, dtype=np.float32), "a prompt", b'{"answer": 1}', 120,
                             np.ones(3, dtype=np.float32))
         assert tally.snapshot() == {"cache add": 1}  # before: a pipeline of HSET and EXPIRE
-        [key] = [k async for k in client.scan_iter(match=f"smr:s2:{tenant}:*")]
+        [key] = [k async for k in client.scan_iter(match=f"smr:s3:{tenant}:*")]
         assert 0 < await client.ttl(key) <= 120
         assert await client.hget(key, "prompt") == b"a prompt" and await client.hget(key, "scope") == b"scope"
         assert len(await client.hget(key, "confirm")) == 12  # type: ignore[arg-type]
