@@ -71,7 +71,11 @@ class StaticEmbedder:
         if len(cache) > CACHE_WORDS:
             cache.clear()
         missing = [c for c in dict.fromkeys(chunks) if c not in cache]
-        cache.update(zip(missing, (e.ids for e in self._encode(missing)), strict=True))
+        # One chunk at a time: a batch goes to the tokenizer's thread pool, which for the few new chunks of a
+        # prompt cost 33 us of CPU against 6 us for two (threads woken and spinning), and more CPU at every size
+        # measured (200 chunks: 1,049 us against 760 us one by one).
+        encode = self.tokenizer.encode
+        cache.update((c, encode(c, add_special_tokens=False).ids) for c in missing)
         try:
             return list(chain.from_iterable(map(cache.__getitem__, chunks)))[:MAX_TOKENS]
         finally:   # long chunks are used once, never kept
