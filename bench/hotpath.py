@@ -1,6 +1,6 @@
 """The default configuration's cache miss against the passthrough, side by side, driven by wrk.
 
-    python -m bench.hotpath [--seconds 10] [--repeats 3] [--smoke]
+    python -m bench.hotpath [--seconds 10] [--repeats 3] [--smoke] [--baseline DIR]
 
 Started in one run on loopback: a fake OpenAI-compatible upstream with no think time; the direct call
 to it (latency reference); the 60-line passthrough (`bench/passthrough.py`); the gateway with the
@@ -8,7 +8,9 @@ default configuration (auth on with a key that has a rate limit and a budget, th
 pipeline, exact and semantic cache on, the request log on, the embedded redis-stack-server); and the
 same gateway with `cache.semantic = false`. Each is driven by `/usr/bin/wrk` with `bench/hotpath_wrk.lua`,
 which gives every request a new prompt (so every request is a cache miss that is then stored), JSON
-and SSE, at 1 and 16 connections, the targets alternated and repeated (medians).
+and SSE, at 1 and 16 connections, the targets alternated and repeated (medians). `--baseline DIR` adds
+another checkout's gateway (`git worktree add DIR COMMIT`) with the default configuration, started from
+that folder, so a change is measured against its parent in one run, under the same load.
 
 CPU per request is the CPU time of the target's whole process tree (psutil: the server and its
 children, such as the embedded Redis and PostgreSQL) over the requests wrk completed; p50/p99 come
@@ -24,6 +26,7 @@ import json
 import re
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -155,9 +158,10 @@ def libssl_env() -> dict[str, str]:
 class Stack:
     """The processes of one run; `targets()` yields them ready, everything stops at the end."""
 
-    def __init__(self, zygote: Zygote | None = None) -> None:
+    def __init__(self, zygote: Zygote | None = None, baseline: Path | None = None) -> None:
         self.procs: list[Proc] = []
         self.zygote = zygote  # smoke: the servers are forked from one that has imported them
+        self.baseline = baseline  # another checkout, whose gateway runs the default config beside this one's
 
     def targets(self, tmp: Path, db_url: str) -> Iterator[Target]:
         upstream, upstream_url = fake_openai("hotpath-upstream", zygote=self.zygote)
@@ -165,11 +169,16 @@ class Stack:
         yield Target("direct (fake upstream)", upstream_url)
         port = free_port()
 
-        def gateway(semantic: bool) -> Proc:
-            folder = tmp / ("semantic" if semantic else "exact")
+        def gateway(semantic: bool, checkout: Path | None = None) -> Proc:
+            folder = tmp / ("baseline" if checkout else "semantic" if semantic else "exact")
             folder.mkdir()
             cfg = folder / "config.toml"
             cfg.write_text(default_config(upstream_url, db_url, folder / "spill", semantic))
+            if checkout is not None:  # its own interpreter (its venv, else this one), its own code
+                own = checkout / ".venv" / "bin" / "python"
+                return serve_gateway(f"hotpath-{folder.name}", cfg, folder,
+                                     cmd=[str(own) if own.exists() else python(), "-m", "gateway.cli"],
+                                     env=libssl_env(), cwd=checkout)
             return serve_gateway(f"hotpath-{folder.name}", cfg, folder, env=libssl_env(), zygote=self.zygote)
 
         # Started side by side (each start-up waits on its own imports and health poll), measured in turn.
@@ -177,11 +186,15 @@ class Stack:
             lambda: Proc("hotpath-passthrough", [python(), "-m", "bench.passthrough", "--upstream", upstream_url,
                                                  "--port", str(port)], f"http://127.0.0.1:{port}/health",
                                  zygote=self.zygote),
-            lambda: gateway(True), lambda: gateway(False)])
+            lambda: gateway(True), lambda: gateway(False),
+            *([lambda: gateway(True, self.baseline)] if self.baseline is not None else [])])
         self.procs += started
         passthrough, *gateways = started
         yield Target("passthrough (bench/passthrough.py)", passthrough.url, pid=passthrough.pid)
-        for name, gw in zip(("gateway, default config", "gateway, cache.semantic = false"), gateways, strict=True):
+        names = ["gateway, default config", "gateway, cache.semantic = false"]
+        if self.baseline is not None:
+            names.append(f"baseline {baseline_name(self.baseline)}, default config")
+        for name, gw in zip(names, gateways, strict=True):
             yield Target(name, gw.url, make_key(gw.url), gw.pid)
 
     def stop(self) -> None:
@@ -189,9 +202,16 @@ class Stack:
             p.stop()
 
 
+def baseline_name(checkout: Path) -> str:
+    """The checkout's commit (short), else its folder's name."""
+    out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else checkout.name
+
+
 def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 2.0,
-        cap: int | None = None) -> list[str]:
-    """The table; `cap` (smoke): each wrk cell stops after that many answers instead of running `seconds`."""
+        cap: int | None = None, baseline: Path | None = None) -> list[str]:
+    """The table; `cap` (smoke): each wrk cell stops after that many answers instead of running `seconds`;
+    `baseline`: another checkout whose gateway (default config) is measured in the same run."""
     if shutil.which(WRK) is None:
         raise SystemExit(f"{WRK} is not installed")
     tmp = Path(tempfile.mkdtemp(prefix="smr-hotpath-"))
@@ -201,7 +221,7 @@ def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 
         lua.write_text(LUA.read_text() + WRK_CAP_LUA)
     db = ScratchDatabase()
     forks = Zygote() if cap is not None else None  # smoke: the servers are forked from one that has imported them
-    stack = Stack(forks)
+    stack = Stack(forks, baseline)
     results: dict[tuple[str, bool, int], list[Run]] = {}
     health: dict[str, object] = {}
     idle: dict[str, float] = {}
@@ -276,11 +296,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="20 answers per cell (wrk's 1 s at most), once, servers forked from "
                     "one zygote: the test's mode")
+    ap.add_argument("--baseline", type=Path, help="another checkout (git worktree add DIR COMMIT, with a venv or not): "
+                    "its gateway runs the default config beside this one's, measured in the same run")
     args = ap.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "gateway" / "cli").is_dir():
+        raise SystemExit(f"{args.baseline}: not a checkout of this project (no gateway/cli)")
     seconds, repeats = (1.0, 1) if args.smoke else (args.seconds, args.repeats)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     # smoke: the idle row's code, not its figure; each cell 20 answers, not a second of them
-    rows = run(seconds, repeats, [1, 16], idle_s=0.5 if args.smoke else 2.0, cap=20 if args.smoke else None)
+    rows = run(seconds, repeats, [1, 16], idle_s=0.5 if args.smoke else 2.0, cap=20 if args.smoke else None,
+               baseline=args.baseline)
     head = [f"## Cache-miss hot path (`python -m bench.hotpath{' --smoke' if args.smoke else ''}`, {started}, "
             f"{machine()}; {seconds:g} s per cell, median of {repeats})", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

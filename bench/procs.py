@@ -197,8 +197,9 @@ def _zygote_main() -> None:
 
 class Proc:
     def __init__(self, name: str, args: list[str], ready_url: str, env: dict[str, str] | None = None,
-                 zygote: Zygote | None = None) -> None:
-        """`args`; with a zygote, a `python -m MODULE ...` command line is forked from it instead."""
+                 zygote: Zygote | None = None, cwd: Path | None = None) -> None:
+        """`args`, run in `cwd` (default: this checkout); with a zygote, a `python -m MODULE ...` command line
+        is forked from it instead."""
         self.name = name
         self.port = int(ready_url.split(":")[2].split("/")[0])
         (ROOT / "bench" / "results").mkdir(exist_ok=True)  # not in a fresh clone (ignored)
@@ -208,7 +209,7 @@ class Proc:
         if zygote is not None and args[:2] == [python(), "-m"]:
             self.p = zygote.spawn(args[2], args[3:], {**os.environ, **(env or {})}, Path(self.log.name))
         else:
-            self.p = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            self.p = subprocess.Popen(args, cwd=cwd or ROOT, stdout=self.log, stderr=subprocess.STDOUT,
                                       env={**os.environ, **(env or {})})
         deadline = time.time() + 60
         while True:
@@ -364,13 +365,13 @@ def gateway_config(upstream: str, db_url: str, spill: Path, *, log_requests: boo
 
 
 def serve_gateway(name: str, cfg: Path, data_dir: Path | None = None, cmd: Sequence[str] = (),
-                  env: dict[str, str] | None = None, zygote: Zygote | None = None) -> Proc:
+                  env: dict[str, str] | None = None, zygote: Zygote | None = None, cwd: Path | None = None) -> Proc:
     """`smr serve` with this config on a free port (`cmd`: another way to start gateway.cli; `env`: more
-    environment; `zygote`: forked from it), ready."""
+    environment; `zygote`: forked from it; `cwd`: another checkout's gateway), ready."""
     port = free_port()
     env = {"SMR_LOG_LEVEL": "WARNING", **({"SMR_DATA_DIR": str(data_dir)} if data_dir else {}), **(env or {})}
     return Proc(name, [*(cmd or (python(), "-m", "gateway.cli")), "serve", "--config", str(cfg), "--port", str(port)],
-                f"http://127.0.0.1:{port}/health", env=env, zygote=zygote)
+                f"http://127.0.0.1:{port}/health", env=env, zygote=zygote, cwd=cwd)
 
 
 @contextlib.contextmanager

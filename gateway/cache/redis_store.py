@@ -4,17 +4,17 @@ scope together (`RedisVectorIndex`), so a hit can only come from the same tenant
 Without the query engine (plain Redis) there is no index and only the exact cache works.
 
 A search is filtered to one tenant and scope. How the query engine runs a filtered KNN decides what a
-lookup costs: an ad hoc brute force over the scope's entries (exact, linear in them: 1.3-1.6 ms of Redis
-CPU at 16,000 entries) or HNSW in batches, filtered as it goes (70-110 us for a scope that holds a good
-share of the index, milliseconds for a small share). Left to itself the engine took the brute force even
-for a scope holding 80 % of the index, so a busy scope's lookups grew with its entries until they passed
+lookup costs: an ad hoc brute force over the scope's entries (exact, linear in them: 0.9-2 ms of Redis
+CPU at 16,000 entries, about 10 ms at 80,000) or HNSW in batches, filtered as it goes (60-250 us for a scope
+that holds a good share of the index, milliseconds for a small share). Left to itself the engine took the
+brute force even for a scope holding 80 % of the index, so a busy scope's lookups grew with its entries until they passed
 `cache.lookup_timeout_s` and the semantic cache stopped hitting. `knn_policy` (pure) picks per search from
 the scope's and the index's entry counts, kept in windowed counters beside the entries
 (`python -m bench.semantic_index` measured both sides: docs/caching.md).
 
 The index is versioned: version 3 (`smr_semantic_v3`, keys `smr:s3:`) indexes the static embedding (128
-dimensions, HNSW built with EF_CONSTRUCTION 64) under one TAG; version 2 (`smr_semantic_v2`, `smr:s2:`) had
-two TAGs and the default EF_CONSTRUCTION (200: twice the insert's CPU, the same recall); version 1
+dimensions, HNSW built with EF_CONSTRUCTION 128) under one TAG; version 2 (`smr_semantic_v2`, `smr:s2:`) had
+two TAGs and the default EF_CONSTRUCTION (200: about 1.5x the insert's CPU of 128, the same recall); version 1
 (`smr_semantic`, `smr:s:`) indexed MiniLM vectors. An older gateway's entries are never searched by this
 one (another index over another key prefix) and expire with their TTL; `clear` removes them all.
 """
@@ -40,9 +40,13 @@ EXACT_PREFIX = "smr:x:"
 SEM_PREFIX = "smr:s3:"
 COUNT_PREFIX = "smr:s3n:"  # entries stored per scope (and in all, `smr:s3n:all:`) per window: see `RedisVectorIndex`
 OLD_SEM_PREFIXES = ("smr:s:", "smr:s2:")  # versions 1 and 2: cleared, never searched
-HNSW_PARAMS = {"M": 16, "EF_CONSTRUCTION": 64}
+# EF_CONSTRUCTION: the engine's default (200) costs 2.9x the insert's Redis CPU of 64, and 64 lost 3-4 % of the
+# nearest entries of 15,000-80,000-entry scopes even at EF_RUNTIME 40; 128 kept them (bench.semantic_index)
+HNSW_PARAMS = {"M": 16, "EF_CONSTRUCTION": 128}
 ADHOC = "HYBRID_POLICY ADHOC_BF"
-BATCHES = "HYBRID_POLICY BATCHES EF_RUNTIME 20"  # EF_RUNTIME 10 (the default) missed the nearest 2-3 % of the time
+# EF_RUNTIME: at the default 10 a paraphrase's search missed the nearest entry of an 80,000-entry scope in 3-7 % of
+# searches, at 40 in none or 1 % with EF_CONSTRUCTION 128 or 200 (bench.semantic_index)
+BATCHES = "HYBRID_POLICY BATCHES EF_RUNTIME 40"
 REMEMBERED_SCOPES = 4096  # scopes whose counts called for BATCHES, remembered for their next search
 # HSET only while the entry lives: an expired entry must not come back as a hash without a TTL.
 _ATTACH = ("if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'confirm', ARGV[1]) end "
