@@ -7,9 +7,9 @@ A search is filtered to one tenant and scope. How the query engine runs a filter
 lookup costs: an ad hoc brute force over the scope's entries (exact, linear in them: 0.9-2 ms of Redis
 CPU at 16,000 entries, about 10 ms at 80,000) or HNSW in batches, filtered as it goes (60-250 us for a scope
 that holds a good share of the index, milliseconds for a small share). Left to itself the engine took the
-brute force even for a scope holding 80 % of the index, so a busy scope's lookups grew with its entries until they passed
-`cache.lookup_timeout_s` and the semantic cache stopped hitting. `knn_policy` (pure) picks per search from
-the scope's and the index's entry counts, kept in windowed counters beside the entries
+brute force even for a scope holding 80 % of the index, so a busy scope's lookups grew with its entries
+until they passed `cache.lookup_timeout_s` and the semantic cache stopped hitting. `knn_policy` (pure) picks
+per search from the scope's and the index's entry counts, kept in windowed counters beside the entries
 (`python -m bench.semantic_index` measured both sides: docs/caching.md).
 
 The index is versioned: version 3 (`smr_semantic_v3`, keys `smr:s3:`) indexes the static embedding (128
