@@ -72,6 +72,7 @@ class Embedder:
         self.threads = threads  # ONNX: intra-op threads of a pass (never spinning; see onnx_encoder)
         self.device = "unloaded"
         self.dim = 0
+        self.max_tokens = 0  # word pieces a text is cut to (the model's max_seq_length less its two markers)
         self._model: Any = None
         self._onnx: Any = None
         self._queue: asyncio.Queue[Pending] | None = None
@@ -100,6 +101,7 @@ class Embedder:
                 log.warning("embeddings: ONNX backend unavailable (%s); using torch", reason)
             else:
                 self.backend, self.dim = "onnx", self._onnx.dim
+                self.max_tokens = self._onnx.max_len - 2
                 self.encode_batch(["warm-up"])
                 return self
         from sentence_transformers import SentenceTransformer
@@ -107,6 +109,7 @@ class Embedder:
         self._model = SentenceTransformer(str(path), device=self.device)
         dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim())
+        self.max_tokens = int(self._model.max_seq_length) - 2
         self.backend = "torch"
         self.encode_batch(["warm-up"])
         return self

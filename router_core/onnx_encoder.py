@@ -147,7 +147,8 @@ class OnnxEncoder:
         cfg_path = model_path / "sentence_bert_config.json"
         max_len = json.loads(cfg_path.read_text()).get("max_seq_length", 256) if cfg_path.exists() else 256
         self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=int(max_len))
+        self.max_len = int(max_len)
+        self.tokenizer.enable_truncation(max_length=self.max_len)
         pad = self.tokenizer.token_to_id("[PAD]")
         self.tokenizer.enable_padding(pad_id=pad if pad is not None else 0, pad_token="[PAD]")
         out = self.session.get_outputs()[0].shape

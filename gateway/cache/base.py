@@ -4,6 +4,7 @@ the semantic lookup reads: a cheap static one the index is searched with, and th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
@@ -72,6 +73,14 @@ class StaticEncoder(Protocol):
 
     def embed(self, text: str) -> np.ndarray: ...
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's word pieces (MiniLM's tokenizer), as `pool_one` reads them."""
+        ...
+
+    def pool_one(self, ids: Sequence[int]) -> np.ndarray:
+        """The unit vector of one text's word pieces (`embed` is `pool_one(token_ids([text])[0])`)."""
+        ...
+
 
 class SentenceEncoder(Protocol):
     """The confirming encoder (router_core.embedder.Embedder, MiniLM): unit vectors, off the event loop and
@@ -80,5 +89,6 @@ class SentenceEncoder(Protocol):
     dim: int
     device: str
     backend: str
+    max_tokens: int  # the word pieces it reads of a text (MiniLM: 254, its 256 with the two markers)
 
     async def embed(self, text: str) -> np.ndarray: ...

@@ -91,6 +91,7 @@ class Lookup(msgspec.Struct):
     hit: Hit | None = None
     near: Hit | None = None  # a near miss (just under the threshold), kept only while the threshold learns
     threshold: float | None = None  # the threshold this lookup used
+    long: bool = False  # the message is longer than MiniLM reads: the exact cache only
 
 
 class CacheStats(msgspec.Struct):
@@ -100,6 +101,7 @@ class CacheStats(msgspec.Struct):
     guard_rejections: int = 0  # a candidate the guard rejected (a hard rule at the static stage, or the model)
     encoder_skipped: int = 0   # semantic lookups settled by the static stage alone: no MiniLM pass
     encoder_runs: int = 0      # semantic lookups that ran MiniLM to confirm a candidate
+    too_long: int = 0          # lookups of a message longer than MiniLM reads: exact only, no semantic layer
     stored: int = 0
     errors: int = 0
     timeouts: int = 0
@@ -118,6 +120,7 @@ class ResponseCache:
 
             static = StaticEmbedder()
         self.static = static if self.index is not None else None
+        self.max_tokens = self.embedder.max_tokens if self.embedder is not None else 0
         self.guard = guard
         self.cfg = cfg
         self.stats = CacheStats()
@@ -146,13 +149,24 @@ class ResponseCache:
         multiplexed link sends what a turn asked for in one write); `lookup(lk, ahead=...)` then awaits it
         instead of a round trip of its own. None when there is no semantic index or nothing to search with.
         Its result is dropped when the exact entry hits or admission refuses (a search's Redis CPU, 20-100 us)."""
-        if self.index is None or self.static is None or not lk.prompt:
+        if self.index is None or not lk.prompt or self._static_of(lk) is None:
             return None
-        lk.static = self.static.embed(lk.prompt)
         task = asyncio.ensure_future(self._search(self.index, lk))
         self._keep(task)
         task.add_done_callback(_retrieved)
         return task
+
+    def _static_of(self, lk: Lookup) -> np.ndarray | None:
+        """The message's static vector (computed once), or None when it has more word pieces than MiniLM reads:
+        MiniLM would compare the beginnings of two such messages only, so the semantic layer would rest on the
+        guard alone (whose rules cost 66 ms on three 100 kB candidates); such a message uses the exact cache."""
+        if lk.static is None and not lk.long and self.static is not None:
+            ids = self.static.token_ids([lk.prompt])[0]
+            if 0 < self.max_tokens < len(ids):
+                lk.long = True
+            else:
+                lk.static = self.static.pool_one(ids)
+        return lk.static
 
     async def _search(self, index: VectorIndex, lk: Lookup) -> list[Candidate]:
         assert lk.static is not None
@@ -175,12 +189,14 @@ class ResponseCache:
                 self.stats.hits_exact += 1
                 return lk
             if self.embedder is not None and self.index is not None and self.static is not None and lk.prompt:
+                found: list[Candidate] | None = None
                 if ahead is not None:
                     found = await ahead
-                else:
-                    lk.static = self.static.embed(lk.prompt)
+                elif self._static_of(lk) is not None:
                     found = await self._search(self.index, lk)
-                candidates = await self._confirmed(lk, self._gate(lk.prompt, found))
+                else:
+                    self.stats.too_long += 1
+                candidates = [] if found is None else await self._confirmed(lk, self._gate(lk.prompt, found))
                 lk.threshold = threshold = self.acceptance.threshold
                 for c in candidates:
                     if c.similarity < threshold:
@@ -267,9 +283,10 @@ class ResponseCache:
             payload = answer_encoder.encode(answer)
             async with asyncio.timeout(max(self.cfg.lookup_timeout_s * 20, 1.0)):
                 stores = [self.exact.set(lk.key, payload, ttl)]
-                if self.index is not None and self.static is not None and lk.prompt:
-                    # The static vector (cheap) always; MiniLM's only when the lookup computed it.
-                    vector = lk.static if lk.static is not None else self.static.embed(lk.prompt)
+                # The static vector (cheap) always; MiniLM's only when the lookup computed it. Not a message
+                # longer than MiniLM reads.
+                vector = self._static_of(lk) if self.index is not None and lk.prompt else None
+                if self.index is not None and vector is not None:
                     stores.append(self.index.add(lk.tenant, lk.scope, vector, lk.prompt, payload, ttl, lk.vector))
                 # Started together: on the multiplexed link both go out in one write (with the settlement's).
                 done = await asyncio.gather(*stores, return_exceptions=True)

@@ -35,7 +35,7 @@ def static() -> StaticEmbedder:
 class SpyEncoder:
     """Stands in for MiniLM: counts texts and passes; `same=True` makes every text the same vector."""
 
-    device, backend = "cpu", "spy"
+    device, backend, max_tokens = "cpu", "spy", 254
 
     def __init__(self, static: StaticEmbedder, same: bool = False) -> None:
         self.static, self.same, self.dim = static, same, static.dim
@@ -182,6 +182,29 @@ def test_the_in_process_index_refuses_vectors_of_another_size() -> None:
             await index.search("t", "s", np.ones(384, dtype=np.float32), 3)
 
     asyncio.run(run())
+
+
+def test_a_message_longer_than_minilm_reads_uses_the_exact_cache_only(static: StaticEmbedder) -> None:
+    """MiniLM reads 254 word pieces of a message: two long messages that differ after them (the same document,
+    another question at its end) would be the same to it. Such a message is neither searched nor stored in the
+    index (the guard's rules alone cost 66 ms on three 100 kB candidates); the exact cache still answers it, and
+    a short message still goes through the semantic layer."""
+    spy = SpyEncoder(static, same=True)  # every text one vector: any candidate MiniLM is asked about would hit
+    cache = make_cache(static, spy)
+    doc = "The quarterly report covers revenue, costs and staffing across all of our regions. " * 30
+
+    async def run() -> tuple[Lookup, Lookup, Lookup]:
+        first = await ask(cache, doc + "Summarise it in three bullet points.")
+        second = await ask(cache, doc + "Translate it into German.")
+        return first, second, await ask(cache, doc + "Summarise it in three bullet points.")
+
+    first, second, again = asyncio.run(run())
+    assert first.hit is None and second.hit is None and first.long and second.long
+    assert again.hit is not None and again.hit.kind == "hit-exact"
+    assert spy.texts == [] and cache.stats.too_long == 2 and cache.stats.stored == 2
+    assert isinstance(cache.index, MemoryVectorIndex) and not cache.index._by_key  # nothing in the index
+    short = asyncio.run(ask(cache, "How do I reverse a list in Python?"))
+    assert not short.long and short.static is not None and len(cache.index._by_key) == 1
 
 
 # ------------------------------------------------------------------ how a filtered KNN runs in Redis
