@@ -275,7 +275,7 @@ def table(results: dict[tuple[str, bool, int], list[Run]], health: dict[str, obj
                 has_cpu = cpu == cpu  # not NaN
                 added = "–" if name == names[0] else f"{p50 - direct:+.2f}"
                 cpu_text = f"{cpu:,.0f}" if has_cpu else "–"
-                ratio = f"{cpu / passthrough:.1f}x" if has_cpu else "–"
+                ratio = f"{cpu / passthrough:.1f}x" if has_cpu and passthrough > 0 else "–"  # smoke: 0 ticks
                 rows.append(
                     f"| {name} | {'SSE' if stream else 'JSON'} | {conns} | {med(k, 'rps'):,.0f} | {p50:.2f} "
                     f"| {med(k, 'p99_ms'):.2f} | {added} | {cpu_text} | {ratio} | {sum(r.errors for r in results[k])} |")

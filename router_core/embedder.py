@@ -109,7 +109,7 @@ class Embedder:
         self._model = SentenceTransformer(str(path), device=self.device)
         dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim())
-        self.max_tokens = int(self._model.max_seq_length) - 2
+        self.max_tokens = int(getattr(self._model, "max_seq_length", None) or 512) - 2
         self.backend = "torch"
         self.encode_batch(["warm-up"])
         return self

@@ -52,6 +52,7 @@ class StaticEmbedder:
         data = np.load(folder / "embeddings.npz")
         self.table = data["int8"].astype(np.float32) * data["scale"][:, None].astype(np.float32)
         self.dim = int(self.table.shape[1])
+        self.max_chars = MAX_CHARS  # a text is cut to this before tokenizing
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()

@@ -70,6 +70,7 @@ class StaticEncoder(Protocol):
     """The cheap first stage (router_core.static_embed.StaticEmbedder): a unit vector, inline, no model pass."""
 
     dim: int
+    max_chars: int  # a text is cut to this many characters before tokenizing
 
     def embed(self, text: str) -> np.ndarray: ...
 

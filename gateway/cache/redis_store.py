@@ -44,8 +44,8 @@ OLD_SEM_PREFIXES = ("smr:s:", "smr:s2:")  # versions 1 and 2: cleared, never sea
 # nearest entries of 15,000-80,000-entry scopes even at EF_RUNTIME 40; 128 kept them (bench.semantic_index)
 HNSW_PARAMS = {"M": 16, "EF_CONSTRUCTION": 128}
 ADHOC = "HYBRID_POLICY ADHOC_BF"
-# EF_RUNTIME: at the default 10 a paraphrase's search missed the nearest entry of an 80,000-entry scope in 3-7 % of
-# searches, at 40 in none or 1 % with EF_CONSTRUCTION 128 or 200 (bench.semantic_index)
+# EF_RUNTIME: at the default 10 a paraphrase's search missed the nearest entry of an 80,000-entry scope in 3 % of
+# searches (EF_CONSTRUCTION 128 or 200) to 14 % (64); at 40 in none to 1 % with 128 or 200 (bench.semantic_index)
 BATCHES = "HYBRID_POLICY BATCHES EF_RUNTIME 40"
 REMEMBERED_SCOPES = 4096  # scopes whose counts called for BATCHES, remembered for their next search
 # HSET only while the entry lives: an expired entry must not come back as a hash without a TTL.
@@ -69,9 +69,17 @@ def knn_policy(scope_entries: int, all_entries: int) -> str:
     return BATCHES if batches < adhoc else ADHOC
 
 
+def _plain(value: str) -> str:
+    """`value`, when it is letters and digits only (serving passes hex digests): nothing in it can be read as TAG
+    query syntax, a key pattern's glob, or the `_` that joins a tenant to its scope."""
+    if not value.isascii() or not value.isalnum():
+        raise ValueError(f"not a plain tenant or scope tag: {value[:40]!r}")
+    return value
+
+
 def scope_tag(tenant: str, scope: str) -> str:
-    """The one TAG value of a tenant's scope (both hex in serving: no escaping needed)."""
-    return f"{tenant}_{scope}"
+    """The one TAG value of a tenant's scope."""
+    return f"{_plain(tenant)}_{_plain(scope)}"
 
 
 def connect(url: str, timeout_s: float) -> aioredis.Redis:
@@ -239,6 +247,9 @@ class RedisVectorIndex:
         await run_script(self.link, self._attach, [key], [confirm.astype(np.float32).tobytes()])
 
     async def clear(self, tenant: str | None) -> int:
+        if tenant:
+            _plain(tenant)
+        self._batched = {t: p for t, p in self._batched.items() if tenant and not t.startswith(f"{tenant}_")}
         suffix = f"{tenant}:*" if tenant else "*"
         n = 0
         for prefix in (SEM_PREFIX, *OLD_SEM_PREFIXES):

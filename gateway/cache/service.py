@@ -148,7 +148,8 @@ class ResponseCache:
         """Start the semantic search of `lk` now, so that it goes out with the admission's round trip (the
         multiplexed link sends what a turn asked for in one write); `lookup(lk, ahead=...)` then awaits it
         instead of a round trip of its own. None when there is no semantic index or nothing to search with.
-        Its result is dropped when the exact entry hits or admission refuses (a search's Redis CPU, 20-100 us)."""
+        Its result is dropped when the exact entry hits or admission refuses (a search's Redis CPU: 25-250 us,
+        docs/caching.md#how-the-index-is-searched)."""
         if self.index is None or not lk.prompt or self._static_of(lk) is None:
             return None
         task = asyncio.ensure_future(self._search(self.index, lk))
@@ -157,12 +158,13 @@ class ResponseCache:
         return task
 
     def _static_of(self, lk: Lookup) -> np.ndarray | None:
-        """The message's static vector (computed once), or None when it has more word pieces than MiniLM reads:
-        MiniLM would compare the beginnings of two such messages only, so the semantic layer would rest on the
-        guard alone (whose rules cost 66 ms on three 100 kB candidates); such a message uses the exact cache."""
+        """The message's static vector (computed once), or None when it is longer than the encoders read (more
+        characters than the static embedding reads, or more word pieces than MiniLM does): they would compare
+        the beginnings of two such messages only, so the semantic layer would rest on the guard alone (whose
+        rules cost 66 ms on three 100 kB candidates); such a message uses the exact cache."""
         if lk.static is None and not lk.long and self.static is not None:
-            ids = self.static.token_ids([lk.prompt])[0]
-            if 0 < self.max_tokens < len(ids):
+            ids = self.static.token_ids([lk.prompt])[0] if len(lk.prompt) <= self.static.max_chars else None
+            if ids is None or 0 < self.max_tokens < len(ids):
                 lk.long = True
             else:
                 lk.static = self.static.pool_one(ids)

@@ -41,10 +41,11 @@ from gateway.path.auth import Principal
 from gateway.path.cascade import fails
 from gateway.path.explain import explain
 from gateway.path.fallback import Answered, ChainCaller, OpenStream
+from gateway.path.refusals import RecentRefusals
 from gateway.path.routing import Route, Router
 from gateway.path.streaming import StreamSummary, completion_events, replay_sse, to_sse
 from gateway.providers.base import UpstreamCall
-from gateway.vocab.errors import ClientClosedRequest, GatewayError, InternalError
+from gateway.vocab.errors import ClientClosedRequest, GatewayError, InternalError, RateLimited
 from gateway.vocab.pricing import Priced, fill_usage, price, price_cache_hit, prompt_tokens, with_first_call
 from gateway.vocab.prompt_log import logged_prompt
 from gateway.vocab.settings import Backend, Settings
@@ -136,6 +137,7 @@ class RequestPath:
         self.tracer = tracer
         self.learning: Learner | None = None  # sampled second opinions (gateway.learning), set by the Gateway
         self._peek = shared_redis(cache, admission)
+        self.refused = RecentRefusals()  # no semantic search started ahead for them (gateway/path/refusals.py)
 
     async def serve(self, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
@@ -214,12 +216,16 @@ class RequestPath:
 
     async def _serve(self, ctx: RequestContext, preq: PathRequest, principal: Principal) -> Answer | StreamAnswer:
         req = preq.request
-        # 1. admit (the exact cache's entry read in the same round trip when they share one Redis)
+        # 1. admit (the exact GET and the semantic search in its write when they share one Redis; read once admitted)
         policy, lk = self._prepare(preq, principal)
         peek = lk.key if self._peek and lk is not None and policy.lookup else None
-        # ... and the semantic search started beside it (its command in the same write; read only once admitted)
-        ahead = self.cache.search_ahead(lk) if self._peek and self.cache and lk and policy.lookup else None
-        ticket = ctx.ticket = await self.admission.admit(principal, req, preq.raw, peek)
+        ahead = (self.cache.search_ahead(lk) if self._peek and self.cache and lk and policy.lookup
+                 and not self.refused.lately(principal) else None)
+        try:
+            ticket = ctx.ticket = await self.admission.admit(principal, req, preq.raw, peek)
+        except RateLimited as exc:
+            self.refused.note(principal, exc)
+            raise
         # 2. cache
         with self.tracer.span("smr.cache.lookup") as span:
             lk = await self._lookup(ctx, policy, lk, ticket.peeked, ahead)

@@ -74,6 +74,37 @@ def test_a_repeated_request_of_a_limited_key_is_an_exact_hit_read_with_the_admit
         assert second.headers["x-ratelimit-remaining-requests"] == "998"  # both requests were counted
 
 
+def test_a_caller_past_its_rate_limit_costs_no_semantic_search(fakes: ThreadedFakes, pg_url: str,
+                                                                redis_stack: EmbeddedRedis) -> None:
+    """The semantic search goes out with the admission's script, before the refusal is known: once a key has
+    been refused, its requests until its Retry-After send the admit script alone (a client hammering past its
+    limit would otherwise cost a KNN search per refused request)."""
+    settings = make_settings(fakes, db_url=pg_url, redis={"url": redis_stack.url},
+                             auth={"enabled": True, "admin_key": ADMIN}, cache={"enabled": True, "semantic": True})
+    tally = Tally()
+    with tally.installed(), GatewayThread(settings) as gw, httpx.Client(timeout=30) as http:
+        r = http.post(gw.url + "/v1/keys", headers={"Authorization": f"Bearer {ADMIN}"}, json={
+            "name": "hammer", "tenant": "hammer", "rate_limit_rpm": 1})
+        r.raise_for_status()
+        headers = {"Authorization": f"Bearer {r.json()['key']}"}
+
+        def ask(i: int) -> tuple[int, dict[str, int]]:
+            before = tally.snapshot()
+            body = {"model": "auto", "messages": [{"role": "user", "content": f"Hammer {time.time_ns()} {i}?"}]}
+            status = http.post(gw.url + "/v1/chat/completions", headers=headers, json=body).status_code
+            time.sleep(0.05)
+            sent = tally.snapshot() - before
+            return status, {k: v for k, v in sent.items() if "admission: admit" in k}
+
+        assert ask(0)[0] == 200
+        status, first_refusal = ask(1)
+        assert status == 429 and sum(v for k, v in first_refusal.items() if "semantic search" in k) == 1, first_refusal
+        for i in range(2, 5):
+            status, sent = ask(i)
+            assert status == 429 and sent, sent
+            assert not any("semantic search" in k for k in sent), sent
+
+
 def stored(tally: Tally) -> int:
     return sum(n for what, n in tally.snapshot().items() if "cache set" in what)
 

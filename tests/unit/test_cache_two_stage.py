@@ -205,6 +205,11 @@ def test_a_message_longer_than_minilm_reads_uses_the_exact_cache_only(static: St
     assert isinstance(cache.index, MemoryVectorIndex) and not cache.index._by_key  # nothing in the index
     short = asyncio.run(ask(cache, "How do I reverse a list in Python?"))
     assert not short.long and short.static is not None and len(cache.index._by_key) == 1
+    # Long in characters though few in word pieces (the static embedding reads 4,096 characters: what follows
+    # would be unseen by both encoders): the exact cache only, as well.
+    padded = asyncio.run(ask(cache, " " * 5000 + "How do I reverse a list in Python?"))
+    unknown = asyncio.run(ask(cache, ("x" * 120 + " ") * 40 + "How do I reverse a list in Python?"))
+    assert padded.long and unknown.long and cache.stats.too_long == 4 and len(cache.index._by_key) == 1
 
 
 # ------------------------------------------------------------------ how a filtered KNN runs in Redis
@@ -221,3 +226,14 @@ def test_knn_policy_brute_forces_small_scopes_and_batches_a_scope_that_is_much_o
     assert knn_policy(2_000, 2_000_000) == ADHOC  # a big scope, but a sliver of the index: batches would read it all
     assert knn_policy(100_000, 2_000_000) == BATCHES
     assert knn_policy(5_000, 10) == BATCHES  # counters within 2x of each other: never a negative share
+
+
+def test_a_tenant_or_scope_tag_must_be_plain() -> None:
+    """The index's TAG value joins tenant and scope with `_`: a value with anything but letters and digits could
+    be read as query syntax, a glob in `clear`'s key pattern, or make two tenants' scopes one."""
+    from gateway.cache.redis_store import scope_tag
+
+    assert scope_tag("0123abcd", "ffee") == "0123abcd_ffee"
+    for tenant, scope in (("a_b", "c"), ("a", "b_c"), ("t}", "s"), ("t", "s|x"), ("t*", "s"), ("", "s"), ("t", "é")):
+        with pytest.raises(ValueError):
+            scope_tag(tenant, scope)
