@@ -131,6 +131,15 @@ class _Output(io.StringIO):
         self.flush()
 
 
+def _put_env(values: Mapping[str, str | None]) -> None:
+    """Each variable set, or removed where its value is None."""
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def smr_in_process(args: Sequence[str], env: Mapping[str, str | None], cwd: Path | None = None,
                    ) -> subprocess.CompletedProcess[str]:
     """`smr ARGS` as `python -m gateway.cli` runs it (`SystemExit(main())`), in this process: each command
@@ -144,11 +153,7 @@ def smr_in_process(args: Sequence[str], env: Mapping[str, str | None], cwd: Path
     saved = {k: os.environ.get(k) for k in env}
     out, err = _Output(), _Output()
     try:
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _put_env(env)
         with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code: int | str | None = main(list(args))
@@ -158,11 +163,7 @@ def smr_in_process(args: Sequence[str], env: Mapping[str, str | None], cwd: Path
             err.write(code + "\n")
             code = 1
     finally:
-        for k, old in saved.items():
-            if old is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = old
+        _put_env(saved)
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
         for made in logging.root.manager.loggerDict.values():  # loggers the command made and set

@@ -42,18 +42,12 @@ from gateway.cache.base import (
 )
 from gateway.cache.guard import GuardModel, hard_rejects
 from gateway.cache.keys import cache_keys, last_user_text, tenant_tag
+from gateway.infra.aio import retrieved
 from gateway.vocab.settings import CacheSettings
 from gateway.vocab.wire import ChatCompletionRequest
 
 log = logging.getLogger("gateway.cache")
 SEARCH_K = 3  # candidates the static search returns (the one-stage cache searched MiniLM's nearest 3)
-
-
-def _retrieved(task: asyncio.Future[list[Candidate]]) -> None:
-    """A search started ahead whose result nobody read (an exact hit, a refusal): its failure is not reported as
-    never retrieved (the lookup that does read it counts it)."""
-    if not task.cancelled():
-        task.exception()
 
 
 class CachePolicy(msgspec.Struct, frozen=True):
@@ -154,7 +148,7 @@ class ResponseCache:
             return None
         task = asyncio.ensure_future(self._search(self.index, lk))
         self._keep(task)
-        task.add_done_callback(_retrieved)
+        task.add_done_callback(retrieved)  # dropped on an exact hit or a refusal; a lookup that reads it counts it
         return task
 
     def _static_of(self, lk: Lookup) -> np.ndarray | None:

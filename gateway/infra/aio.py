@@ -20,10 +20,16 @@ T = TypeVar("T")
 _abandoned: set[asyncio.Future[Any]] = set()
 
 
+def retrieved(task: asyncio.Future[Any]) -> None:
+    """Its failure, if any, marked as retrieved: a task whose result nobody reads (a done callback) is not
+    reported as 'exception was never retrieved'."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _settled(task: asyncio.Future[Any]) -> None:
     _abandoned.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: a late failure is not reported as never retrieved
+    retrieved(task)
 
 
 def _abandon(task: asyncio.Future[Any]) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from bench.redis_roundtrips import ADMIN, COMMANDS_MAX, ROUND_TRIPS_MAX, Tally, measure
+from bench.redis_roundtrips import ADMIN, COMMANDS_MAX, ROUND_TRIPS_MAX, measure
+from bench.redis_tally import Tally
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.cache.redis_store import RedisVectorIndex, connect
 from gateway.fakes.server import ThreadedFakes
