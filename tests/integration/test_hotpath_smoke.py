@@ -5,6 +5,7 @@ Only the table's shape is checked, never a timing: the figures are benchmark rat
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -21,15 +22,28 @@ def test_hotpath_smoke_prints_every_row() -> None:
                          text=True, timeout=540)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and not line.startswith("| target")]
-    targets = ["direct (fake upstream)", "passthrough (bench/passthrough.py)", "gateway, default config",
+    targets = ["direct (fake upstream)", "passthrough (bench/passthrough.py)",
+               "floor: passthrough + the miss's I/O (bench/floor.py)", "gateway, default config",
                "gateway, cache.semantic = false"]
     for body in ("JSON", "SSE"):
         for conns in (1, 16):
             for target in targets:
                 assert any(r.startswith(f"| {target} | {body} | {conns} |") for r in rows), (target, body, conns)
-    gateway_rows = [r for r in rows if r.startswith("| gateway")]
-    assert all(r.rstrip(" |").endswith("| 0") for r in gateway_rows), "gateway answered errors"  # error column
+    served = [r for r in rows if r.startswith(("| gateway", "| floor"))]
+    assert all(r.rstrip(" |").endswith("| 0") for r in served), "gateway or floor answered errors"  # error column
     assert "Default gateway's cache after the run:" in out.stdout
+    # The floor did its I/O: three writes (settlement, exact SET, index entry) after each answer, none failed (a
+    # stream its client left early writes none)
+    done = next(line for line in out.stdout.splitlines() if line.startswith("floor: passthrough + the miss's I/O"))
+    requests, writes, failed = (int(n) for n in re.findall(r"(\d+) (?:requests|writes|failed)", done))
+    assert requests > 0 and failed == 0 and 0 < writes <= 3 * requests and writes % 3 == 0, done
+
+
+def test_the_floor_does_the_parts_the_benchmark_names() -> None:
+    from bench import floor, hotpath
+
+    assert hotpath.PARTS == floor.PARTS
+    assert all(set(step.split(",")) <= {"", *floor.PARTS} for step in hotpath.LADDER)
 
 
 def test_semantic_index_smoke_prints_every_scope_and_way(capsys: pytest.CaptureFixture[str]) -> None:
