@@ -1,6 +1,6 @@
 """The floor of the default configuration: the passthrough plus the work a cache miss cannot do without.
 
-    python -m bench.floor --upstream URL --port P --database URL [--data-dir DIR]
+    python -m bench.floor --upstream URL --port P --database URL [--data-dir DIR] [--parts limits,exact,...]
 
 `bench.passthrough`'s forwarding, and around each request what the gateway's default configuration has to
 do on a cache miss, through the gateway's own parts and in its order, and nothing else: the static embedding
