@@ -25,7 +25,6 @@ import asyncio
 import datetime as dt
 import secrets
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -42,6 +41,7 @@ from litestar.response import Stream
 
 from gateway.cache.embedded import EmbeddedRedis
 from gateway.cache.redis_store import RedisVectorIndex, connect
+from gateway.cli.serve import exit_cleanly_on_sigterm
 from gateway.db.log_row import LogRow
 from gateway.db.log_writer import LogWriter
 from gateway.db.migrate import migrate
@@ -237,10 +237,7 @@ def main() -> None:
     async def closed(app: Litestar) -> None:
         await floor.close()
 
-    def exit_cleanly(signum: int, frame: object) -> None:
-        raise SystemExit(0)  # as `smr serve`: uvicorn re-raises SIGTERM after its shutdown; `finally` runs then
-
-    signal.signal(signal.SIGTERM, exit_cleanly)
+    exit_cleanly_on_sigterm()  # as `smr serve`: uvicorn re-raises SIGTERM after its shutdown; `finally` runs then
     try:
         app = Litestar([chat, health], on_startup=[opened], on_shutdown=[closed], state=State({"floor": floor}),
                        openapi_config=None)

@@ -210,11 +210,10 @@ class Stack:
             lambda: gateway(True), lambda: gateway(False),
             *([lambda: gateway(True, self.baseline)] if self.baseline is not None else [])])
         self.procs += started
-        passthrough, *gateways = started
+        passthrough, floor_procs, gateways = started[0], started[1:1 + len(floors)], started[1 + len(floors):]
         yield Target("passthrough (bench/passthrough.py)", passthrough.url, pid=passthrough.pid)
-        for parts, proc in zip(floors, gateways[:len(floors)], strict=True):
+        for parts, proc in zip(floors, floor_procs, strict=True):
             yield Target(floor_name(parts), proc.url, pid=proc.pid)
-        gateways = gateways[len(floors):]
         names = [DEFAULT, "gateway, cache.semantic = false"]
         if self.baseline is not None:
             names.append(f"baseline {baseline_name(self.baseline)}, default config")

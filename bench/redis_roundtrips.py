@@ -163,7 +163,8 @@ def measure(fakes: Any, db_url: str, redis_url: str, requests: int = 20, semanti
     server = redis.Redis.from_url(redis_url)
     tally = Tally()
     try:
-        with tally.installed(), GatewayThread(settings) as gw, httpx.Client(timeout=30) as http:
+        with tally.installed(), GatewayThread(settings) as gw, httpx.Client(timeout=30) as http, \
+                contextlib.ExitStack() as stack:
             r = http.post(gw.url + "/v1/keys", headers={"Authorization": f"Bearer {ADMIN}"}, json={
                 "name": "roundtrips", "tenant": "roundtrips", "rate_limit_rpm": 100_000_000,
                 "budget_usd": 1_000_000.0, "budget_period": "month"})
@@ -183,9 +184,7 @@ def measure(fakes: Any, db_url: str, redis_url: str, requests: int = 20, semanti
             misses = sum(send(-1 - i) for i in range(warm))  # the key, its tenant and its budget's period are read
             settled(tally, start, misses)                    # once, then known
             if by_script:
-                server.config_set("slowlog-max-len", 1_000_000)
-                server.config_set("slowlog-log-slower-than", 0)
-                server.slowlog_reset()
+                stack.enter_context(every_command_logged(server))
             cpu0 = server_cpu_s(server)
             trips0, (cmds0, usec0) = tally.snapshot(), commandstats(server)
             misses = 0
@@ -206,9 +205,24 @@ def measure(fakes: Any, db_url: str, redis_url: str, requests: int = 20, semanti
                  requests - misses, {k: usec[k] / per for k in cmds}, cpu * 1e6 / per, scripts)
 
 
+@contextlib.contextmanager
+def every_command_logged(server: redis.Redis) -> Iterator[None]:
+    """The SLOWLOG records every command (emptied first), and gets the server's own settings back after."""
+    kept = server.config_get("slowlog-*")
+    server.config_set("slowlog-max-len", 1_000_000)
+    server.config_set("slowlog-log-slower-than", 0)
+    server.slowlog_reset()
+    try:
+        yield
+    finally:
+        for name in ("slowlog-log-slower-than", "slowlog-max-len"):
+            server.config_set(name, kept[name])
+        server.slowlog_reset()
+
+
 def script_times(server: redis.Redis) -> dict[str, float]:
-    """From the SLOWLOG (every command logged): each script's median microseconds per call, by its name (its
-    commands included), and FT.SEARCH's; the log's settings put back."""
+    """From the SLOWLOG (`every_command_logged`): each script's median microseconds per call, by its name (its
+    commands included), and FT.SEARCH's."""
     names = script_names()
     times: dict[str, list[int]] = {}
     for entry in server.slowlog_get(1_000_000):
@@ -218,9 +232,6 @@ def script_times(server: redis.Redis) -> dict[str, float]:
             times.setdefault(f"script {names.get(word[1], word[1][:8])}", []).append(int(entry["duration"]))
         elif word[0].upper() == "FT.SEARCH":
             times.setdefault("FT.SEARCH", []).append(int(entry["duration"]))
-    server.config_set("slowlog-log-slower-than", 10_000)
-    server.config_set("slowlog-max-len", 128)
-    server.slowlog_reset()
     return {k: float(statistics.median(v)) for k, v in sorted(times.items())}
 
 

